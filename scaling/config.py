@@ -1,0 +1,164 @@
+"""Typed configuration: the single source of truth for every field, its type and default.
+
+Hydra composes YAML from `sweeps/` on top of these dataclasses; anything not declared here is
+rejected as an unknown key. Validation that needs more than a type lives in `validate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ModelConfig:
+    """Decoder-only transformer shape and architecture switches."""
+
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    seq_len: int = 256
+    # Target TOTAL parameter count (embeddings included, the Chinchilla convention). When set,
+    # `sizing.shape_for_params` picks d_model/n_layers/n_heads and the three fields above are ignored.
+    n_params: Optional[int] = None
+    d_ff: Optional[int] = None  # default: 4*d_model (gelu) or 8/3*d_model rounded to 64 (swiglu)
+    norm_position: str = "pre"  # pre | post
+    norm: str = "rmsnorm"  # rmsnorm | layernorm
+    position: str = "rope"  # rope | learned
+    mlp: str = "gelu"  # gelu | swiglu
+    tie_embeddings: bool = True
+    use_bias: bool = False
+    init_std: float = 0.02
+    rope_theta: float = 10000.0
+    compute_dtype: str = "auto"  # auto (bf16 on GPU/TPU, fp32 on CPU) | float32 | bfloat16
+    attention_impl: str = "auto"  # auto | xla | cudnn  (jax.nn.dot_product_attention)
+
+
+@dataclass
+class DataConfig:
+    """Where tokens come from. `name` picks the pipeline; see scaling/corpus.py."""
+
+    name: str = "pystdlib"  # pystdlib | text | tokens
+    vocab_size: int = 4096
+    # text: a glob of .txt/.md/.py/.jsonl files; tokens: a .bin/.npy token file (train split).
+    path: Optional[str] = None
+    val_path: Optional[str] = None  # tokens: optional held-out token file
+    token_dtype: str = "uint16"  # tokens: dtype of a raw .bin file
+    jsonl_field: str = "text"
+    val_fraction: float = 0.01  # share of files (pystdlib/text) or tail tokens (tokens) held out
+    eval_tokens: int = 65536  # size of the fixed held-out evaluation set
+    cache_dir: Optional[str] = None  # default: $SCALING_CACHE or ~/.cache/scaling
+
+
+@dataclass
+class TrainConfig:
+    """Token budget, optimiser and schedule (defaults follow Pythia)."""
+
+    tokens: Optional[int] = None  # D; or give flops
+    flops: Optional[float] = None  # C; D = C / (6 N_total)
+    batch_size: int = 16  # sequences per optimiser step
+    grad_accum: int = 1  # micro-batches per step (inside jit)
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio exactly at the last step
+    warmup_fraction: float = 0.05
+    max_warmup_steps: int = 1000
+    schedule: str = "cosine"  # cosine | wsd | constant
+    decay_fraction: float = 0.2  # wsd: share of steps in the (1 - sqrt) cooldown
+    decay_start: Optional[int] = None  # wsd branch: step at which this run's cooldown starts
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0  # parameter initialisation
+    data_seed: Optional[int] = None  # data order; defaults to seed
+    log_every: int = 10
+    eval_every: Optional[int] = None  # default: at every checkpoint step
+
+
+@dataclass
+class CheckpointRule:
+    every: int = 1000
+    until: Optional[int] = None
+
+
+@dataclass
+class CheckpointConfig:
+    """Which steps are saved: 0, powers of two (log_spaced), the rules, the explicit steps, the end."""
+
+    enabled: bool = True
+    log_spaced: bool = True
+    rules: list[CheckpointRule] = field(default_factory=lambda: [CheckpointRule(every=1000)])
+    steps: list[int] = field(default_factory=list)
+    keep: Optional[int] = None  # keep only the newest K (None: keep the whole schedule)
+    async_save: bool = True
+
+
+@dataclass
+class MeshConfig:
+    """Device mesh: data * fsdp must equal the number of devices (-1 fills the rest)."""
+
+    data: int = -1
+    fsdp: int = 1
+
+
+@dataclass
+class SweepConfig:
+    """Set by sweep definitions in sweeps/sweep/*.yaml; a single run leaves these empty."""
+
+    name: Optional[str] = None
+    point: Optional[int] = None  # IsoFLOP: offset of this model size from the expected optimum
+    points: int = 5
+    spacing: float = 2.0  # IsoFLOP: ratio between neighbouring sizes
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BenchConfig:
+    steps: int = 10
+    warmup: int = 3
+
+
+@dataclass
+class RunConfig:
+    """Root config of `python -m scaling.train`."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    run_dir: Optional[str] = None  # default: results/runs/<timestamp>
+    results_root: str = "results"
+    progress: bool = True
+    overwrite: bool = False
+    debug: bool = False
+    compilation_cache: bool = True
+
+
+def register_configs() -> None:
+    """Register the schema so YAML in sweeps/ is validated against it."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+
+
+def to_dataclass(cfg: Any) -> RunConfig:
+    """Turn an OmegaConf node (or plain dict) into a RunConfig."""
+    from omegaconf import OmegaConf
+
+    if isinstance(cfg, RunConfig):
+        return cfg
+    node = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+    return OmegaConf.to_object(node)  # type: ignore[return-value]
+
+
+def replace(cfg: RunConfig, **sections: dict[str, Any]) -> RunConfig:
+    """Return a copy with some fields of some sections replaced: replace(cfg, model={"d_model": 64})."""
+    updates = {name: dataclasses.replace(getattr(cfg, name), **values) for name, values in sections.items()}
+    return dataclasses.replace(cfg, **updates)

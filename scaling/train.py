@@ -1,0 +1,348 @@
+"""`python -m scaling.train`: train one decoder-only LM for a size and a token budget.
+
+Flow: config -> plan (sizing, budget, steps) -> corpus and data order -> model and optimiser ->
+jitted step loop with checkpoints on a schedule -> run directory (config, metrics, summary).
+With `--multirun sweep=NAME` Hydra runs one such job per grid point (see sweeps/).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import sys
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from scaling import checkpoint, data, rundir
+from scaling.config import ModelConfig, RunConfig, register_configs, to_dataclass
+from scaling.corpus import Corpus, load_corpus
+from scaling.errors import ConfigError, exit_with
+from scaling.model import build_model, resolve_attention_impl, token_losses
+from scaling.optimizer import learning_rate, make_optimizer
+from scaling.provenance import environment, enable_compilation_cache
+from scaling.sizing import ParamCount, flops_per_token, param_count, shape_for_params
+from scaling.validate import check_overrides, validate_config, validate_plan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Numbers derived from the config before anything trains; written to config.yaml."""
+
+    model: ModelConfig
+    vocab_size: int
+    params: ParamCount
+    flops_per_token: dict[str, float]
+    tokens_per_step: int
+    steps: int
+    tokens: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model_shape": {k: getattr(self.model, k) for k in ("d_model", "n_layers", "n_heads", "seq_len")},
+            "vocab_size": self.vocab_size,
+            "params_total": self.params.total,
+            "params_embedding": self.params.embedding,
+            "params_nonembedding": self.params.nonembedding,
+            "flops_per_token": self.flops_per_token,
+            "tokens_per_step": self.tokens_per_step,
+            "steps": self.steps,
+            "tokens": self.tokens,
+        }
+
+
+def make_plan(cfg: RunConfig, vocab_size: int) -> Plan:
+    """Resolve the model shape (from n_params if given) and the budget (from flops if given)."""
+    model = cfg.model
+    if model.n_params is not None:
+        model = shape_for_params(model, vocab_size, model.n_params)
+    params = param_count(model, vocab_size)
+    per_token = flops_per_token(model, vocab_size)
+    tokens_per_step = cfg.train.batch_size * model.seq_len
+    target = cfg.train.tokens if cfg.train.tokens is not None else cfg.train.flops / per_token["6n"]
+    steps = int(target // tokens_per_step)
+    return Plan(model, vocab_size, params, per_token, tokens_per_step, steps, steps * tokens_per_step)
+
+
+def loss_fn(graphdef: nnx.GraphDef, params: Any, seqs_BxT1: jax.Array) -> jax.Array:
+    model = nnx.merge(graphdef, params)
+    logits_BxTxV = model(seqs_BxT1[:, :-1])
+    return token_losses(logits_BxTxV, seqs_BxT1[:, 1:]).mean()
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, grad_accum: int):
+    """One optimiser step, jitted whole, with gradient accumulation inside jit and donated state."""
+    grad_fn = jax.value_and_grad(lambda p, s: loss_fn(graphdef, p, s))
+
+    def accumulate(params, seqs_BxT1):
+        if grad_accum == 1:
+            return grad_fn(params, seqs_BxT1)
+        micro_AxMxT1 = seqs_BxT1.reshape(grad_accum, -1, seqs_BxT1.shape[-1])
+
+        def body(carry, micro_MxT1):
+            loss, grads = grad_fn(params, micro_MxT1)
+            return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+        zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+        total, _ = jax.lax.scan(body, zero, micro_AxMxT1)
+        return jax.tree.map(lambda x: x / grad_accum, total)
+
+    def step(params, opt_state, seqs_BxT1):
+        loss, grads = accumulate(params, seqs_BxT1)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_eval(graphdef: nnx.GraphDef, eval_NxT1: np.ndarray, batch_size: int):
+    """Mean loss over the fixed held-out set; one host sync per evaluation."""
+    n = max(1, len(eval_NxT1) // batch_size) * batch_size
+    chunks_CxBxT1 = jnp.asarray(eval_NxT1[:n].reshape(-1, min(batch_size, n), eval_NxT1.shape[-1]))
+
+    @jax.jit
+    def evaluate(params):
+        per_chunk = jax.lax.map(lambda s: loss_fn(graphdef, params, s), chunks_CxBxT1)
+        return per_chunk.mean()
+
+    return evaluate
+
+
+class Preemption:
+    """SIGTERM (sent by SLURM/submitit before preemption) asks the loop to checkpoint and stop."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def resolved_config(cfg: RunConfig, plan: Plan, corpus: Corpus) -> dict[str, Any]:
+    return {"config": dataclasses.asdict(cfg), "derived": plan.as_dict(), "data": corpus.meta}
+
+
+def prepare_run_dir(cfg: RunConfig, run_dir: Path, resolved: dict) -> dict | None:
+    """Returns the stored summary of a completed run (nothing to do), else readies the folder."""
+    stored = rundir.read_config(run_dir)
+    if stored is not None and not cfg.overwrite:
+        differing = rundir.config_differences(stored, resolved)
+        if differing:
+            raise ConfigError(
+                ", ".join(differing[:6]),
+                f"differs from the configuration stored in {run_dir}",
+                "use the stored values, another run_dir, or overwrite=true",
+            )
+        summary = rundir.read_json(run_dir / rundir.SUMMARY_FILE)
+        if summary and summary.get("status") == "completed":
+            return summary
+    if stored is not None and cfg.overwrite:
+        rundir.clear(run_dir)
+    rundir.write_config(run_dir, resolved)
+    return None
+
+
+class Trainer:
+    """The step loop and its bookkeeping; `run` returns the summary dict."""
+
+    def __init__(self, cfg: RunConfig, plan: Plan, corpus: Corpus, run_dir: Path):
+        self.cfg, self.plan, self.corpus, self.run_dir = cfg, plan, corpus, run_dir
+        model = build_model(plan.model, plan.vocab_size, cfg.train.seed)
+        self.graphdef, params = nnx.split(model, nnx.Param)
+        self.params = nnx.to_pure_dict(params)
+        self.tx = make_optimizer(cfg.train, plan.steps)
+        self.opt_state = self.tx.init(self.params)
+        self.step_fn = make_train_step(self.graphdef, self.tx, cfg.train.grad_accum)
+        seq_len = plan.model.seq_len
+        self.order = data.DataOrder(
+            seed=cfg.train.data_seed if cfg.train.data_seed is not None else cfg.train.seed,
+            batch_size=cfg.train.batch_size,
+            n_seqs=data.n_sequences(len(corpus.train), seq_len),
+        )
+        eval_set = data.eval_set(corpus.val, seq_len, cfg.data.eval_tokens)
+        self.evaluate = make_eval(self.graphdef, eval_set, cfg.train.batch_size)
+        self.mngr = checkpoint.manager(run_dir, cfg.checkpoint)
+        self.rows: list[dict] = []
+        self.step, self.wall_before = 0, 0.0
+
+    def batch(self, step: int) -> np.ndarray:
+        return data.sequences(self.corpus.train, self.order.indices(step), self.plan.model.seq_len)
+
+    def resume(self) -> None:
+        abstract = {"params": self.params, "opt_state": self.opt_state}
+        restored = checkpoint.restore_latest(self.mngr, abstract)
+        if restored is None:
+            return
+        self.params, self.opt_state = restored["params"], restored["opt_state"]
+        self.step, self.wall_before = restored["record"]["step"], restored["record"].get("wall_s", 0.0)
+        self.rows = rundir.read_metrics(self.run_dir, self.step).to_dict("records")
+        print(f"resuming {self.run_dir} from step {self.step}", file=sys.stderr)
+
+    def row(self, step: int, **values) -> dict:
+        tokens = step * self.plan.tokens_per_step
+        lr = float(learning_rate(self.cfg.train, self.plan.steps, step))
+        base = {"step": step, "tokens": tokens, "flops": tokens * self.plan.flops_per_token["6n"], "lr": lr}
+        return {**base, "train_loss": math.nan, "eval_loss": math.nan, "tokens_per_s": math.nan, **values}
+
+    def save(self, step: int, wall_s: float) -> float:
+        eval_loss = float(self.evaluate(self.params))
+        self.rows.append(self.row(step, eval_loss=eval_loss, wall_s=wall_s))
+        record = {"tokens": step * self.plan.tokens_per_step, "wall_s": wall_s, "eval_loss": eval_loss}
+        checkpoint.save(self.mngr, step, self.params, self.opt_state, record)
+        rundir.write_metrics(self.run_dir, self.rows)
+        self.last_log = (step, time.perf_counter())  # evaluation time is not training throughput
+        return eval_loss
+
+    def run(self) -> dict:
+        cfg, plan = self.cfg, self.plan
+        t0 = time.perf_counter()
+        wall = lambda: self.wall_before + time.perf_counter() - t0  # noqa: E731
+        self.last_log = (self.step, t0)
+        if self.step == 0 and checkpoint.should_save(cfg.checkpoint, 0, plan.steps):
+            self.save(0, 0.0)
+        status, pending = "completed", None
+        preemption = Preemption()
+        bar = tqdm(total=plan.steps, initial=self.step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
+        prefetch = ThreadPoolExecutor(max_workers=1)
+        next_batch = prefetch.submit(self.batch, self.step)
+        try:
+            for step in range(self.step, plan.steps):
+                seqs = jnp.asarray(next_batch.result())
+                if step + 1 < plan.steps:
+                    next_batch = prefetch.submit(self.batch, step + 1)
+                self.params, self.opt_state, metrics = self.step_fn(self.params, self.opt_state, seqs)
+                done = step + 1
+                # The previous step's loss is read only now, so the device never idles on the host.
+                if pending is not None and not self._log(*pending, bar, wall()):
+                    status = "diverged"
+                    break
+                pending = (done, metrics["loss"]) if done % cfg.train.log_every == 0 or done == plan.steps else None
+                if checkpoint.should_save(cfg.checkpoint, done, plan.steps) or preemption.requested:
+                    if pending is not None and not self._log(*pending, bar, wall()):
+                        status = "diverged"
+                        break
+                    pending = None
+                    bar.set_postfix(eval=f"{self.save(done, wall()):.3f}", refresh=False)
+                self.step = done
+                bar.update(1)
+                if preemption.requested:
+                    status = "preempted"
+                    break
+            if status == "completed" and pending is not None and not self._log(*pending, bar, wall()):
+                status = "diverged"
+        finally:
+            bar.close()
+            prefetch.shutdown(wait=False, cancel_futures=True)
+            preemption.restore()
+            self.mngr.wait_until_finished()
+            self.mngr.close()
+        rundir.write_metrics(self.run_dir, self.rows)
+        return self.summary(status, wall())
+
+    def _log(self, step: int, loss_array: jax.Array, bar, wall_s: float) -> bool:
+        """Record a train loss; False when it is not finite (the run has diverged)."""
+        loss, now = float(loss_array), time.perf_counter()
+        tokens_per_s = (step - self.last_log[0]) * self.plan.tokens_per_step / max(now - self.last_log[1], 1e-9)
+        self.last_log = (step, now)
+        self.rows.append(self.row(step, train_loss=loss, tokens_per_s=tokens_per_s, wall_s=wall_s))
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+        return math.isfinite(loss)
+
+    def summary(self, status: str, wall_s: float) -> dict:
+        df = rundir.read_metrics(self.run_dir)
+        train = df.dropna(subset=["train_loss"])
+        evals = df.dropna(subset=["eval_loss"])
+        plan, meta = self.plan, self.corpus.meta
+        return {
+            "status": status,
+            "run_dir": str(self.run_dir),
+            **{k: v for k, v in plan.as_dict().items() if k not in ("model_shape", "flops_per_token")},
+            **plan.as_dict()["model_shape"],
+            "tokens_trained": self.step * plan.tokens_per_step,
+            "steps_done": self.step,
+            "flops_6n": plan.tokens * plan.flops_per_token["6n"],
+            "flops_6n_nonembedding": plan.tokens * plan.flops_per_token["6n_nonembedding"],
+            "flops_chinchilla": plan.tokens * plan.flops_per_token["chinchilla"],
+            "epochs": self.order.epochs(self.step),
+            "final_train_loss": float(train.train_loss.iloc[-1]) if len(train) else math.nan,
+            "final_eval_loss": float(evals.eval_loss.iloc[-1]) if len(evals) else math.nan,
+            "wall_s": wall_s,
+            "params_digest": checkpoint.params_digest(self.params),
+            "data_hash": meta.get("corpus_hash"),
+            "tokenizer_hash": meta.get("tokenizer_hash"),
+            "attention_impl": resolve_attention_impl(plan.model),
+            **environment(),
+        }
+
+
+def train(cfg: RunConfig) -> dict:
+    """Train (or resume, or skip if complete) the run described by `cfg`; returns its summary."""
+    validate_config(cfg)
+    run_dir = Path(cfg.run_dir)
+    rundir.ensure_writable(run_dir)
+    if cfg.compilation_cache:
+        enable_compilation_cache()
+    corpus = load_corpus(cfg.data, progress=cfg.progress)
+    plan = make_plan(cfg, corpus.vocab_size)
+    validate_plan(cfg, plan, corpus)
+    resolved = resolved_config(cfg, plan, corpus)
+    done = prepare_run_dir(cfg, run_dir, resolved)
+    if done is not None:
+        print(f"{run_dir}: already completed ({done['steps']} steps); nothing to do", file=sys.stderr)
+        return done
+    trainer = Trainer(cfg, plan, corpus, run_dir)
+    warning = data.warn_if_repeats(plan.steps, trainer.order)
+    if warning:
+        warnings.warn(warning)
+    trainer.resume()
+    summary = trainer.run()
+    rundir.write_json(run_dir / rundir.SUMMARY_FILE, summary)
+    print(_one_line(summary), file=sys.stderr)
+    return summary
+
+
+def _one_line(s: dict) -> str:
+    return (
+        f"{s['status']}: N={s['params_total']:,} D={s['tokens_trained']:,} "
+        f"eval_loss={s['final_eval_loss']:.4f} in {s['wall_s']:.1f}s -> {s['run_dir']}"
+    )
+
+
+@hydra.main(version_base="1.3", config_path="pkg://sweeps", config_name="config")
+def main(node: DictConfig) -> dict | None:
+    cfg = to_dataclass(node)
+    try:
+        return train(cfg)
+    except ConfigError as err:
+        exit_with(err, debug=cfg.debug)
+
+
+def cli() -> None:
+    """Entry point: validate overrides (one-line errors, exit 2), then hand over to Hydra."""
+    register_configs()
+    try:
+        check_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
+    except ConfigError as err:
+        exit_with(err, debug="debug=true" in sys.argv[1:])
+    main()
+
+
+if __name__ == "__main__":
+    cli()

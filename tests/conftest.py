@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny text corpus in a private cache, so tests never touch the user's cache."""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_dir(tmp_path_factory) -> Path:
+    """About 40 real Python files (five stdlib packages) as a `data=text` corpus."""
+    root = tmp_path_factory.mktemp("corpus")
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for package in ("email", "json", "http", "logging", "urllib"):
+        for path in sorted((stdlib / package).glob("*.py")):
+            (root / f"{package}_{path.name}.txt").write_text(path.read_text())
+    return root
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides(tiny_corpus_dir, cache_dir) -> list[str]:
+    """Overrides for a run that trains in seconds on the tiny corpus."""
+    return [
+        "data=text",
+        f"data.path={tiny_corpus_dir}/*.txt",
+        "data.vocab_size=300",
+        "data.val_fraction=0.2",
+        "data.eval_tokens=2048",
+        f"data.cache_dir={cache_dir}",
+        "model.d_model=32",
+        "model.n_layers=2",
+        "model.n_heads=2",
+        "model.seq_len=32",
+        "train.batch_size=8",
+        "train.lr=3e-3",
+        "progress=false",
+    ]
