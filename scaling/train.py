@@ -103,7 +103,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, gr
     def step(params, opt_state, seqs_BxT1):
         loss, grads = accumulate(params, seqs_BxT1)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        return optax.apply_updates(params, updates), opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     return jax.jit(step, donate_argnums=(0, 1))
 

@@ -1,0 +1,115 @@
+"""Training: gradient accumulation == full batch, a short run whose loss falls, the run directory."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from flax import nnx
+
+from scaling.config import ModelConfig, TrainConfig
+from scaling.model import build_model
+from scaling.optimizer import make_optimizer
+from scaling.train import make_train_step, train
+from tests.helpers import compose_config
+
+VOCAB = 61
+
+
+def _state(seed: int = 0):
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, seq_len=16, compute_dtype="float32")
+    graphdef, params = nnx.split(build_model(cfg, VOCAB, seed), nnx.Param)
+    tx = make_optimizer(TrainConfig(lr=1e-2, warmup_fraction=0.0), 100)
+    params = nnx.to_pure_dict(params)
+    return graphdef, tx, params, tx.init(params)
+
+
+def test_gradient_accumulation_equals_full_batch():
+    seqs = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (8, 17)), jnp.int32)
+    results = []
+    for accum in (1, 4):
+        graphdef, tx, params, opt_state = _state()
+        step = make_train_step(graphdef, tx, accum)
+        for _ in range(3):
+            params, opt_state, metrics = step(params, opt_state, seqs)
+        results.append((params, float(metrics["loss"])))
+    (full, loss_full), (accum, loss_accum) = results
+    assert loss_full == pytest.approx(loss_accum, rel=1e-5)
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(accum)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_train_step_is_deterministic():
+    seqs = jnp.asarray(np.random.default_rng(1).integers(0, VOCAB, (4, 17)), jnp.int32)
+    digests = []
+    for _ in range(2):
+        graphdef, tx, params, opt_state = _state(seed=3)
+        params, _, _ = make_train_step(graphdef, tx, 1)(params, opt_state, seqs)
+        digests.append(b"".join(np.asarray(x).tobytes() for x in jax.tree.leaves(params)))
+    assert digests[0] == digests[1]
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, tiny_overrides):
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = compose_config([*tiny_overrides, f"run_dir={run_dir}", "train.tokens=40000", "train.log_every=5"])
+    return run_dir, train(cfg)
+
+
+def test_short_run_loss_falls_and_summary_is_complete(short_run):
+    run_dir, summary = short_run
+    assert summary["status"] == "completed"
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    evals = metrics.dropna(subset=["eval_loss"])
+    assert evals.eval_loss.iloc[0] == pytest.approx(np.log(300), abs=0.1)  # step 0 = initialisation
+    assert evals.eval_loss.iloc[-1] < evals.eval_loss.iloc[0] - 1.0
+    stored = json.loads((run_dir / "summary.json").read_text())
+    required = {
+        "status", "params_total", "params_embedding", "params_nonembedding", "d_model", "n_layers", "n_heads",
+        "seq_len", "vocab_size", "tokens", "flops_6n", "flops_chinchilla", "steps", "final_train_loss",
+        "final_eval_loss", "wall_s", "params_digest", "data_hash", "tokenizer_hash", "versions", "epochs",
+    }  # fmt: skip
+    assert required <= stored.keys()
+    assert stored["steps"] == 40000 // (8 * 32)
+    assert stored["tokens"] == stored["steps"] * 8 * 32
+    assert stored["final_eval_loss"] == pytest.approx(evals.eval_loss.iloc[-1])
+
+
+def test_metrics_table_has_one_row_per_logged_step(short_run):
+    run_dir, summary = short_run
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    assert list(metrics.columns) == ["step", "tokens", "flops", "lr", "train_loss", "eval_loss", "tokens_per_s", "wall_s"]
+    assert metrics.step.is_unique and metrics.step.is_monotonic_increasing
+    assert metrics.step.iloc[-1] == summary["steps"]
+    train_rows = metrics.dropna(subset=["train_loss"])
+    assert set(range(5, summary["steps"] + 1, 5)) <= set(train_rows.step)
+    np.testing.assert_array_equal(metrics.tokens, metrics.step * 8 * 32)
+
+
+def test_config_yaml_states_derived_numbers(short_run):
+    run_dir, summary = short_run
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert stored["derived"]["params_total"] == summary["params_total"]
+    assert stored["config"]["model"]["d_model"] == 32
+    assert stored["data"]["tokenizer_hash"] == summary["tokenizer_hash"]
+
+
+def test_flops_budget_and_param_target(tmp_path, tiny_overrides):
+    cfg = compose_config([*tiny_overrides, f"run_dir={tmp_path}", "model.n_params=60000", "train.flops=2e10"])
+    summary = train(cfg)
+    assert summary["status"] == "completed"
+    assert abs(summary["params_total"] / 60000 - 1) <= 0.10
+    assert summary["flops_6n"] <= 2e10
+    assert summary["flops_6n"] > 2e10 - 6 * summary["params_total"] * 8 * 32  # within one step of the budget
+
+
+def test_nan_loss_marks_the_run_diverged(tmp_path, tiny_overrides):
+    cfg = compose_config([*tiny_overrides, f"run_dir={tmp_path}", "train.tokens=20000", "train.lr=1e30", "train.warmup_fraction=0"])
+    summary = train(cfg)
+    assert summary["status"] == "diverged"
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
