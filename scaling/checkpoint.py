@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,10 @@ import orbax.checkpoint as ocp
 
 from scaling.config import CheckpointConfig
 
-log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
+# Orbax reports every save at INFO/WARNING through absl; a sweep of hundreds of saves drowns the
+# progress lines, and real failures still raise.
+logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 def _is_power_of_two(step: int) -> bool:
@@ -63,12 +67,14 @@ def params_digest(params: Any) -> str:
 
 
 def manager(run_dir: str | Path, cfg: CheckpointConfig, read_only: bool = False) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=cfg.keep,
-        enable_async_checkpointing=cfg.async_save and not read_only,
-        read_only=read_only,
-        create=not read_only,
-    )
+    if read_only:
+        options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+    else:
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=cfg.keep,
+            enable_async_checkpointing=cfg.async_save,
+            cleanup_tmp_directories=True,  # leftovers of a save that a kill interrupted
+        )
     return ocp.CheckpointManager(Path(run_dir).absolute() / CHECKPOINT_DIR, options=options)
 
 
@@ -93,13 +99,24 @@ def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract: dict[str, An
 
 
 def restore_latest(mngr: ocp.CheckpointManager, abstract: dict[str, Any]) -> dict[str, Any] | None:
-    """Newest checkpoint that restores and verifies; damaged ones are skipped with a warning."""
+    """Newest checkpoint that restores and verifies; damaged ones are set aside with a warning."""
     for step in sorted(mngr.all_steps(), reverse=True):
         try:
             return _restore_step(mngr, step, abstract)
         except Exception as err:  # noqa: BLE001 - any failure means the files are not trustworthy
-            warnings.warn(f"checkpoint step {step} is damaged ({type(err).__name__}: {err}); trying an older one")
+            reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            warnings.warn(f"checkpoint step {step} is damaged ({reason}); set aside, trying an older one")
+            _quarantine(mngr, step)
     return None
+
+
+def _quarantine(mngr: ocp.CheckpointManager, step: int) -> None:
+    """Move a damaged step out of the way (kept for inspection) so training can save it anew."""
+    folder = Path(mngr.directory)
+    target = folder.parent / f"{CHECKPOINT_DIR}_damaged" / f"{step}-{int(time.time())}"
+    target.parent.mkdir(exist_ok=True)
+    shutil.move(str(folder / str(step)), target)
+    mngr.reload()
 
 
 def saved_steps(run_dir: str | Path) -> list[int]:
@@ -107,4 +124,55 @@ def saved_steps(run_dir: str | Path) -> list[int]:
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not folder.exists():
         return []
-    return sorted(ocp.CheckpointManager(folder.absolute(), options=ocp.CheckpointManagerOptions(read_only=True)).all_steps())
+    mngr = manager(run_dir, CheckpointConfig(), read_only=True)
+    steps = sorted(mngr.all_steps())
+    mngr.close()
+    return steps
+
+
+def _stored_model_config(run_dir: Path) -> tuple[Any, int, int]:
+    """(ModelConfig with the resolved shape, vocab size, tokens per step) from config.yaml."""
+    import dataclasses
+
+    from scaling.config import ModelConfig
+    from scaling.rundir import read_config
+
+    stored = read_config(Path(run_dir))
+    if stored is None:
+        raise FileNotFoundError(f"{run_dir} has no config.yaml: not a run directory")
+    derived = stored["derived"]
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    model_cfg = ModelConfig(**{k: v for k, v in stored["config"]["model"].items() if k in fields})
+    model_cfg = dataclasses.replace(model_cfg, **derived["model_shape"], n_params=None)
+    return model_cfg, derived["vocab_size"], derived["tokens_per_step"]
+
+
+def list_checkpoints(run_dir: str | Path) -> list[dict[str, int]]:
+    """Saved steps of a run with the tokens seen at each: [{"step": s, "tokens": t}, ...]."""
+    _, _, tokens_per_step = _stored_model_config(Path(run_dir))
+    return [{"step": s, "tokens": s * tokens_per_step} for s in saved_steps(run_dir)]
+
+
+def load_model(run_dir: str | Path, step: int | None = None, compute_dtype: str | None = None):
+    """A ready-to-run NNX model from any saved step (default: the newest); no training code needed."""
+    import dataclasses
+
+    from flax import nnx
+
+    from scaling.model import build_model
+
+    model_cfg, vocab_size, _ = _stored_model_config(Path(run_dir))
+    if compute_dtype is not None:
+        model_cfg = dataclasses.replace(model_cfg, compute_dtype=compute_dtype)
+    abstract = nnx.eval_shape(lambda: build_model(model_cfg, vocab_size, seed=0))
+    graphdef, params = nnx.split(abstract, nnx.Param)
+    steps = saved_steps(run_dir)
+    if not steps:
+        raise FileNotFoundError(f"{run_dir} has no complete checkpoint")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise ValueError(f"step {step} was not saved in {run_dir}; saved steps: {steps}")
+    mngr = manager(run_dir, CheckpointConfig(), read_only=True)
+    restored = _restore_step(mngr, step, {"params": nnx.to_pure_dict(params)})
+    mngr.close()
+    return nnx.merge(graphdef, restored["params"])

@@ -1,0 +1,149 @@
+"""Checkpoints: the schedule as data, exact resume after SIGKILL and SIGTERM, damaged checkpoints."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling.checkpoint import list_checkpoints, load_model, saved_steps, schedule, should_save
+from scaling.config import CheckpointConfig, CheckpointRule
+from tests.helpers import REPO, run_cli
+
+STEPS = 150  # train.tokens / (batch 8 x seq 32)
+RUN_ARGS = ["train.tokens=38400", "train.log_every=5"]
+COMPARED = ["step", "tokens", "flops", "lr", "train_loss", "eval_loss"]
+
+
+def test_default_schedule_is_pythia_like():
+    cfg = CheckpointConfig(rules=[CheckpointRule(every=100)])
+    assert schedule(cfg, 450) == [0, 1, 2, 4, 8, 16, 32, 64, 100, 128, 200, 256, 300, 400, 450]
+
+
+def test_rules_apply_in_order_with_explicit_steps():
+    cfg = CheckpointConfig(log_spaced=False, rules=[CheckpointRule(every=10, until=50), CheckpointRule(every=25)], steps=[7])
+    assert schedule(cfg, 120) == [0, 7, 10, 20, 30, 40, 50, 75, 100, 120]
+
+
+def test_should_save_is_pure_and_bounded():
+    cfg = CheckpointConfig()
+    assert should_save(cfg, 64, 100) and should_save(cfg, 100, 100)
+    assert not should_save(cfg, 65, 100) and not should_save(cfg, 128, 100) and not should_save(cfg, -1, 100)
+    assert not should_save(CheckpointConfig(enabled=False), 0, 100)
+
+
+def _launch(run_dir: Path, overrides: list[str]) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "scaling.train", f"run_dir={run_dir}", *overrides, *RUN_ARGS]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not (run_dir / "checkpoints" / str(step)).is_dir():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _metrics(run_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(run_dir / "metrics.parquet")[COMPARED]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_overrides) -> Path:
+    run_dir = tmp_path_factory.mktemp("reference")
+    result = run_cli([f"run_dir={run_dir}", *tiny_overrides, *RUN_ARGS])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _summary(run_dir)["steps"] == STEPS
+    return run_dir
+
+
+def _assert_same_run(run_dir: Path, reference: Path) -> None:
+    assert _summary(run_dir)["status"] == "completed"
+    assert _summary(run_dir)["params_digest"] == _summary(reference)["params_digest"]
+    pd.testing.assert_frame_equal(_metrics(run_dir), _metrics(reference))
+
+
+def test_sigkill_then_relaunch_is_bitwise_identical(tmp_path, tiny_overrides, reference):
+    proc = _launch(tmp_path, tiny_overrides)
+    _wait_for_checkpoint(tmp_path, 32, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "summary.json").exists()
+    result = run_cli([f"run_dir={tmp_path}", *tiny_overrides, *RUN_ARGS])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming" in result.stderr
+    _assert_same_run(tmp_path, reference)
+
+
+def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, tiny_overrides, reference):
+    proc = _launch(tmp_path, tiny_overrides)
+    _wait_for_checkpoint(tmp_path, 16, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    summary = _summary(tmp_path)
+    if summary["status"] == "preempted":  # (the run may have finished before the signal landed)
+        assert summary["steps_done"] in saved_steps(tmp_path)
+        result = run_cli([f"run_dir={tmp_path}", *tiny_overrides, *RUN_ARGS])
+        assert result.returncode == 0, result.stderr[-2000:]
+    _assert_same_run(tmp_path, reference)
+
+
+def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, tiny_overrides, reference):
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    (run_dir / "summary.json").unlink()
+    newest = run_dir / "checkpoints" / str(STEPS)
+    for path in (newest / "params").rglob("*"):
+        if path.is_file() and path.stat().st_size > 0:
+            path.write_bytes(b"\0" * path.stat().st_size)  # same size, wrong bytes
+    result = run_cli([f"run_dir={run_dir}", *tiny_overrides, *RUN_ARGS])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"checkpoint step {STEPS} is damaged" in result.stderr
+    assert "resuming" in result.stderr and "from step 128" in result.stderr
+    _assert_same_run(run_dir, reference)
+
+
+def test_completed_run_relaunched_does_nothing(reference, tiny_overrides):
+    before = (reference / "metrics.parquet").stat().st_mtime_ns
+    result = run_cli([f"run_dir={reference}", *tiny_overrides, *RUN_ARGS])
+    assert result.returncode == 0
+    assert "already completed" in result.stderr
+    assert (reference / "metrics.parquet").stat().st_mtime_ns == before
+
+
+def test_changed_config_is_refused_naming_the_field(reference, tiny_overrides):
+    result = run_cli([f"run_dir={reference}", *tiny_overrides, *RUN_ARGS, "train.lr=0.01"])
+    assert result.returncode == 2
+    assert "train.lr" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_load_any_saved_step_for_analysis(reference):
+    listed = list_checkpoints(reference)
+    assert [c["step"] for c in listed] == [0, 1, 2, 4, 8, 16, 32, 64, 128, STEPS]
+    assert listed[-1]["tokens"] == STEPS * 8 * 32
+    tokens = jnp.zeros((1, 8), jnp.int32)
+    first, last = load_model(reference, 0)(tokens), load_model(reference)(tokens)
+    assert first.shape == (1, 8, 300)
+    assert not np.allclose(np.asarray(first), np.asarray(last))
+
+
+def test_checkpoints_are_plain_orbax(reference):
+    import orbax.checkpoint as ocp
+
+    restored = ocp.StandardCheckpointer().restore((reference / "checkpoints" / str(STEPS) / "params").absolute())
+    assert "embed" in restored and restored["embed"]["embedding"].shape == (300, 32)
