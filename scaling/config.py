@@ -111,8 +111,8 @@ class SweepConfig:
 
     name: Optional[str] = None
     point: Optional[int] = None  # IsoFLOP: offset of this model size from the expected optimum
-    points: int = 5
     spacing: float = 2.0  # IsoFLOP: ratio between neighbouring sizes
+    tokens_per_param: float = 20.0  # IsoFLOP: where the grid is centred (Chinchilla's D/N = 20)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -142,7 +142,13 @@ class RunConfig:
 
 
 def register_configs() -> None:
-    """Register the schema so YAML in sweeps/ is validated against it."""
+    """Register the schema so YAML in sweeps/ is validated against it, and the run-name resolver."""
+    from omegaconf import OmegaConf
+
+    from scaling.sweep import run_name
+
+    if not OmegaConf.has_resolver("run_name"):
+        OmegaConf.register_new_resolver("run_name", run_name)
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)

@@ -89,21 +89,21 @@ def flops_per_token(cfg: ModelConfig, vocab_size: int) -> dict[str, float]:
 
 
 def head_dim_for(d_model: int) -> int:
-    return 32 if d_model < 256 else 64
+    return min(d_model, 32) if d_model < 256 else 64
 
 
 def _candidate_shapes(max_layers: int = 64, max_d: int = 8192):
     for n_layers in range(1, max_layers + 1):
-        d = 32
+        d = 16
         while d <= max_d:
             yield n_layers, d
-            d += 32 if d < 256 else 64
+            d += 16 if d < 32 else 32 if d < 256 else 64
 
 
 def shape_for_params(cfg: ModelConfig, vocab_size: int, target: int) -> ModelConfig:
     """Pick (d_model, n_layers, n_heads) whose TOTAL parameter count is near `target`.
 
-    Rule: among shapes (head size 32 below d_model 256, else 64) within 5% of the target, take
+    Rule: among shapes (head size 32 below d_model 256 (16 at d_model 16), else 64) within 5% of the target, take
     the one whose d_model / n_layers is closest to 64 in log space; if none is that close, take
     the closest count. Embeddings are included, so the vocabulary size matters.
     """

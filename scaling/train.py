@@ -24,13 +24,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
 from tqdm import tqdm
 
-from scaling import checkpoint, data, rundir
+from scaling import checkpoint, data, rundir, sweep
 from scaling.config import ModelConfig, RunConfig, register_configs, to_dataclass
 from scaling.corpus import Corpus, load_corpus
 from scaling.errors import ConfigError, exit_with
+from scaling.isoflop import GridPoint, grid_point
 from scaling.model import build_model, resolve_attention_impl, token_losses
 from scaling.optimizer import learning_rate, make_optimizer
 from scaling.provenance import environment, enable_compilation_cache
@@ -67,7 +70,9 @@ class Plan:
 def make_plan(cfg: RunConfig, vocab_size: int) -> Plan:
     """Resolve the model shape (from n_params if given) and the budget (from flops if given)."""
     model = cfg.model
-    if model.n_params is not None:
+    if cfg.sweep.point is not None:
+        model = isoflop_model(cfg, vocab_size)
+    elif model.n_params is not None:
         model = shape_for_params(model, vocab_size, model.n_params)
     params = param_count(model, vocab_size)
     per_token = flops_per_token(model, vocab_size)
@@ -75,6 +80,22 @@ def make_plan(cfg: RunConfig, vocab_size: int) -> Plan:
     target = cfg.train.tokens if cfg.train.tokens is not None else cfg.train.flops / per_token["6n"]
     steps = int(target // tokens_per_step)
     return Plan(model, vocab_size, params, per_token, tokens_per_step, steps, steps * tokens_per_step)
+
+
+def isoflop_point(cfg: RunConfig, vocab_size: int, max_tokens: int | None = None) -> GridPoint:
+    """The IsoFLOP grid point (train.flops, sweep.point) names."""
+    if cfg.train.flops is None:
+        raise ConfigError("sweep.point", "an IsoFLOP point needs a compute budget", "set train.flops")
+    tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
+    return grid_point(
+        cfg.train.flops, cfg.sweep.point, cfg.model, vocab_size, tokens_per_step,
+        spacing=cfg.sweep.spacing, tokens_per_param=cfg.sweep.tokens_per_param, max_tokens=max_tokens,
+    )  # fmt: skip
+
+
+def isoflop_model(cfg: RunConfig, vocab_size: int) -> ModelConfig:
+    d_model, n_layers, n_heads = isoflop_point(cfg, vocab_size).shape
+    return dataclasses.replace(cfg.model, d_model=d_model, n_layers=n_layers, n_heads=n_heads, n_params=None)
 
 
 def loss_fn(graphdef: nnx.GraphDef, params: Any, seqs_BxT1: jax.Array) -> jax.Array:
@@ -325,10 +346,22 @@ def _one_line(s: dict) -> str:
     )
 
 
+def sweep_job(cfg: RunConfig) -> dict:
+    """A multirun job: validate, drop grid points that cannot train, then train in isolation."""
+    validate_config(cfg)
+    drop_reason = None
+    if cfg.sweep.point is not None:
+        corpus = load_corpus(cfg.data, progress=cfg.progress)
+        drop_reason = isoflop_point(cfg, corpus.vocab_size, max_tokens=len(corpus.train)).dropped
+    return sweep.run_job(cfg, drop_reason)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://sweeps", config_name="config")
 def main(node: DictConfig) -> dict | None:
     cfg = to_dataclass(node)
     try:
+        if HydraConfig.get().mode == RunMode.MULTIRUN and cfg.sweep.name:
+            return sweep_job(cfg)
         return train(cfg)
     except ConfigError as err:
         exit_with(err, debug=cfg.debug)
