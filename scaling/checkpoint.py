@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from scaling.config import CheckpointConfig
+from scaling.errors import ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
 # Orbax reports every save at INFO/WARNING through absl; a sweep of hundreds of saves drowns the
@@ -117,6 +118,17 @@ def _quarantine(mngr: ocp.CheckpointManager, step: int) -> None:
     target.parent.mkdir(exist_ok=True)
     shutil.move(str(folder / str(step)), target)
     mngr.reload()
+
+
+def restore_step(run_dir: str | Path, step: int | None, abstract: dict[str, Any]) -> dict[str, Any]:
+    """One named step of another run (a WSD branch starts from its parent's checkpoint)."""
+    if step is None or step not in saved_steps(run_dir):
+        raise ConfigError("train.init_step", f"step {step} is not saved in {run_dir}", f"use one of {saved_steps(run_dir)}")
+    mngr = manager(run_dir, CheckpointConfig(), read_only=True)
+    try:
+        return _restore_step(mngr, step, abstract)
+    finally:
+        mngr.close()
 
 
 def saved_steps(run_dir: str | Path) -> list[int]:

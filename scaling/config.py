@@ -65,6 +65,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio exactly at the last step
     warmup_fraction: float = 0.05
     max_warmup_steps: int = 1000
+    warmup_steps: Optional[int] = None  # explicit warmup; overrides the fraction (WSD branches share it)
     schedule: str = "cosine"  # cosine | wsd | constant
     decay_fraction: float = 0.2  # wsd: share of steps in the (1 - sqrt) cooldown
     decay_start: Optional[int] = None  # wsd branch: step at which this run's cooldown starts
@@ -76,7 +77,9 @@ class TrainConfig:
     seed: int = 0  # parameter initialisation
     data_seed: Optional[int] = None  # data order; defaults to seed
     log_every: int = 10
-    eval_every: Optional[int] = None  # default: at every checkpoint step
+    # Start from another run's checkpoint (a WSD cooldown branch): its params, optimiser state and step.
+    init_from: Optional[str] = None
+    init_step: Optional[int] = None
 
 
 @dataclass
@@ -113,6 +116,8 @@ class SweepConfig:
     point: Optional[int] = None  # IsoFLOP: offset of this model size from the expected optimum
     spacing: float = 2.0  # IsoFLOP: ratio between neighbouring sizes
     tokens_per_param: float = 20.0  # IsoFLOP: where the grid is centred (Chinchilla's D/N = 20)
+    # WSD ladder: budgets, as fractions of train.tokens, reached by cooldown branches of one run.
+    branches: list[float] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

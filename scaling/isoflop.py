@@ -112,20 +112,38 @@ def _expand(override) -> list[Any]:
     return list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
 
 
-def describe_sweep_grid(config) -> str:
-    """The IsoFLOP grid a sweep config will run, formatted, before any job starts."""
+def sweep_grid(config) -> list[GridPoint]:
+    """The IsoFLOP grid a composed sweep config (with its hydra node) will run."""
     from scaling.config import to_dataclass
 
     cfg = to_dataclass(OmegaConf.masked_copy(config, [k for k in config.keys() if k not in ("hydra", "run_dir")]))
     budgets = [float(c) for c in _sweep_values(config, "train.flops")]
     points = [int(k) for k in _sweep_values(config, "sweep.point")]
-    grid = isoflop_grid(
-        budgets,
-        points,
-        cfg.model,
-        cfg.data.vocab_size,
-        cfg.train.batch_size * cfg.model.seq_len,
-        spacing=cfg.sweep.spacing,
-        tokens_per_param=cfg.sweep.tokens_per_param,
-    )
-    return format_grid(grid)
+    tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
+    return isoflop_grid(
+        budgets, points, cfg.model, cfg.data.vocab_size, tokens_per_step,
+        spacing=cfg.sweep.spacing, tokens_per_param=cfg.sweep.tokens_per_param,
+    )  # fmt: skip
+
+
+def describe_sweep_grid(config) -> str:
+    """The grid, formatted, before any job starts."""
+    return format_grid(sweep_grid(config))
+
+
+def main(argv: list[str]) -> None:
+    """`python -m scaling.isoflop sweep=NAME [overrides]`: print a sweep's grid, train nothing."""
+    from hydra import compose, initialize_config_module
+
+    from scaling.config import register_configs
+
+    register_configs()
+    with initialize_config_module(config_module="sweeps", version_base="1.3"):
+        config = compose(config_name="config", overrides=argv, return_hydra_config=True)
+    print(describe_sweep_grid(config))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -21,6 +21,8 @@ SCHEDULES = ("cosine", "wsd", "constant")
 
 
 def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    if cfg.warmup_steps is not None:
+        return cfg.warmup_steps
     return min(cfg.max_warmup_steps, int(cfg.warmup_fraction * total_steps))
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,13 @@ from omegaconf import DictConfig
 
 from scaling import rundir
 from scaling.config import RunConfig
+from scaling.config import replace as cfg_replace
+from scaling.optimizer import warmup_steps
 from scaling.errors import EXIT_BAD_INPUT, ConfigError
 
 TABLE, LAUNCH_LOG = "runs.parquet", "launches.jsonl"
 LAUNCH_ENV = "SCALING_LAUNCH_ID"
+SWEPT_ENV = "SCALING_SWEPT_KEYS"  # set by the callback before jobs start, read by every job
 NOT_SWEPT = {"sweep", "results_root", "progress", "debug", "overwrite"}
 
 
@@ -41,12 +45,26 @@ def sweep_dir(cfg: RunConfig) -> Path:
     return Path(cfg.results_root) / str(cfg.sweep.name)
 
 
+def swept_keys(config: DictConfig) -> list[str]:
+    """Keys a multirun varies: those of hydra.sweeper.params and command-line sweeps (a,b,c)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = set((config.hydra.sweeper.get("params") or {}).keys())
+    for override in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
+        if override.is_sweep_override():
+            keys.add(override.key_or_group)
+    return sorted(keys - NOT_SWEPT)
+
+
 def swept_values() -> dict[str, Any]:
-    """key -> value of this job's command-line and sweep overrides (what makes the run distinct)."""
+    """key -> value of this job for each swept key (what makes the run distinct)."""
+    hydra_cfg = HydraConfig.get()
+    keys = os.environ.get(SWEPT_ENV)
+    keys = keys.split(",") if keys else list((hydra_cfg.sweeper.get("params") or {}).keys())
     out = {}
-    for item in HydraConfig.get().overrides.task:
+    for item in hydra_cfg.overrides.task:
         key, _, value = item.partition("=")
-        if key.lstrip("+~") not in NOT_SWEPT:
+        if key in keys:
             out[key] = _number_or_text(value)
     return out
 
@@ -119,10 +137,14 @@ def completed_summary(cfg: RunConfig) -> dict | None:
     return summary if same else None
 
 
-def _child(cfg: RunConfig) -> None:
-    """Entry of the spawned training process."""
+def _child(config_path: str) -> None:
+    """Entry of the training process: `python -m scaling.sweep CONFIG.yaml`."""
+    from omegaconf import OmegaConf
+
+    from scaling.config import to_dataclass
     from scaling.train import train
 
+    cfg = to_dataclass(OmegaConf.load(config_path))
     try:
         train(cfg)
     except ConfigError as err:
@@ -135,7 +157,7 @@ def _child(cfg: RunConfig) -> None:
 
 def _child_env(job_num: int) -> dict[str, str]:
     """No GPU memory pre-allocation (parallel jobs would clash), and one GPU per job when several."""
-    env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     gpus = [g for g in os.environ.get("SCALING_GPUS", "").split(",") if g]
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[job_num % len(gpus)]
@@ -143,32 +165,89 @@ def _child_env(job_num: int) -> dict[str, str]:
 
 
 def train_isolated(cfg: RunConfig, job_num: int = 0) -> int:
-    """Train in a fresh spawned process; SIGTERM (preemption) is forwarded so it can checkpoint."""
-    saved = {k: os.environ.get(k) for k in _child_env(job_num)}
-    os.environ.update(_child_env(job_num))
+    """Train in a fresh process; SIGTERM/SIGUSR2 (preemption, timeout) are forwarded so it checkpoints."""
+    from omegaconf import OmegaConf
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     try:
-        proc = multiprocessing.get_context("spawn").Process(target=_child, args=(cfg,))
-        proc.start()
+        proc = subprocess.Popen([sys.executable, "-m", "scaling.sweep", f.name], env=_child_env(job_num))
+        return _wait_forwarding_signals(proc)
     finally:
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(proc.pid, signal.SIGTERM))
+        os.unlink(f.name)
+
+
+def _wait_forwarding_signals(proc: subprocess.Popen) -> int:
+    handled = (signal.SIGTERM, signal.SIGUSR2)  # preemption; submitit's pre-timeout signal
+    previous = {sig: signal.getsignal(sig) for sig in handled}
+
+    def forward(signum, frame):
+        # The child checkpoints and exits first; then the launcher's own handler (submitit requeues
+        # the job on timeout) runs, and the requeued job resumes from that checkpoint.
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        if callable(previous[signum]):
+            previous[signum](signum, frame)
+
+    for sig in handled:
+        signal.signal(sig, forward)
     try:
-        proc.join()
+        return proc.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    return proc.exitcode
+        for sig in handled:
+            signal.signal(sig, previous[sig])
+
+
+def wsd_ladder(cfg: RunConfig) -> list[tuple[RunConfig, dict[str, Any]]]:
+    """One warmup-stable-decay run plus a cooldown branch per fraction in sweep.branches.
+
+    Branch k reaches T_k = fraction * T steps: it starts from the main run's checkpoint at
+    S_k = T_k - decay_fraction * T_k (where both runs still share the same constant learning rate,
+    warmup and data order) and cools down over its last decay_fraction (Hagele et al. 2024).
+    Returns [(config, extra table fields)], main run first.
+    """
+    if cfg.train.tokens is None:
+        raise ConfigError("train.tokens", "a WSD ladder needs the longest budget in tokens", "set train.tokens")
+    tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
+    total = cfg.train.tokens // tokens_per_step
+    warm = warmup_steps(cfg.train, total)
+    ends = sorted({int(f * total) for f in cfg.sweep.branches if 0 < f < 1})
+    starts = [end - int(round(cfg.train.decay_fraction * end)) for end in ends]
+    shared = {"schedule": "wsd", "warmup_steps": warm}
+    main = cfg_replace(
+        cfg,
+        train=shared,
+        checkpoint={"steps": sorted(set(cfg.checkpoint.steps) | set(starts))},
+        sweep={"branches": []},
+    )
+    runs = [(main, {"branch_of": "", "shared_tokens": 0, "branch_fraction": 1.0})]
+    for end, start in zip(ends, starts):
+        branch = cfg_replace(
+            main,
+            train={"tokens": end * tokens_per_step, "decay_start": start, "init_from": main.run_dir, "init_step": start},
+            checkpoint={"steps": [start]},
+        )
+        branch = dataclasses.replace(branch, run_dir=f"{main.run_dir},branch={end / total:.3g}")
+        extra = {"branch_of": Path(main.run_dir).name, "shared_tokens": start * tokens_per_step, "branch_fraction": end / total}
+        runs.append((branch, extra))
+    return runs
 
 
 def run_job(cfg: RunConfig, drop_reason: str | None) -> dict:
-    """One multirun job: skip if done, else train in isolation; record the row and one line."""
-    folder, name = sweep_dir(cfg), Path(cfg.run_dir).name
-    prefix = f"[{cfg.sweep.name}] {name}:"
+    """One multirun job (a WSD ladder job trains its main run, then its branches)."""
     if drop_reason:
-        print(f"{prefix} dropped ({drop_reason})", file=sys.stderr)
-        log_outcome(folder, name, "dropped", None)
+        name = Path(cfg.run_dir).name
+        print(f"[{cfg.sweep.name}] {name}: dropped ({drop_reason})", file=sys.stderr)
+        log_outcome(sweep_dir(cfg), name, "dropped", None)
         return {"status": "dropped", "reason": drop_reason}
-    swept = swept_values()
+    if cfg.sweep.branches:
+        return {Path(c.run_dir).name: run_one(c, extra) for c, extra in wsd_ladder(cfg)}
+    return run_one(cfg, {})
+
+
+def run_one(cfg: RunConfig, extra: dict[str, Any]) -> dict:
+    """Skip if done, else train in isolation; record the table row and print one line."""
+    folder, name = sweep_dir(cfg), Path(cfg.run_dir).name
     summary = completed_summary(cfg)
     outcome = "skipped"
     if summary is None:
@@ -178,9 +257,9 @@ def run_job(cfg: RunConfig, drop_reason: str | None) -> dict:
             summary = {"status": "failed", "error": f"exit code {exitcode}"}
         outcome = "trained" if summary.get("status") == "completed" else summary.get("status", "failed")
     if "params_total" in summary:
-        record(folder, table_row(summary, cfg, swept))
+        record(folder, {**table_row(summary, cfg, swept_values()), **extra})
     log_outcome(folder, name, outcome, summary)
-    print(f"{prefix} {outcome} {_describe(summary)}", file=sys.stderr)
+    print(f"[{cfg.sweep.name}] {name}: {outcome} {_describe(summary)}", file=sys.stderr)
     return summary
 
 
@@ -195,8 +274,9 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ[LAUNCH_ENV] = f"{time.time():.6f}-{os.getpid()}"
+        os.environ[SWEPT_ENV] = ",".join(swept_keys(config))
         print(f"sweep {config.sweep.name}: results in {Path(config.results_root) / str(config.sweep.name)}", file=sys.stderr)
-        if config.sweep.get("point") is not None or _swept(config, "sweep.point"):
+        if "sweep.point" in swept_keys(config):
             from scaling.isoflop import describe_sweep_grid
 
             print(describe_sweep_grid(config), file=sys.stderr)
@@ -211,5 +291,5 @@ class SweepCallback(Callback):
         print(f"sweep {config.sweep.name} finished: {tally}; table: {path.parent / TABLE}", file=sys.stderr)
 
 
-def _swept(config: DictConfig, key: str) -> bool:
-    return any(o.startswith(f"{key}=") for o in config.hydra.overrides.task) or key in (config.hydra.sweeper.get("params") or {})
+if __name__ == "__main__":
+    _child(sys.argv[1])

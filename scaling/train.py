@@ -207,14 +207,19 @@ class Trainer:
         return data.sequences(self.corpus.train, self.order.indices(step), self.plan.model.seq_len)
 
     def resume(self) -> None:
+        """Continue from this run's newest good checkpoint, else from `train.init_from` if given."""
         abstract = {"params": self.params, "opt_state": self.opt_state}
         restored = checkpoint.restore_latest(self.mngr, abstract)
+        source = self.run_dir
+        if restored is None and self.cfg.train.init_from is not None:
+            source = Path(self.cfg.train.init_from)
+            restored = checkpoint.restore_step(source, self.cfg.train.init_step, abstract)
         if restored is None:
             return
         self.params, self.opt_state = restored["params"], restored["opt_state"]
         self.step, self.wall_before = restored["record"]["step"], restored["record"].get("wall_s", 0.0)
-        self.rows = rundir.read_metrics(self.run_dir, self.step).to_dict("records")
-        print(f"resuming {self.run_dir} from step {self.step}", file=sys.stderr)
+        self.rows = rundir.read_metrics(source, self.step).to_dict("records")
+        print(f"resuming {self.run_dir} from step {self.step} of {source}", file=sys.stderr)
 
     def row(self, step: int, **values) -> dict:
         tokens = step * self.plan.tokens_per_step

@@ -16,9 +16,9 @@ def tiny_corpus_dir(tmp_path_factory) -> Path:
     """About 40 real Python files (five stdlib packages) as a `data=text` corpus."""
     root = tmp_path_factory.mktemp("corpus")
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    for package in ("email", "json", "http", "logging", "urllib"):
+    for package in ("email", "json", "http", "logging", "urllib", "asyncio", "concurrent/futures", "importlib"):
         for path in sorted((stdlib / package).glob("*.py")):
-            (root / f"{package}_{path.name}.txt").write_text(path.read_text())
+            (root / f"{package.replace('/', '_')}_{path.name}.txt").write_text(path.read_text())
     return root
 
 
