@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from scaling.config import CheckpointConfig
@@ -60,6 +61,8 @@ def params_digest(params: Any) -> str:
     """sha256 over the bytes of every parameter, in tree order: equal digests = bitwise equal models."""
     h = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            leaf = multihost_utils.process_allgather(leaf, tiled=True)
         arr = np.asarray(jax.device_get(leaf))
         h.update(jax.tree_util.keystr(path).encode())
         h.update(str(arr.dtype).encode() + str(arr.shape).encode())
@@ -182,9 +185,8 @@ def load_model(run_dir: str | Path, step: int | None = None, compute_dtype: str 
     if not steps:
         raise FileNotFoundError(f"{run_dir} has no complete checkpoint")
     step = steps[-1] if step is None else step
-    if step not in steps:
-        raise ValueError(f"step {step} was not saved in {run_dir}; saved steps: {steps}")
-    mngr = manager(run_dir, CheckpointConfig(), read_only=True)
-    restored = _restore_step(mngr, step, {"params": nnx.to_pure_dict(params)})
-    mngr.close()
+    # The target says where the arrays go: here, one device, whatever mesh saved them.
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), nnx.to_pure_dict(params))
+    restored = restore_step(run_dir, step, {"params": target})
     return nnx.merge(graphdef, restored["params"])

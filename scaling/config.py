@@ -102,10 +102,14 @@ class CheckpointConfig:
 
 @dataclass
 class MeshConfig:
-    """Device mesh: data * fsdp must equal the number of devices (-1 fills the rest)."""
+    """Device mesh: data * fsdp must equal the number of devices (-1 fills the rest); multi-host."""
 
     data: int = -1
     fsdp: int = 1
+    # Multi-process runs: an explicit coordinator ("host:port"), else SLURM's environment is used.
+    coordinator: Optional[str] = None
+    num_processes: int = 1
+    process_id: int = 0
 
 
 @dataclass

@@ -95,9 +95,14 @@ def read_metrics(run_dir: Path, up_to_step: int | None = None) -> pd.DataFrame:
     return df[df.step <= up_to_step] if up_to_step is not None else df
 
 
-def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+def metrics_frame(rows: list[dict]) -> pd.DataFrame:
+    """One row per step: a step's train-loss row and eval row are merged."""
     df = pd.DataFrame(rows, columns=METRIC_COLUMNS).astype({"step": "int64", "tokens": "int64"})
-    df = df.groupby("step", as_index=False).last()  # one row per step: train and eval merged
+    return df.groupby("step", as_index=False).last()
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    df = metrics_frame(rows)
     atomic_write(run_dir / METRICS_FILE, lambda tmp: df.to_parquet(tmp, index=False))
 
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -34,6 +35,7 @@ from scaling.config import ModelConfig, RunConfig, register_configs, to_dataclas
 from scaling.corpus import Corpus, load_corpus
 from scaling.errors import ConfigError, exit_with
 from scaling.isoflop import GridPoint, grid_point
+from scaling.mesh import BATCH_AXES, batch_sharding, global_batch, initialize_distributed, is_writer, make_mesh, tree_shardings
 from scaling.model import build_model, resolve_attention_impl, token_losses
 from scaling.optimizer import learning_rate, make_optimizer
 from scaling.provenance import environment, enable_compilation_cache
@@ -104,8 +106,11 @@ def loss_fn(graphdef: nnx.GraphDef, params: Any, seqs_BxT1: jax.Array) -> jax.Ar
     return token_losses(logits_BxTxV, seqs_BxT1[:, 1:]).mean()
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, grad_accum: int):
-    """One optimiser step, jitted whole, with gradient accumulation inside jit and donated state."""
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, grad_accum: int, out_shardings=None):
+    """One optimiser step, jitted whole, with gradient accumulation inside jit and donated state.
+
+    `out_shardings` (params, opt_state, metrics) pins the state's layout on a device mesh, so the
+    donated buffers are reused step after step instead of being re-laid out."""
     grad_fn = jax.value_and_grad(lambda p, s: loss_fn(graphdef, p, s))
 
     def accumulate(params, seqs_BxT1):
@@ -126,16 +131,23 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, gr
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    if out_shardings is None:
+        return jax.jit(step, donate_argnums=(0, 1))
+    return jax.jit(step, donate_argnums=(0, 1), out_shardings=out_shardings)
 
 
-def make_eval(graphdef: nnx.GraphDef, eval_NxT1: np.ndarray, batch_size: int):
-    """Mean loss over the fixed held-out set; one host sync per evaluation."""
-    n = max(1, len(eval_NxT1) // batch_size) * batch_size
-    chunks_CxBxT1 = jnp.asarray(eval_NxT1[:n].reshape(-1, min(batch_size, n), eval_NxT1.shape[-1]))
+def eval_chunks(eval_NxT1: np.ndarray, batch_size: int) -> np.ndarray:
+    """The held-out windows as (chunks, batch, T+1), dropping the remainder of the last chunk."""
+    chunk = min(batch_size, len(eval_NxT1))
+    n = len(eval_NxT1) // chunk * chunk
+    return eval_NxT1[:n].reshape(-1, chunk, eval_NxT1.shape[-1])
+
+
+def make_eval(graphdef: nnx.GraphDef):
+    """Mean loss over the fixed held-out chunks; one host sync per evaluation."""
 
     @jax.jit
-    def evaluate(params):
+    def evaluate(params, chunks_CxBxT1):
         per_chunk = jax.lax.map(lambda s: loss_fn(graphdef, params, s), chunks_CxBxT1)
         return per_chunk.mean()
 
@@ -174,9 +186,10 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, resolved: dict) -> dict | Non
         summary = rundir.read_json(run_dir / rundir.SUMMARY_FILE)
         if summary and summary.get("status") == "completed":
             return summary
-    if stored is not None and cfg.overwrite:
-        rundir.clear(run_dir)
-    rundir.write_config(run_dir, resolved)
+    if is_writer():
+        if stored is not None and cfg.overwrite:
+            rundir.clear(run_dir)
+        rundir.write_config(run_dir, resolved)
     return None
 
 
@@ -187,18 +200,24 @@ class Trainer:
         self.cfg, self.plan, self.corpus, self.run_dir = cfg, plan, corpus, run_dir
         model = build_model(plan.model, plan.vocab_size, cfg.train.seed)
         self.graphdef, params = nnx.split(model, nnx.Param)
-        self.params = nnx.to_pure_dict(params)
+        self.mesh = make_mesh(cfg.mesh)
+        self.params = jax.device_put(nnx.to_pure_dict(params), tree_shardings(nnx.to_pure_dict(params), self.mesh))
         self.tx = make_optimizer(cfg.train, plan.steps)
-        self.opt_state = self.tx.init(self.params)
-        self.step_fn = make_train_step(self.graphdef, self.tx, cfg.train.grad_accum)
+        opt_state = self.tx.init(self.params)
+        self.opt_state = jax.device_put(opt_state, tree_shardings(opt_state, self.mesh))
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        state_shardings = jax.tree.map(lambda x: x.sharding, (self.params, self.opt_state))
+        self.step_fn = make_train_step(self.graphdef, self.tx, cfg.train.grad_accum, (*state_shardings, replicated))
+        self.batch_sharding = batch_sharding(self.mesh)
         seq_len = plan.model.seq_len
         self.order = data.DataOrder(
             seed=cfg.train.data_seed if cfg.train.data_seed is not None else cfg.train.seed,
             batch_size=cfg.train.batch_size,
             n_seqs=data.n_sequences(len(corpus.train), seq_len),
         )
-        eval_set = data.eval_set(corpus.val, seq_len, cfg.data.eval_tokens)
-        self.evaluate = make_eval(self.graphdef, eval_set, cfg.train.batch_size)
+        chunks = eval_chunks(data.eval_set(corpus.val, seq_len, cfg.data.eval_tokens), cfg.train.batch_size)
+        self.eval_chunks = global_batch(chunks, NamedSharding(self.mesh, PartitionSpec(None, BATCH_AXES)))
+        self.evaluate = make_eval(self.graphdef)
         self.mngr = checkpoint.manager(run_dir, cfg.checkpoint)
         self.rows: list[dict] = []
         self.step, self.wall_before = 0, 0.0
@@ -228,11 +247,12 @@ class Trainer:
         return {**base, "train_loss": math.nan, "eval_loss": math.nan, "tokens_per_s": math.nan, **values}
 
     def save(self, step: int, wall_s: float) -> float:
-        eval_loss = float(self.evaluate(self.params))
+        eval_loss = float(self.evaluate(self.params, self.eval_chunks))
         self.rows.append(self.row(step, eval_loss=eval_loss, wall_s=wall_s))
         record = {"tokens": step * self.plan.tokens_per_step, "wall_s": wall_s, "eval_loss": eval_loss}
         checkpoint.save(self.mngr, step, self.params, self.opt_state, record)
-        rundir.write_metrics(self.run_dir, self.rows)
+        if is_writer():
+            rundir.write_metrics(self.run_dir, self.rows)
         self.last_log = (step, time.perf_counter())  # evaluation time is not training throughput
         return eval_loss
 
@@ -250,7 +270,7 @@ class Trainer:
         next_batch = prefetch.submit(self.batch, self.step)
         try:
             for step in range(self.step, plan.steps):
-                seqs = jnp.asarray(next_batch.result())
+                seqs = global_batch(next_batch.result(), self.batch_sharding)
                 if step + 1 < plan.steps:
                     next_batch = prefetch.submit(self.batch, step + 1)
                 self.params, self.opt_state, metrics = self.step_fn(self.params, self.opt_state, seqs)
@@ -279,7 +299,8 @@ class Trainer:
             preemption.restore()
             self.mngr.wait_until_finished()
             self.mngr.close()
-        rundir.write_metrics(self.run_dir, self.rows)
+        if is_writer():
+            rundir.write_metrics(self.run_dir, self.rows)
         return self.summary(status, wall())
 
     def _log(self, step: int, loss_array: jax.Array, bar, wall_s: float) -> bool:
@@ -292,7 +313,7 @@ class Trainer:
         return math.isfinite(loss)
 
     def summary(self, status: str, wall_s: float) -> dict:
-        df = rundir.read_metrics(self.run_dir)
+        df = rundir.metrics_frame(self.rows)
         train = df.dropna(subset=["train_loss"])
         evals = df.dropna(subset=["eval_loss"])
         plan, meta = self.plan, self.corpus.meta
@@ -321,6 +342,7 @@ class Trainer:
 def train(cfg: RunConfig) -> dict:
     """Train (or resume, or skip if complete) the run described by `cfg`; returns its summary."""
     validate_config(cfg)
+    initialize_distributed(cfg.mesh)
     run_dir = Path(cfg.run_dir)
     rundir.ensure_writable(run_dir)
     if cfg.compilation_cache:
@@ -339,8 +361,9 @@ def train(cfg: RunConfig) -> dict:
         warnings.warn(warning)
     trainer.resume()
     summary = trainer.run()
-    rundir.write_json(run_dir / rundir.SUMMARY_FILE, summary)
-    print(_one_line(summary), file=sys.stderr)
+    if is_writer():
+        rundir.write_json(run_dir / rundir.SUMMARY_FILE, summary)
+        print(_one_line(summary), file=sys.stderr)
     return summary
 
 

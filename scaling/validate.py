@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jax
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -78,6 +79,8 @@ def validate_plan(cfg: RunConfig, plan, corpus) -> None:
         f"the budget is smaller than one step ({plan.tokens_per_step:,} tokens = batch_size x seq_len)",
         "raise the budget or lower train.batch_size / model.seq_len",
     )
+    devices, micro = jax.device_count(), cfg.train.batch_size // cfg.train.grad_accum
+    _require(micro % devices == 0, "train.batch_size", f"{cfg.train.batch_size} sequences / {cfg.train.grad_accum} micro-batches do not split over {devices} devices", f"use a multiple of {devices * cfg.train.grad_accum}")
     seq_len = plan.model.seq_len
     _require(len(corpus.train) > seq_len, "model.seq_len", f"{seq_len} exceeds the training split ({len(corpus.train)} tokens)", "use a shorter context or more data")
     _require(len(corpus.val) > seq_len, "data.val_fraction", f"the held-out split ({len(corpus.val)} tokens) is shorter than one sequence", "raise data.val_fraction or give data.val_path")
