@@ -201,10 +201,12 @@ class Trainer:
         model = build_model(plan.model, plan.vocab_size, cfg.train.seed)
         self.graphdef, params = nnx.split(model, nnx.Param)
         self.mesh = make_mesh(cfg.mesh)
-        self.params = jax.device_put(nnx.to_pure_dict(params), tree_shardings(nnx.to_pure_dict(params), self.mesh))
+        host_params = jax.device_get(nnx.to_pure_dict(params))  # same values on every process
+        self.params = jax.device_put(host_params, tree_shardings(host_params, self.mesh))
         self.tx = make_optimizer(cfg.train, plan.steps)
-        opt_state = self.tx.init(self.params)
-        self.opt_state = jax.device_put(opt_state, tree_shardings(opt_state, self.mesh))
+        # Initialised inside jit with explicit layouts, so every process builds the same global arrays.
+        opt_shardings = tree_shardings(jax.eval_shape(self.tx.init, self.params), self.mesh)
+        self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(self.params)
         replicated = NamedSharding(self.mesh, PartitionSpec())
         state_shardings = jax.tree.map(lambda x: x.sharding, (self.params, self.opt_state))
         self.step_fn = make_train_step(self.graphdef, self.tx, cfg.train.grad_accum, (*state_shardings, replicated))
