@@ -1,0 +1,120 @@
+"""Approach 1: the lower envelope of loss against FLOPs over all training curves (Hoffmann et al. 2022, 3.1).
+
+At each FLOP value on a log grid, the run with the lowest (interpolated) loss there gives N_opt(C), and
+D_opt = C / (6 N_opt). Power laws are fitted to N_opt and to the envelope's loss. Where the smallest or
+largest model wins, the true optimum may lie beyond the sizes trained, so those stretches are dropped.
+Tables without curves have one point per run; the envelope is then the Pareto front of those points (each
+run's loss is lower than that of every run with less compute), and the report says so.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.bootstrap import replicate, resample_counts
+from analysis.errors import FitError
+from analysis.powerlaw import fit_power_law
+from analysis.result import ApproachResult, power_law_frontier
+
+GRID_POINTS = 200
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Points of the lower envelope: compute, winning model size, and loss there."""
+
+    flops: np.ndarray
+    n: np.ndarray
+    loss: np.ndarray
+    n_edge: int  # points dropped because the smallest or largest model won there
+
+
+@dataclass(frozen=True)
+class EnvelopeSource:
+    """Everything an envelope is computed from: per-run losses on a FLOP grid, or one point per run."""
+
+    flops: np.ndarray  # (G,) grid for curves; (R,) each run's C for final points
+    loss: np.ndarray  # (R, G) curves interpolated on the grid (inf outside a run); (R,) for final points
+    run_n: np.ndarray  # (R,) model size of each run
+    from_curves: bool
+
+
+@dataclass(frozen=True)
+class EnvelopeDetails:
+    """What the training-curve figure needs."""
+
+    source: EnvelopeSource
+    envelope: Envelope
+
+
+def curve_source(runs: pd.DataFrame, curves: pd.DataFrame) -> EnvelopeSource:
+    """Interpolate every run's curve (loss linear in log C) onto one log-spaced grid of FLOP values."""
+    grid = np.geomspace(curves["C"].min(), curves["C"].max(), GRID_POINTS)
+    by_run = curves.sort_values("C").groupby("run")
+    matrix = np.full((len(runs), GRID_POINTS), np.inf)
+    for row, name in enumerate(runs["run"]):
+        curve = by_run.get_group(name)
+        matrix[row] = np.interp(np.log(grid), np.log(curve["C"]), curve["loss"], left=np.inf, right=np.inf)
+    return EnvelopeSource(grid, matrix, runs["N"].to_numpy(float), from_curves=True)
+
+
+def point_source(runs: pd.DataFrame) -> EnvelopeSource:
+    """One point per run, for tables that have no training curves."""
+    order = np.argsort(runs["C"].to_numpy(float))
+    return EnvelopeSource(runs["C"].to_numpy(float)[order], runs["loss"].to_numpy(float)[order],
+                          runs["N"].to_numpy(float)[order], from_curves=False)
+
+
+def envelope(source: EnvelopeSource, present: np.ndarray) -> Envelope:
+    """The envelope over the runs marked present, without the stretches won by the extreme sizes."""
+    if source.from_curves:
+        masked = np.where(present[:, None], source.loss, np.inf)
+        winner = masked.argmin(axis=0)
+        keep = np.isfinite(masked.min(axis=0))
+        flops, winner, loss = source.flops[keep], winner[keep], masked.min(axis=0)[keep]
+    else:
+        loss = np.where(present, source.loss, np.inf)
+        best_before = np.minimum.accumulate(np.concatenate([[np.inf], loss[:-1]]))
+        winner = np.flatnonzero(present & (loss < best_before))
+        flops, loss = source.flops[winner], loss[winner]
+    n = source.run_n[winner]
+    sizes = source.run_n[present]
+    inner = (n > sizes.min()) & (n < sizes.max())
+    return Envelope(flops[inner], n[inner], loss[inner], n_edge=int((~inner).sum()))
+
+
+def frontier_params(env: Envelope) -> dict[str, float]:
+    """Power laws through the envelope: N_opt = k C^a (b = 1 - a as D = C/6N) and L = k_L C^c."""
+    if np.unique(env.n).size < 2:
+        raise FitError(
+            f"approach 1: between the smallest and largest model the envelope is won by {np.unique(env.n).size} "
+            "model size(s), need 2: train more sizes, or longer so that curves cross"
+        )
+    n_law, loss_law = fit_power_law(env.flops, env.n), fit_power_law(env.flops, env.loss)
+    return {"a": n_law.exponent, "b": 1.0 - n_law.exponent, "log_k_n": n_law.log_k,
+            "loss_exponent": loss_law.exponent, "log_k_loss": loss_law.log_k}
+
+
+def fit_approach1(runs: pd.DataFrame, curves: pd.DataFrame | None, n_boot: int, seed: int) -> ApproachResult:
+    """Envelope power laws, with intervals from resampling whole runs (curves)."""
+    source = point_source(runs) if curves is None else curve_source(runs, curves)
+    everyone = np.ones(len(source.run_n), dtype=bool)
+    env = envelope(source, everyone)
+    estimate = frontier_params(env)
+    counts = resample_counts(np.zeros(len(source.run_n)), n_boot, seed)
+    samples = replicate(lambda count: frontier_params(envelope(source, count > 0)), counts, estimate)
+    notes = []
+    if env.n_edge:
+        notes.append(f"approach 1: dropped {env.n_edge} envelope points won by the smallest or largest model")
+    if curves is None:
+        notes.append("approach 1: no training curves, so the envelope uses each run's final point only")
+    return ApproachResult(
+        name="approach1",
+        title=f"Approach 1: envelope of {'final points' if curves is None else 'training curves'}",
+        estimate=estimate,
+        samples=samples,
+        frontier=power_law_frontier,
+        warnings=tuple(notes),
+        details=EnvelopeDetails(source, env),
+    )

@@ -1,0 +1,75 @@
+"""Bootstrap over runs: resample, refit, summarise as percentile intervals, and flag intervals not to trust."""
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from analysis.errors import FitError
+
+DEFAULT_N_BOOT = 1000
+# Hoffmann et al. (2022) and Besiroglu et al. (2024) both report 10th-90th percentile intervals.
+DEFAULT_LEVEL = 0.8
+# An exponent interval narrower than 1% of the exponent is not credible from a few hundred runs:
+# Hoffmann's [0.454, 0.455] would need ~600,000 runs (Besiroglu et al. 2024, section 4).
+NARROW_RELATIVE_WIDTH = 0.01
+CHECKED_KEYS = ("a", "b")
+WARN_FRACTION = 0.05  # warn when more refits than this fail, or end on a bound
+
+
+def resample_counts(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_runs) counts: how often each run appears in each resample, drawn within each stratum.
+
+    Counts rather than index lists let a refit weight each distinct run instead of copying rows.
+    """
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n_boot, strata.size), dtype=np.int64)
+    for label in np.unique(strata):
+        members = np.flatnonzero(strata == label)
+        counts[:, members] = rng.multinomial(members.size, np.full(members.size, 1.0 / members.size), size=n_boot)
+    return counts
+
+
+def replicate(
+    refit: Callable[[np.ndarray], dict[str, float]], counts: np.ndarray, keys: Iterable[str]
+) -> dict[str, np.ndarray]:
+    """Run `refit` on every row of counts; a refit that raises FitError leaves NaN in its row."""
+    samples = {key: np.full(len(counts), np.nan) for key in keys}
+    for i, row in enumerate(counts):
+        try:
+            fitted = refit(row)
+        except FitError:
+            continue
+        for key in samples:
+            samples[key][i] = fitted[key]
+    return samples
+
+
+def percentile_interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) percentiles enclosing `level` of the replicates along axis 0, skipping failed ones.
+
+    A 1-D array of replicates gives two scalars; a (replicates, budgets) array gives two bands.
+    """
+    ok = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if not ok.any():
+        return np.full(values.shape[1:], np.nan), np.full(values.shape[1:], np.nan)
+    tail = 50.0 * (1.0 - level)
+    low, high = np.percentile(values[ok], [tail, 100.0 - tail], axis=0)
+    return low, high
+
+
+def interval_warnings(name: str, estimate: dict[str, float], samples: dict[str, np.ndarray], level: float) -> list[str]:
+    """Warnings about refits that failed and exponent intervals too narrow to be believed."""
+    warnings = []
+    failed = np.isnan(samples[CHECKED_KEYS[0]]).mean()
+    if failed > WARN_FRACTION:
+        warnings.append(f"{name}: {failed:.0%} of bootstrap refits failed; the intervals use the rest "
+                        "and may be too narrow")
+    for key in CHECKED_KEYS:
+        low, high = percentile_interval(samples[key], level)
+        if high - low < NARROW_RELATIVE_WIDTH * abs(estimate[key]):
+            warnings.append(
+                f"{name}: the {level:.0%} interval for {key}, [{low:.4f}, {high:.4f}], is under "
+                f"{NARROW_RELATIVE_WIDTH:.0%} of its value: suspiciously narrow for a few hundred runs "
+                "(check for duplicated runs, noise-free data, or a fit pinned to a bound)"
+            )
+    return warnings

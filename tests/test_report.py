@@ -1,0 +1,104 @@
+"""The report on a synthetic sweep folder in the training side's format: figures, markdown, and the CLI."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.reference import HOFFMANN_2022
+from analysis.report import END, START, main, write_block
+from analysis.synthetic import isoflop_runs, training_curves, write_sweep
+from analysis.tables import load
+
+FIGURES = ["isoflop.png", "frontier.png", "contours.png", "curves.png", "observed_vs_predicted.png"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAST = ["--n-boot", "30"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """results/NAME-like folder: 5 budgets x 7 sizes with curves, the last 2 runs diverged."""
+    runs = isoflop_runs(HOFFMANN_2022, np.logspace(17, 19, 5), sizes=7, noise=0.005, seed=3)
+    curves = training_curves(HOFFMANN_2022, runs, noise=0.005, seed=4)
+    return write_sweep(tmp_path_factory.mktemp("results") / "synthetic", runs, curves, failed=2)
+
+
+@pytest.fixture(scope="module")
+def report(sweep) -> str:
+    assert main([str(sweep), *FAST, "--budgets", "1e21,1e23"]) == 0
+    return (sweep / "report.md").read_text()
+
+
+def test_sweep_loader_drops_unfinished_runs_and_reads_curves(sweep):
+    data = load(sweep)
+    assert len(data.runs) == 33 and "left out: 2 diverged" in data.notes[0]
+    assert set(data.curves["run"]) == set(data.runs["run"])
+    nonembedding = load(sweep, params="nonembedding")
+    assert (nonembedding.runs["N"] < data.runs["N"]).all()
+    assert np.allclose(nonembedding.curves["C"], 6 * nonembedding.curves["N"] * nonembedding.curves["D"])
+
+
+def test_report_writes_every_figure_as_png(sweep, report):
+    for name in FIGURES:
+        path = sweep / "figures" / name
+        assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 20_000, name
+        assert f"(figures/{name})" in report
+
+
+def test_report_has_estimates_conventions_and_extrapolations(report):
+    assert report.startswith(START) and report.rstrip().endswith(END)
+    for heading in ("## Compute-optimal allocation", "## Approach 3: L(N, D)", "## Parameter convention",
+                    "## Extrapolation", "## Warnings"):
+        assert heading in report
+    for approach in ("Approach 1", "Approach 2", "Approach 3"):
+        assert approach in report
+    assert "| 1e+21 |" in report and "| 1e+23 |" in report
+    assert "a, N = non-embedding" in report
+
+
+def test_report_block_replaces_its_own_and_keeps_other_sections(tmp_path):
+    path = tmp_path / "report.md"
+    probe = "## Probes\n\nwritten by another tool\n"
+    write_block(path, f"{START}\nold fit\n{END}\n")
+    path.write_text(path.read_text() + "\n" + probe)
+    write_block(path, f"{START}\nnew fit\n{END}\n")
+    text = path.read_text()
+    assert text.count(START) == 1 and "new fit" in text and "old fit" not in text and text.endswith(probe)
+
+
+def test_report_goes_before_a_section_written_first(tmp_path):
+    path = tmp_path / "report.md"
+    path.write_text("## Probes\n")
+    write_block(path, f"{START}\nfit\n{END}\n")
+    assert path.read_text() == f"{START}\nfit\n{END}\n\n## Probes\n"
+
+
+def test_table_input_reports_beside_it_and_leaves_it_alone(tmp_path):
+    table = tmp_path / "runs.csv"
+    isoflop_runs(HOFFMANN_2022, np.logspace(18, 21, 4), sizes=6, noise=0.005, seed=5).to_csv(table, index=False)
+    before = table.read_bytes()
+    assert main([str(table), *FAST, "--budget-col", "budget"]) == 0
+    assert table.read_bytes() == before
+    text = (tmp_path / "runs_report" / "report.md").read_text()
+    assert "final point" in text  # approach 1 says it had no curves
+    assert (tmp_path / "runs_report" / "figures" / "curves.png").is_file()
+
+
+def test_report_cli_exits_2_on_a_bad_path(tmp_path, capsys):
+    assert main([str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_report_cli_runs_as_a_module_without_traceback(tmp_path):
+    """The real entry point, in a fresh interpreter: exit code 2 and one line on stderr."""
+    result = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "runs.parquet" in result.stderr
+
+
+def test_analysis_never_imports_training_code():
+    code = "import sys, analysis.fit, analysis.report; print(sorted(m for m in sys.modules if m.startswith('scaling')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
