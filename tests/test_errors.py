@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from scaling.train import cli
 from tests.helpers import run_cli
 
 
@@ -54,14 +56,28 @@ CASES = {
 
 
 @pytest.mark.parametrize("overrides, field", CASES.values(), ids=CASES.keys())
-def test_bad_input_one_line_exit_2_nothing_changed(overrides, field, existing_run, tiny_overrides):
+def test_bad_input_one_line_exit_2_nothing_changed(overrides, field, existing_run, tiny_overrides, monkeypatch, capsys):
+    """In-process through the real entry point (`cli`), so the whole table runs in seconds."""
     before = _tree_digest(existing_run)
-    result = run_cli([f"run_dir={existing_run}", *tiny_overrides, "train.tokens=3000", *overrides], timeout=120)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1 and field in error_lines[0], result.stderr
+    argv = ["scaling.train", f"run_dir={existing_run}", *tiny_overrides, "train.tokens=3000", *overrides]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        cli()
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2, stderr[-2000:]
+    assert "Traceback" not in stderr
+    error_lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and field in error_lines[0], stderr
     assert _tree_digest(existing_run) == before
+
+
+def test_bad_input_from_the_command_line(existing_run, tiny_overrides):
+    """The same contract end to end in a fresh process: one line on stderr, exit status 2."""
+    result = run_cli([f"run_dir={existing_run}", *tiny_overrides, "train.tokens=3000", "model.widht=64"], timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        line for line in result.stderr.splitlines() if line.startswith("error:")
+    ]
 
 
 def test_token_ids_beyond_vocabulary(bad_token_file, existing_run, tiny_overrides):

@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import REPO
 
-RUN = ["train.tokens=20480", "train.batch_size=16", "train.log_every=5"]
+RUN = ["train.tokens=10240", "train.batch_size=16", "train.log_every=5"]
 
 
 def _run_on(devices: int, run_dir: Path, overrides: list[str], extra: list[str] = ()) -> dict:

@@ -138,7 +138,7 @@ def test_run_names_are_readable_and_stable(tiny_sweep):
 
 def test_wsd_ladder_branches_share_the_main_runs_prefix(tmp_path, tiny_corpus_dir, cache_dir):
     args = [
-        "--multirun", "sweep=wsd_ladder", f"results_root={tmp_path}", "model.n_params=12000", "train.tokens=40960",
+        "--multirun", "sweep=wsd_ladder", f"results_root={tmp_path}", "model.n_params=12000", "train.tokens=20480",
         "sweep.branches=[0.5]", "data=text", f"data.path={tiny_corpus_dir}/*.txt", "data.vocab_size=300",
         "data.val_fraction=0.2", f"data.cache_dir={cache_dir}", "data.eval_tokens=2048", "model.seq_len=32",
         "train.batch_size=8",
@@ -147,11 +147,11 @@ def test_wsd_ladder_branches_share_the_main_runs_prefix(tmp_path, tiny_corpus_di
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_parquet(tmp_path / "wsd_ladder" / "runs.parquet").set_index("branch_fraction")
     main, branch = table.loc[1.0], table.loc[0.5]
-    assert main.steps == 160 and branch.steps == 80
-    start = 80 - round(0.2 * 80)
+    assert main.steps == 80 and branch.steps == 40
+    start = 40 - round(0.2 * 40)
     assert branch.shared_tokens == start * 8 * 32 and branch.branch_of == main.run_name
     m = pd.read_parquet(tmp_path / "wsd_ladder" / main.run_dir / "metrics.parquet").set_index("step")
     b = pd.read_parquet(tmp_path / "wsd_ladder" / branch.run_dir / "metrics.parquet").set_index("step")
     shared = [s for s in b.index if s <= start]
     pd.testing.assert_frame_equal(b.loc[shared, ["lr", "train_loss", "eval_loss"]], m.loc[shared, ["lr", "train_loss", "eval_loss"]])
-    assert b.lr.loc[80] == pytest.approx(0.0, abs=1e-12) and m.lr.loc[80] > 0  # branch cooled down, main did not
+    assert b.lr.loc[40] == pytest.approx(0.0, abs=1e-12) and m.lr.loc[40] > 0  # branch cooled down, main did not
