@@ -2,9 +2,16 @@
 
 At each FLOP value on a log grid, the run with the lowest (interpolated) loss there gives N_opt(C), and
 D_opt = C / (6 N_opt). Power laws are fitted to N_opt and to the envelope's loss. Where the smallest or
-largest model wins, the true optimum may lie beyond the sizes trained, so those stretches are dropped.
-Tables without curves have one point per run; the envelope is then the Pareto front of those points (each
-run's loss is lower than that of every run with less compute), and the report says so.
+largest model wins, the true optimum may lie beyond the sizes trained, so those stretches are dropped, and
+so are FLOP values that only one run reaches (the runs of one budget end a hair apart, and past the others'
+ends the last one wins by default).
+
+The envelope starts at a fraction (default 1) of the smallest run's final compute. Below that no run has
+finished, and early on every run sits on the initial plateau (loss near ln V) where the winner is set by
+initialisation and by being cheap per token, not by being compute-optimal: on a real sweep that stretch
+spanned three decades of C and pulled the fitted a to 0. Tables without curves have one point per run; the
+envelope is then the Pareto front of those points (each run's loss is lower than that of every run with
+less compute), and the report says so.
 """
 
 from dataclasses import dataclass
@@ -18,6 +25,7 @@ from analysis.powerlaw import fit_power_law
 from analysis.result import ApproachResult, power_law_frontier
 
 GRID_POINTS = 200
+DEFAULT_ENVELOPE_START = 1.0  # fraction of the smallest run's final compute at which the envelope starts
 
 
 @dataclass(frozen=True)
@@ -44,13 +52,20 @@ class EnvelopeSource:
 class EnvelopeDetails:
     """What the training-curve figure needs."""
 
+    points: pd.DataFrame  # every run's whole curve (run, N, C, loss), or its final point without curves
+    start: float  # FLOPs below which the envelope is not used
     source: EnvelopeSource
     envelope: Envelope
 
 
-def curve_source(runs: pd.DataFrame, curves: pd.DataFrame) -> EnvelopeSource:
-    """Interpolate every run's curve (loss linear in log C) onto one log-spaced grid of FLOP values."""
-    grid = np.geomspace(curves["C"].min(), curves["C"].max(), GRID_POINTS)
+def envelope_start(runs: pd.DataFrame, fraction: float) -> float:
+    """The compute at which the envelope starts: `fraction` of the smallest run's final compute."""
+    return fraction * runs["C"].min()
+
+
+def curve_source(runs: pd.DataFrame, curves: pd.DataFrame, start: float) -> EnvelopeSource:
+    """Interpolate every run's curve (loss linear in log C) onto one log-spaced grid from `start` to the end."""
+    grid = np.geomspace(max(start, curves["C"].min()), curves["C"].max(), GRID_POINTS)
     by_run = curves.sort_values("C").groupby("run")
     matrix = np.full((len(runs), GRID_POINTS), np.inf)
     for row, name in enumerate(runs["run"]):
@@ -59,11 +74,11 @@ def curve_source(runs: pd.DataFrame, curves: pd.DataFrame) -> EnvelopeSource:
     return EnvelopeSource(grid, matrix, runs["N"].to_numpy(float), from_curves=True)
 
 
-def point_source(runs: pd.DataFrame) -> EnvelopeSource:
-    """One point per run, for tables that have no training curves."""
-    order = np.argsort(runs["C"].to_numpy(float))
-    return EnvelopeSource(runs["C"].to_numpy(float)[order], runs["loss"].to_numpy(float)[order],
-                          runs["N"].to_numpy(float)[order], from_curves=False)
+def point_source(runs: pd.DataFrame, start: float) -> EnvelopeSource:
+    """One point per run at or above `start`, for tables that have no training curves."""
+    runs = runs[runs["C"] >= start].sort_values("C")
+    return EnvelopeSource(runs["C"].to_numpy(float), runs["loss"].to_numpy(float), runs["N"].to_numpy(float),
+                          from_curves=False)
 
 
 def envelope(source: EnvelopeSource, present: np.ndarray) -> Envelope:
@@ -71,7 +86,7 @@ def envelope(source: EnvelopeSource, present: np.ndarray) -> Envelope:
     if source.from_curves:
         masked = np.where(present[:, None], source.loss, np.inf)
         winner = masked.argmin(axis=0)
-        keep = np.isfinite(masked.min(axis=0))
+        keep = np.isfinite(masked).sum(axis=0) >= 2  # with one run present there is no choice to learn from
         flops, winner, loss = source.flops[keep], winner[keep], masked.min(axis=0)[keep]
     else:
         loss = np.where(present, source.loss, np.inf)
@@ -96,9 +111,15 @@ def frontier_params(env: Envelope) -> dict[str, float]:
             "loss_exponent": loss_law.exponent, "log_k_loss": loss_law.log_k}
 
 
-def fit_approach1(runs: pd.DataFrame, curves: pd.DataFrame | None, n_boot: int, seed: int) -> ApproachResult:
-    """Envelope power laws, with intervals from resampling whole runs (curves)."""
-    source = point_source(runs) if curves is None else curve_source(runs, curves)
+def fit_approach1(runs: pd.DataFrame, curves: pd.DataFrame | None, n_boot: int, seed: int,
+                  start_fraction: float = DEFAULT_ENVELOPE_START) -> ApproachResult:
+    """Envelope power laws from `start_fraction` of the smallest final compute up, resampling whole runs."""
+    points = runs if curves is None else curves
+    start = envelope_start(runs, start_fraction)
+    if start > points["C"].max():
+        raise FitError(f"approach 1: the envelope would start at {start:.3g} FLOPs, past the last run's end: "
+                       "lower --envelope-start")
+    source = point_source(runs, start) if curves is None else curve_source(runs, curves, start)
     everyone = np.ones(len(source.run_n), dtype=bool)
     env = envelope(source, everyone)
     estimate = frontier_params(env)
@@ -116,5 +137,5 @@ def fit_approach1(runs: pd.DataFrame, curves: pd.DataFrame | None, n_boot: int, 
         samples=samples,
         frontier=power_law_frontier,
         warnings=tuple(notes),
-        details=EnvelopeDetails(source, env),
+        details=EnvelopeDetails(points, start, source, env),
     )

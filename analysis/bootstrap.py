@@ -1,4 +1,4 @@
-"""Bootstrap over runs: resample, refit, summarise as percentile intervals, and flag intervals not to trust."""
+"""Bootstrap: resample runs (or residuals), refit, summarise as percentile intervals, flag intervals not to trust."""
 
 from collections.abc import Callable, Iterable
 
@@ -30,11 +30,11 @@ def resample_counts(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
 
 
 def replicate(
-    refit: Callable[[np.ndarray], dict[str, float]], counts: np.ndarray, keys: Iterable[str]
+    refit: Callable[[np.ndarray], dict[str, float]], draws: np.ndarray, keys: Iterable[str]
 ) -> dict[str, np.ndarray]:
-    """Run `refit` on every row of counts; a refit that raises FitError leaves NaN in its row."""
-    samples = {key: np.full(len(counts), np.nan) for key in keys}
-    for i, row in enumerate(counts):
+    """Run `refit` on every row of draws (resample counts or noise); a refit raising FitError leaves NaN in its row."""
+    samples = {key: np.full(len(draws), np.nan) for key in keys}
+    for i, row in enumerate(draws):
         try:
             fitted = refit(row)
         except FitError:

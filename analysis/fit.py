@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from analysis.approach1 import fit_approach1
+from analysis.approach1 import DEFAULT_ENVELOPE_START, fit_approach1
 from analysis.approach2 import fit_approach2
 from analysis.approach3 import Init, fit_approach3
 from analysis.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT, interval_warnings
@@ -27,13 +27,14 @@ from analysis.tables import Columns, RunData, load
 
 @dataclass(frozen=True)
 class FitConfig:
-    """How to fit: bootstrap size and seed, interval level, extrapolation budgets, approach-3 starts."""
+    """How to fit: bootstrap size and seed, interval level, extrapolation budgets, approach-3 starts, envelope start."""
 
     n_boot: int = DEFAULT_N_BOOT
     seed: int = 0
     level: float = DEFAULT_LEVEL
     budgets: tuple[float, ...] = ()
     init: Init = "varpro"
+    envelope_start: float = DEFAULT_ENVELOPE_START
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,9 @@ def analyse(data: RunData, config: FitConfig) -> Analysis:
 def _approach1(data: RunData, config: FitConfig) -> ApproachResult:
     """Approach 1 on the runs that have curves, or on final points when no run has one."""
     if data.curves is None:
-        return fit_approach1(data.runs, None, config.n_boot, config.seed)
+        return fit_approach1(data.runs, None, config.n_boot, config.seed, config.envelope_start)
     runs = data.runs[data.runs["run"].isin(data.curves["run"])].reset_index(drop=True)
-    return fit_approach1(runs, data.curves, config.n_boot, config.seed)
+    return fit_approach1(runs, data.curves, config.n_boot, config.seed, config.envelope_start)
 
 
 def to_json(analysis: Analysis) -> dict:
@@ -161,6 +162,9 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--level", type=_fraction, default=DEFAULT_LEVEL, help="interval level (0.8: 10th-90th)")
     parser.add_argument("--init", choices=["varpro", "grid"], default="varpro",
                         help="approach-3 starts: variable projection, or Hoffmann et al.'s 4,500-point grid (slow)")
+    parser.add_argument("--envelope-start", type=_non_negative, default=DEFAULT_ENVELOPE_START,
+                        help="approach 1: use the envelope from this fraction of the smallest run's final compute "
+                             "(0: from the first evaluation, plateau included)")
     return parser
 
 
@@ -170,11 +174,23 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _fraction(text: str) -> float:
+def _number(text: str) -> float:
+    """The number written in text, or NaN so that the caller's range check rejects it in its own words."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = float("nan")
+        return float("nan")
+
+
+def _non_negative(text: str) -> float:
+    value = _number(text)
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 such as 1 or 0.5, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _number(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a level between 0 and 1 such as 0.8, got {text!r}")
     return value
@@ -194,7 +210,7 @@ def load_and_analyse(args: argparse.Namespace) -> Analysis:
     """Read the input named on the command line and fit it; InputError if nothing could be fitted."""
     columns = Columns(n=args.n_col, d=args.d_col, flops=args.flops_col, loss=args.loss_col, budget=args.budget_col)
     data = load(args.path, columns, args.params, args.where)
-    config = FitConfig(args.n_boot, args.seed, args.level, args.budgets, args.init)
+    config = FitConfig(args.n_boot, args.seed, args.level, args.budgets, args.init, args.envelope_start)
     analysis = analyse(data, config)
     if not analysis.results:
         raise InputError("nothing could be fitted: " + "; ".join(analysis.skipped.values()))

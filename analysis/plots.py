@@ -14,7 +14,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.ticker import FormatStrFormatter
 
 from analysis.approach1 import EnvelopeDetails
-from analysis.approach2 import IsoflopDetails, parabola_curve
+from analysis.approach2 import IsoflopDetails
 from analysis.bootstrap import percentile_interval
 from analysis.lossmodel import compute_optimal, predict_loss, tokens_from_flops
 from analysis.reference import reference_frontiers
@@ -72,7 +72,7 @@ def plot_isoflops(details: IsoflopDetails, path: Path) -> Path:
         runs = details.runs[details.runs["group"] == budget]
         ax.scatter(runs["N"], runs["loss"], color=colour, s=22, label=_budget_label(budget))
         n = np.geomspace(runs["N"].min(), runs["N"].max(), 100)
-        ax.plot(n, parabola_curve(parabola, n), color=colour, lw=1.5)
+        ax.plot(n, parabola.at(np.log(n)), color=colour, lw=1.5)
         n_opt, se = np.exp(parabola.log_n_opt), parabola.se_log_n_opt
         ax.errorbar(n_opt, parabola.loss_opt, xerr=[[n_opt - n_opt * np.exp(-se)], [n_opt * np.exp(se) - n_opt]],
                     color=colour, marker="*", ms=14, mec="black", capsize=3)
@@ -155,22 +155,23 @@ def plot_contours(result: ApproachResult, runs: pd.DataFrame, path: Path) -> Pat
 
 @_styled
 def plot_curves(details: EnvelopeDetails, path: Path) -> Path:
-    """Each run's loss against compute coloured by N, and the lower envelope approach 1 fits."""
-    source, env = details.source, details.envelope
+    """Each run's loss against compute coloured by N, the lower envelope approach 1 fits, and what it leaves out."""
+    points, env = details.points, details.envelope
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    norm = LogNorm(source.run_n.min(), source.run_n.max())
-    colours = plt.cm.plasma(norm(source.run_n) * 0.9)
-    if source.from_curves:
-        for row, colour in zip(source.loss, colours):
-            shown = np.isfinite(row)
-            ax.plot(source.flops[shown], row[shown], color=colour, lw=0.9, alpha=0.8)
+    norm = LogNorm(points["N"].min(), points["N"].max())
+    if details.source.from_curves:
+        for _, curve in points.sort_values("C").groupby("run"):
+            ax.plot(curve["C"], curve["loss"], color=plt.cm.plasma(norm(curve["N"].iloc[0]) * 0.9), lw=0.9, alpha=0.8)
     else:
-        ax.scatter(source.flops, source.loss, color=colours, s=14)
+        ax.scatter(points["C"], points["loss"], color=plt.cm.plasma(norm(points["N"]) * 0.9), s=14)
+    if details.start > points["C"].min():
+        ax.axvspan(points["C"].min(), details.start, color="grey", alpha=0.15, lw=0,
+                   label=f"left out of the envelope: C < {details.start:.2g} FLOPs")
     ax.scatter(env.flops, env.loss, color="black", s=8, zorder=3,
                label="lower envelope, less the stretches won by the smallest or largest model")
     mappable = plt.cm.ScalarMappable(norm=norm, cmap="plasma")
     fig.colorbar(mappable, ax=ax, label=N_LABEL)
-    kind = "training curves" if source.from_curves else "final points (no curves in this table)"
+    kind = "training curves" if details.source.from_curves else "final points (no curves in this table)"
     ax.set(xscale="log", yscale="log", xlabel=FLOPS_LABEL, ylabel=LOSS_LABEL, title=f"Approach 1: {kind} and envelope")
     _plain_log_y(ax)
     ax.legend(fontsize=9)

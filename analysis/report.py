@@ -39,7 +39,9 @@ def make_figures(analysis: Analysis, figures: Path) -> list[tuple[str, str]]:
     if "approach2" in results:
         plot_isoflops(results["approach2"].details, figures / "isoflop.png")
         made.append(("isoflop.png", "IsoFLOP profiles: loss against N per budget, fitted parabolas and their minima"))
-    lowest = runs["C"].min() if analysis.data.curves is None else analysis.data.curves["C"].min()
+    lowest = runs["C"].min()
+    if "approach1" in results:  # reach down to the envelope points approach 1 was fitted to
+        lowest = min(lowest, results["approach1"].details.envelope.flops.min())
     flops = np.geomspace(lowest, max(runs["C"].max(), analysis.budgets.max()), 120)
     plot_frontier(results, flops, runs["C"].max(), analysis.config.level, figures / "frontier.png")
     made.append(("frontier.png", "Compute-optimal N_opt(C) and D_opt(C) per approach, with the published lines"))
@@ -70,8 +72,23 @@ def allocation_section(analysis: Analysis) -> list[str]:
         published = f"{a} [{a_ci[0]}, {a_ci[1]}] | {b} [{b_ci[0]}, {b_ci[1]}]"
         lines.append(f"| {result.title} | {_interval(result, 'a', level)} | {_interval(result, 'b', level)} | "
                      f"{published} | {result.n_failed} of {result.n_boot} |")
-    return lines + ["", f"Intervals: {level:.0%} bootstrap percentile intervals over {analysis.config.n_boot} refits "
-                        "(resampling runs); Hoffmann's are their published 10th-90th percentiles."]
+    return lines + ["", f"Intervals: {level:.0%} bootstrap percentile intervals over {analysis.config.n_boot} refits; "
+                        "failed refits are counted above and left out. Approaches 1 and 3 resample runs. Approach 2 "
+                        "keeps every run and redraws its loss as its budget's fitted parabola x (1 + a residual drawn "
+                        "from the relative residuals of all budgets, pooled), because with 4-7 sizes per budget "
+                        "resampled runs too often leave too few distinct sizes for a parabola. Hoffmann's are their "
+                        "published 10th-90th percentiles."] + envelope_note(analysis)
+
+
+def envelope_note(analysis: Analysis) -> list[str]:
+    """Where approach 1's envelope starts, and why it does not start at the first evaluation."""
+    if "approach1" not in analysis.results:
+        return []
+    start = analysis.results["approach1"].details.start
+    return ["", f"Approach 1 uses the envelope from C = {start:.3g} FLOPs, {analysis.config.envelope_start:g} x the "
+                "smallest run's final compute (--envelope-start). Before that no run has finished, and every run "
+                "starts on the same plateau near ln(vocabulary size), where initialisation and cost per token pick "
+                "the winner, not compute-optimality."]
 
 
 def approach3_section(analysis: Analysis) -> list[str]:

@@ -56,6 +56,7 @@ def test_report_has_estimates_conventions_and_extrapolations(report):
         assert approach in report
     assert "| 1e+21 |" in report and "| 1e+23 |" in report
     assert "a, N = non-embedding" in report
+    assert "Approach 1 uses the envelope from C =" in report and "relative residuals of all budgets" in report
 
 
 def test_report_block_replaces_its_own_and_keeps_other_sections(tmp_path):
