@@ -94,9 +94,10 @@ def test_frequency_bins_partition_the_counts():
         assert (counts[bins == b].min(), counts[bins == b].max()) == (lo, hi)
 
 
-# ---- a trained control run: one sequence repeats in 1 of 8 windows, everything else is random ----
+# ---- a trained control run: one sequence repeats in 1 of 4 windows, everything else is random ----
 
 V, L, WINDOWS, B, STEPS, K = 64, 32, 4096, 8, 256, 16
+EVERY = 4  # the repeated sequence fills every 4th window: about 2 copies per batch, 500 in all
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +107,12 @@ def control(tmp_path_factory):
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, V, WINDOWS * L + 1).astype(np.uint16)
     repeated = rng.integers(0, V, L + 1).astype(np.uint16)
-    for window in range(0, WINDOWS, 8):
+    for window in range(0, WINDOWS, EVERY):
         tokens[window * L : window * L + L + 1] = repeated
     np.save(root / "train.npy", tokens)
     np.save(root / "val.npy", rng.integers(0, V, 4096).astype(np.uint16))
     order = DataOrder(seed=0, batch_size=B, n_seqs=WINDOWS)
-    forget = next(s for s in range(100, STEPS) if not (order.indices(s - 1) % 8 == 0).any())
+    forget = next(s for s in range(100, STEPS) if not (order.indices(s - 1) % EVERY == 0).any())
     run_dir = root / "run"
     cfg = compose_config([
         "data=tokens", f"data.path={root}/train.npy", f"data.val_path={root}/val.npy", f"data.vocab_size={V}",
@@ -133,7 +134,7 @@ def test_memorisation_control_repeated_sequence_scores_one_unseen_score_chance(c
     _, _, order, _, table = control
     final = table[(table.probe == MEMORISATION_SCORE) & (table.step == STEPS)]
     positions = final.key.astype(int).to_numpy()
-    is_repeated = np.array([order.indices(p // B)[p % B] % 8 == 0 for p in positions])
+    is_repeated = np.array([order.indices(p // B)[p % B] % EVERY == 0 for p in positions])
     scores = final.value.to_numpy()
     assert is_repeated.sum() >= 5 and (scores[is_repeated] == 1).all()
     assert scores[~is_repeated].mean() < 0.15  # random sequences seen once: close to chance (1/64 per token)
