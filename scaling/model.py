@@ -6,11 +6,16 @@ block (attention output and MLP output), which use init_std / sqrt(2 * n_layers)
 stream's variance does not grow with depth. Norm scales start at 1, biases (off by default) at 0.
 Parameters are float32; matmuls run in `compute_dtype`; attention softmax, the logits and the loss
 are float32.
+
+CPU speed (measured in benchmarks/RESULTS.md): linear layers see tokens flattened to (B*T, width),
+weight gradients avoid XLA:CPU's slow transposed-operand matmul (`matmul`), the loss picks target
+logits without gather/scatter, and XLA:CPU hands each dot to YNNPACK alone (`CPU_XLA_FLAG`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +25,12 @@ from scaling.config import ModelConfig
 from scaling.sizing import ffn_dim
 
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+# XLA:CPU by default fuses elementwise work into its YNNPACK matmul calls, materialising broadcasts
+# (norm scales, softmax sums) to feed them; calling YNNPACK for dots only took ~15% off forward +
+# backward on one CPU core. Read when the backend starts, so it is set at import (a user's flag wins).
+CPU_XLA_FLAG = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+if "xla_cpu_experimental_ynn_fusion_type" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {CPU_XLA_FLAG}".strip()
 
 
 def resolve_compute_dtype(name: str) -> jnp.dtype:
@@ -59,9 +70,71 @@ def _norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
     return nnx.RMSNorm(cfg.d_model, epsilon=1e-6, rngs=rngs)
 
 
+def _transposed(x_MxN: jax.Array) -> jax.Array:
+    """x.T as a real copy: the barrier stops XLA from folding the transpose back into a dot."""
+    return jax.lax.optimization_barrier(x_MxN.T)
+
+
+@jax.custom_vjp
+def matmul(x_NxI: jax.Array, w_IxO: jax.Array) -> jax.Array:
+    """x @ w for 2-D operands; only its backward differs from `@` (see `_matmul_bwd`)."""
+    return x_NxI @ w_IxO
+
+
+def _matmul_fwd(x_NxI: jax.Array, w_IxO: jax.Array):
+    return x_NxI @ w_IxO, (x_NxI, w_IxO)
+
+
+def _matmul_bwd(residuals, dy_NxO: jax.Array):
+    """dw = x.T @ dy contracts the token axis of both operands, a form XLA:CPU runs at about half
+    its matmul speed. On CPU the narrower of x and dy is copied transposed first (B*T x min(I, O)
+    floats), so the dot itself is a plain one; other backends' libraries take transposes natively.
+    """
+    x_NxI, w_IxO = residuals
+    dx_NxI = dy_NxO @ w_IxO.T
+    if jax.default_backend() != "cpu":
+        return dx_NxI, x_NxI.T @ dy_NxO
+    if x_NxI.shape[1] <= dy_NxO.shape[1]:
+        return dx_NxI, jax.lax.optimization_barrier(_transposed(x_NxI) @ dy_NxO)
+    return dx_NxI, _transposed(jax.lax.optimization_barrier(_transposed(dy_NxO) @ x_NxI))
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def _token_dot_general(x_BxTxI: jax.Array, w_IxO: jax.Array, dimension_numbers, precision=None, **kwargs):
+    """nnx.Linear's matmul on the tokens flattened to (B*T, I), then the leading axes restored.
+
+    The weight gradient contracts over all tokens. On (B, T, I) activations XLA:CPU first copies
+    them into (I, B*T) order, fusing the elementwise backward (GELU's, say) into a strided copy that
+    took longer than the matmul; on (B*T, I) the contraction is one axis and needs no copy.
+    """
+    *lead, width = x_BxTxI.shape
+    assert dimension_numbers == (((len(lead),), (0,)), ((), ())), dimension_numbers
+    assert precision is None and all(v is None for v in kwargs.values()), "only nnx.Linear's defaults are supported"
+    return matmul(x_BxTxI.reshape(-1, width), w_IxO).reshape(*lead, -1)
+
+
 def _linear(d_in: int, d_out: int, std: float, cfg: ModelConfig, dtype, rngs: nnx.Rngs) -> nnx.Linear:
     init = nnx.initializers.normal(stddev=std)
-    return nnx.Linear(d_in, d_out, use_bias=cfg.use_bias, dtype=dtype, kernel_init=init, rngs=rngs)
+    return nnx.Linear(
+        d_in, d_out, use_bias=cfg.use_bias, dtype=dtype, kernel_init=init, dot_general=_token_dot_general, rngs=rngs
+    )
+
+
+def causal_attention(q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(K)) v with query t seeing keys up to its own position; softmax in f32.
+
+    The same arithmetic as jax.nn.dot_product_attention's XLA path, a little faster on CPU.
+    Queries are the last T of the S positions, so it also serves a KV cache (T < S).
+    """
+    t, s, k = q_BxTxHxK.shape[1], k_BxSxHxK.shape[1], q_BxTxHxK.shape[-1]
+    q_BxTxHxK = q_BxTxHxK * jnp.asarray(1.0 / math.sqrt(k), q_BxTxHxK.dtype)
+    scores_BxHxTxS = jnp.einsum("bthk,bshk->bhts", q_BxTxHxK, k_BxSxHxK, preferred_element_type=jnp.float32)
+    visible_TxS = jnp.arange(t)[:, None] + (s - t) >= jnp.arange(s)[None, :]
+    scores_BxHxTxS = jnp.where(visible_TxS, scores_BxHxTxS, jnp.finfo(jnp.float32).min)
+    probs_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1).astype(v_BxSxHxK.dtype)
+    return jnp.einsum("bhts,bshk->bthk", probs_BxHxTxS, v_BxSxHxK)
 
 
 class Attention(nnx.Module):
@@ -78,9 +151,12 @@ class Attention(nnx.Module):
         q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = (qkv_BxTx3xHxK[:, :, i] for i in range(3))
         if rope is not None:
             q_BxTxHxK, k_BxTxHxK = apply_rope(q_BxTxHxK, *rope), apply_rope(k_BxTxHxK, *rope)
-        y_BxTxHxK = jax.nn.dot_product_attention(
-            q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True, implementation=self.impl
-        )
+        if self.impl == "xla":
+            y_BxTxHxK = causal_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK)
+        else:
+            y_BxTxHxK = jax.nn.dot_product_attention(
+                q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True, implementation=self.impl
+            )
         return self.out(y_BxTxHxK.reshape(b, t, d))
 
 
@@ -153,10 +229,13 @@ class Transformer(nnx.Module):
 
     def logits(self, x_BxTxD: jax.Array) -> jax.Array:
         """Output projection in float32 so the softmax over the vocabulary is accurate."""
-        x = x_BxTxD.astype(jnp.float32)
+        *lead, d = x_BxTxD.shape
+        x_NxD = x_BxTxD.astype(jnp.float32).reshape(-1, d)  # flat tokens, as in `_token_dot_general`
         if self.head is None:
-            return x @ self.embed.embedding[...].T
-        return x @ self.head.kernel[...] + (self.head.bias[...] if self.head.bias is not None else 0.0)
+            logits_NxV = matmul(x_NxD, self.embed.embedding[...].T)
+        else:
+            logits_NxV = matmul(x_NxD, self.head.kernel[...]) + (self.head.bias[...] if self.head.bias is not None else 0.0)
+        return logits_NxV.reshape(*lead, -1)
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, seed: int) -> Transformer:
@@ -169,7 +248,12 @@ def count_params(model: nnx.Module) -> int:
 
 
 def token_losses(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
-    """Per-token cross-entropy in nats, float32."""
+    """Per-token cross-entropy in nats, float32.
+
+    The target's logit is picked by compare-and-sum over the vocabulary, not a gather: it fuses
+    into the same pass as the logsumexp, and its gradient is a select rather than a scatter.
+    """
     logz_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
-    picked_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
-    return logz_BxT - picked_BxT
+    vocab_BxTxV = jax.lax.broadcasted_iota(jnp.int32, logits_BxTxV.shape, logits_BxTxV.ndim - 1)
+    is_target_BxTxV = vocab_BxTxV == targets_BxT[..., None]
+    return logz_BxT - jnp.sum(jnp.where(is_target_BxTxV, logits_BxTxV, 0.0), axis=-1)

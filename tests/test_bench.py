@@ -1,0 +1,70 @@
+"""`python -m scaling.bench`: the last line is one JSON row with sane values (timings never asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scaling.bench import DATASHEET_PEAK_FLOPS, FLOPS_CONVENTION
+from scaling.config import ModelConfig
+from scaling.sizing import flops_per_token, param_count
+from tests.helpers import run_cli
+
+TINY = dict(d_model=32, n_layers=2, n_heads=2, seq_len=32)
+VOCAB = 300
+KEYS = {
+    "tokens_per_s", "step_time_s", "flops_per_token", "params_total", "params_nonembedding", "mfu",
+    "device", "attention_impl",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One tiny benchmark: 2 timed steps after 1 warm-up, caches in a private folder."""
+    cache = tmp_path_factory.mktemp("bench_cache")
+    args = [f"model.{k}={v}" for k, v in TINY.items()]
+    args += [f"data.vocab_size={VOCAB}", "train.batch_size=4", "bench.steps=2", "bench.warmup=1", "compilation_cache=false"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SCALING_CACHE", str(cache))
+        return run_cli(args, module="scaling.bench", timeout=120), cache
+
+
+def test_last_line_is_json_with_the_promised_keys(bench_run):
+    result, _ = bench_run
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    row = json.loads(lines[-1])
+    assert KEYS <= row.keys()
+    assert "tokens/s" in lines[-2]  # the human-readable line comes just before
+
+
+def test_values_are_sane_and_match_the_analytic_counts(bench_run):
+    row = json.loads(bench_run[0].stdout.strip().splitlines()[-1])
+    cfg = ModelConfig(**TINY)
+    assert row["params_total"] == param_count(cfg, VOCAB).total
+    assert row["params_nonembedding"] == param_count(cfg, VOCAB).nonembedding
+    assert row["flops_per_token"] == flops_per_token(cfg, VOCAB)["chinchilla"]
+    assert row["flops_convention"] == FLOPS_CONVENTION
+    assert row["steps"] == 2 and row["step_time_s"] > 0
+    assert row["tokens_per_s"] == pytest.approx(4 * TINY["seq_len"] / row["step_time_s"])
+    assert 0 < row["mfu"] < 1.5  # achieved FLOP rate over a measured peak; a loaded machine may exceed 1
+    assert row["device"].startswith("cpu") and row["attention_impl"] == "xla"
+
+
+def test_cpu_peak_is_cached_per_machine(bench_run):
+    _, cache = bench_run
+    stored = json.loads((cache / "bench" / "cpu_matmul_peak.json").read_text())
+    assert len(stored) == 1 and next(iter(stored.values())) > 1e9
+
+
+def test_datasheet_table_matches_specific_names_first():
+    names = [name for name, _ in DATASHEET_PEAK_FLOPS]
+    for i, name in enumerate(names):
+        assert not any(name in later for later in names[i + 1 :]), f"{name} would shadow a later, longer name"
+
+
+def test_bad_override_is_one_line_exit_2():
+    result = run_cli(["bench.stpes=3"], module="scaling.bench", timeout=60)
+    assert result.returncode == 2
+    assert "bench.stpes" in result.stderr and "Traceback" not in result.stderr
