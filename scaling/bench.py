@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -29,13 +28,13 @@ import numpy as np
 from flax import nnx
 from omegaconf import DictConfig
 
-from scaling.config import RunConfig, register_configs, replace, to_dataclass
+from scaling.config import RunConfig, replace, to_dataclass
 from scaling.errors import ConfigError, exit_with
 from scaling.model import build_model, resolve_attention_impl, resolve_compute_dtype
 from scaling.optimizer import make_optimizer
 from scaling.provenance import cache_root, enable_compilation_cache, environment, versions
 from scaling.train import make_plan, make_train_step
-from scaling.validate import check_overrides, validate_config
+from scaling.validate import validate_config, validated_entry
 
 FLOPS_CONVENTION = "chinchilla: forward+backward, attention included, causal mask not halved"
 # Dense bf16 peaks per device from vendor datasheets (FLOP/s). Matched in order against the
@@ -191,13 +190,7 @@ def main(node: DictConfig) -> dict | None:
 
 
 def cli() -> None:
-    """Entry point: validate overrides (one-line errors, exit 2), then hand over to Hydra."""
-    register_configs()
-    try:
-        check_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
-    except ConfigError as err:
-        exit_with(err, debug="debug=true" in sys.argv[1:])
-    main()
+    validated_entry(main)
 
 
 if __name__ == "__main__":

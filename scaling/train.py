@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from scaling import checkpoint, data, rundir, sweep
-from scaling.config import ModelConfig, RunConfig, register_configs, to_dataclass
+from scaling.config import ModelConfig, RunConfig, to_dataclass
 from scaling.corpus import Corpus, load_corpus
 from scaling.errors import ConfigError, exit_with
 from scaling.isoflop import GridPoint, grid_point
@@ -40,7 +40,7 @@ from scaling.model import build_model, resolve_attention_impl, token_losses
 from scaling.optimizer import learning_rate, make_optimizer
 from scaling.provenance import environment, enable_compilation_cache
 from scaling.sizing import ParamCount, flops_per_token, param_count, shape_for_params
-from scaling.validate import check_overrides, validate_config, validate_plan
+from scaling.validate import validate_config, validate_plan, validated_entry
 
 
 @dataclass(frozen=True)
@@ -404,13 +404,7 @@ def main(node: DictConfig) -> dict | None:
 
 
 def cli() -> None:
-    """Entry point: validate overrides (one-line errors, exit 2), then hand over to Hydra."""
-    register_configs()
-    try:
-        check_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
-    except ConfigError as err:
-        exit_with(err, debug="debug=true" in sys.argv[1:])
-    main()
+    validated_entry(main)
 
 
 if __name__ == "__main__":
