@@ -32,6 +32,7 @@ from filelock import FileLock
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm import tqdm
 
+from scaling import provenance
 from scaling.config import DataConfig
 from scaling.errors import ConfigError
 
@@ -91,7 +92,7 @@ def load_tokenizer(path: str) -> Tokenizer:
 
 def cache_root(cfg: DataConfig) -> Path:
     """`data.cache_dir`, else $SCALING_CACHE, else ~/.cache/scaling."""
-    return Path(cfg.cache_dir or os.environ.get("SCALING_CACHE") or "~/.cache/scaling").expanduser()
+    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else provenance.cache_root()
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

@@ -13,7 +13,8 @@ PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "toke
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("SCALING_CACHE", Path.home() / ".cache" / "scaling")).expanduser()
+    """$SCALING_CACHE, else ~/.cache/scaling: corpora, compiled programs, the CPU peak."""
+    return Path(os.environ.get("SCALING_CACHE") or "~/.cache/scaling").expanduser()
 
 
 def versions() -> dict[str, str]:
