@@ -25,6 +25,9 @@ from scaling.config import ModelConfig
 from scaling.sizing import ffn_dim
 
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+# Query block of the XLA attention path: small enough to skip most of the masked triangle, large
+# enough that each block's matmuls stay efficient (64 was fastest at context 256 on CPU).
+ATTENTION_QUERY_BLOCK = 64
 # XLA:CPU by default fuses elementwise work into its YNNPACK matmul calls, materialising broadcasts
 # (norm scales, softmax sums) to feed them; calling YNNPACK for dots only took ~15% off forward +
 # backward on one CPU core. Read when the backend starts, so it is set at import (a user's flag wins).
@@ -122,19 +125,31 @@ def _linear(d_in: int, d_out: int, std: float, cfg: ModelConfig, dtype, rngs: nn
     )
 
 
-def causal_attention(q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array) -> jax.Array:
+def causal_attention(
+    q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array, block: int = ATTENTION_QUERY_BLOCK
+) -> jax.Array:
     """softmax(q k^T / sqrt(K)) v with query t seeing keys up to its own position; softmax in f32.
 
-    The same arithmetic as jax.nn.dot_product_attention's XLA path, a little faster on CPU.
-    Queries are the last T of the S positions, so it also serves a KV cache (T < S).
+    Queries go in blocks of `block`, each against only the keys it can see, so most of the masked
+    upper triangle is never computed (4 blocks do 62.5% of the full score work). Heads are moved
+    ahead of positions once, not per block. Queries are the last T of the S positions, so it also
+    serves a KV cache (T < S).
     """
     t, s, k = q_BxTxHxK.shape[1], k_BxSxHxK.shape[1], q_BxTxHxK.shape[-1]
-    q_BxTxHxK = q_BxTxHxK * jnp.asarray(1.0 / math.sqrt(k), q_BxTxHxK.dtype)
-    scores_BxHxTxS = jnp.einsum("bthk,bshk->bhts", q_BxTxHxK, k_BxSxHxK, preferred_element_type=jnp.float32)
-    visible_TxS = jnp.arange(t)[:, None] + (s - t) >= jnp.arange(s)[None, :]
-    scores_BxHxTxS = jnp.where(visible_TxS, scores_BxHxTxS, jnp.finfo(jnp.float32).min)
-    probs_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1).astype(v_BxSxHxK.dtype)
-    return jnp.einsum("bhts,bshk->bthk", probs_BxHxTxS, v_BxSxHxK)
+    q_BxHxTxK = jnp.swapaxes(q_BxTxHxK * jnp.asarray(1.0 / math.sqrt(k), q_BxTxHxK.dtype), 1, 2)
+    k_BxHxSxK, v_BxHxSxK = jnp.swapaxes(k_BxSxHxK, 1, 2), jnp.swapaxes(v_BxSxHxK, 1, 2)
+    outs = []
+    for start in range(0, t, block):
+        stop = min(start + block, t)
+        keys = stop + (s - t)  # the last query of this block sees keys [0, keys)
+        scores_BxHxTxS = jnp.einsum(
+            "bhtk,bhsk->bhts", q_BxHxTxK[:, :, start:stop], k_BxHxSxK[:, :, :keys], preferred_element_type=jnp.float32
+        )
+        visible_TxS = jnp.arange(start, stop)[:, None] + (s - t) >= jnp.arange(keys)[None, :]
+        scores_BxHxTxS = jnp.where(visible_TxS, scores_BxHxTxS, jnp.finfo(jnp.float32).min)
+        probs_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1).astype(v_BxSxHxK.dtype)
+        outs.append(jnp.einsum("bhts,bhsk->bhtk", probs_BxHxTxS, v_BxHxSxK[:, :, :keys]))
+    return jnp.swapaxes(outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2), 1, 2)
 
 
 class Attention(nnx.Module):
