@@ -206,12 +206,17 @@ def _float_list(text: str) -> tuple[float, ...]:
     return values
 
 
-def load_and_analyse(args: argparse.Namespace) -> Analysis:
-    """Read the input named on the command line and fit it; InputError if nothing could be fitted."""
+def read_and_analyse(args: argparse.Namespace) -> Analysis:
+    """Read the input named on the command line and fit what can be fitted (InputError on bad input)."""
     columns = Columns(n=args.n_col, d=args.d_col, flops=args.flops_col, loss=args.loss_col, budget=args.budget_col)
     data = load(args.path, columns, args.params, args.where)
     config = FitConfig(args.n_boot, args.seed, args.level, args.budgets, args.init, args.envelope_start)
-    analysis = analyse(data, config)
+    return analyse(data, config)
+
+
+def load_and_analyse(args: argparse.Namespace) -> Analysis:
+    """As `read_and_analyse`, and InputError if nothing could be fitted."""
+    analysis = read_and_analyse(args)
     if not analysis.results:
         raise InputError("nothing could be fitted: " + "; ".join(analysis.skipped.values()))
     return analysis

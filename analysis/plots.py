@@ -179,6 +179,24 @@ def plot_curves(details: EnvelopeDetails, path: Path) -> Path:
 
 
 @_styled
+def plot_runs(runs: pd.DataFrame, curves: pd.DataFrame | None, path: Path) -> Path:
+    """Each run's loss against compute coloured by N, with no fit: what the report shows when approach 1 cannot run."""
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    norm = LogNorm(runs["N"].min(), runs["N"].max()) if runs["N"].max() > runs["N"].min() else Normalize(0, 2 * runs["N"].max())
+    if curves is not None:
+        for _, curve in curves.sort_values("C").groupby("run"):
+            ax.plot(curve["C"], curve["loss"], color=plt.cm.plasma(norm(curve["N"].iloc[0]) * 0.9), lw=1.0, alpha=0.85)
+    ax.scatter(runs["C"], runs["loss"], color=plt.cm.plasma(norm(runs["N"]) * 0.9), s=18, edgecolors="black",
+               linewidths=0.4, zorder=3, label="final evaluation of each run")
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="plasma"), ax=ax, label=N_LABEL)
+    kind = "training curves" if curves is not None else "final points"
+    ax.set(xscale="log", yscale="log", xlabel=FLOPS_LABEL, ylabel=LOSS_LABEL, title=f"Runs: {kind} (no fit)")
+    _plain_log_y(ax)
+    ax.legend(fontsize=9)
+    return _save(fig, path)
+
+
+@_styled
 def plot_observed_vs_predicted(result: ApproachResult, runs: pd.DataFrame, path: Path) -> Path:
     """Observed final loss against the fitted L(N, D), coloured by compute; the diagonal is a perfect fit."""
     predicted = predict_loss(runs["N"], runs["D"], **result.details.params.as_dict())

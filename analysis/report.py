@@ -15,14 +15,21 @@ import numpy as np
 from analysis.approach3 import with_allocation
 from analysis.errors import InputError
 from analysis.extrapolate import frontier_table
-from analysis.fit import Analysis, load_and_analyse, make_parser
-from analysis.plots import plot_contours, plot_curves, plot_frontier, plot_isoflops, plot_observed_vs_predicted
+from analysis.fit import Analysis, load_and_analyse, make_parser, read_and_analyse
+from analysis.plots import (
+    plot_contours,
+    plot_curves,
+    plot_frontier,
+    plot_isoflops,
+    plot_observed_vs_predicted,
+    plot_runs,
+)
 from analysis.reference import BESIROGLU_2024, HOFFMANN_2022, HOFFMANN_TABLE2
 from analysis.result import ApproachResult
 
 START, END = "<!-- fit:start -->", "<!-- fit:end -->"
 REPORT_FILE = "report.md"
-FIGURE_FILES = ("isoflop.png", "frontier.png", "contours.png", "observed_vs_predicted.png", "curves.png")
+FIGURE_FILES = ("isoflop.png", "frontier.png", "contours.png", "observed_vs_predicted.png", "curves.png", "runs.png")
 
 
 def report_folder(path: Path) -> Path:
@@ -39,6 +46,9 @@ def make_figures(analysis: Analysis, figures: Path) -> list[tuple[str, str]]:
     if "approach2" in results:
         plot_isoflops(results["approach2"].details, figures / "isoflop.png")
         made.append(("isoflop.png", "IsoFLOP profiles: loss against N per budget, fitted parabolas and their minima"))
+    if not results:  # too few runs for any fit: still show what trained
+        plot_runs(runs, analysis.data.curves, figures / "runs.png")
+        return [("runs.png", "Loss against compute for every run, coloured by N; no approach could be fitted")]
     lowest = runs["C"].min()
     if "approach1" in results:  # reach down to the envelope points approach 1 was fitted to
         lowest = min(lowest, results["approach1"].details.envelope.flops.min())
@@ -149,8 +159,11 @@ def render(analysis: Analysis, other: Analysis | None, figures: list[tuple[str, 
     lines = [START, f"# Scaling-law fit: {data.source}", "",
              f"{len(data.runs)} runs; N = **{n_meaning}**; D = training tokens; C = 6 N D.", ""]
     lines += [f"- {note}" for note in data.notes]
-    lines += [""] + allocation_section(analysis) + [""] + approach3_section(analysis)
-    lines += [""] + convention_section(analysis, other) + [""] + extrapolation_section(analysis)
+    if analysis.results:
+        lines += [""] + allocation_section(analysis) + [""] + approach3_section(analysis)
+        lines += [""] + convention_section(analysis, other) + [""] + extrapolation_section(analysis)
+    else:
+        lines += ["", "**No approach could be fitted** (reasons under *Not fitted*); the figure shows the runs only."]
     lines += ["", "## Figures", ""]
     lines += [f"![{caption}](figures/{name})\n\n*{caption}.*\n" for name, caption in figures]
     warnings = [w for result in analysis.results.values() for w in result.warnings]
@@ -184,13 +197,15 @@ def other_convention(args: argparse.Namespace, analysis: Analysis) -> Analysis |
 def main(argv: list[str] | None = None) -> int:
     args = make_parser("python -m analysis.report", __doc__.split("\n")[0]).parse_args(argv)
     try:
-        analysis = load_and_analyse(args)
+        analysis = read_and_analyse(args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     folder = report_folder(Path(args.path))
     figures = make_figures(analysis, folder / "figures")
     write_block(folder / REPORT_FILE, render(analysis, other_convention(args, analysis), figures))
+    if not analysis.results:  # the report is still written (the runs figure), but say plainly that nothing was fitted
+        print("warning: nothing could be fitted: " + "; ".join(analysis.skipped.values()), file=sys.stderr)
     print(folder / REPORT_FILE)
     return 0
 

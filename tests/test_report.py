@@ -103,3 +103,16 @@ def test_analysis_never_imports_training_code():
     code = "import sys, analysis.fit, analysis.report; print(sorted(m for m in sys.modules if m.startswith('scaling')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_report_on_too_few_runs_still_draws_the_runs_and_says_why(tmp_path, capsys):
+    """A sweep too small for any fit (the `tiny` sweep) gets its runs figure and the reasons, exit 0."""
+    runs = isoflop_runs(HOFFMANN_2022, np.array([1e17, 2e17]), sizes=2, noise=0.0, seed=0)
+    folder = write_sweep(tmp_path / "small", runs, training_curves(HOFFMANN_2022, runs, noise=0.0, seed=1))
+    assert main([str(folder), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: nothing could be fitted") and err.count("\n") == 1
+    assert (folder / "figures" / "runs.png").read_bytes().startswith(PNG_MAGIC)
+    assert not any((folder / "figures" / name).exists() for name in FIGURES)
+    text = (folder / "report.md").read_text()
+    assert "No approach could be fitted" in text and "(figures/runs.png)" in text and "- approach2:" in text
