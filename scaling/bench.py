@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from scaling.config import RunConfig, replace, to_dataclass
 from scaling.errors import ConfigError, exit_with
 from scaling.model import build_model, resolve_attention_impl, resolve_compute_dtype
-from scaling.optimizer import make_optimizer
+from scaling.optimizer import make_optimizer, optimizer_factory, schedule_values
 from scaling.provenance import cache_root, enable_compilation_cache, environment, versions
 from scaling.train import make_plan, make_train_step
 from scaling.validate import validate_config, validated_entry
@@ -121,14 +121,14 @@ def time_steps(cfg: RunConfig, plan) -> list[float]:
     graphdef, params = nnx.split(build_model(plan.model, plan.vocab_size, cfg.train.seed), nnx.Param)
     params = nnx.to_pure_dict(params)
     n_total = cfg.bench.warmup + cfg.bench.steps
-    tx = make_optimizer(cfg.train, n_total)
-    opt_state = tx.init(params)
-    step_fn = make_train_step(graphdef, tx, cfg.train.grad_accum)
+    opt_state = make_optimizer(cfg.train, n_total).init(params)
+    schedule = jnp.asarray(schedule_values(cfg.train, n_total))
+    step_fn = make_train_step(graphdef, optimizer_factory(cfg.train), cfg.train.grad_accum)
     batches = random_batches(n_total, cfg.train.batch_size, plan.model.seq_len, plan.vocab_size, cfg.train.seed)
     times = []
     for i, seqs_BxT1 in enumerate(batches):
         t0 = time.perf_counter()
-        params, opt_state, metrics = step_fn(params, opt_state, seqs_BxT1)
+        params, opt_state, metrics = step_fn(params, opt_state, seqs_BxT1, schedule)
         jax.block_until_ready((params, metrics))
         if i >= cfg.bench.warmup:
             times.append(time.perf_counter() - t0)

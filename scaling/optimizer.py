@@ -11,8 +11,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from scaling.config import TrainConfig
@@ -33,22 +36,38 @@ def decay_start(cfg: TrainConfig, total_steps: int) -> int:
     return total_steps - int(round(cfg.decay_fraction * total_steps))
 
 
+def schedule_values(cfg: TrainConfig, total_steps: int) -> np.ndarray:
+    """The numbers that place the schedule (peak lr, warmup, length, cooldown start, floor, amplitude).
+
+    The train step takes them as an array argument instead of baking them in as constants, so runs
+    that differ only in budget, lr or warmup compile to the same program and share the persistent
+    compilation cache. Products are formed in float64 first, as Python would, then stored as float32.
+    """
+    lo = cfg.lr * cfg.min_lr_ratio if cfg.schedule == "cosine" else 0.0
+    start = decay_start(cfg, total_steps) if cfg.schedule == "wsd" else total_steps
+    values = (cfg.lr, warmup_steps(cfg, total_steps), total_steps, start, lo, cfg.lr - lo)
+    return np.asarray(values, np.float32)
+
+
+def schedule_lr(kind: str, values, step):
+    """lr at `step` from `schedule_values` (concrete or traced); `kind` alone shapes the program."""
+    step = jnp.asarray(step, jnp.float32)
+    peak, warm, total, start, lo, amplitude = (values[i] for i in range(6))
+    warmup = peak * (step + 1) / jnp.maximum(warm, 1)  # the first update already moves: lr/warm, not 0
+    if kind == "cosine":
+        progress = jnp.clip((step - warm) / jnp.maximum(total - warm, 1), 0.0, 1.0)
+        after = lo + amplitude * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    elif kind == "wsd":
+        progress = jnp.clip((step - start) / jnp.maximum(total - start, 1), 0.0, 1.0)
+        after = peak * (1.0 - jnp.sqrt(progress))
+    else:
+        after = jnp.full_like(step, peak)
+    return jnp.where(step < warm, warmup, after)
+
+
 def learning_rate(cfg: TrainConfig, total_steps: int, step):
     """lr at `step` (int or traced array): the schedule as one pure function."""
-    step = jnp.asarray(step, jnp.float32)
-    warm = warmup_steps(cfg, total_steps)
-    warmup = cfg.lr * (step + 1) / max(warm, 1)  # the first update already moves: lr/warm, not 0
-    if cfg.schedule == "cosine":
-        progress = jnp.clip((step - warm) / max(total_steps - warm, 1), 0.0, 1.0)
-        lo = cfg.lr * cfg.min_lr_ratio
-        after = lo + (cfg.lr - lo) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-    elif cfg.schedule == "wsd":
-        start = decay_start(cfg, total_steps)
-        progress = jnp.clip((step - start) / max(total_steps - start, 1), 0.0, 1.0)
-        after = cfg.lr * (1.0 - jnp.sqrt(progress))
-    else:
-        after = jnp.full_like(step, cfg.lr)
-    return jnp.where(step < warm, warmup, after)
+    return schedule_lr(cfg.schedule, jnp.asarray(schedule_values(cfg, total_steps)), step)
 
 
 def _decay_mask(params):
@@ -56,10 +75,21 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+def optimizer_factory(cfg: TrainConfig) -> Callable[[jax.Array], optax.GradientTransformation]:
+    """schedule values -> AdamW with global-norm clipping; Pythia defaults (0.9, 0.95), wd 0.1, clip 1.0.
+
+    The train step calls it inside jit with its schedule argument (see `schedule_values`)."""
+
+    def build(values) -> optax.GradientTransformation:
+        return optax.chain(
+            optax.clip_by_global_norm(cfg.grad_clip),
+            optax.adamw(lambda step: schedule_lr(cfg.schedule, values, step), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                        weight_decay=cfg.weight_decay, mask=_decay_mask),
+        )  # fmt: skip
+
+    return build
+
+
 def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """AdamW with global-norm clipping; Pythia defaults (0.9, 0.95), wd 0.1, clip 1.0."""
-    schedule = lambda step: learning_rate(cfg, total_steps, step)  # noqa: E731
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.grad_clip),
-        optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=_decay_mask),
-    )
+    """The optimiser with its schedule fixed: for `init`, and for code outside the train step."""
+    return optimizer_factory(cfg)(jnp.asarray(schedule_values(cfg, total_steps)))

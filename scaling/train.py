@@ -14,6 +14,7 @@ import sys
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from scaling.errors import ConfigError, exit_with
 from scaling.isoflop import GridPoint, grid_point
 from scaling.mesh import BATCH_AXES, batch_sharding, global_batch, initialize_distributed, is_writer, make_mesh, tree_shardings
 from scaling.model import build_model, resolve_attention_impl, token_losses
-from scaling.optimizer import learning_rate, make_optimizer
+from scaling.optimizer import learning_rate, make_optimizer, optimizer_factory, schedule_values
 from scaling.provenance import environment, enable_compilation_cache
 from scaling.sizing import ParamCount, flops_per_token, param_count, shape_for_params
 from scaling.validate import validate_config, validate_plan, validated_entry
@@ -106,11 +107,19 @@ def loss_fn(graphdef: nnx.GraphDef, params: Any, seqs_BxT1: jax.Array) -> jax.Ar
     return token_losses(logits_BxTxV, seqs_BxT1[:, 1:]).mean()
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, grad_accum: int, out_shardings=None):
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    optimizer: Callable[[jax.Array], optax.GradientTransformation],
+    grad_accum: int,
+    out_shardings=None,
+):
     """One optimiser step, jitted whole, with gradient accumulation inside jit and donated state.
 
-    `out_shardings` (params, opt_state, metrics) pins the state's layout on a device mesh, so the
-    donated buffers are reused step after step instead of being re-laid out."""
+    The step is `step(params, opt_state, seqs, schedule)`: `optimizer(schedule)` builds the optimiser
+    inside jit from `optimizer.schedule_values(...)`, an array argument, so runs that differ only in
+    budget or lr compile to one program (and one persistent-cache entry). `out_shardings` (params,
+    opt_state, metrics) pins the state's layout on a device mesh, so the donated buffers are reused
+    step after step instead of being re-laid out."""
     grad_fn = jax.value_and_grad(lambda p, s: loss_fn(graphdef, p, s))
 
     def accumulate(params, seqs_BxT1):
@@ -126,9 +135,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, gr
         total, _ = jax.lax.scan(body, zero, micro_AxMxT1)
         return jax.tree.map(lambda x: x / grad_accum, total)
 
-    def step(params, opt_state, seqs_BxT1):
+    def step(params, opt_state, seqs_BxT1, schedule):
         loss, grads = accumulate(params, seqs_BxT1)
-        updates, opt_state = tx.update(grads, opt_state, params)
+        updates, opt_state = optimizer(schedule).update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     if out_shardings is None:
@@ -210,11 +219,12 @@ class Trainer:
         replicated = NamedSharding(self.mesh, PartitionSpec())
         state_shardings = jax.tree.map(lambda x: x.sharding, (self.params, self.opt_state))
         self.batch_sharding = batch_sharding(self.mesh)
-        step_fn = make_train_step(self.graphdef, self.tx, cfg.train.grad_accum, (*state_shardings, replicated))
+        step_fn = make_train_step(self.graphdef, optimizer_factory(cfg.train), cfg.train.grad_accum, (*state_shardings, replicated))
+        self.schedule = jax.device_put(schedule_values(cfg.train, plan.steps), replicated)
         # Compiled ahead of the loop so compile time is measured apart (and the persistent cache's saving seen).
         batch_shape = jax.ShapeDtypeStruct((cfg.train.batch_size, plan.model.seq_len + 1), jnp.int32, sharding=self.batch_sharding)
         t0 = time.perf_counter()
-        self.step_fn = step_fn.lower(self.params, self.opt_state, batch_shape).compile()
+        self.step_fn = step_fn.lower(self.params, self.opt_state, batch_shape, self.schedule).compile()
         self.compile_s = time.perf_counter() - t0
         seq_len = plan.model.seq_len
         self.order = data.DataOrder(
@@ -280,7 +290,7 @@ class Trainer:
                 seqs = global_batch(next_batch.result(), self.batch_sharding)
                 if step + 1 < plan.steps:
                     next_batch = prefetch.submit(self.batch, step + 1)
-                self.params, self.opt_state, metrics = self.step_fn(self.params, self.opt_state, seqs)
+                self.params, self.opt_state, metrics = self.step_fn(self.params, self.opt_state, seqs, self.schedule)
                 done = step + 1
                 # The previous step's loss is read only now, so the device never idles on the host.
                 if pending is not None and not self._log(*pending, bar, wall()):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from scaling.config import TrainConfig
-from scaling.optimizer import decay_start, learning_rate, make_optimizer, warmup_steps
+from scaling.optimizer import SCHEDULES, decay_start, learning_rate, make_optimizer, schedule_lr, schedule_values, warmup_steps
 
 TOTAL = 1000
 
@@ -66,3 +67,15 @@ def test_weight_decay_skips_vectors():
 def test_schedule_is_pure():
     cfg = dataclasses.replace(TrainConfig(), schedule="cosine")
     assert lr(cfg, 321) == lr(cfg, 321)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_lr_inside_the_step_equals_the_logged_lr(schedule):
+    """The step computes lr from its schedule argument under jit; the metrics log it on the host.
+
+    Equal to float32 rounding only: XLA's fused division may differ from the unfused one by an ulp or two."""
+    cfg = TrainConfig(lr=3e-3, warmup_fraction=0.05, schedule=schedule, decay_fraction=0.3)
+    steps = jnp.arange(TOTAL + 1)
+    in_step = jax.jit(lambda values, s: schedule_lr(schedule, values, s))(jnp.asarray(schedule_values(cfg, TOTAL)), steps)
+    logged = np.array([float(learning_rate(cfg, TOTAL, int(s))) for s in steps[::97]], np.float32)
+    np.testing.assert_allclose(np.asarray(in_step)[::97], logged, rtol=1e-5, atol=0)

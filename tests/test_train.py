@@ -14,19 +14,20 @@ from flax import nnx
 
 from scaling.config import ModelConfig, TrainConfig
 from scaling.model import build_model
-from scaling.optimizer import make_optimizer
+from scaling.optimizer import make_optimizer, optimizer_factory, schedule_values
 from scaling.train import make_train_step, train
 from tests.helpers import compose_config
 
 VOCAB = 61
+TRAIN = TrainConfig(lr=1e-2, warmup_fraction=0.0)
+SCHEDULE = jnp.asarray(schedule_values(TRAIN, 100))
 
 
 def _state(seed: int = 0):
     cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, seq_len=16, compute_dtype="float32")
     graphdef, params = nnx.split(build_model(cfg, VOCAB, seed), nnx.Param)
-    tx = make_optimizer(TrainConfig(lr=1e-2, warmup_fraction=0.0), 100)
     params = nnx.to_pure_dict(params)
-    return graphdef, tx, params, tx.init(params)
+    return graphdef, optimizer_factory(TRAIN), params, make_optimizer(TRAIN, 100).init(params)
 
 
 def test_gradient_accumulation_equals_full_batch():
@@ -36,7 +37,7 @@ def test_gradient_accumulation_equals_full_batch():
         graphdef, tx, params, opt_state = _state()
         step = make_train_step(graphdef, tx, accum)
         for _ in range(3):
-            params, opt_state, metrics = step(params, opt_state, seqs)
+            params, opt_state, metrics = step(params, opt_state, seqs, SCHEDULE)
         results.append((params, float(metrics["loss"])))
     (full, loss_full), (accum, loss_accum) = results
     assert loss_full == pytest.approx(loss_accum, rel=1e-5)
@@ -49,9 +50,23 @@ def test_train_step_is_deterministic():
     digests = []
     for _ in range(2):
         graphdef, tx, params, opt_state = _state(seed=3)
-        params, _, _ = make_train_step(graphdef, tx, 1)(params, opt_state, seqs)
+        params, _, _ = make_train_step(graphdef, tx, 1)(params, opt_state, seqs, SCHEDULE)
         digests.append(b"".join(np.asarray(x).tobytes() for x in jax.tree.leaves(params)))
     assert digests[0] == digests[1]
+
+
+def _step_program(train: TrainConfig, total_steps: int) -> str:
+    graphdef, _, params, opt_state = _state()
+    seqs = jax.ShapeDtypeStruct((4, 17), jnp.int32)
+    schedule = jnp.asarray(schedule_values(train, total_steps))
+    return make_train_step(graphdef, optimizer_factory(train), 1).lower(params, opt_state, seqs, schedule).as_text()
+
+
+def test_budget_lr_and_warmup_do_not_change_the_compiled_program():
+    """Runs of one shape share a compile (and a persistent-cache entry) across an IsoFLOP or lr sweep."""
+    base = _step_program(TrainConfig(lr=1e-3, schedule="cosine"), 100)
+    assert _step_program(TrainConfig(lr=3e-3, warmup_steps=7, schedule="cosine"), 5000) == base
+    assert _step_program(TrainConfig(lr=1e-3, schedule="wsd"), 100) != base  # the schedule's form is the program's
 
 
 @pytest.fixture(scope="module")
