@@ -128,3 +128,24 @@ def test_nan_loss_marks_the_run_diverged(tmp_path, tiny_overrides):
     summary = train(cfg)
     assert summary["status"] == "diverged"
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_bf16_compute_keeps_fp32_master_weights_and_tracks_fp32_training():
+    """The GPU path's mixed precision, run on CPU: bf16 matmuls, fp32 params and AdamW moments."""
+    seqs = jnp.asarray(np.random.default_rng(2).integers(0, VOCAB, (8, 17)), jnp.int32)
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, seq_len=16, compute_dtype=dtype)
+        graphdef, params = nnx.split(build_model(cfg, VOCAB, 0), nnx.Param)
+        params = nnx.to_pure_dict(params)
+        opt_state = make_optimizer(TRAIN, 100).init(params)
+        step = make_train_step(graphdef, optimizer_factory(TRAIN), 1)
+        curve = []
+        for _ in range(25):
+            params, opt_state, metrics = step(params, opt_state, seqs, SCHEDULE)
+            curve.append(float(metrics["loss"]))
+        losses[dtype] = np.array(curve)
+        assert {x.dtype for x in jax.tree.leaves((params, opt_state)) if x.ndim > 0} == {jnp.dtype(jnp.float32)}
+    assert losses["bfloat16"][-1] < 0.5 * losses["bfloat16"][0]  # it learns the fixed batch
+    assert not np.array_equal(losses["bfloat16"], losses["float32"])  # the matmuls really ran in bf16
+    np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=0.05)
