@@ -259,7 +259,7 @@ class Trainer:
 
     def row(self, step: int, **values) -> dict:
         tokens = step * self.plan.tokens_per_step
-        with jax.default_device(jax.devices("cpu")[0]):  # on an accelerator it would queue behind the running step
+        with jax.default_device(jax.local_devices(backend="cpu")[0]):  # on an accelerator it would queue behind the step in flight
             lr = float(learning_rate(self.cfg.train, self.plan.steps, step))
         base = {"step": step, "tokens": tokens, "flops": tokens * self.plan.flops_per_token["6n"], "lr": lr}
         return {**base, "train_loss": math.nan, "eval_loss": math.nan, "tokens_per_s": math.nan, **values}
