@@ -8,8 +8,9 @@ Parameters are float32; matmuls run in `compute_dtype`; attention softmax, the l
 are float32.
 
 CPU speed (measured in benchmarks/RESULTS.md): linear layers see tokens flattened to (B*T, width),
-weight gradients avoid XLA:CPU's slow transposed-operand matmul (`matmul`), the loss picks target
-logits without gather/scatter, and XLA:CPU hands each dot to YNNPACK alone (`CPU_XLA_FLAG`).
+weight gradients avoid XLA:CPU's slow transposed-operand matmul (`matmul`), bias and norm-scale
+gradients are matrix-vector products (`token_sum`), the loss picks target logits without
+gather/scatter, and XLA:CPU hands each dot to YNNPACK alone (`CPU_XLA_FLAG`).
 """
 
 from __future__ import annotations
@@ -67,10 +68,76 @@ def apply_rope(x_BxTxHxD: jax.Array, cos_TxF: jax.Array, sin_TxF: jax.Array) -> 
     return rotated.astype(x_BxTxHxD.dtype)
 
 
-def _norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
-    if cfg.norm == "layernorm":
-        return nnx.LayerNorm(cfg.d_model, epsilon=1e-5, use_bias=cfg.use_bias, rngs=rngs)
-    return nnx.RMSNorm(cfg.d_model, epsilon=1e-6, rngs=rngs)
+def token_sum(x_NxC: jax.Array) -> jax.Array:
+    """Sum over the token axis: a parameter gradient of a bias or a norm scale.
+
+    On CPU it is a ones-vector matmul: XLA:CPU splits a reduction over B*T rows into a
+    reduce-window and a reduce that ran well below memory speed inside the step, while YNNPACK's
+    matrix-vector product reads the rows once (the whole step at shape A: -4%, RESULTS.md #8).
+    """
+    if jax.default_backend() != "cpu":
+        return jnp.sum(x_NxC, axis=0)
+    return (jnp.ones((1, x_NxC.shape[0]), x_NxC.dtype) @ x_NxC)[0]
+
+
+@jax.custom_vjp
+def add_bias(y_NxO: jax.Array, b_O: jax.Array) -> jax.Array:
+    """y + b, whose bias gradient is a `token_sum`."""
+    return y_NxO + b_O
+
+
+add_bias.defvjp(lambda y_NxO, b_O: (y_NxO + b_O, None), lambda _, dy_NxO: (dy_NxO, token_sum(dy_NxO)))
+
+
+def _affine(xhat_NxC: jax.Array, scale_C: jax.Array, bias_C: jax.Array | None) -> jax.Array:
+    y_NxC = xhat_NxC * scale_C
+    return y_NxC if bias_C is None else y_NxC + bias_C
+
+
+@jax.custom_vjp
+def scale_shift(xhat_NxC: jax.Array, scale_C: jax.Array, bias_C: jax.Array | None) -> jax.Array:
+    """A norm's affine output xhat * scale (+ bias), whose parameter gradients are `token_sum`s."""
+    return _affine(xhat_NxC, scale_C, bias_C)
+
+
+def _scale_shift_fwd(xhat_NxC, scale_C, bias_C):
+    return _affine(xhat_NxC, scale_C, bias_C), (xhat_NxC, scale_C, bias_C is None)
+
+
+def _scale_shift_bwd(residuals, dy_NxC):
+    xhat_NxC, scale_C, no_bias = residuals
+    dbias_C = None if no_bias else token_sum(dy_NxC)
+    return dy_NxC * scale_C, token_sum(dy_NxC * xhat_NxC), dbias_C
+
+
+scale_shift.defvjp(_scale_shift_fwd, _scale_shift_bwd)
+
+
+class Norm(nnx.Module):
+    """LayerNorm or RMSNorm over the last axis, in float32, as nnx.LayerNorm / nnx.RMSNorm compute
+    them (same parameter names and init keys, so checkpoints and seeds carry over); written out so
+    their parameter gradients go through `scale_shift`."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        d = cfg.d_model
+        self.layernorm = cfg.norm == "layernorm"
+        self.epsilon = 1e-5 if self.layernorm else 1e-6
+        self.scale = nnx.Param(nnx.initializers.ones(rngs.params(), (d,), jnp.float32))
+        has_bias = self.layernorm and cfg.use_bias
+        self.bias = nnx.Param(nnx.initializers.zeros(rngs.params(), (d,), jnp.float32)) if has_bias else None
+
+    def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
+        *lead, d = x_BxTxD.shape
+        x_NxD = x_BxTxD.astype(jnp.float32).reshape(-1, d)
+        mean_sq_Nx1 = jnp.mean(jnp.square(x_NxD), axis=-1, keepdims=True)
+        if self.layernorm:
+            mean_Nx1 = jnp.mean(x_NxD, axis=-1, keepdims=True)
+            var_Nx1 = jnp.maximum(0.0, mean_sq_Nx1 - jnp.square(mean_Nx1))  # nnx's fast variance
+            xhat_NxD = (x_NxD - mean_Nx1) * jax.lax.rsqrt(var_Nx1 + self.epsilon)
+        else:
+            xhat_NxD = x_NxD * jax.lax.rsqrt(mean_sq_Nx1 + self.epsilon)
+        bias = None if self.bias is None else self.bias[...]
+        return scale_shift(xhat_NxD, self.scale[...], bias).reshape(*lead, d)
 
 
 def _transposed(x_MxN: jax.Array) -> jax.Array:
@@ -105,24 +172,29 @@ def _matmul_bwd(residuals, dy_NxO: jax.Array):
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
-def _token_dot_general(x_BxTxI: jax.Array, w_IxO: jax.Array, dimension_numbers, precision=None, **kwargs):
-    """nnx.Linear's matmul on the tokens flattened to (B*T, I), then the leading axes restored.
+class Linear(nnx.Module):
+    """x @ kernel (+ bias) in `dtype`, with nnx.Linear's parameter names and init keys.
 
-    The weight gradient contracts over all tokens. On (B, T, I) activations XLA:CPU first copies
-    them into (I, B*T) order, fusing the elementwise backward (GELU's, say) into a strided copy that
-    took longer than the matmul; on (B*T, I) the contraction is one axis and needs no copy.
+    Tokens are flattened to (B*T, I) for the matmul: the weight gradient then contracts one axis,
+    where on (B, T, I) activations XLA:CPU first copied them into (I, B*T) order, fusing the
+    elementwise backward (GELU's, say) into a strided copy that took longer than the matmul.
     """
-    *lead, width = x_BxTxI.shape
-    assert dimension_numbers == (((len(lead),), (0,)), ((), ())), dimension_numbers
-    assert precision is None and all(v is None for v in kwargs.values()), "only nnx.Linear's defaults are supported"
-    return matmul(x_BxTxI.reshape(-1, width), w_IxO).reshape(*lead, -1)
+
+    def __init__(self, d_in: int, d_out: int, std: float, use_bias: bool, dtype, rngs: nnx.Rngs):
+        self.kernel = nnx.Param(nnx.initializers.normal(stddev=std)(rngs.params(), (d_in, d_out), jnp.float32))
+        self.bias = nnx.Param(nnx.initializers.zeros(rngs.params(), (d_out,), jnp.float32)) if use_bias else None
+        self.dtype = dtype
+
+    def __call__(self, x_BxTxI: jax.Array) -> jax.Array:
+        *lead, width = x_BxTxI.shape
+        y_NxO = matmul(x_BxTxI.reshape(-1, width).astype(self.dtype), self.kernel[...].astype(self.dtype))
+        if self.bias is not None:
+            y_NxO = add_bias(y_NxO, self.bias[...].astype(self.dtype))
+        return y_NxO.reshape(*lead, -1)
 
 
-def _linear(d_in: int, d_out: int, std: float, cfg: ModelConfig, dtype, rngs: nnx.Rngs) -> nnx.Linear:
-    init = nnx.initializers.normal(stddev=std)
-    return nnx.Linear(
-        d_in, d_out, use_bias=cfg.use_bias, dtype=dtype, kernel_init=init, dot_general=_token_dot_general, rngs=rngs
-    )
+def _linear(d_in: int, d_out: int, std: float, cfg: ModelConfig, dtype, rngs: nnx.Rngs) -> Linear:
+    return Linear(d_in, d_out, std, cfg.use_bias, dtype, rngs)
 
 
 def causal_attention(
@@ -192,7 +264,7 @@ class Mlp(nnx.Module):
 class Block(nnx.Module):
     def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
         self.pre_ln = cfg.norm_position == "pre"
-        self.norm1, self.norm2 = _norm(cfg, rngs), _norm(cfg, rngs)
+        self.norm1, self.norm2 = Norm(cfg, rngs), Norm(cfg, rngs)
         self.attn, self.mlp = Attention(cfg, dtype, rngs), Mlp(cfg, dtype, rngs)
 
     def __call__(self, x_BxTxD: jax.Array, rope) -> jax.Array:
@@ -218,11 +290,11 @@ class Transformer(nnx.Module):
             else None
         )
         self.blocks = nnx.List([Block(cfg, self.dtype, rngs) for _ in range(cfg.n_layers)])
-        self.final_norm = _norm(cfg, rngs) if cfg.norm_position == "pre" else None
+        self.final_norm = Norm(cfg, rngs) if cfg.norm_position == "pre" else None
         self.head = (
             None
             if cfg.tie_embeddings
-            else nnx.Linear(cfg.d_model, vocab_size, use_bias=cfg.use_bias, kernel_init=embed_init, rngs=rngs)
+            else Linear(cfg.d_model, vocab_size, cfg.init_std, cfg.use_bias, jnp.float32, rngs)
         )
 
     def __call__(self, tokens_BxT: jax.Array) -> jax.Array:
@@ -245,12 +317,10 @@ class Transformer(nnx.Module):
     def logits(self, x_BxTxD: jax.Array) -> jax.Array:
         """Output projection in float32 so the softmax over the vocabulary is accurate."""
         *lead, d = x_BxTxD.shape
-        x_NxD = x_BxTxD.astype(jnp.float32).reshape(-1, d)  # flat tokens, as in `_token_dot_general`
+        x_NxD = x_BxTxD.astype(jnp.float32).reshape(-1, d)  # flat tokens, as in `Linear`
         if self.head is None:
-            logits_NxV = matmul(x_NxD, self.embed.embedding[...].T)
-        else:
-            logits_NxV = matmul(x_NxD, self.head.kernel[...]) + (self.head.bias[...] if self.head.bias is not None else 0.0)
-        return logits_NxV.reshape(*lead, -1)
+            return matmul(x_NxD, self.embed.embedding[...].T).reshape(*lead, -1)
+        return self.head(x_NxD).reshape(*lead, -1)
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, seed: int) -> Transformer:
