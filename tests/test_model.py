@@ -12,7 +12,17 @@ import pytest
 from flax import nnx
 
 from scaling.config import ModelConfig
-from scaling.model import Linear, Norm, build_model, causal_attention, count_params, token_losses, token_sum
+from scaling.model import (
+    Linear,
+    Norm,
+    apply_rope,
+    build_model,
+    causal_attention,
+    count_params,
+    rope_tables,
+    token_losses,
+    token_sum,
+)
 from scaling.sizing import param_count
 
 VOCAB = 97
@@ -182,3 +192,19 @@ def test_linear_equals_flax_linear_and_its_bias_gradient_is_a_token_sum(use_bias
 def test_token_sum_matches_float64_sum():
     x = np.random.default_rng(9).normal(1.0, 2.0, size=(4096, 24)).astype(np.float32)
     np.testing.assert_allclose(token_sum(jnp.asarray(x)), x.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-3)
+
+
+def test_rope_keeps_norms_and_makes_scores_depend_on_relative_position_only():
+    """q.k after rotation depends on positions only through their difference: a wrong table
+    (angle, frequency or pairing) breaks this."""
+    cos, sin = rope_tables(64, 8, 10000.0)
+    np.testing.assert_allclose([cos[5, 1], sin[5, 1]], [np.cos(5 * 10000 ** (-2 / 8)), np.sin(5 * 10000 ** (-2 / 8))], rtol=1e-6)
+    rng = np.random.default_rng(10)
+    q, k = (np.broadcast_to(rng.normal(size=(1, 1, 1, 8)), (1, 64, 1, 8)).astype(np.float32) for _ in range(2))
+    q_rot, k_rot = (np.asarray(apply_rope(jnp.asarray(x), cos, sin), np.float64) for x in (q, k))
+    np.testing.assert_allclose(np.linalg.norm(q_rot, axis=-1), np.linalg.norm(q, axis=-1), rtol=1e-5)
+    scores = np.einsum("btk,bsk->ts", q_rot[:, :, 0], k_rot[:, :, 0])
+    for offset in (0, 1, 5, 40):
+        diagonal = np.diagonal(scores, offset=-offset)  # query t, key t - offset
+        np.testing.assert_allclose(diagonal, diagonal[0], rtol=1e-4, atol=1e-4)
+    assert not np.allclose(np.diagonal(scores, -1)[0], np.diagonal(scores, -5)[0], atol=1e-3)
