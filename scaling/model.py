@@ -78,10 +78,12 @@ def token_sum(x_NxC: jax.Array) -> jax.Array:
     On CPU it is a ones-vector matmul: XLA:CPU splits a reduction over B*T rows into a
     reduce-window and a reduce that ran well below memory speed inside the step, while YNNPACK's
     matrix-vector product reads the rows once (the whole step at shape A: -4%, RESULTS.md #8).
+    Accumulated in float32 whatever the compute dtype; returned in x's dtype, as autodiff expects.
     """
     if jax.default_backend() != "cpu":
-        return jnp.sum(x_NxC, axis=0)
-    return (jnp.ones((1, x_NxC.shape[0]), x_NxC.dtype) @ x_NxC)[0]
+        return jnp.sum(x_NxC, axis=0, dtype=jnp.float32).astype(x_NxC.dtype)
+    ones_1xN = jnp.ones((1, x_NxC.shape[0]), x_NxC.dtype)
+    return jnp.matmul(ones_1xN, x_NxC, preferred_element_type=jnp.float32)[0].astype(x_NxC.dtype)
 
 
 @jax.custom_vjp
@@ -197,10 +199,6 @@ class Linear(nnx.Module):
         return y_NxO.reshape(*lead, -1)
 
 
-def _linear(d_in: int, d_out: int, std: float, cfg: ModelConfig, dtype, rngs: nnx.Rngs) -> Linear:
-    return Linear(d_in, d_out, std, cfg.use_bias, dtype, rngs)
-
-
 def causal_attention(
     q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array, block: int = ATTENTION_QUERY_BLOCK
 ) -> jax.Array:
@@ -233,8 +231,8 @@ class Attention(nnx.Module):
         d, resid_std = cfg.d_model, cfg.init_std / math.sqrt(2 * cfg.n_layers)
         self.n_heads, self.impl = cfg.n_heads, resolve_attention_impl(cfg)
         self.use_rope = cfg.position == "rope"
-        self.qkv = _linear(d, 3 * d, cfg.init_std, cfg, dtype, rngs)
-        self.out = _linear(d, d, resid_std, cfg, dtype, rngs)
+        self.qkv = Linear(d, 3 * d, cfg.init_std, cfg.use_bias, dtype, rngs)
+        self.out = Linear(d, d, resid_std, cfg.use_bias, dtype, rngs)
 
     def __call__(self, x_BxTxD: jax.Array, rope: tuple[jax.Array, jax.Array] | None) -> jax.Array:
         b, t, d = x_BxTxD.shape
@@ -255,9 +253,9 @@ class Mlp(nnx.Module):
     def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
         d, f = cfg.d_model, ffn_dim(cfg)
         self.swiglu = cfg.mlp == "swiglu"
-        self.up = _linear(d, f, cfg.init_std, cfg, dtype, rngs)
-        self.gate = _linear(d, f, cfg.init_std, cfg, dtype, rngs) if self.swiglu else None
-        self.down = _linear(f, d, cfg.init_std / math.sqrt(2 * cfg.n_layers), cfg, dtype, rngs)
+        self.up = Linear(d, f, cfg.init_std, cfg.use_bias, dtype, rngs)
+        self.gate = Linear(d, f, cfg.init_std, cfg.use_bias, dtype, rngs) if self.swiglu else None
+        self.down = Linear(f, d, cfg.init_std / math.sqrt(2 * cfg.n_layers), cfg.use_bias, dtype, rngs)
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
         h_BxTxF = self.up(x_BxTxD)
