@@ -93,6 +93,13 @@ def save(mngr: ocp.CheckpointManager, step: int, params: Any, opt_state: Any, re
     mngr.save(step, args=args, force=True)
 
 
+def drop_off_schedule(mngr: ocp.CheckpointManager, cfg: CheckpointConfig, total_steps: int) -> None:
+    """Delete checkpoints that preemption added outside the schedule."""
+    for step in mngr.all_steps():
+        if not should_save(cfg, step, total_steps):
+            mngr.delete(step)
+
+
 def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract: dict[str, Any]) -> dict[str, Any]:
     items = {name: ocp.args.StandardRestore(target) for name, target in abstract.items()}
     restored = mngr.restore(step, args=ocp.args.Composite(**items, record=ocp.args.JsonRestore()))

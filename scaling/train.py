@@ -274,6 +274,12 @@ class Trainer:
         self.last_log = (step, time.perf_counter())  # evaluation time is not training throughput
         return eval_loss
 
+    def save_for_preemption(self, step: int, wall_s: float) -> None:
+        """A step off the schedule: no evaluation (it would add a row an uninterrupted run lacks,
+        and the grace period before SIGKILL is short); removed once the run completes."""
+        record = {"tokens": step * self.plan.tokens_per_step, "wall_s": wall_s, "preemption": True}
+        checkpoint.save(self.mngr, step, self.params, self.opt_state, record)
+
     def run(self) -> dict:
         cfg, plan = self.cfg, self.plan
         t0 = time.perf_counter()
@@ -298,12 +304,16 @@ class Trainer:
                     status = "diverged"
                     break
                 pending = (done, metrics["loss"]) if done % cfg.train.log_every == 0 or done == plan.steps else None
-                if checkpoint.should_save(cfg.checkpoint, done, plan.steps) or preemption.requested:
+                on_schedule = checkpoint.should_save(cfg.checkpoint, done, plan.steps)
+                if on_schedule or preemption.requested:
                     if pending is not None and not self._log(*pending, bar, wall()):
                         status = "diverged"
                         break
                     pending = None
-                    bar.set_postfix(eval=f"{self.save(done, wall()):.3f}", refresh=False)
+                    if on_schedule:
+                        bar.set_postfix(eval=f"{self.save(done, wall()):.3f}", refresh=False)
+                    else:
+                        self.save_for_preemption(done, wall())
                 self.step = done
                 bar.update(1)
                 if preemption.requested:
@@ -311,6 +321,9 @@ class Trainer:
                     break
             if status == "completed" and pending is not None and not self._log(*pending, bar, wall()):
                 status = "diverged"
+            if status == "completed":  # the folder then matches an uninterrupted run's
+                self.mngr.wait_until_finished()
+                checkpoint.drop_off_schedule(self.mngr, cfg.checkpoint, plan.steps)
         finally:
             bar.close()
             prefetch.shutdown(wait=False, cancel_futures=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,8 @@ import pytest
 
 from scaling.checkpoint import list_checkpoints, load_model, saved_steps, schedule, should_save
 from scaling.config import CheckpointConfig, CheckpointRule
-from tests.helpers import REPO, run_cli
+from scaling.train import Trainer, train
+from tests.helpers import REPO, compose_config, run_cli
 
 STEPS = 150  # train.tokens / (batch 8 x seq 32)
 RUN_ARGS = ["train.tokens=38400", "train.log_every=5"]
@@ -75,6 +77,7 @@ def _assert_same_run(run_dir: Path, reference: Path) -> None:
     assert _summary(run_dir)["status"] == "completed"
     assert _summary(run_dir)["params_digest"] == _summary(reference)["params_digest"]
     pd.testing.assert_frame_equal(_metrics(run_dir), _metrics(reference))
+    assert saved_steps(run_dir) == saved_steps(reference)
 
 
 def test_sigkill_then_relaunch_is_bitwise_identical(tmp_path, tiny_overrides, reference):
@@ -100,6 +103,33 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, tiny_overrides, referen
         assert summary["steps_done"] in saved_steps(tmp_path)
         result = run_cli([f"run_dir={tmp_path}", *tiny_overrides, *RUN_ARGS])
         assert result.returncode == 0, result.stderr[-2000:]
+    _assert_same_run(tmp_path, reference)
+
+
+@pytest.mark.parametrize("at", [23, 25])  # off the checkpoint schedule; 25 is also a logging step
+def test_preemption_off_schedule_resumes_to_the_same_run(tmp_path, tiny_overrides, reference, monkeypatch, at):
+    """SIGTERM delivered at a chosen step (the subprocess test above cannot choose where it lands)."""
+    original_init = Trainer.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        compiled = self.step_fn
+
+        def step_fn(*step_args):
+            if self.step == at - 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return compiled(*step_args)
+
+        self.step_fn = step_fn
+
+    cfg = compose_config([f"run_dir={tmp_path}", *tiny_overrides, *RUN_ARGS])
+    monkeypatch.setattr(Trainer, "__init__", init)
+    summary = train(cfg)
+    assert (summary["status"], summary["steps_done"]) == ("preempted", at)
+    assert at in saved_steps(tmp_path)
+    assert at not in _metrics(tmp_path).dropna(subset=["eval_loss"]).step.tolist()
+    monkeypatch.undo()
+    assert train(cfg)["status"] == "completed"
     _assert_same_run(tmp_path, reference)
 
 
