@@ -8,6 +8,8 @@ GPT2LMHeadModel (learned positions, LayerNorm with biases, tanh GELU, tied embed
 trained in eager PyTorch, fp32, with AdamW and gradient clipping like ours. Our side is
 `python -m scaling.bench` in a subprocess with the same shape; by default our architecture is set
 to GPT-2's (`--arch gpt2`), `--arch ours` keeps our defaults (RoPE, RMSNorm, no biases).
+Our CPU default splits each step into ~512-token micro-batches (scaling.train.micro_batches);
+`--hf-grad-accum` gives HF the same split and `--ours-grad-accum 1` takes it away from ours.
 The two run alternately `--repeats` times so that other load on the machine hits both alike;
 each side reports the median step time of its runs. Both count B x T tokens per step.
 """
@@ -37,6 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"), help="HF attention implementation")
     p.add_argument("--arch", default="gpt2", choices=("gpt2", "ours"), help="our architecture switches")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    p.add_argument(
+        "--hf-grad-accum", type=int, default=1,
+        help="HF side: micro-batches per step (the same cache effect our CPU default uses; 1 = whole batch)",
+    )  # fmt: skip
+    p.add_argument("--ours-grad-accum", type=int, default=None, help="our side's train.grad_accum (default: chosen for the machine)")
     return p.parse_args(argv)
 
 
@@ -59,8 +66,9 @@ def hf_step_times(args: argparse.Namespace) -> list[float]:
     for i in range(args.warmup + args.steps):
         tokens_BxT = torch.randint(0, args.vocab, (args.batch, args.seq_len), generator=gen)
         t0 = time.perf_counter()
-        loss = model(input_ids=tokens_BxT, labels=tokens_BxT).loss
-        loss.backward()
+        for micro_MxT in tokens_BxT.chunk(args.hf_grad_accum):
+            loss = model(input_ids=micro_MxT, labels=micro_MxT).loss / args.hf_grad_accum
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -76,6 +84,7 @@ def ours(args: argparse.Namespace) -> dict:
         f"model.d_model={args.d_model}", f"model.n_layers={args.n_layers}", f"model.n_heads={args.n_heads}",
         f"model.seq_len={args.seq_len}", f"data.vocab_size={args.vocab}", f"train.batch_size={args.batch}",
         f"bench.steps={args.steps}", f"bench.warmup={args.warmup}", *(GPT2_ARCH if args.arch == "gpt2" else ()),
+        *([f"train.grad_accum={args.ours_grad_accum}"] if args.ours_grad_accum else []),
     ]  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "scaling.bench", *overrides], cwd=REPO, capture_output=True, text=True, check=False
@@ -108,12 +117,14 @@ def main(argv: list[str] | None = None) -> dict:
         "ours_step_times_s": [r["step_time_s"] for r in our_rows],
         "hf_mfu": tokens_per_step / hf_step * row["flops_per_token"] / row["peak_flops_per_s"] if row["peak_flops_per_s"] else None,
         "ours_mfu": tokens_per_step / our_step * row["flops_per_token"] / row["peak_flops_per_s"] if row["peak_flops_per_s"] else None,
-        "hf_attention": args.attn, "ours_arch": args.arch, "torch_threads": args.threads,
+        "hf_attention": args.attn, "hf_grad_accum": args.hf_grad_accum, "ours_grad_accum": row["grad_accum"],
+        "ours_arch": args.arch, "torch_threads": args.threads,
         "device": row["device"], "flops_per_token": row["flops_per_token"], "peak_flops_per_s": row["peak_flops_per_s"],
     }  # fmt: skip
     print(
-        f"HF GPT-2 (torch, {args.attn}): {result['hf_tokens_per_s']:,.0f} tokens/s | "
-        f"ours (jax, arch={args.arch}): {result['ours_tokens_per_s']:,.0f} tokens/s | ours/HF = {result['speedup']:.2f}x "
+        f"HF GPT-2 (torch, {args.attn}, {args.hf_grad_accum} micro-batches): {result['hf_tokens_per_s']:,.0f} tokens/s | "
+        f"ours (jax, arch={args.arch}, {row['grad_accum']} micro-batches): {result['ours_tokens_per_s']:,.0f} tokens/s | "
+        f"ours/HF = {result['speedup']:.2f}x "
         f"(median of per-repeat ratios {statistics.median(result['pairwise_speedups']):.2f}x)"
     )
     print(json.dumps(result), flush=True)

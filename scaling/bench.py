@@ -123,7 +123,7 @@ def time_steps(cfg: RunConfig, plan) -> list[float]:
     n_total = cfg.bench.warmup + cfg.bench.steps
     opt_state = make_optimizer(cfg.train, n_total).init(params)
     schedule = jnp.asarray(schedule_values(cfg.train, n_total))
-    step_fn = make_train_step(graphdef, optimizer_factory(cfg.train), cfg.train.grad_accum)
+    step_fn = make_train_step(graphdef, optimizer_factory(cfg.train), plan.grad_accum)
     batches = random_batches(n_total, cfg.train.batch_size, plan.model.seq_len, plan.vocab_size, cfg.train.seed)
     times = []
     for i, seqs_BxT1 in enumerate(batches):
@@ -154,7 +154,7 @@ def bench(cfg: RunConfig) -> dict:
     m = plan.model
     return {
         "d_model": m.d_model, "n_layers": m.n_layers, "n_heads": m.n_heads, "seq_len": m.seq_len,
-        "vocab_size": plan.vocab_size, "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
+        "vocab_size": plan.vocab_size, "batch_size": cfg.train.batch_size, "grad_accum": plan.grad_accum,
         "steps": len(times), "step_time_s": step_time, "step_time_min_s": min(times),
         "tokens_per_s": tokens_per_s, "flops_per_token": per_token, "flops_convention": FLOPS_CONVENTION,
         "params_total": plan.params.total, "params_nonembedding": plan.params.nonembedding,

@@ -60,7 +60,9 @@ class TrainConfig:
     tokens: Optional[int] = None  # D; or give flops
     flops: Optional[float] = None  # C; D = C / (6 N_total)
     batch_size: int = 16  # sequences per optimiser step
-    grad_accum: int = 1  # micro-batches per step (inside jit)
+    # Micro-batches per step, accumulated inside jit. None: chosen for the backend (on CPU, ~512-token
+    # micro-batches, which keep activations in cache; see scaling.train.micro_batches).
+    grad_accum: Optional[int] = None
     lr: float = 1e-3
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio exactly at the last step
     warmup_fraction: float = 0.05

@@ -55,6 +55,7 @@ class Plan:
     tokens_per_step: int
     steps: int
     tokens: int
+    grad_accum: int  # micro-batches per step, as resolved for this machine (`micro_batches`)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +68,7 @@ class Plan:
             "tokens_per_step": self.tokens_per_step,
             "steps": self.steps,
             "tokens": self.tokens,
+            "grad_accum": self.grad_accum,
         }
 
 
@@ -82,7 +84,30 @@ def make_plan(cfg: RunConfig, vocab_size: int) -> Plan:
     tokens_per_step = cfg.train.batch_size * model.seq_len
     target = cfg.train.tokens if cfg.train.tokens is not None else cfg.train.flops / per_token["6n"]
     steps = int(target // tokens_per_step)
-    return Plan(model, vocab_size, params, per_token, tokens_per_step, steps, steps * tokens_per_step)
+    accum = micro_batches(cfg.train.grad_accum, cfg.train.batch_size, model, jax.device_count(), jax.default_backend())
+    return Plan(model, vocab_size, params, per_token, tokens_per_step, steps, steps * tokens_per_step, accum)
+
+
+# On CPU a step over the whole batch streams its activations and logits through main memory;
+# micro-batches of about this many tokens per device stay in cache. Measured in-process (see
+# benchmarks/RESULTS.md, #10): -21% per step at d_model 256 / context 256 / batch 16 (8 micro-batches)
+# and -17% at d_model 512 / context 512 / batch 8; 256-token micro-batches were no better.
+CPU_MICRO_BATCH_TOKENS = 512
+# Below this width each micro-batch is too little work to pay for another pass through the model
+# (d_model 32: 5.0 -> 5.7 ms per step when split in two).
+CPU_MICRO_BATCH_MIN_WIDTH = 64
+
+
+def micro_batches(requested: int | None, batch_size: int, model: ModelConfig, n_devices: int, backend: str) -> int:
+    """`train.grad_accum` when given; otherwise 1 on accelerators, and on CPU the most micro-batches
+    that keep each at least CPU_MICRO_BATCH_TOKENS tokens per device (and the batch split evenly)."""
+    if requested is not None:
+        return requested
+    if backend != "cpu" or model.d_model < CPU_MICRO_BATCH_MIN_WIDTH or batch_size % n_devices:
+        return 1
+    per_device = batch_size // n_devices
+    fits = [a for a in range(1, per_device + 1) if per_device % a == 0 and per_device // a * model.seq_len >= CPU_MICRO_BATCH_TOKENS]
+    return max(fits, default=1)
 
 
 def isoflop_point(cfg: RunConfig, vocab_size: int, max_tokens: int | None = None) -> GridPoint:
@@ -125,7 +150,9 @@ def make_train_step(
     def accumulate(params, seqs_BxT1):
         if grad_accum == 1:
             return grad_fn(params, seqs_BxT1)
-        micro_AxMxT1 = seqs_BxT1.reshape(grad_accum, -1, seqs_BxT1.shape[-1])
+        # Micro-batch a takes rows a, a + A, a + 2A, ...: with the batch sharded over devices in
+        # contiguous blocks, every micro-batch then spans all devices and the scan slices no shard.
+        micro_AxMxT1 = seqs_BxT1.reshape(-1, grad_accum, seqs_BxT1.shape[-1]).swapaxes(0, 1)
 
         def body(carry, micro_MxT1):
             loss, grads = grad_fn(params, micro_MxT1)
@@ -219,7 +246,7 @@ class Trainer:
         replicated = NamedSharding(self.mesh, PartitionSpec())
         state_shardings = jax.tree.map(lambda x: x.sharding, (self.params, self.opt_state))
         self.batch_sharding = batch_sharding(self.mesh)
-        step_fn = make_train_step(self.graphdef, optimizer_factory(cfg.train), cfg.train.grad_accum, (*state_shardings, replicated))
+        step_fn = make_train_step(self.graphdef, optimizer_factory(cfg.train), plan.grad_accum, (*state_shardings, replicated))
         self.schedule = jax.device_put(schedule_values(cfg.train, plan.steps), replicated)
         # Compiled ahead of the loop so compile time is measured apart (and the persistent cache's saving seen).
         batch_shape = jax.ShapeDtypeStruct((cfg.train.batch_size, plan.model.seq_len + 1), jnp.int32, sharding=self.batch_sharding)

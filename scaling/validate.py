@@ -47,7 +47,7 @@ def validate_config(cfg: RunConfig) -> None:
         _require(value in allowed, field, f"'{value}' is not one of {', '.join(allowed)}", f"set {field}={allowed[0]}")
     for field in POSITIVE:
         value = _get(cfg, field)
-        _require(value > 0, field, f"must be positive, got {value}", f"set {field} to a positive number")
+        _require(value is None or value > 0, field, f"must be positive, got {value}", f"set {field} to a positive number")
     m, t = cfg.model, cfg.train
     if m.n_params is None:
         _require(m.d_model % m.n_heads == 0, "model.d_model", f"{m.d_model} is not divisible by model.n_heads={m.n_heads}", "choose n_heads that divides d_model")
@@ -58,7 +58,8 @@ def validate_config(cfg: RunConfig) -> None:
     _require((t.tokens is None) != (t.flops is None), "train.tokens", "give exactly one of train.tokens and train.flops", "e.g. train.tokens=300000 or train.flops=1e13")
     budget_field, budget = ("train.tokens", t.tokens) if t.tokens is not None else ("train.flops", t.flops)
     _require(budget > 0, budget_field, f"must be positive, got {budget}", f"set {budget_field} to a positive budget")
-    _require(t.batch_size % t.grad_accum == 0, "train.grad_accum", f"{t.grad_accum} does not divide train.batch_size={t.batch_size}", "choose a divisor of the batch size")
+    if t.grad_accum is not None:  # (None: chosen for the machine)
+        _require(t.batch_size % t.grad_accum == 0, "train.grad_accum", f"{t.grad_accum} does not divide train.batch_size={t.batch_size}", "choose a divisor of the batch size")
     _require(0 <= t.warmup_fraction < 1, "train.warmup_fraction", f"{t.warmup_fraction} is outside [0, 1)", "e.g. 0.05")
     _require(0 < t.decay_fraction <= 1, "train.decay_fraction", f"{t.decay_fraction} is outside (0, 1]", "e.g. 0.2")
     _require(0 < cfg.data.val_fraction < 1, "data.val_fraction", f"{cfg.data.val_fraction} is outside (0, 1)", "e.g. 0.01")
@@ -79,8 +80,8 @@ def validate_plan(cfg: RunConfig, plan, corpus) -> None:
         f"the budget is smaller than one step ({plan.tokens_per_step:,} tokens = batch_size x seq_len)",
         "raise the budget or lower train.batch_size / model.seq_len",
     )
-    devices, micro = jax.device_count(), cfg.train.batch_size // cfg.train.grad_accum
-    _require(micro % devices == 0, "train.batch_size", f"{cfg.train.batch_size} sequences / {cfg.train.grad_accum} micro-batches do not split over {devices} devices", f"use a multiple of {devices * cfg.train.grad_accum}")
+    devices, micro = jax.device_count(), cfg.train.batch_size // plan.grad_accum
+    _require(micro % devices == 0, "train.batch_size", f"{cfg.train.batch_size} sequences / {plan.grad_accum} micro-batches do not split over {devices} devices", f"use a multiple of {devices * plan.grad_accum}")
     seq_len = plan.model.seq_len
     _require(len(corpus.train) > seq_len, "model.seq_len", f"{seq_len} exceeds the training split ({len(corpus.train)} tokens)", "use a shorter context or more data")
     _require(len(corpus.val) > seq_len, "data.val_fraction", f"the held-out split ({len(corpus.val)} tokens) is shorter than one sequence", "raise data.val_fraction or give data.val_path")

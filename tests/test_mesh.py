@@ -36,7 +36,11 @@ def _losses(run_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(run_dir / "metrics.parquet")[["step", "train_loss", "eval_loss"]].set_index("step")
 
 
-@pytest.mark.parametrize("mesh", [["mesh.data=8"], ["mesh.data=2", "mesh.fsdp=4"]], ids=["data8", "data2-fsdp4"])
+@pytest.mark.parametrize(
+    "mesh",
+    [["mesh.data=8"], ["mesh.data=2", "mesh.fsdp=4"], ["mesh.data=8", "train.grad_accum=2"]],
+    ids=["data8", "data2-fsdp4", "data8-accum2"],
+)
 def test_eight_devices_match_one(tmp_path, tiny_overrides, single, mesh):
     one_dir, _ = single
     _run_on(8, tmp_path, tiny_overrides, mesh)
