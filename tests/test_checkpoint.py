@@ -106,8 +106,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, tiny_overrides, referen
     _assert_same_run(tmp_path, reference)
 
 
-@pytest.mark.parametrize("at", [23, 25])  # off the checkpoint schedule; 25 is also a logging step
-def test_preemption_off_schedule_resumes_to_the_same_run(tmp_path, tiny_overrides, reference, monkeypatch, at):
+def _preempted_then_resumed(run_dir: Path, overrides: list[str], at: int, monkeypatch) -> None:
     """SIGTERM delivered at a chosen step (the subprocess test above cannot choose where it lands)."""
     original_init = Trainer.__init__
 
@@ -122,15 +121,28 @@ def test_preemption_off_schedule_resumes_to_the_same_run(tmp_path, tiny_override
 
         self.step_fn = step_fn
 
-    cfg = compose_config([f"run_dir={tmp_path}", *tiny_overrides, *RUN_ARGS])
+    cfg = compose_config([f"run_dir={run_dir}", *overrides, *RUN_ARGS])
     monkeypatch.setattr(Trainer, "__init__", init)
     summary = train(cfg)
     assert (summary["status"], summary["steps_done"]) == ("preempted", at)
-    assert at in saved_steps(tmp_path)
-    assert at not in _metrics(tmp_path).dropna(subset=["eval_loss"]).step.tolist()
+    assert at in saved_steps(run_dir)
+    assert at not in _metrics(run_dir).dropna(subset=["eval_loss"]).step.tolist()
     monkeypatch.undo()
     assert train(cfg)["status"] == "completed"
+
+
+@pytest.mark.parametrize("at", [23, 25])  # off the checkpoint schedule; 25 is also a logging step
+def test_preemption_off_schedule_resumes_to_the_same_run(tmp_path, tiny_overrides, reference, monkeypatch, at):
+    _preempted_then_resumed(tmp_path, tiny_overrides, at, monkeypatch)
     _assert_same_run(tmp_path, reference)
+
+
+def test_preemption_with_micro_batches_resumes_bitwise(tmp_path, tiny_overrides, monkeypatch):
+    overrides = [*tiny_overrides, "train.grad_accum=4"]
+    reference = tmp_path / "reference"
+    assert train(compose_config([f"run_dir={reference}", *overrides, *RUN_ARGS]))["status"] == "completed"
+    _preempted_then_resumed(tmp_path / "resumed", overrides, 40, monkeypatch)
+    _assert_same_run(tmp_path / "resumed", reference)
 
 
 def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, tiny_overrides, reference):
