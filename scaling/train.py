@@ -222,6 +222,12 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, resolved: dict) -> dict | Non
         summary = rundir.read_json(run_dir / rundir.SUMMARY_FILE)
         if summary and summary.get("status") == "completed":
             return summary
+        before, now = stored.get("derived", {}).get("grad_accum"), resolved["derived"]["grad_accum"]
+        if before is not None and before != now:
+            warnings.warn(
+                f"{run_dir} was trained with {before} micro-batches per step and goes on with {now} (the backend or "
+                f"device count changed): losses agree to float tolerance, not bit for bit; train.grad_accum={before} keeps them"
+            )
     if is_writer():
         if stored is not None and cfg.overwrite:
             rundir.clear(run_dir)

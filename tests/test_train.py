@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -12,10 +14,11 @@ import pytest
 import yaml
 from flax import nnx
 
+from scaling import rundir
 from scaling.config import ModelConfig, TrainConfig
 from scaling.model import build_model
 from scaling.optimizer import make_optimizer, optimizer_factory, schedule_values
-from scaling.train import make_train_step, micro_batches, train
+from scaling.train import make_train_step, micro_batches, prepare_run_dir, train
 from tests.helpers import compose_config
 
 VOCAB = 61
@@ -168,3 +171,14 @@ def test_bf16_compute_keeps_fp32_master_weights_and_tracks_fp32_training():
     assert losses["bfloat16"][-1] < 0.5 * losses["bfloat16"][0]  # it learns the fixed batch
     assert not np.array_equal(losses["bfloat16"], losses["float32"])  # the matmuls really ran in bf16
     np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=0.05)
+
+
+def test_resuming_with_other_micro_batches_warns(tmp_path):
+    cfg = compose_config([f"run_dir={tmp_path}", "train.tokens=100000"])
+    resolved = {"config": dataclasses.asdict(cfg), "derived": {"grad_accum": 1}, "data": {}}
+    rundir.write_config(tmp_path, {**resolved, "derived": {"grad_accum": 8}})  # started elsewhere
+    with pytest.warns(UserWarning, match=r"8 micro-batches per step and goes on with 1 .* train.grad_accum=8 keeps them"):
+        assert prepare_run_dir(cfg, tmp_path, resolved) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (prepare_run_dir stored the new value: no warning now)
+        assert prepare_run_dir(cfg, tmp_path, resolved) is None
