@@ -179,13 +179,17 @@ def eval_chunks(eval_NxT1: np.ndarray, batch_size: int) -> np.ndarray:
     return eval_NxT1[:n].reshape(-1, chunk, eval_NxT1.shape[-1])
 
 
-def make_eval(graphdef: nnx.GraphDef):
-    """Mean loss over the fixed held-out chunks; one host sync per evaluation."""
+def make_eval(graphdef: nnx.GraphDef, micro: int = 1):
+    """Mean loss over the fixed held-out chunks; one host sync per evaluation. Each chunk goes
+    through the model in `micro` equal pieces, split as the train step splits its batch (the same
+    windows whatever the split, so evaluations compare across machines)."""
 
     @jax.jit
     def evaluate(params, chunks_CxBxT1):
-        per_chunk = jax.lax.map(lambda s: loss_fn(graphdef, params, s), chunks_CxBxT1)
-        return per_chunk.mean()
+        c, b, t1 = chunks_CxBxT1.shape
+        pieces = chunks_CxBxT1.reshape(c, b // micro, micro, t1).swapaxes(1, 2).reshape(c * micro, b // micro, t1)
+        per_piece = jax.lax.map(lambda s: loss_fn(graphdef, params, s), pieces)
+        return per_piece.mean()
 
     return evaluate
 
@@ -267,7 +271,7 @@ class Trainer:
         )
         chunks = eval_chunks(data.eval_set(corpus.val, seq_len, cfg.data.eval_tokens), cfg.train.batch_size)
         self.eval_chunks = global_batch(chunks, NamedSharding(self.mesh, PartitionSpec(None, BATCH_AXES)))
-        self.evaluate = make_eval(self.graphdef)
+        self.evaluate = make_eval(self.graphdef, plan.grad_accum if chunks.shape[1] % plan.grad_accum == 0 else 1)
         self.mngr = checkpoint.manager(run_dir, cfg.checkpoint)
         self.rows: list[dict] = []
         self.step, self.wall_before = 0, 0.0

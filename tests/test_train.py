@@ -18,7 +18,7 @@ from scaling import rundir
 from scaling.config import ModelConfig, TrainConfig
 from scaling.model import build_model
 from scaling.optimizer import make_optimizer, optimizer_factory, schedule_values
-from scaling.train import make_train_step, micro_batches, prepare_run_dir, train
+from scaling.train import loss_fn, make_eval, make_train_step, micro_batches, prepare_run_dir, train
 from tests.helpers import compose_config
 
 VOCAB = 61
@@ -182,3 +182,13 @@ def test_resuming_with_other_micro_batches_warns(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # (prepare_run_dir stored the new value: no warning now)
         assert prepare_run_dir(cfg, tmp_path, resolved) is None
+
+
+def test_evaluation_in_micro_batches_equals_whole_chunks():
+    graphdef, _, params, _ = _state()
+    chunks = jnp.asarray(np.random.default_rng(2).integers(0, VOCAB, (3, 8, 17)), jnp.int32)
+    whole = float(make_eval(graphdef, 1)(params, chunks))
+    per_window = [float(loss_fn(graphdef, params, chunks[c, i : i + 1])) for c in range(3) for i in range(8)]
+    assert whole == pytest.approx(np.mean(per_window), rel=1e-6)
+    for micro in (2, 4, 8):
+        assert float(make_eval(graphdef, micro)(params, chunks)) == pytest.approx(whole, rel=1e-6)
