@@ -132,6 +132,12 @@ def loss_fn(graphdef: nnx.GraphDef, params: Any, seqs_BxT1: jax.Array) -> jax.Ar
     return token_losses(logits_BxTxV, seqs_BxT1[:, 1:]).mean()
 
 
+def micro_split(seqs_BxT1: jax.Array, n: int) -> jax.Array:
+    """(B, T+1) -> (n, B/n, T+1), micro-batch a taking rows a, a + n, a + 2n, ...: with the batch
+    sharded over devices in contiguous blocks, every micro-batch then spans all devices."""
+    return seqs_BxT1.reshape(-1, n, seqs_BxT1.shape[-1]).swapaxes(0, 1)
+
+
 def make_train_step(
     graphdef: nnx.GraphDef,
     optimizer: Callable[[jax.Array], optax.GradientTransformation],
@@ -150,9 +156,7 @@ def make_train_step(
     def accumulate(params, seqs_BxT1):
         if grad_accum == 1:
             return grad_fn(params, seqs_BxT1)
-        # Micro-batch a takes rows a, a + A, a + 2A, ...: with the batch sharded over devices in
-        # contiguous blocks, every micro-batch then spans all devices and the scan slices no shard.
-        micro_AxMxT1 = seqs_BxT1.reshape(-1, grad_accum, seqs_BxT1.shape[-1]).swapaxes(0, 1)
+        micro_AxMxT1 = micro_split(seqs_BxT1, grad_accum)
 
         def body(carry, micro_MxT1):
             loss, grads = grad_fn(params, micro_MxT1)
@@ -187,7 +191,7 @@ def make_eval(graphdef: nnx.GraphDef, micro: int = 1):
     @jax.jit
     def evaluate(params, chunks_CxBxT1):
         c, b, t1 = chunks_CxBxT1.shape
-        pieces = chunks_CxBxT1.reshape(c, b // micro, micro, t1).swapaxes(1, 2).reshape(c * micro, b // micro, t1)
+        pieces = jax.vmap(lambda chunk: micro_split(chunk, micro))(chunks_CxBxT1).reshape(c * micro, b // micro, t1)
         per_piece = jax.lax.map(lambda s: loss_fn(graphdef, params, s), pieces)
         return per_piece.mean()
 
@@ -230,7 +234,7 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, resolved: dict) -> dict | Non
         if before is not None and before != now:
             warnings.warn(
                 f"{run_dir} was trained with {before} micro-batches per step and goes on with {now} (the backend or "
-                f"device count changed): losses agree to float tolerance, not bit for bit; train.grad_accum={before} keeps them"
+                "device count changed): it continues to float tolerance, not bit for bit"
             )
     if is_writer():
         if stored is not None and cfg.overwrite:

@@ -177,7 +177,7 @@ def test_resuming_with_other_micro_batches_warns(tmp_path):
     cfg = compose_config([f"run_dir={tmp_path}", "train.tokens=100000"])
     resolved = {"config": dataclasses.asdict(cfg), "derived": {"grad_accum": 1}, "data": {}}
     rundir.write_config(tmp_path, {**resolved, "derived": {"grad_accum": 8}})  # started elsewhere
-    with pytest.warns(UserWarning, match=r"8 micro-batches per step and goes on with 1 .* train.grad_accum=8 keeps them"):
+    with pytest.warns(UserWarning, match=r"8 micro-batches per step and goes on with 1 .* not bit for bit"):
         assert prepare_run_dir(cfg, tmp_path, resolved) is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # (prepare_run_dir stored the new value: no warning now)
