@@ -16,13 +16,17 @@ from pathlib import Path
 import pandas as pd
 from flax import nnx
 
-from analysis.probe_figures import write_figures
-from analysis.probe_measure import UNITS, CheckpointProbes, ProbeSettings
-from analysis.probe_report import section, write_section
-from analysis.probe_runs import RunInfo, find_run_dirs, open_data, read_run
-from analysis.probe_table import TABLE_FILE, measured, read_table, rows, write_table
+from analysis.cli import OneLineParser
+from analysis.cli import run as run_command
+from analysis.errors import InputError
+from analysis.probes.measure import UNITS, CheckpointProbes, ProbeSettings
+from analysis.probes.runs import RunInfo, find_run_dirs, open_data, read_run
+from analysis.probes.table import TABLE_FILE, measured, read_table, rows, write_table
+from analysis.reporting.document import write_section
+from analysis.reporting.probe_figures import write_figures
+from analysis.reporting.probe_section import section
+from scaling import contract
 from scaling.checkpoint import load_model
-from scaling.errors import ConfigError, exit_with
 
 
 def todo(run: RunInfo, table: pd.DataFrame) -> dict[int, set[str]]:
@@ -62,9 +66,9 @@ def probe_path(path: Path, settings: ProbeSettings) -> pd.DataFrame:
         table = probe_run(run, table, settings, table_path)
     probed = [run for run in runs if (table.run == run.name).any()]
     if not probed:
-        raise ConfigError("PATH", f"no run under {path} has a saved checkpoint", "train with checkpoint.enabled=true")
-    figures = write_figures(table, probed, path / "figures")
-    write_section(path / "report.md", section(table, probed, settings, figures))
+        raise InputError(f"PATH: no run under {path} has a saved checkpoint; train with checkpoint.enabled=true")
+    figures = write_figures(table, probed, path / contract.FIGURES_DIR)
+    write_section(path / contract.REPORT_FILE, "probe", section(table, probed, settings, figures))
     return table
 
 
@@ -77,9 +81,9 @@ def _forget_steps(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a comma-separated list of steps, e.g. 64,256")
 
 
-def parse_args(argv: list[str] | None) -> tuple[Path, ProbeSettings]:
+def parser() -> OneLineParser:
     defaults = ProbeSettings()
-    parser = argparse.ArgumentParser(prog="python -m analysis.probe", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m analysis.probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a run folder or a sweep folder (results/NAME)")
     parser.add_argument("--eval-tokens", type=int, default=defaults.eval_tokens, help="held-out tokens per checkpoint")
     parser.add_argument(
@@ -88,23 +92,23 @@ def parse_args(argv: list[str] | None) -> tuple[Path, ProbeSettings]:
     parser.add_argument("--k", type=int, default=defaults.k, help="prompt tokens for memorisation")
     parser.add_argument("--continuation", type=int, default=defaults.continuation, help="greedy tokens to match")
     parser.add_argument("--forget-steps", type=_forget_steps, default=(), help="'auto' or checkpoint steps, e.g. 64,256")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def probe(args: argparse.Namespace) -> int:
     settings = ProbeSettings(args.eval_tokens, args.memo_samples, args.k, args.continuation, args.forget_steps)
     for name in ("eval_tokens", "memo_samples", "k", "continuation"):
         if getattr(settings, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    return args.path, settings
+            raise InputError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(settings, name)}")
+    probe_path(args.path, settings)
+    wrote = f"{args.path / TABLE_FILE}, {args.path / contract.FIGURES_DIR}/probe_*.png and the probe section of " \
+            f"{args.path / contract.REPORT_FILE}"
+    print(f"wrote {wrote}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    path, settings = parse_args(argv)
-    try:
-        probe_path(path, settings)
-    except ConfigError as err:
-        exit_with(err)
-    wrote = f"{path / TABLE_FILE}, {path / 'figures'}/probe_*.png and the probe section of {path / 'report.md'}"
-    print(f"wrote {wrote}", file=sys.stderr)
-    return 0
+    return run_command(probe, parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.approach3 import fit_approach3, fit_loss_model
-from analysis.reference import HOFFMANN_2022
-from analysis.synthetic import isoflop_runs
-from analysis.tables import Columns, load
+from analysis.fits.approach3 import fit_approach3, fit_loss_model
+from analysis.fits.reference import HOFFMANN_2022
+from analysis.fits.synthetic import isoflop_runs
+from analysis.runs import Columns, load
 
 EPOCH_CSV = Path(__file__).resolve().parent.parent / "tests" / "data" / "svg_extracted_data.csv"
 

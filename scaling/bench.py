@@ -28,13 +28,19 @@ import numpy as np
 from flax import nnx
 from omegaconf import DictConfig
 
+from scaling.attention import resolve_attention_impl
+from scaling.cli import validated_entry
 from scaling.config import RunConfig, replace, to_dataclass
 from scaling.errors import ConfigError, exit_with
-from scaling.model import build_model, resolve_attention_impl, resolve_compute_dtype
-from scaling.optimizer import make_optimizer, optimizer_factory, schedule_values
-from scaling.provenance import cache_root, enable_compilation_cache, environment, versions
-from scaling.train import make_plan, make_train_step
-from scaling.validate import validate_config, validated_entry
+from scaling.layers import resolve_compute_dtype
+from scaling.model import build_model
+from scaling.optimizer import make_optimizer, optimizer_factory
+from scaling.plan import make_plan
+from scaling.provenance import environment, versions
+from scaling.runtime import cache_root, initialize
+from scaling.schedule import schedule_values
+from scaling.step import make_train_step
+from scaling.validate import validate_config
 
 FLOPS_CONVENTION = "chinchilla: forward+backward, attention included, causal mask not halved"
 # Dense bf16 peaks per device from vendor datasheets (FLOP/s). Matched in order against the
@@ -142,8 +148,6 @@ def bench(cfg: RunConfig) -> dict:
     validate_config(cfg)
     if cfg.bench.steps < 1 or cfg.bench.warmup < 0:
         raise ConfigError("bench.steps", f"needs steps >= 1 and warmup >= 0, got {cfg.bench.steps}/{cfg.bench.warmup}", "e.g. bench.steps=10 bench.warmup=3")
-    if cfg.compilation_cache:
-        enable_compilation_cache()
     plan = make_plan(cfg, cfg.data.vocab_size)
     times = time_steps(cfg, plan)
     step_time = statistics.median(times)
@@ -179,6 +183,7 @@ def summary_line(r: dict) -> str:
 @hydra.main(version_base="1.3", config_path="pkg://sweeps", config_name="config")
 def main(node: DictConfig) -> dict | None:
     cfg = to_dataclass(node)
+    initialize(cfg.compilation_cache)
     try:
         result = bench(cfg)
     except ConfigError as err:

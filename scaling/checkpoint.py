@@ -7,8 +7,8 @@ it (scaling/data.py), so nothing else is needed to resume exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import logging
 import shutil
 import time
 import warnings
@@ -17,16 +17,17 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
+from flax import nnx
+from jax.experimental import multihost_utils
 
-from scaling.config import CheckpointConfig
+from scaling import contract
+from scaling.config import CheckpointConfig, ModelConfig
 from scaling.errors import ConfigError
+from scaling.model import Transformer, build_model
+from scaling.rundir import read_config
 
-CHECKPOINT_DIR = "checkpoints"
-# Orbax reports every save at INFO/WARNING through absl; a sweep of hundreds of saves drowns the
-# progress lines, and real failures still raise.
-logging.getLogger("absl").setLevel(logging.ERROR)
+CHECKPOINT_DIR = contract.CHECKPOINT_DIR
 
 
 def _is_power_of_two(step: int) -> bool:
@@ -124,7 +125,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract: dict[str, Any]) -> dic
 def _quarantine(mngr: ocp.CheckpointManager, step: int) -> None:
     """Move a damaged step out of the way (kept for inspection) so training can save it anew."""
     folder = Path(mngr.directory)
-    target = folder.parent / f"{CHECKPOINT_DIR}_damaged" / f"{step}-{int(time.time())}"
+    target = folder.parent / contract.DAMAGED_CHECKPOINT_DIR / f"{step}-{int(time.time())}"
     target.parent.mkdir(exist_ok=True)
     shutil.move(str(folder / str(step)), target)
     mngr.reload()
@@ -152,19 +153,14 @@ def saved_steps(run_dir: str | Path) -> list[int]:
     return steps
 
 
-def _stored_model_config(run_dir: Path) -> tuple[Any, int, int]:
+def _stored_model_config(run_dir: Path) -> tuple[ModelConfig, int, int]:
     """(ModelConfig with the resolved shape, vocab size, tokens per step) from config.yaml."""
-    import dataclasses
-
-    from scaling.config import ModelConfig
-    from scaling.rundir import read_config
-
     stored = read_config(Path(run_dir))
     if stored is None:
-        raise FileNotFoundError(f"{run_dir} has no config.yaml: not a run directory")
-    derived = stored["derived"]
+        raise FileNotFoundError(f"{run_dir} has no {contract.CONFIG_FILE}: not a run directory")
+    derived = stored[contract.DERIVED_SECTION]
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    model_cfg = ModelConfig(**{k: v for k, v in stored["config"]["model"].items() if k in fields})
+    model_cfg = ModelConfig(**{k: v for k, v in stored[contract.CONFIG_SECTION]["model"].items() if k in fields})
     model_cfg = dataclasses.replace(model_cfg, **derived["model_shape"], n_params=None)
     return model_cfg, derived["vocab_size"], derived["tokens_per_step"]
 
@@ -175,14 +171,8 @@ def list_checkpoints(run_dir: str | Path) -> list[dict[str, int]]:
     return [{"step": s, "tokens": s * tokens_per_step} for s in saved_steps(run_dir)]
 
 
-def load_model(run_dir: str | Path, step: int | None = None, compute_dtype: str | None = None):
+def load_model(run_dir: str | Path, step: int | None = None, compute_dtype: str | None = None) -> Transformer:
     """A ready-to-run NNX model from any saved step (default: the newest); no training code needed."""
-    import dataclasses
-
-    from flax import nnx
-
-    from scaling.model import build_model
-
     model_cfg, vocab_size, _ = _stored_model_config(Path(run_dir))
     if compute_dtype is not None:
         model_cfg = dataclasses.replace(model_cfg, compute_dtype=compute_dtype)

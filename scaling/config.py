@@ -39,7 +39,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Where tokens come from. `name` picks the pipeline; see scaling/corpus.py."""
+    """Where tokens come from. `name` picks the pipeline; see scaling/data/load.py."""
 
     name: str = "pystdlib"  # pystdlib | text | tokens
     vocab_size: int = 4096
@@ -61,7 +61,7 @@ class TrainConfig:
     flops: Optional[float] = None  # C; D = C / (6 N_total)
     batch_size: int = 16  # sequences per optimiser step
     # Micro-batches per step, accumulated inside jit. None: chosen for the backend (on CPU, ~512-token
-    # micro-batches, which keep activations in cache; see scaling.train.micro_batches).
+    # micro-batches, which keep activations in cache; see scaling.plan.micro_batches).
     grad_accum: Optional[int] = None
     lr: float = 1e-3
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio exactly at the last step
@@ -124,7 +124,10 @@ class SweepConfig:
     tokens_per_param: float = 20.0  # IsoFLOP: where the grid is centred (Chinchilla's D/N = 20)
     # WSD ladder: budgets, as fractions of train.tokens, reached by cooldown branches of one run.
     branches: list[float] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Set by the launching command (scaling/cli.py), never by hand: the keys a command-line multirun
+    # varies (with the keys of hydra.sweeper.params they name each run's folder), and this launch's id.
+    vary: list[str] = field(default_factory=list)
+    launch: Optional[str] = None
 
 
 @dataclass
@@ -144,7 +147,7 @@ class RunConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
-    run_dir: Optional[str] = None  # default: results/runs/<timestamp>
+    run_dir: Optional[str] = None  # default: results/runs/<timestamp>; a sweep names its runs' folders itself
     results_root: str = "results"
     progress: bool = True
     overwrite: bool = False
@@ -153,13 +156,7 @@ class RunConfig:
 
 
 def register_configs() -> None:
-    """Register the schema so YAML in sweeps/ is validated against it, and the run-name resolver."""
-    from omegaconf import OmegaConf
-
-    from scaling.sweep import run_name
-
-    if not OmegaConf.has_resolver("run_name"):
-        OmegaConf.register_new_resolver("run_name", run_name)
+    """Register the schema so YAML in sweeps/ is validated against it."""
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)

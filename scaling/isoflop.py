@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from scaling.config import ModelConfig
+from scaling.config import ModelConfig, register_configs, to_dataclass
 from scaling.sizing import param_count, shape_for_params
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
@@ -114,8 +114,6 @@ def _expand(override) -> list[Any]:
 
 def sweep_grid(config) -> list[GridPoint]:
     """The IsoFLOP grid a composed sweep config (with its hydra node) will run."""
-    from scaling.config import to_dataclass
-
     cfg = to_dataclass(OmegaConf.masked_copy(config, [k for k in config.keys() if k not in ("hydra", "run_dir")]))
     budgets = [float(c) for c in _sweep_values(config, "train.flops")]
     points = [int(k) for k in _sweep_values(config, "sweep.point")]
@@ -134,8 +132,6 @@ def describe_sweep_grid(config) -> str:
 def main(argv: list[str]) -> None:
     """`python -m scaling.isoflop sweep=NAME [overrides]`: print a sweep's grid, train nothing."""
     from hydra import compose, initialize_config_module
-
-    from scaling.config import register_configs
 
     register_configs()
     with initialize_config_module(config_module="sweeps", version_base="1.3"):

@@ -11,7 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from scaling.config import RunConfig
 from scaling.errors import ConfigError
-from scaling.optimizer import SCHEDULES
+from scaling.schedule import SCHEDULES
 
 CHOICES = {
     "model.norm_position": ("pre", "post"),
@@ -124,18 +124,3 @@ def _valid_keys_hint(schema, section: str) -> str:
     if node is None or not OmegaConf.is_config(node):
         return "see scaling/config.py for the valid keys"
     return "valid keys: " + ", ".join(f"{section + '.' if section else ''}{k}" for k in node.keys())
-
-
-def validated_entry(hydra_main) -> None:
-    """A command's entry point: reject bad overrides in one line (exit 2), then hand over to Hydra."""
-    import sys
-
-    from scaling.config import register_configs
-    from scaling.errors import exit_with
-
-    register_configs()
-    try:
-        check_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
-    except ConfigError as err:
-        exit_with(err, debug="debug=true" in sys.argv[1:])
-    hydra_main()

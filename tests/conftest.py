@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+from scaling.runtime import initialize
+
+
+def pytest_configure(config):
+    """The test process is an entry point like any command: set it up as the commands do, before JAX
+    starts its backend, so that runs trained in-process match runs trained by the CLI bit for bit."""
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+    initialize()
 
 
 @pytest.fixture(scope="session")

@@ -7,17 +7,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import approach3
-from analysis.approach1 import fit_approach1
-from analysis.approach2 import budget_groups, fit_approach2, fit_parabola
-from analysis.approach3 import fit_approach3, fit_loss_model
-from analysis.bootstrap import interval_warnings
 from analysis.errors import FitError, InputError
-from analysis.fit import FitConfig, analyse, main
-from analysis.lossmodel import LossParams, allocation_coefficient, allocation_exponents, compute_optimal
-from analysis.reference import BESIROGLU_2024, HOFFMANN_2022
-from analysis.synthetic import isoflop_runs, training_curves
-from analysis.tables import Columns, load
+from analysis.fit import main
+from analysis.fits import approach3
+from analysis.fits.analyse import FitConfig, analyse
+from analysis.fits.approach1 import fit_approach1
+from analysis.fits.approach2 import budget_groups, fit_approach2, fit_parabola
+from analysis.fits.approach3 import fit_approach3, fit_loss_model
+from analysis.fits.bootstrap import interval_warnings
+from analysis.fits.lossmodel import (
+    LossParams,
+    allocation_coefficient,
+    allocation_exponents,
+    compute_optimal,
+)
+from analysis.fits.reference import BESIROGLU_2024, HOFFMANN_2022
+from analysis.fits.synthetic import isoflop_runs, training_curves
+from analysis.runs import Columns, load
 
 EPOCH_CSV = Path(__file__).parent / "data" / "svg_extracted_data.csv"
 EPOCH_COLUMNS = Columns(n="Model Size", flops="Training FLOP", loss="loss")
@@ -203,13 +209,32 @@ def test_too_few_budgets_skips_approach2_but_not_approach3(tmp_path):
     assert "approach3" in analysis.results
 
 
-def test_fit_pinned_to_a_bound_is_flagged():
-    """Loss that ignores D: beta collapses onto its lower bound, and the warnings say so."""
+def test_a_term_that_vanishes_over_the_data_is_flagged():
+    """Loss that ignores D: the D term must vanish from the fit, and the warnings say so, whichever of
+    the degenerate optima (beta on its bound, or B cancelling a large beta) this CPU's rounding reaches."""
     rng = np.random.default_rng(0)
     N, D = np.geomspace(1e7, 1e9, 40), rng.permutation(np.geomspace(1e9, 1e11, 40))
     runs = pd.DataFrame({"N": N, "D": D, "loss": 1.8 + 400 / N**0.34 * np.exp(0.002 * rng.standard_normal(40))})
     warnings = fit_approach3(runs, n_boot=20, seed=0).warnings
-    assert any("beta" in w and "bound" in w for w in warnings)
+    assert any("the D term B/D^beta" in w and "vanishes" in w for w in warnings)
+    assert not any("the N term" in w for w in warnings)
+
+
+@pytest.mark.parametrize("beta, B", [(1e-4, 1e-3), (4.73, 4e25), (1e-4, 1.8)],
+                         ids=["beta-on-lower-bound", "large-beta-cancelled-by-B", "B-absorbs-E"])
+def test_every_degenerate_optimum_that_drops_the_d_term_is_caught(beta, B):
+    """The optima seen on different CPUs for the data above, and one more, all make the D term vanish."""
+    N, D = np.geomspace(1e7, 1e9, 40), np.geomspace(1e9, 1e11, 40)
+    loss = 1.8 + 400 / N**0.34
+    params = LossParams(E=1.8 if B < 1 else 1e-6, A=400.0, B=B, alpha=0.34, beta=beta)
+    notes = approach3.vanishing_terms(params, N, D, loss)
+    assert any(note.startswith("the D term") for note in notes)
+
+
+def test_a_fit_where_every_term_matters_raises_no_vanishing_note():
+    N, D = np.geomspace(1e7, 1e9, 40), np.geomspace(1e9, 1e11, 40)
+    loss = 1.8 + 400 / N**0.34 + 2000 / D**0.37
+    assert approach3.vanishing_terms(LossParams(1.8, 400.0, 2000.0, 0.34, 0.37), N, D, loss) == []
 
 
 def test_too_few_points_for_approach3():

@@ -12,17 +12,17 @@ import pytest
 from flax import nnx
 
 from analysis import probe
-from analysis.probe_counts import SeenCounts, bin_range, frequency_bin
-from analysis.probe_decode import make_greedy_decoder
-from analysis.probe_measure import FORGETTING, MEMORISATION_HELDOUT, MEMORISATION_SCORE
-from analysis.probe_report import END, START
-from analysis.probe_runs import RunData
-from analysis.probe_stats import uniformity_test
+from analysis.probes.counts import SeenCounts, bin_range, frequency_bin
+from analysis.probes.measure import FORGETTING, MEMORISATION_HELDOUT, MEMORISATION_SCORE
+from analysis.probes.runs import RunStream
+from analysis.probes.stats import uniformity_test
+from analysis.reporting.document import markers
 from scaling.config import ModelConfig
-from scaling.corpus import Corpus
-from scaling.data import DataOrder
+from scaling.data.corpus import Corpus
+from scaling.data.order import DataOrder
+from scaling.decode import make_greedy_decoder
 from scaling.model import build_model
-from scaling.train import train
+from scaling.trainer import train
 from tests.helpers import compose_config
 
 VOCAB = 97
@@ -75,7 +75,7 @@ def test_seen_counts_are_exact_and_incremental():
     seq_len, batch, vocab = 8, 3, 11
     tokens = rng.integers(0, vocab, 40 * seq_len + 1).astype(np.uint16)
     order = DataOrder(seed=2, batch_size=batch, n_seqs=40)
-    data = RunData(Corpus(tokens, tokens, vocab, {}, None), order, seq_len)
+    data = RunStream(Corpus(tokens, tokens, vocab, {}, None), order, seq_len)
     counts = SeenCounts(data, vocab)
     for step in (3, 7, 20):  # 20 steps of 3 = 1.5 epochs: repeated sequences count again
         counts.advance(step)
@@ -170,7 +170,10 @@ def test_rerun_measures_nothing_new_and_restores_missing_rows(control, monkeypat
 def test_report_section_between_markers_keeps_the_rest(control):
     run_dir, args, _, _, _ = control
     report = (run_dir / "report.md").read_text()
-    assert report.startswith("# Sweep\n\n<!-- fit:start -->\nfit table\n<!-- fit:end -->\n\nnotes by hand\n")
+    START, END = markers("probe")
+    # The probe section goes after the fit section, and nothing else moves.
+    assert report.startswith(f"# Sweep\n\n<!-- fit:start -->\nfit table\n<!-- fit:end -->\n\n{START}\n")
+    assert report.endswith(f"{END}\n\nnotes by hand\n")
     assert report.count(START) == report.count(END) == 1
     assert "| run |" in report.split(START)[1].split(END)[0]
     for name in ("loss", "loss_by_position", "icl", "memorisation", "memo_uniformity", "term_frequency", "forgetting"):
@@ -181,8 +184,6 @@ def test_report_section_between_markers_keeps_the_rest(control):
 def test_changed_settings_and_bad_paths_are_one_line_errors(control, tmp_path, capsys):
     run_dir, args, _, _, _ = control
     for argv in ([str(tmp_path / "missing")], [*args[:2], "17", *args[3:]]):
-        with pytest.raises(SystemExit) as exit_info:
-            probe.main(argv)
-        assert exit_info.value.code == 2
+        assert probe.main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err

@@ -7,7 +7,12 @@ import dataclasses
 import pytest
 
 from scaling.config import ModelConfig
-from scaling.sizing import chinchilla_forward_flops, flops_per_token, param_count, shape_for_params
+from scaling.sizing import (
+    chinchilla_forward_flops,
+    flops_per_token,
+    param_count,
+    shape_for_params,
+)
 
 SMALL = ModelConfig(d_model=4, n_layers=1, n_heads=2, seq_len=8, d_ff=16)
 

@@ -1,0 +1,109 @@
+"""One command-line style for every analysis command: argparse whose errors are one line, and one
+way to turn bad input into `error: ...` on stderr with exit status 2 (never a traceback)."""
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from analysis.errors import InputError
+from analysis.fits.analyse import Analysis, FitConfig, analyse
+from analysis.fits.approach1 import DEFAULT_ENVELOPE_START
+from analysis.fits.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT
+from analysis.runs import Columns, load
+from scaling.errors import EXIT_BAD_INPUT, ConfigError
+
+
+def run(main: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Call `main(args)`; bad input (ours, or a training-side ConfigError) becomes one line and exit 2."""
+    try:
+        return main(args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+    except ConfigError as error:
+        print(error.line(), file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (exit 2), like every other input error here."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def fit_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """Input and fit options shared by analysis.fit and analysis.report."""
+    parser = OneLineParser(prog=prog, description=description)
+    parser.add_argument("path", help="sweep folder (results/NAME) or a CSV/parquet table of runs")
+    parser.add_argument("--n-col", default="N", help="outside tables: column of parameters N")
+    parser.add_argument("--d-col", default="D", help="outside tables: column of training tokens D")
+    parser.add_argument("--flops-col", help="outside tables: column of training FLOPs C (then D = C / 6N)")
+    parser.add_argument("--loss-col", default="loss", help="outside tables: column of final loss")
+    parser.add_argument("--budget-col", help="outside tables: column of IsoFLOP budgets (else grouped by C)")
+    parser.add_argument("--where", help='pandas query to select rows, e.g. "loss < 3.4"')
+    parser.add_argument("--params", choices=["total", "nonembedding"], default="total",
+                        help="sweep folders: count N as total (Chinchilla) or non-embedding parameters")
+    parser.add_argument("--budgets", type=_float_list, default=(), help="extrapolate to these FLOPs, e.g. 1e21,1e23")
+    parser.add_argument("--n-boot", type=_positive_int, default=DEFAULT_N_BOOT, help="bootstrap refits per approach")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--level", type=_fraction, default=DEFAULT_LEVEL, help="interval level (0.8: 10th-90th)")
+    parser.add_argument("--init", choices=["varpro", "grid"], default="varpro",
+                        help="approach-3 starts: variable projection, or Hoffmann et al.'s 4,500-point grid (slow)")
+    parser.add_argument("--envelope-start", type=_non_negative, default=DEFAULT_ENVELOPE_START,
+                        help="approach 1: use the envelope from this fraction of the smallest run's final compute "
+                             "(0: from the first evaluation, plateau included)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def _number(text: str) -> float:
+    """The number written in text, or NaN so that the caller's range check rejects it in its own words."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def _non_negative(text: str) -> float:
+    value = _number(text)
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 such as 1 or 0.5, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _number(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a level between 0 and 1 such as 0.8, got {text!r}")
+    return value
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(item) for item in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive comma-separated FLOPs like 1e21,1e23, got {text!r}")
+    return values
+
+
+def read_and_analyse(args: argparse.Namespace) -> Analysis:
+    """Read the input named on the command line and fit what can be fitted (InputError on bad input)."""
+    columns = Columns(n=args.n_col, d=args.d_col, flops=args.flops_col, loss=args.loss_col, budget=args.budget_col)
+    data = load(args.path, columns, args.params, args.where)
+    config = FitConfig(args.n_boot, args.seed, args.level, args.budgets, args.init, args.envelope_start)
+    return analyse(data, config)
+
+
+def load_and_analyse(args: argparse.Namespace) -> Analysis:
+    """As `read_and_analyse`, and InputError if nothing could be fitted."""
+    analysis = read_and_analyse(args)
+    if not analysis.results:
+        raise InputError("nothing could be fitted: " + "; ".join(analysis.skipped.values()))
+    return analysis

@@ -1,0 +1,141 @@
+"""Approach 1: the lower envelope of loss against FLOPs over all training curves (Hoffmann et al. 2022, 3.1).
+
+At each FLOP value on a log grid, the run with the lowest (interpolated) loss there gives N_opt(C), and
+D_opt = C / (6 N_opt). Power laws are fitted to N_opt and to the envelope's loss. Where the smallest or
+largest model wins, the true optimum may lie beyond the sizes trained, so those stretches are dropped, and
+so are FLOP values that only one run reaches (the runs of one budget end a hair apart, and past the others'
+ends the last one wins by default).
+
+The envelope starts at a fraction (default 1) of the smallest run's final compute. Below that no run has
+finished, and early on every run sits on the initial plateau (loss near ln V) where the winner is set by
+initialisation and by being cheap per token, not by being compute-optimal: on a real sweep that stretch
+spanned three decades of C and pulled the fitted a to 0. Tables without curves have one point per run; the
+envelope is then the Pareto front of those points (each run's loss is lower than that of every run with
+less compute), and the report says so.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import FitError
+from analysis.fits.bootstrap import replicate, resample_counts
+from analysis.fits.powerlaw import fit_power_law
+from analysis.fits.result import ApproachResult, power_law_frontier
+
+GRID_POINTS = 200
+DEFAULT_ENVELOPE_START = 1.0  # fraction of the smallest run's final compute at which the envelope starts
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Points of the lower envelope: compute, winning model size, and loss there."""
+
+    flops: np.ndarray
+    n: np.ndarray
+    loss: np.ndarray
+    n_edge: int  # points dropped because the smallest or largest model won there
+
+
+@dataclass(frozen=True)
+class EnvelopeSource:
+    """Everything an envelope is computed from: per-run losses on a FLOP grid, or one point per run."""
+
+    flops: np.ndarray  # (G,) grid for curves; (R,) each run's C for final points
+    loss: np.ndarray  # (R, G) curves interpolated on the grid (inf outside a run); (R,) for final points
+    run_n: np.ndarray  # (R,) model size of each run
+    from_curves: bool
+
+
+@dataclass(frozen=True)
+class EnvelopeDetails:
+    """What the training-curve figure needs."""
+
+    points: pd.DataFrame  # every run's whole curve (run, N, C, loss), or its final point without curves
+    start: float  # FLOPs below which the envelope is not used
+    source: EnvelopeSource
+    envelope: Envelope
+
+
+def envelope_start(runs: pd.DataFrame, fraction: float) -> float:
+    """The compute at which the envelope starts: `fraction` of the smallest run's final compute."""
+    return fraction * runs["C"].min()
+
+
+def curve_source(runs: pd.DataFrame, curves: pd.DataFrame, start: float) -> EnvelopeSource:
+    """Interpolate every run's curve (loss linear in log C) onto one log-spaced grid from `start` to the end."""
+    grid = np.geomspace(max(start, curves["C"].min()), curves["C"].max(), GRID_POINTS)
+    by_run = curves.sort_values("C").groupby("run")
+    matrix = np.full((len(runs), GRID_POINTS), np.inf)
+    for row, name in enumerate(runs["run"]):
+        curve = by_run.get_group(name)
+        matrix[row] = np.interp(np.log(grid), np.log(curve["C"]), curve["loss"], left=np.inf, right=np.inf)
+    return EnvelopeSource(grid, matrix, runs["N"].to_numpy(float), from_curves=True)
+
+
+def point_source(runs: pd.DataFrame, start: float) -> EnvelopeSource:
+    """One point per run at or above `start`, for tables that have no training curves."""
+    runs = runs[runs["C"] >= start].sort_values("C")
+    return EnvelopeSource(runs["C"].to_numpy(float), runs["loss"].to_numpy(float), runs["N"].to_numpy(float),
+                          from_curves=False)
+
+
+def envelope(source: EnvelopeSource, present: np.ndarray) -> Envelope:
+    """The envelope over the runs marked present, without the stretches won by the extreme sizes."""
+    if source.from_curves:
+        masked = np.where(present[:, None], source.loss, np.inf)
+        winner = masked.argmin(axis=0)
+        keep = np.isfinite(masked).sum(axis=0) >= 2  # with one run present there is no choice to learn from
+        flops, winner, loss = source.flops[keep], winner[keep], masked.min(axis=0)[keep]
+    else:
+        loss = np.where(present, source.loss, np.inf)
+        best_before = np.minimum.accumulate(np.concatenate([[np.inf], loss[:-1]]))
+        winner = np.flatnonzero(present & (loss < best_before))
+        flops, loss = source.flops[winner], loss[winner]
+    n = source.run_n[winner]
+    sizes = source.run_n[present]
+    inner = (n > sizes.min()) & (n < sizes.max())
+    return Envelope(flops[inner], n[inner], loss[inner], n_edge=int((~inner).sum()))
+
+
+def frontier_params(env: Envelope) -> dict[str, float]:
+    """Power laws through the envelope: N_opt = k C^a (b = 1 - a as D = C/6N) and L = k_L C^c."""
+    if np.unique(env.n).size < 2:
+        raise FitError(
+            f"approach 1: between the smallest and largest model the envelope is won by {np.unique(env.n).size} "
+            "model size(s), need 2: train more sizes, or longer so that curves cross"
+        )
+    n_law, loss_law = fit_power_law(env.flops, env.n), fit_power_law(env.flops, env.loss)
+    return {"a": n_law.exponent, "b": 1.0 - n_law.exponent, "log_k_n": n_law.log_k,
+            "loss_exponent": loss_law.exponent, "log_k_loss": loss_law.log_k}
+
+
+def fit_approach1(runs: pd.DataFrame, curves: pd.DataFrame | None, n_boot: int, seed: int,
+                  start_fraction: float = DEFAULT_ENVELOPE_START) -> ApproachResult:
+    """Envelope power laws from `start_fraction` of the smallest final compute up, resampling whole runs."""
+    points = runs if curves is None else curves
+    start = envelope_start(runs, start_fraction)
+    if start > points["C"].max():
+        raise FitError(f"approach 1: the envelope would start at {start:.3g} FLOPs, past the last run's end: "
+                       "lower --envelope-start")
+    source = point_source(runs, start) if curves is None else curve_source(runs, curves, start)
+    everyone = np.ones(len(source.run_n), dtype=bool)
+    env = envelope(source, everyone)
+    estimate = frontier_params(env)
+    counts = resample_counts(np.zeros(len(source.run_n)), n_boot, seed)
+    samples = replicate(lambda count: frontier_params(envelope(source, count > 0)), counts, estimate)
+    notes = []
+    if env.n_edge:
+        notes.append(f"approach 1: dropped {env.n_edge} envelope points won by the smallest or largest model")
+    if curves is None:
+        notes.append("approach 1: no training curves, so the envelope uses each run's final point only")
+    return ApproachResult(
+        name="approach1",
+        title=f"Approach 1: envelope of {'final points' if curves is None else 'training curves'}",
+        estimate=estimate,
+        samples=samples,
+        frontier=power_law_frontier,
+        warnings=tuple(notes),
+        details=EnvelopeDetails(points, start, source, env),
+    )

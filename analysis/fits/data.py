@@ -1,0 +1,18 @@
+"""The input every fit takes: canonical runs, their training curves if any, and what loading noted."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class FitData:
+    """Runs ready to fit, their training curves if any, and notes on what loading dropped or assumed."""
+
+    runs: pd.DataFrame
+    curves: pd.DataFrame | None
+    source: Path
+    convention: str  # "total", "nonembedding", or "column 'NAME'" for an outside table
+    notes: tuple[str, ...]
+    ours: bool  # a sweep table, so the other parameter convention can be fitted too

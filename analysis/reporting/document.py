@@ -1,0 +1,54 @@
+"""report.md as a set of sections, each owned by one command and kept between its own markers.
+
+`analysis.report` writes the fit section, `analysis.probe` the probe section, and so on. Each
+command rewrites only its own section and keeps everything else, including text a person added.
+Sections stay in one order (SECTIONS) whatever order the commands ran in. Every write is atomic
+(a temporary file renamed over the old one), so an interrupted command never leaves half a report.
+"""
+
+from pathlib import Path
+
+from scaling.files import write_text
+
+SECTIONS = ("fit", "backtest", "probe", "tasks")
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def _span(document: str, name: str) -> tuple[int, int] | None:
+    """(start, end) of a section's text, markers and one trailing newline included; None if absent."""
+    start, end = markers(name)
+    i = document.find(start)
+    j = document.find(end, i + len(start)) if i >= 0 else -1
+    if j < 0:
+        return None
+    j += len(end)
+    return i, j + 1 if document[j : j + 1] == "\n" else j
+
+
+def place_section(document: str, name: str, body: str) -> str:
+    """`document` with section `name` set to `body`: replaced where it is, else inserted in SECTIONS order."""
+    if name not in SECTIONS:
+        raise ValueError(f"unknown report section {name!r}; known: {', '.join(SECTIONS)}")
+    start, end = markers(name)
+    block = f"{start}\n{body.strip()}\n{end}\n"
+    span = _span(document, name)
+    if span is not None:
+        return document[: span[0]] + block + document[span[1] :]
+    order = SECTIONS.index(name)
+    later = [s[0] for s in (_span(document, other) for other in SECTIONS[order + 1 :]) if s]
+    earlier = [s[1] for s in (_span(document, other) for other in SECTIONS[:order]) if s]
+    at = min(later) if later else (max(earlier) if earlier else 0)
+    before, after = document[:at], document[at:]
+    if before and not before.endswith("\n\n"):
+        before += "\n" if before.endswith("\n") else "\n\n"
+    return before + block + ("\n" + after if after and not after.startswith("\n") else after)
+
+
+def write_section(report: Path, name: str, body: str) -> None:
+    """Set one section of report.md (created if missing), atomically."""
+    document = report.read_text() if report.exists() else ""
+    report.parent.mkdir(parents=True, exist_ok=True)
+    write_text(report, place_section(document, name, body))

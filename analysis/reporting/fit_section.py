@@ -1,0 +1,114 @@
+"""The fit section of report.md: exponents beside the published ones, the L(N, D) fit, conventions,
+extrapolations, figures, warnings, and what could not be fitted."""
+
+from analysis.fits.analyse import Analysis
+from analysis.fits.approach3 import with_allocation
+from analysis.fits.extrapolate import frontier_table
+from analysis.fits.reference import BESIROGLU_2024, HOFFMANN_2022, HOFFMANN_TABLE2
+from analysis.fits.result import ApproachResult
+
+
+def _interval(result: ApproachResult, key: str, level: float) -> str:
+    low, high = result.interval(key, level)
+    return f"{result.estimate[key]:.4g} [{low:.4g}, {high:.4g}]"
+
+
+def allocation_section(analysis: Analysis) -> list[str]:
+    """Exponents a and b of every approach, beside Hoffmann et al.'s Table 2."""
+    level = analysis.config.level
+    lines = ["## Compute-optimal allocation: N_opt ∝ C^a, D_opt ∝ C^b", "",
+             "| approach | a | b | Hoffmann et al. 2022: a | b | bootstrap refits failed |",
+             "|---|---|---|---|---|---|"]
+    for name, result in analysis.results.items():
+        a, a_ci, b, b_ci = HOFFMANN_TABLE2[name]
+        published = f"{a} [{a_ci[0]}, {a_ci[1]}] | {b} [{b_ci[0]}, {b_ci[1]}]"
+        lines.append(f"| {result.title} | {_interval(result, 'a', level)} | {_interval(result, 'b', level)} | "
+                     f"{published} | {result.n_failed} of {result.n_boot} |")
+    return lines + ["", f"Intervals: {level:.0%} bootstrap percentile intervals over {analysis.config.n_boot} refits; "
+                        "failed refits are counted above and left out. Approaches 1 and 3 resample runs. Approach 2 "
+                        "keeps every run and redraws its loss as its budget's fitted parabola x (1 + a residual drawn "
+                        "from the relative residuals of all budgets, pooled), because with 4-7 sizes per budget "
+                        "resampled runs too often leave too few distinct sizes for a parabola. Hoffmann's are their "
+                        "published 10th-90th percentiles."] + envelope_note(analysis)
+
+
+def envelope_note(analysis: Analysis) -> list[str]:
+    """Where approach 1's envelope starts, and why it does not start at the first evaluation."""
+    if "approach1" not in analysis.results:
+        return []
+    start = analysis.results["approach1"].details.start
+    return ["", f"Approach 1 uses the envelope from C = {start:.3g} FLOPs, {analysis.config.envelope_start:g} x the "
+                "smallest run's final compute (--envelope-start). Before that no run has finished, and every run "
+                "starts on the same plateau near ln(vocabulary size), where initialisation and cost per token pick "
+                "the winner, not compute-optimality."]
+
+
+def approach3_section(analysis: Analysis) -> list[str]:
+    """The fitted L(N, D) parameters beside the Hoffmann and Epoch estimates."""
+    if "approach3" not in analysis.results:
+        return []
+    result, level = analysis.results["approach3"], analysis.config.level
+    published = with_allocation(HOFFMANN_2022.as_dict()), with_allocation(BESIROGLU_2024.as_dict())
+    lines = ["## Approach 3: L(N, D) = E + A/N^alpha + B/D^beta", "",
+             f"| parameter | estimate [{level:.0%} interval] | Hoffmann et al. 2022 | Besiroglu et al. 2024 |",
+             "|---|---|---|---|"]
+    for key in result.estimate:
+        hoffmann, epoch = (f"{p[key]:.4g}" for p in published)
+        lines.append(f"| {key} | {_interval(result, key, level)} | {hoffmann} | {epoch} |")
+    starts = "variable-projection starts" if analysis.config.init == "varpro" else "Hoffmann et al.'s grid of starts"
+    return lines + ["", "G is the coefficient in N_opt = G (C/6)^a. Fit: Huber loss (delta 1e-3) on log L, "
+                        f"summed over runs (Besiroglu et al. 2024), from {starts}; bootstrap refits start from "
+                        "variable projection."]
+
+
+def convention_section(analysis: Analysis, other: Analysis | None) -> list[str]:
+    """Exponent a under total and non-embedding parameter counts (Porian et al. 2024: the choice moves it)."""
+    if other is None:
+        return []
+    level = analysis.config.level
+    pair = {analysis.data.convention: analysis, other.data.convention: other}
+    lines = ["## Parameter convention: total against non-embedding N", "",
+             "Porian et al. (2024) showed that counting N with or without embeddings alone shifts the exponent.", "",
+             "| approach | a, N = total | a, N = non-embedding |", "|---|---|---|"]
+    for name, result in analysis.results.items():
+        cells = [_interval(pair[c].results[name], "a", level) if name in pair[c].results else "not fitted"
+                 for c in ("total", "nonembedding")]
+        lines.append(f"| {result.title} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def extrapolation_section(analysis: Analysis) -> list[str]:
+    """N_opt, D_opt, loss and D/N at the requested budgets, per approach."""
+    level = analysis.config.level
+    lines = ["## Extrapolation", "", f"{level:.0%} intervals. Approaches 1 and 2 predict loss with a pure power law "
+             "fitted to the envelope or minima (no irreducible term), so far beyond the data it is optimistic."]
+    for result in analysis.results.values():
+        table = frontier_table(result, analysis.budgets, level)
+        lines += ["", f"**{result.title}**", "", "| C (FLOPs) | N_opt | D_opt | loss | tokens per parameter |",
+                  "|---|---|---|---|---|"]
+        for row in table.to_dict(orient="records"):
+            cells = [f"{row[q]:.3g} [{row[q + '_low']:.3g}, {row[q + '_high']:.3g}]"
+                     for q in ("N_opt", "D_opt", "loss", "tokens_per_param")]
+            lines.append(f"| {row['C']:.3g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render(analysis: Analysis, other: Analysis | None, figures: list[tuple[str, str]]) -> str:
+    """The fit section of report.md (its markers are added by `document.write_section`)."""
+    data = analysis.data
+    n_meaning = {"total": "total parameters", "nonembedding": "non-embedding parameters"}.get(data.convention,
+                                                                                               data.convention)
+    lines = [f"# Scaling-law fit: {data.source}", "",
+             f"{len(data.runs)} runs; N = **{n_meaning}**; D = training tokens; C = 6 N D.", ""]
+    lines += [f"- {note}" for note in data.notes]
+    if analysis.results:
+        lines += [""] + allocation_section(analysis) + [""] + approach3_section(analysis)
+        lines += [""] + convention_section(analysis, other) + [""] + extrapolation_section(analysis)
+    else:
+        lines += ["", "**No approach could be fitted** (reasons under *Not fitted*); the figure shows the runs only."]
+    lines += ["", "## Figures", ""]
+    lines += [f"![{caption}](figures/{name})\n\n*{caption}.*\n" for name, caption in figures]
+    warnings = [w for result in analysis.results.values() for w in result.warnings]
+    lines += ["## Warnings", ""] + ([f"- {w}" for w in warnings] or ["- none"])
+    lines += ["", "## Not fitted", ""] + ([f"- {name}: {why}" for name, why in analysis.skipped.items()] or ["- none"])
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,89 @@
+"""The command line of `python -m scaling.train`: Hydra's entry point, one run or one sweep job each.
+
+Bad overrides are refused in one line (exit 2) before Hydra composes anything. A single run sets up
+the process (`runtime.initialize`) and trains in place; a multirun job (a sweep) names its run from
+its swept values, drops grid points that cannot train, and trains in a fresh process
+(scaling/isolate.py) so that runs never share JAX state.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from scaling import sweep
+from scaling.config import RunConfig, register_configs, to_dataclass
+from scaling.data.load import load_corpus
+from scaling.errors import ConfigError, exit_with
+from scaling.plan import isoflop_point
+from scaling.runtime import initialize
+from scaling.trainer import train
+from scaling.validate import check_overrides, validate_config
+
+
+def sweep_job(cfg: RunConfig, hydra_cfg) -> dict:
+    """A multirun job: name the run, drop a grid point that cannot train, else train it in isolation."""
+    validate_config(cfg)
+    keys = sweep.naming_keys(cfg.sweep.vary, (hydra_cfg.sweeper.get("params") or {}).keys())
+    swept = sweep.swept_values(keys, hydra_cfg.overrides.task)
+    cfg = sweep.named_run(cfg, swept)
+    drop_reason = None
+    if cfg.sweep.point is not None:
+        corpus = load_corpus(cfg.data, progress=cfg.progress)
+        drop_reason = isoflop_point(cfg, corpus.vocab_size, max_tokens=len(corpus.train)).dropped
+    return sweep.run_job(cfg, swept, drop_reason, hydra_cfg.job.num)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://sweeps", config_name="config")
+def main(node: DictConfig) -> dict | None:
+    cfg = to_dataclass(node)
+    try:
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN and cfg.sweep.name:
+            return sweep_job(cfg, hydra_cfg)
+        return train(cfg, initialize(cfg.compilation_cache))
+    except ConfigError as err:
+        exit_with(err, debug=cfg.debug)
+        return None
+
+
+def is_multirun(argv: list[str], overrides: list[str]) -> bool:
+    """--multirun, or a sweep definition (sweeps/sweep/*.yaml set Hydra's multirun mode themselves)."""
+    named_sweep = any(o.startswith("sweep=") and o != "sweep=none" for o in overrides)
+    return bool({"-m", "--multirun"} & set(argv)) or named_sweep or "hydra.mode=MULTIRUN" in overrides
+
+
+def launch_overrides(overrides: list[str]) -> list[str]:
+    """What a launching command adds for its jobs: the keys it sweeps on the command line (they name
+    each run's folder) and an id for this launch (its outcomes are tallied at the end)."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    swept = sorted({o.key_or_group for o in parsed if o.is_sweep_override()} - sweep.NOT_NAMING)
+    launch = f"{time.time():.6f}-{os.getpid()}"
+    return [f"sweep.vary=[{','.join(swept)}]", f"sweep.launch={launch}"]
+
+
+def validated_entry(hydra_main: Callable[[], object], argv: list[str] | None = None) -> None:
+    """A command's entry point: reject bad overrides in one line (exit 2), then hand over to Hydra
+    (with the launch's own overrides added when it starts a sweep)."""
+    argv = sys.argv[1:] if argv is None else argv
+    register_configs()
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        check_overrides(overrides)
+    except ConfigError as err:
+        exit_with(err, debug="debug=true" in argv)
+    extra = launch_overrides(overrides) if is_multirun(argv, overrides) else []
+    sys.argv = [sys.argv[0], *argv, *extra]
+    hydra_main()
+
+
+def train_cli() -> None:
+    validated_entry(main)

@@ -1,0 +1,68 @@
+"""The run-directory contract: every file, table and column that training writes and analysis reads.
+
+Training (scaling/) writes these names and analysis (analysis/) reads them; both import them from
+here, so a name is spelled once. Standard library only, so the fits' loaders can use it without
+pulling in JAX.
+
+    RESULTS/SWEEP/                    a sweep folder
+      runs.parquet                    one row per run: its summary.json plus the swept values
+      launches.jsonl                  what each launch did with each run (trained, skipped, ...)
+      report.md, figures/             written by analysis (report, probes, tasks)
+      probes.parquet, tasks.parquet   written by analysis.probe and analysis.tasks
+      runs/<run name>/                one run directory per grid point
+    RUN_DIR/                          a run directory
+      config.yaml                     sections: config (the RunConfig), derived (plan), data (corpus)
+      metrics.parquet                 one row per logged step (METRIC_COLUMNS)
+      summary.json                    status and everything a scaling fit needs about the run
+      checkpoints/<step>/             Orbax checkpoints; damaged ones move to checkpoints_damaged/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# ---- one run directory ----
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.parquet"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+DAMAGED_CHECKPOINT_DIR = "checkpoints_damaged"
+# config.yaml holds three sections.
+CONFIG_SECTION, DERIVED_SECTION, DATA_SECTION = "config", "derived", "data"
+
+METRIC_COLUMNS = ["step", "tokens", "flops", "lr", "train_loss", "eval_loss", "tokens_per_s", "wall_s"]
+
+# summary.json: the run's status, and the names of the fields analysis reads.
+COMPLETED, DIVERGED, FAILED, PREEMPTED = "completed", "diverged", "failed", "preempted"
+# The hash of the tokens a run trained on. One name everywhere: corpus metadata, config.yaml's data
+# section, summary.json and runs.parquet.
+CORPUS_HASH = "corpus_hash"
+TOKENIZER_HASH = "tokenizer_hash"
+PARAMS_TOTAL, PARAMS_NONEMBEDDING = "params_total", "params_nonembedding"
+FINAL_EVAL_LOSS = "final_eval_loss"
+PARAMS_DIGEST = "params_digest"
+
+# ---- one sweep folder ----
+RUNS_TABLE = "runs.parquet"
+LAUNCH_LOG = "launches.jsonl"
+RUNS_SUBDIR = "runs"
+REPORT_FILE = "report.md"
+FIGURES_DIR = "figures"
+PROBES_TABLE = "probes.parquet"
+# runs.parquet columns beyond the summary's: the run's folder name, its folder relative to the sweep
+# folder, the sweep's name, the IsoFLOP budget (FLOPs) when it has one, and `swept.<key>` per swept value.
+RUN_NAME, RUN_DIR, SWEEP, BUDGET, SWEPT_PREFIX = "run_name", "run_dir", "sweep", "budget", "swept."
+
+
+def run_dir_in_sweep(sweep_folder: Path | str, entry: str) -> Path:
+    """The run directory a runs.parquet `run_dir` entry names: relative to the sweep folder (absolute as is)."""
+    path = Path(entry)
+    return path if path.is_absolute() else Path(sweep_folder) / path
+
+
+def is_run_dir(path: Path | str) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def is_sweep_dir(path: Path | str) -> bool:
+    return (Path(path) / RUNS_TABLE).is_file()

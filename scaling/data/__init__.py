@@ -1,0 +1,1 @@
+"""Data: sources and preparation of a corpus (load.py is the entry), its cache, and the data order."""

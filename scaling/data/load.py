@@ -1,0 +1,42 @@
+"""`load_corpus`: the corpus a DataConfig names, from any of the three pipelines.
+
+  pystdlib  the .py files of the running Python's standard library: built in, nothing to download;
+  text      a glob of the user's text files (.jsonl: one document per line, `data.jsonl_field`);
+  tokens    a user's pre-tokenised .bin/.npy, memory-mapped in place, never copied (nanoGPT style).
+pystdlib and text are prepared once into the cache (scaling/data/prepare.py) and memory-mapped after.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tokenizers import Tokenizer
+
+from scaling.config import DataConfig
+from scaling.data.cache import build_once, cache_root, open_prepared
+from scaling.data.corpus import PIPELINES, Corpus, check_fraction, check_vocab
+from scaling.data.prepare import MIN_TRAINED_VOCAB, cache_key, prepare
+from scaling.data.sources import stdlib_sources, text_sources
+from scaling.data.tokens import load_tokens
+from scaling.errors import ConfigError
+
+
+def load_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
+    """The corpus `cfg` names, preparing and caching it on first use."""
+    if cfg.name not in PIPELINES:
+        raise ConfigError("data.name", f"unknown pipeline {cfg.name!r}", f"use one of {', '.join(PIPELINES)}")
+    if cfg.name == "tokens":
+        return load_tokens(cfg)
+    check_vocab(cfg, MIN_TRAINED_VOCAB)
+    check_fraction(cfg)
+    root, sources = stdlib_sources() if cfg.name == "pystdlib" else text_sources(cfg.path)
+    folder = cache_root(cfg) / f"{cfg.name}-v{cfg.vocab_size}-{cache_key(cfg, root, sources)}"
+    if progress and not folder.exists():
+        print(f"preparing the {cfg.name} corpus in {folder} (once; later runs reuse it)", file=sys.stderr)
+    build_once(folder, lambda tmp: prepare(cfg, root, sources, tmp, progress))
+    return open_prepared(folder)
+
+
+def load_tokenizer(path: str) -> Tokenizer:
+    """The tokenizer a prepared corpus was encoded with (`Corpus.tokenizer_path`)."""
+    return Tokenizer.from_file(path)

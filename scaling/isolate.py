@@ -1,0 +1,83 @@
+"""Training a run in a fresh process, so JAX memory and XLA state never leak between the runs of a
+sweep whatever the launcher (basic, joblib, submitit). SIGTERM and SIGUSR2 (preemption, submitit's
+pre-timeout signal) are forwarded, so the child checkpoints before the launcher requeues the job.
+
+The child is `python -m scaling.isolate CONFIG.yaml`: it sets up the process, trains, and on an
+unexpected error records a failed summary so the sweep table shows it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from scaling import contract, rundir
+from scaling.config import RunConfig, to_dataclass
+from scaling.errors import EXIT_BAD_INPUT, ConfigError
+from scaling.runtime import initialize
+from scaling.trainer import train
+
+
+def child(config_path: str) -> None:
+    """Entry of the training process."""
+    cfg = to_dataclass(OmegaConf.load(config_path))
+    runtime = initialize(cfg.compilation_cache)
+    try:
+        train(cfg, runtime)
+    except ConfigError as err:
+        print(err.line(), file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    except Exception as err:  # noqa: BLE001 - record the failure so the sweep table shows it
+        rundir.write_summary(Path(cfg.run_dir), {"status": contract.FAILED, "error": repr(err)[:2000]})
+        raise
+
+
+def _child_env(job_num: int) -> dict[str, str]:
+    """No GPU memory pre-allocation (parallel jobs would clash), and one GPU per job when several."""
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    gpus = [g for g in os.environ.get("SCALING_GPUS", "").split(",") if g]
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[job_num % len(gpus)]
+    return env
+
+
+def train_isolated(cfg: RunConfig, job_num: int = 0) -> int:
+    """Train in a fresh process; SIGTERM/SIGUSR2 (preemption, timeout) are forwarded so it checkpoints."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "scaling.isolate", f.name], env=_child_env(job_num))
+        return _wait_forwarding_signals(proc)
+    finally:
+        os.unlink(f.name)
+
+
+def _wait_forwarding_signals(proc: subprocess.Popen) -> int:
+    handled = (signal.SIGTERM, signal.SIGUSR2)  # preemption; submitit's pre-timeout signal
+    previous = {sig: signal.getsignal(sig) for sig in handled}
+
+    def forward(signum, frame):
+        # The child checkpoints and exits first; then the launcher's own handler (submitit requeues
+        # the job on timeout) runs, and the requeued job resumes from that checkpoint.
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        if callable(previous[signum]):
+            previous[signum](signum, frame)
+
+    for sig in handled:
+        signal.signal(sig, forward)
+    try:
+        return proc.wait()
+    finally:
+        for sig in handled:
+            signal.signal(sig, previous[sig])
+
+
+if __name__ == "__main__":
+    child(sys.argv[1])

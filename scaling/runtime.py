@@ -1,0 +1,70 @@
+"""Process set-up, done once by each command's entry point and never as a side effect of an import.
+
+`initialize` sets XLA's CPU flags (read when JAX's backend starts, so it must run first), quietens
+Orbax's per-save logging, turns on JAX's persistent compilation cache, and picks a file-only
+plotting backend. It returns what it set; training records that in summary.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+# XLA:CPU by default fuses elementwise work into its YNNPACK matmul calls, materialising broadcasts
+# (norm scales, softmax sums) to feed them; calling YNNPACK for dots only took ~15% off forward +
+# backward on one CPU core. A flag the user already set in XLA_FLAGS wins.
+CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "individual_dot"}
+# Compiled programs that took less than this to compile are not worth a file in the cache.
+CACHE_MIN_COMPILE_S = 0.5
+
+
+def cache_root() -> Path:
+    """$SCALING_CACHE, else ~/.cache/scaling: corpora, compiled programs, the CPU peak."""
+    return Path(os.environ.get("SCALING_CACHE") or "~/.cache/scaling").expanduser()
+
+
+def backend_started() -> bool:
+    """Whether JAX's backend already started (then new XLA flags can no longer take effect)."""
+    try:
+        from jax._src import xla_bridge
+
+        return xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):  # an internal API: assume the worst if it moves
+        return True
+
+
+def set_xla_flags() -> dict[str, Any]:
+    """Add CPU_XLA_FLAGS to XLA_FLAGS (a user's own setting of a flag wins); says whether they apply."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    added = [f"--{name}={value}" for name, value in CPU_XLA_FLAGS.items() if name not in flags]
+    if added:
+        os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
+    return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "xla_flags_effective": not backend_started()}
+
+
+def enable_compilation_cache() -> str:
+    """Persist compiled XLA programs so a relaunch (same shapes) skips compilation; returns the folder."""
+    import jax
+
+    folder = str(cache_root() / "jax")
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
+    return folder
+
+
+def initialize(compilation_cache: bool = True, plotting: bool = False) -> dict[str, Any]:
+    """Set up this process for training or analysis; returns what was set."""
+    record = set_xla_flags()
+    # Orbax reports every save at INFO/WARNING through absl; a sweep of hundreds of saves drowns the
+    # progress lines, and real failures still raise.
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    record["absl_log_level"] = "ERROR"
+    record["compilation_cache"] = enable_compilation_cache() if compilation_cache else None
+    if plotting:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display, and no GUI toolkit needed on a cluster node
+        record["matplotlib_backend"] = "Agg"
+    return record

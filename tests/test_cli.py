@@ -1,0 +1,103 @@
+"""Bad input: one line naming the field, exit status 2, no traceback, the run directory untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scaling.cli import train_cli as cli
+from tests.helpers import run_cli
+
+
+def _tree_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        h.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def existing_run(tmp_path_factory, tiny_overrides) -> Path:
+    """A completed run whose folder every bad launch below must leave byte-for-byte unchanged."""
+    run_dir = tmp_path_factory.mktemp("existing")
+    result = run_cli([f"run_dir={run_dir}", *tiny_overrides, "train.tokens=3000"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def bad_token_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tokens") / "ids.npy"
+    np.save(path, np.arange(5000, dtype=np.uint16) % 700)  # ids up to 699
+    return path
+
+
+CASES = {
+    "unknown key": (["model.widht=64"], "model.widht"),
+    "unknown section": (["trian.tokens=5"], "trian.tokens"),
+    "ill-typed value": (["model.d_model=wide"], "model.d_model"),
+    "non-positive budget": (["train.tokens=0"], "train.tokens"),
+    "negative flops": (["train.tokens=null", "train.flops=-1e12"], "train.flops"),
+    "non-positive size": (["model.d_model=-32"], "model.d_model"),
+    "zero layers": (["model.n_layers=0"], "model.n_layers"),
+    "budget below one step": (["train.tokens=100"], "train.tokens"),
+    "heads do not divide d_model": (["model.n_heads=3"], "model.d_model"),
+    "both budgets": (["train.flops=1e12"], "train.tokens"),
+    "unknown choice": (["model.norm=batchnorm"], "model.norm"),
+    "missing data path": (["data=tokens", "data.path=/nonexistent/train.bin"], "data.path"),
+    "missing text glob": (["data.path=/nonexistent/*.txt"], "data.path"),
+}
+
+
+@pytest.mark.parametrize("overrides, field", CASES.values(), ids=CASES.keys())
+def test_bad_input_one_line_exit_2_nothing_changed(overrides, field, existing_run, tiny_overrides, monkeypatch, capsys):
+    """In-process through the real entry point (`cli`), so the whole table runs in seconds."""
+    before = _tree_digest(existing_run)
+    argv = ["scaling.train", f"run_dir={existing_run}", *tiny_overrides, "train.tokens=3000", *overrides]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        cli()
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2, stderr[-2000:]
+    assert "Traceback" not in stderr
+    error_lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and field in error_lines[0], stderr
+    assert _tree_digest(existing_run) == before
+
+
+def test_bad_input_from_the_command_line(existing_run, tiny_overrides):
+    """The same contract end to end in a fresh process: one line on stderr, exit status 2."""
+    result = run_cli([f"run_dir={existing_run}", *tiny_overrides, "train.tokens=3000", "model.widht=64"], timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        line for line in result.stderr.splitlines() if line.startswith("error:")
+    ]
+
+
+def test_token_ids_beyond_vocabulary(bad_token_file, existing_run, tiny_overrides):
+    before = _tree_digest(existing_run)
+    args = [*tiny_overrides, "train.tokens=3000", "data=tokens", f"data.path={bad_token_file}", "data.vocab_size=300"]
+    result = run_cli([f"run_dir={existing_run}", *args], timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "data.vocab_size" in result.stderr
+    assert _tree_digest(existing_run) == before
+
+
+def test_unwritable_run_dir(tiny_overrides, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = run_cli([f"run_dir={blocker}/run", *tiny_overrides, "train.tokens=3000"], timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "run_dir" in result.stderr
+    assert blocker.read_text() == "not a folder"
+
+
+def test_debug_flag_shows_the_traceback(existing_run, tiny_overrides):
+    result = run_cli([f"run_dir={existing_run}", *tiny_overrides, "train.tokens=0", "debug=true"], timeout=120)
+    assert result.returncode != 0 and "Traceback" in result.stderr

@@ -1,0 +1,148 @@
+"""The shape of the house: dependencies run one way, and importing a module changes nothing.
+
+The import graph is read from the source (every import statement, at any depth), so a cycle hidden
+inside a function is found as well as one at the top of a file.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO
+
+PACKAGES = ("scaling", "analysis")
+# Modules every other module may lean on: they import nothing of the project themselves.
+FOUNDATIONS = ("scaling.config", "scaling.contract", "scaling.errors", "scaling.files", "analysis.errors")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for package in PACKAGES for p in sorted((REPO / package).rglob("*.py"))}
+
+
+def imports_of(path: Path, modules: dict[str, Path]) -> list[tuple[str, bool]]:
+    """(imported project module, whether the import is at module level) for every import in `path`."""
+    tree = ast.parse(path.read_text())
+    top_level = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from scaling import contract` imports the module scaling.contract
+            names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                     for alias in node.names]
+        else:
+            continue
+        found += [(name, id(node) in top_level) for name in names if name.split(".")[0] in PACKAGES]
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    return {name: {target for target, _ in imports_of(path, modules) if target != name} for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (first repeated at the end), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state and (cycle := visit(target, path + [target])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start, [start])):
+            return cycle
+    return None
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycles():
+    assert find_cycle(import_graph()) is None
+
+
+def test_training_never_imports_analysis():
+    graph = import_graph()
+    offenders = {m: sorted(t for t in targets if t.startswith("analysis")) for m, targets in graph.items()
+                 if m.startswith("scaling")}
+    assert not {m: t for m, t in offenders.items() if t}
+
+
+def test_fits_import_no_training_code_even_indirectly():
+    graph = import_graph()
+    for module in (m for m in graph if m.startswith("analysis.fits")):
+        assert not [t for t in reachable(graph, module) if t.startswith("scaling")], module
+
+
+@pytest.mark.parametrize("module", FOUNDATIONS)
+def test_foundations_import_nothing_of_the_project(module):
+    assert import_graph()[module] == set()
+
+
+def test_project_imports_are_at_the_top_of_each_file():
+    """An import inside a function hides a dependency from a reader (and hid a cycle before)."""
+    modules = project_modules()
+    nested = {name: [t for t, top in imports_of(path, modules) if not top] for name, path in modules.items()}
+    assert not {name: targets for name, targets in nested.items() if targets}
+
+
+ENV_CHECK = """
+import importlib, json, os, sys
+changed = {}
+for name in json.loads(sys.argv[1]):
+    before = dict(os.environ)
+    importlib.import_module(name)
+    if dict(os.environ) != before:
+        changed[name] = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
+print(json.dumps(changed))
+"""
+
+
+def environment_changes(names: list[str], cwd: Path) -> dict[str, list[str]]:
+    """Import each module in turn in a fresh interpreter; the variables each import changed."""
+    result = subprocess.run([sys.executable, "-c", ENV_CHECK, json.dumps(names)], capture_output=True, text=True,
+                            cwd=cwd, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_importing_any_module_leaves_the_environment_unchanged():
+    """Side effects (XLA flags, logging, plotting backends) belong to `runtime.initialize`, which the
+    entry points call; importing a module must not set them."""
+    assert environment_changes(sorted(project_modules()), REPO) == {}
+
+
+def test_the_environment_check_sees_a_module_that_sets_a_variable(tmp_path):
+    (tmp_path / "sets_env.py").write_text("import os\nos.environ['SCALING_TEST_SIDE_EFFECT'] = '1'\n")
+    assert environment_changes(["json", "sets_env"], tmp_path) == {"sets_env": ["SCALING_TEST_SIDE_EFFECT"]}

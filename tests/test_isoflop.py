@@ -1,0 +1,88 @@
+"""IsoFLOP grids: log-spaced sizes around the optimum, D = C / 6N, dropped points with reasons, the shipped designs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+
+from scaling.config import ModelConfig, register_configs
+from scaling.isoflop import (
+    expected_optimum,
+    grid_point,
+    isoflop_grid,
+    offsets,
+    sweep_grid,
+)
+from scaling.sizing import param_count
+
+
+def _compose_sweep(name: str, overrides: list[str] = ()) -> object:
+    register_configs()
+    with initialize_config_module(config_module="sweeps", version_base="1.3"):
+        return compose(config_name="config", overrides=[f"sweep={name}", *overrides], return_hydra_config=True)
+
+
+def test_offsets_are_symmetric_around_the_optimum():
+    assert offsets(5) == [-2, -1, 0, 1, 2]
+    assert offsets(4) == [-2, -1, 0, 1]
+
+
+def test_grid_points_are_log_spaced_with_d_from_c_over_6n():
+    model = ModelConfig(seq_len=256)
+    grid = isoflop_grid([1e17, 1e18], offsets(5), model, 4096, 256 * 64, spacing=2.0)
+    for g in grid:
+        assert g.dropped is None
+        assert g.n_params == param_count(ModelConfig(d_model=g.shape[0], n_layers=g.shape[1], n_heads=g.shape[2], seq_len=256), 4096).total
+        assert abs(g.n_params / g.n_target - 1) <= 0.10
+        assert 0 <= g.budget / (6 * g.n_params) - g.tokens < 256 * 64  # whole steps, at most one short
+    targets = np.log([g.n_target for g in grid if g.budget == 1e17])
+    np.testing.assert_allclose(np.diff(targets), math.log(2.0), atol=1e-3)
+    centre = next(g for g in grid if g.budget == 1e18 and g.point == 0)
+    assert centre.n_target == round(expected_optimum(1e18))
+
+
+def test_grid_drops_points_with_reasons():
+    model = ModelConfig(seq_len=64)
+    too_small = grid_point(1e8, -2, model, 512, 1024)
+    assert too_small.dropped and "smallest model" in too_small.dropped
+    under_a_step = grid_point(1e10, 10, model, 512, 1024)
+    assert under_a_step.dropped and "one step" in under_a_step.dropped
+    beyond_data = grid_point(1e13, 0, model, 512, 1024, max_tokens=1_000_000)
+    assert beyond_data.dropped and "exceeds" in beyond_data.dropped
+    assert grid_point(1e12, 0, model, 512, 1024, max_tokens=10**9).dropped is None
+
+
+def test_chinchilla_isoflop_grid_matches_hoffmann_design():
+    grid = sweep_grid(_compose_sweep("chinchilla_isoflop"))
+    budgets = sorted({g.budget for g in grid})
+    assert budgets == [6e18, 1e19, 3e19, 6e19, 1e20, 3e20, 6e20, 1e21, 3e21]
+    for c in budgets:
+        points = [g for g in grid if g.budget == c]
+        assert len(points) == 7 and all(g.dropped is None for g in points)
+        n = sorted(g.n_params for g in points)
+        optimum = expected_optimum(c)
+        assert n[0] < optimum / 3 and n[-1] > optimum * 3  # spans the optimum on both sides
+        assert n == sorted(set(n))  # distinct sizes
+        for g in points:
+            assert g.tokens * 6 * g.n_params == pytest.approx(c, rel=0.01)
+
+
+def test_demo_grid_spans_the_optimum_with_five_sizes_per_budget():
+    grid = sweep_grid(_compose_sweep("demo"))
+    budgets = sorted({g.budget for g in grid})
+    assert len(budgets) >= 3
+    for c in budgets:
+        kept = [g for g in grid if g.budget == c and g.dropped is None]
+        assert len(kept) >= 5
+        assert min(g.point for g in kept) < 0 < max(g.point for g in kept)
+
+
+def test_pythia_suite_shares_budget_and_data_order():
+    config = _compose_sweep("pythia_suite")
+    sizes = str(config.hydra.sweeper.params["model.n_params"]).split(",")
+    assert len(sizes) >= 3
+    assert config.train.tokens and config.train.data_seed is not None
+    assert config.checkpoint.log_spaced
