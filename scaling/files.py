@@ -15,16 +15,27 @@ from typing import Any
 
 
 def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
-    """Call `write(tmp)` on a temporary file in the same folder, then rename it over `path`."""
+    """Call `write(tmp)` on a temporary file in the same folder, then rename it over `path`.
+
+    The temporary file is created private (0600); it gets the permissions an ordinary new file would
+    (0666 less the umask) before the rename, so results stay readable by whoever may share them."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: Path, text: str) -> None:

@@ -34,7 +34,7 @@ def test_short_run_loss_falls_and_summary_is_complete(short_run):
     required = {
         "status", "params_total", "params_embedding", "params_nonembedding", "d_model", "n_layers", "n_heads",
         "seq_len", "vocab_size", "tokens", "flops_6n", "flops_chinchilla", "steps", "final_train_loss",
-        "final_eval_loss", "wall_s", "params_digest", "data_hash", "tokenizer_hash", "versions", "epochs",
+        "final_eval_loss", "wall_s", "params_digest", "corpus_hash", "tokenizer_hash", "versions", "epochs", "runtime",
     }  # fmt: skip
     assert required <= stored.keys()
     assert stored["steps"] == 40000 // (8 * 32)
