@@ -32,6 +32,7 @@ section { border-top: 3px solid #2b5c8a; margin-top: 2.5em; } section.notes { bo
 h1 { font-size: 1.6em; } h2 { font-size: 1.3em; margin-top: 1.6em; }
 table { border-collapse: collapse; margin: 0.8em 0; display: block; overflow-x: auto; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; white-space: nowrap; }
+th, td:first-child { white-space: normal; }  /* numbers with their intervals stay on one line */
 th { background: #eef2f6; } tr:nth-child(even) td { background: #fafbfc; }
 img { max-width: 100%; height: auto; display: block; margin: 1em auto 0.2em; }
 p > em:only-child { display: block; text-align: center; color: #444; }
