@@ -15,7 +15,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = shutil.which("chromium")
 # Without these, Chromium keeps trying to reach Google's services (updates, sync, QUIC probes), which
 # on a machine without network show up as noise and delays; the sandbox needs privileges CI lacks.
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
