@@ -3,7 +3,7 @@
 Playwright drives the browser over the DevTools protocol; we point it at the system's chromium, since
 its own browser download is not available everywhere. `python -m tests.browser PAGE.html SHOT.png [HEIGHT]`
 checks a page and saves a screenshot of its top, HEIGHT pixels tall if given (docs/report_html.png:
-`python -m tests.browser results/synthetic/report.html docs/report_html.png 2400`).
+`python -m tests.browser results/demo/report.html docs/report_html.png 2935`).
 """
 
 from __future__ import annotations

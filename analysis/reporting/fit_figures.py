@@ -131,7 +131,8 @@ def _mark_data(axes: np.ndarray, results: dict[str, ApproachResult]) -> list[tup
         env = results["approach1"].details.envelope
         for ax, value in zip(axes, (env.n, tokens_from_flops(env.flops, env.n))):
             points = ax.scatter(env.flops, value, s=6, color=APPROACH_COLOURS["approach1"], alpha=0.5)
-        handles.append((points, "approach 1 data: the lowest loss of any run at each C (one dot per evaluation)"))
+        handles.append((points, "approach 1 data: the run with the lowest loss at each C, one dot per evaluation "
+                                "(a bar where one run stays the best)"))
     if "approach2" in results:
         for p in results["approach2"].details.parabolas:
             n_opt = np.exp(p.log_n_opt)
