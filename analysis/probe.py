@@ -1,9 +1,10 @@
 """`python -m analysis.probe PATH`: Pythia-style probes of every saved checkpoint of a run or a sweep.
 
 PATH is a run folder (config.yaml) or a sweep folder (runs.parquet). Every checkpoint of every run
-is measured (analysis/probe_measure.py) into PATH/probes.parquet, then PATH/figures/probe_*.png and
-the probe section of PATH/report.md are redrawn from that table. A re-run measures only the
-(run, checkpoint, probe) triples not yet in the table, so it is cheap after a sweep adds checkpoints.
+is measured (analysis/probes/measure.py) into PATH/probes.parquet, then PATH/figures/probe_*.png and
+the probe section of PATH/report.md are redrawn from that table, and PATH/report.html from report.md.
+A re-run measures only the (run, checkpoint, probe) triples not yet in the table, so it is cheap after
+a sweep adds checkpoints.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from analysis.probes.measure import UNITS, CheckpointProbes, ProbeSettings
 from analysis.probes.runs import RunInfo, find_run_dirs, open_data, read_run
 from analysis.probes.table import TABLE_FILE, measured, read_table, rows, write_table
 from analysis.reporting.document import write_section
+from analysis.reporting.page import write_page
 from analysis.reporting.probe_figures import write_figures
 from analysis.reporting.probe_section import section
 from scaling import contract
@@ -69,6 +71,7 @@ def probe_path(path: Path, settings: ProbeSettings) -> pd.DataFrame:
         raise InputError(f"PATH: no run under {path} has a saved checkpoint; train with checkpoint.enabled=true")
     figures = write_figures(table, probed, path / contract.FIGURES_DIR)
     write_section(path / contract.REPORT_FILE, "probe", section(table, probed, settings, figures))
+    write_page(path / contract.REPORT_FILE)
     return table
 
 
@@ -101,8 +104,8 @@ def probe(args: argparse.Namespace) -> int:
         if getattr(settings, name) < 1:
             raise InputError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(settings, name)}")
     probe_path(args.path, settings)
-    wrote = f"{args.path / TABLE_FILE}, {args.path / contract.FIGURES_DIR}/probe_*.png and the probe section of " \
-            f"{args.path / contract.REPORT_FILE}"
+    wrote = f"{args.path / TABLE_FILE}, {args.path / contract.FIGURES_DIR}/probe_*.png, the probe section of " \
+            f"{args.path / contract.REPORT_FILE} and {(args.path / contract.REPORT_FILE).with_suffix('.html')}"
     print(f"wrote {wrote}", file=sys.stderr)
     return 0
 

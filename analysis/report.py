@@ -1,8 +1,9 @@
-"""Write report.md and figures/ for a sweep folder or a table: `python -m analysis.report PATH`.
+"""Write report.md, report.html and figures/ for a sweep folder or a table: `python -m analysis.report PATH`.
 
 For a folder the report goes into it; for a CSV/parquet file into `<stem>_report/` beside it, so user
 data is never overwritten. Only the fit section of report.md is rewritten; the other sections (probes,
-tasks) and any text a person added are kept.
+tasks) and any text a person added are kept. report.html is the whole report.md as one page with the
+figures embedded, to open in a browser or share as one file.
 """
 
 import argparse
@@ -15,6 +16,7 @@ from analysis.fits.analyse import Analysis
 from analysis.reporting.document import write_section
 from analysis.reporting.fit_figures import make_figures
 from analysis.reporting.fit_section import render
+from analysis.reporting.page import write_page
 from scaling import contract
 
 
@@ -39,9 +41,11 @@ def report(args: argparse.Namespace) -> int:
     folder = report_folder(Path(args.path))
     figures = make_figures(analysis, folder / contract.FIGURES_DIR)
     write_section(folder / contract.REPORT_FILE, "fit", render(analysis, other_convention(args, analysis), figures))
+    page = write_page(folder / contract.REPORT_FILE)
     if not analysis.results:  # the report is still written (the runs figure), but say plainly that nothing was fitted
         print("warning: nothing could be fitted: " + "; ".join(analysis.skipped.values()), file=sys.stderr)
     print(folder / contract.REPORT_FILE)
+    print(page)
     return 0
 
 

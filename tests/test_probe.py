@@ -179,6 +179,8 @@ def test_report_section_between_markers_keeps_the_rest(control):
     for name in ("loss", "loss_by_position", "icl", "memorisation", "memo_uniformity", "term_frequency", "forgetting"):
         assert (run_dir / "figures" / f"probe_{name}.png").stat().st_size > 10_000
         assert f"(figures/probe_{name}.png)" in report
+    page = (run_dir / "report.html").read_text()  # the page follows report.md: its sections and all 7 figures
+    assert page.index('id="fit"') < page.index('id="probe"') and page.count('<img src="data:image/png;base64,') == 7
 
 
 def test_changed_settings_and_bad_paths_are_one_line_errors(control, tmp_path, capsys):

@@ -4,15 +4,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 
-from analysis.fits.reference import HOFFMANN_2022
+from analysis.fits.reference import HOFFMANN_2022, PUBLISHED_FIT_FLOPS
 from analysis.fits.synthetic import isoflop_runs, training_curves
 from analysis.report import main
-from analysis.reporting.document import markers, write_section
+from analysis.reporting.document import markers, split_sections, write_section
+from analysis.reporting.fit_figures import _draw_published
 from analysis.runs import load
-from tests.helpers import write_sweep
+from tests.helpers import REPO, write_sweep
 
 FIGURES = ["isoflop.png", "frontier.png", "contours.png", "curves.png", "observed_vs_predicted.png"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -82,6 +85,38 @@ def test_sections_keep_their_order_whatever_order_they_are_written_in(tmp_path):
     order = [text.index(markers(name)[0]) for name in ("fit", "probe", "tasks")]
     assert order == sorted(order) and text.endswith("## Notes\n")
     assert text.startswith(f"{START}\nfit\n{END}\n\n")
+
+
+def test_split_sections_gives_every_piece_in_document_order(tmp_path):
+    path = tmp_path / "report.md"
+    write_section(path, "probe", "probes")
+    write_section(path, "fit", "fit")
+    path.write_text("# Title\n\n" + path.read_text() + "\nnotes\n")
+    assert split_sections(path.read_text()) == [(None, "# Title"), ("fit", "fit"), ("probe", "probes"), (None, "notes")]
+
+
+def test_published_fit_range_is_the_compute_of_hoffmanns_runs():
+    """The range the published lines are drawn solid over is that of the data they were fitted on."""
+    flops = pd.read_csv(REPO / "tests" / "data" / "svg_extracted_data.csv")["Training FLOP"]
+    assert np.allclose(PUBLISHED_FIT_FLOPS, (flops.min(), flops.max()), rtol=0.01)
+
+
+@pytest.mark.parametrize("low, high", [(1e11, 1e14), (1e17, 1e21), (1e19, 1e24)])
+def test_published_lines_are_dashed_only_over_their_data_and_labelled_extrapolated_elsewhere(low, high):
+    fig, axes = plt.subplots(1, 2)
+    labels = [label for _, label in _draw_published(axes, np.geomspace(low, high, 50))]
+    plt.close(fig)
+    first, last = PUBLISHED_FIT_FLOPS
+    for handle, label in zip(axes[0].lines, labels):
+        x = handle.get_xdata()[np.isfinite(handle.get_ydata())]
+        if "within its data" in label:
+            assert x.min() >= first and x.max() <= last and handle.get_linestyle() == "--", label
+        elif "extrapolated" in label:
+            assert ((x <= first) | (x >= last)).all() and handle.get_linestyle() == ":", label
+        else:
+            assert "rule of thumb" in label
+    assert any("extrapolated" in label for label in labels)  # every range above reaches outside the data
+    assert any("within its data" in label for label in labels) == (high > first and low < last)
 
 
 def test_table_input_reports_beside_it_and_leaves_it_alone(tmp_path):

@@ -22,6 +22,10 @@ HOFFMANN_TABLE2 = {
     "approach2": (0.49, (0.462, 0.534), 0.51, (0.483, 0.529)),
     "approach3": (0.46, (0.454, 0.455), 0.54, (0.542, 0.543)),
 }
+# The compute of the runs both approach-3 fits above were fitted on (Hoffmann et al.'s Figure 4, as
+# extracted by Epoch: tests/data/svg_extracted_data.csv spans 1.40e18 to 1.30e22 FLOPs). Outside this
+# range their lines are extrapolations, and figures must say so.
+PUBLISHED_FIT_FLOPS = (1.4e18, 1.3e22)
 # Chinchilla itself: 70B parameters on 1.4T tokens, the "20 tokens per parameter" rule.
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 

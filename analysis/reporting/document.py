@@ -4,10 +4,12 @@
 command rewrites only its own section and keeps everything else, including text a person added.
 Sections stay in one order (SECTIONS) whatever order the commands ran in. Every write is atomic
 (a temporary file renamed over the old one), so an interrupted command never leaves half a report.
+After its section, a command redraws report.html from the whole of report.md (`page.write_page`).
 """
 
 from pathlib import Path
 
+from scaling import contract
 from scaling.files import write_text
 
 SECTIONS = ("fit", "backtest", "probe", "tasks")
@@ -26,6 +28,26 @@ def _span(document: str, name: str) -> tuple[int, int] | None:
         return None
     j += len(end)
     return i, j + 1 if document[j : j + 1] == "\n" else j
+
+
+def split_sections(document: str) -> list[tuple[str | None, str]]:
+    """The document as (section name, text inside its markers) in document order; text outside every
+    section (a person's notes) comes as (None, text), so a reader of the whole report loses nothing."""
+    spans = sorted((span, name) for name in SECTIONS if (span := _span(document, name)) is not None)
+    pieces, at = [], 0
+    for (i, j), name in spans:
+        start, end = markers(name)
+        pieces += [(None, document[at:i]), (name, document[i + len(start) : document.rindex(end, i, j)])]
+        at = j
+    pieces.append((None, document[at:]))
+    return [(name, text.strip("\n")) for name, text in pieces if text.strip()]
+
+
+def figure(name: str, caption: str) -> str:
+    """A figure as report.md shows it: the image from figures/ (its file name as the short alternative
+    text), then its caption, which says what every mark means, as a line of its own."""
+    alt = Path(name).stem.replace("_", " ")
+    return f"![{alt}]({contract.FIGURES_DIR}/{name})\n\n*{caption[:1].upper()}{caption[1:]}.*\n"
 
 
 def place_section(document: str, name: str, body: str) -> str:

@@ -1,4 +1,5 @@
-"""The report's figures, one function each, written as PNG with labelled axes and units."""
+"""The report's figures, one function each, written as PNG with labelled axes and units and a legend
+entry for every kind of mark, since a figure read without its caption must still say what it shows."""
 
 import functools
 from pathlib import Path
@@ -7,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm, Normalize
+from matplotlib.legend_handler import HandlerTuple
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FormatStrFormatter
 
 from analysis.fits.analyse import Analysis
@@ -14,11 +17,11 @@ from analysis.fits.approach1 import EnvelopeDetails
 from analysis.fits.approach2 import IsoflopDetails
 from analysis.fits.bootstrap import percentile_interval
 from analysis.fits.lossmodel import compute_optimal, predict_loss, tokens_from_flops
-from analysis.fits.reference import reference_frontiers
+from analysis.fits.reference import PUBLISHED_FIT_FLOPS, RULE_LABEL, reference_frontiers
 from analysis.fits.result import ApproachResult
 
 APPROACH_COLOURS = {"approach1": "tab:blue", "approach2": "tab:orange", "approach3": "tab:green"}
-REFERENCE_STYLES = {0: ("black", "--"), 1: ("tab:red", "--"), 2: ("grey", ":")}
+REFERENCE_COLOURS = ("black", "tab:red", "dimgrey")
 FLOPS_LABEL = "training compute C (FLOPs)"
 N_LABEL = "parameters N"
 D_LABEL = "training tokens D"
@@ -41,7 +44,8 @@ def _styled(plot):
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure with its legend outside the axes lays itself out
+        fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -53,14 +57,19 @@ def _plain_log_y(ax: plt.Axes) -> None:
         formatter(FormatStrFormatter("%.1f"))
 
 
+def _flops(value: float) -> str:
+    """A compute value as people write it: 1.4e18, not 1.4e+18."""
+    return f"{value:.2g}".replace("e+", "e")
+
+
 def _budget_label(budget: float) -> str:
-    return f"C = {budget:.2g} FLOPs"
+    return f"C = {_flops(budget)} FLOPs"
 
 
 @_styled
 def plot_isoflops(details: IsoflopDetails, path: Path) -> Path:
     """Loss against N at each budget, the fitted parabola, and its minimum with a +-1 s.e. bar in N."""
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(9.5, 6), layout="constrained")
     fitted = {p.budget: p for p in details.parabolas}
     unfitted = details.runs[~details.runs["group"].isin(fitted)]
     if len(unfitted):
@@ -73,10 +82,17 @@ def plot_isoflops(details: IsoflopDetails, path: Path) -> Path:
         ax.plot(n, parabola.at(np.log(n)), color=colour, lw=1.5)
         n_opt, se = np.exp(parabola.log_n_opt), parabola.se_log_n_opt
         ax.errorbar(n_opt, parabola.loss_opt, xerr=[[n_opt - n_opt * np.exp(-se)], [n_opt * np.exp(se) - n_opt]],
-                    color=colour, marker="*", ms=14, mec="black", capsize=3)
+                    color=colour, ecolor="black", elinewidth=1.2, marker="*", ms=14, mec="black", capsize=4, zorder=3)
     ax.set(xscale="log", xlabel=N_LABEL, ylabel=LOSS_LABEL,
            title="IsoFLOP profiles: parabola in log N per budget, minimum marked (approach 2)")
-    ax.legend(fontsize=8, ncol=2 if len(fitted) > 6 else 1)
+    # Colour says the budget (legend on the right); the legend below says what each kind of mark is.
+    fig.legend(loc="outside right upper", fontsize=8, ncol=2 if len(fitted) > 12 else 1, title="colour: budget",
+               title_fontsize=8)
+    marks = [Line2D([], [], color="grey", marker="o", ls="none", ms=5, label="run: final loss"),
+             Line2D([], [], color="grey", lw=1.5, label="parabola in log N fitted to a budget's runs"),
+             ax.errorbar([], [], xerr=[], color="grey", ecolor="black", marker="*", ms=11, mec="black", capsize=4,
+                         label="minimum; bar: N_opt ± 1 standard error")]
+    fig.legend(handles=marks, loc="outside lower center", ncol=3, fontsize=8)
     return _save(fig, path)
 
 
@@ -84,43 +100,80 @@ def plot_isoflops(details: IsoflopDetails, path: Path) -> Path:
 def plot_frontier(results: dict[str, ApproachResult], flops: np.ndarray, data_max: float, level: float,
                   path: Path) -> Path:
     """N_opt(C) and D_opt(C) for every approach with its interval band, beside the published lines."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.8), layout="constrained")
+    handles = []
     for name, result in results.items():
         point = result.frontier(result.estimate, flops)
         replicas = result.frontier({k: v[:, None] for k, v in result.samples.items()}, flops)
         for ax, value, replica in zip(axes, point[:2], replicas[:2]):
             low, high = percentile_interval(replica, level)
-            ax.plot(flops, value, color=APPROACH_COLOURS[name], lw=2, label=result.title)
-            ax.fill_between(flops, low, high, color=APPROACH_COLOURS[name], alpha=0.2)
-    for i, (label, lines) in enumerate(reference_frontiers(flops).items()):
-        colour, style = REFERENCE_STYLES[i]
-        for ax, value in zip(axes, lines):
-            ax.plot(flops, value, color=colour, ls=style, lw=1.2, label=label)
-    _mark_data(axes, results)
+            line = ax.plot(flops, value, color=APPROACH_COLOURS[name], lw=2)[0]
+            band = ax.fill_between(flops, low, high, color=APPROACH_COLOURS[name], alpha=0.2, lw=0)
+        handles.append(((line, band), f"{result.title}; band: {level:.0%} bootstrap interval"))
+    handles += _mark_data(axes, results) + _draw_published(axes, flops)
     for ax, quantity in zip(axes, ("N_opt: compute-optimal parameters", "D_opt: compute-optimal tokens")):
-        ax.axvspan(data_max, flops.max(), color="grey", alpha=0.08, lw=0)
+        beyond = ax.axvspan(data_max, flops.max(), color="grey", alpha=0.08, lw=0)
         ax.set(xscale="log", yscale="log", xlabel=FLOPS_LABEL, title=quantity)
+    handles.append((beyond, "beyond our largest run: our fits extrapolated"))
     axes[0].set_ylabel(N_LABEL)
     axes[1].set_ylabel(D_LABEL)
-    axes[0].legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"Compute-optimal frontier ({level:.0%} bootstrap bands; grey: beyond the largest run)")
+    fig.legend(*zip(*handles), loc="outside lower center", ncol=2, fontsize=8,
+               handler_map={tuple: HandlerTuple(ndivide=1)})
+    fig.suptitle("Compute-optimal frontier: fitted allocation of compute between N and D")
     return _save(fig, path)
 
 
-def _mark_data(axes: np.ndarray, results: dict[str, ApproachResult]) -> None:
-    """The points the power laws were fitted to: envelope winners (approach 1), IsoFLOP minima (approach 2)."""
+def _mark_data(axes: np.ndarray, results: dict[str, ApproachResult]) -> list[tuple]:
+    """The points the power laws were fitted to: envelope winners (approach 1), IsoFLOP minima (approach 2);
+    returns their (legend handle, label) pairs."""
+    handles = []
     if "approach1" in results:
         env = results["approach1"].details.envelope
-        axes[0].scatter(env.flops, env.n, s=6, color=APPROACH_COLOURS["approach1"], alpha=0.5)
-        axes[1].scatter(env.flops, tokens_from_flops(env.flops, env.n), s=6, color=APPROACH_COLOURS["approach1"],
-                        alpha=0.5)
+        for ax, value in zip(axes, (env.n, tokens_from_flops(env.flops, env.n))):
+            points = ax.scatter(env.flops, value, s=6, color=APPROACH_COLOURS["approach1"], alpha=0.5)
+        handles.append((points, "approach 1 data: the run with the lowest loss at each C, one dot per evaluation "
+                                "(a bar where one run stays the best)"))
     if "approach2" in results:
         for p in results["approach2"].details.parabolas:
             n_opt = np.exp(p.log_n_opt)
             for ax, value in zip(axes, (n_opt, tokens_from_flops(p.budget, n_opt))):
-                ax.errorbar(p.budget, value, yerr=[[value - value * np.exp(-p.se_log_n_opt)],
-                                                   [value * np.exp(p.se_log_n_opt) - value]],
-                            color=APPROACH_COLOURS["approach2"], marker="o", ms=5, mec="black", capsize=2)
+                minimum = ax.errorbar(p.budget, value, yerr=[[value - value * np.exp(-p.se_log_n_opt)],
+                                                             [value * np.exp(p.se_log_n_opt) - value]],
+                                      color=APPROACH_COLOURS["approach2"], marker="o", ms=5, mec="black", capsize=2)
+        handles.append((minimum, "approach 2 data: each budget's IsoFLOP minimum, bar ± 1 standard error"))
+    return handles
+
+
+def _draw_published(axes: np.ndarray, flops: np.ndarray) -> list[tuple]:
+    """The published lines: dashed over the compute their fits were fitted on, dotted and labelled as
+    extrapolated outside it (a small sweep sits many decades below Hoffmann's runs); (handle, label) pairs."""
+    low, high = PUBLISHED_FIT_FLOPS
+    c = np.union1d(flops, [bound for bound in (low, high) if flops.min() < bound < flops.max()])
+    inside = (c >= low) & (c <= high)
+    outside = ~inside | np.isin(c, (low, high))  # the two parts share their end points, so the line joins up
+    handles = []
+    for colour, (label, lines) in zip(REFERENCE_COLOURS, reference_frontiers(c).items()):
+        if label == RULE_LABEL:  # a rule of thumb, not a fit to data: no range to keep to
+            parts = [(np.ones_like(inside), "-.", 1.0, f"{label} (Chinchilla's rule of thumb)")]
+        else:
+            parts = [(inside, "--", 1.0, f"{label}, within its data ({_flops(low)}-{_flops(high)} FLOPs)"),
+                     (outside, ":", 0.6, f"{label}, extrapolated outside its data ({_flops(low)}-{_flops(high)} FLOPs)")]
+        for mask, style, alpha, text in parts:
+            if mask.sum() < 2:
+                continue
+            for ax, value in zip(axes, lines):
+                drawn = ax.plot(c, np.where(mask, value, np.nan), color=colour, ls=style, lw=1.3, alpha=alpha)[0]
+            handles.append((drawn, text))
+    return handles
+
+
+def _round_budgets(low: float, high: float) -> np.ndarray:
+    """A few compute values across [low, high] to draw as lines of constant C: whole decades when the
+    runs span two or more, else three values spread over the span."""
+    decades = 10.0 ** np.arange(np.ceil(np.log10(low)), np.floor(np.log10(high)) + 1)
+    if len(decades) < 2:
+        return np.geomspace(low, high, 3)
+    return decades[:: int(np.ceil(len(decades) / 5))]
 
 
 @_styled
@@ -134,21 +187,48 @@ def plot_contours(result: ApproachResult, runs: pd.DataFrame, path: Path) -> Pat
     norm = Normalize(vmin=loss.min(), vmax=np.percentile(loss, 95))
     fig, ax = plt.subplots(figsize=(8, 6))
     levels = np.geomspace(loss.min() * 1.002, np.percentile(loss, 95), 14)
-    ax.contourf(grid_n, grid_d, loss, levels=levels, norm=norm, cmap="viridis_r", alpha=0.55, extend="max")
+    filled = ax.contourf(grid_n, grid_d, loss, levels=levels, norm=norm, cmap="viridis_r", alpha=0.55, extend="max")
     lines = ax.contour(grid_n, grid_d, loss, levels=levels, norm=norm, cmap="viridis_r", linewidths=0.8)
     ax.clabel(lines, fmt="%.2f", fontsize=7)
     flops = np.geomspace(6 * n.min() * d.min(), 6 * n.max() * d.max(), 200)
     n_opt, d_opt, _ = compute_optimal(flops, **fit.as_dict())
     ax.plot(n_opt, d_opt, color="crimson", lw=2.5, label="efficient frontier N_opt(C), D_opt(C)")
-    for budget in np.logspace(np.ceil(np.log10(runs["C"].min())), np.floor(np.log10(runs["C"].max())), 4):
-        ax.plot(n, tokens_from_flops(budget, n), color="grey", lw=0.8, ls="--")
-    points = ax.scatter(runs["N"], runs["D"], c=runs["loss"], norm=norm, cmap="viridis_r", s=22, edgecolors="black",
-                        linewidths=0.5, label="runs (colour: observed loss)")
-    fig.colorbar(points, ax=ax, label=LOSS_LABEL)
+    budgets = _round_budgets(runs["C"].min(), runs["C"].max())
+    label = "constant compute C = 6ND at " + ", ".join(_flops(b) for b in budgets) + " FLOPs"
+    for i, budget in enumerate(budgets):
+        ax.plot(n, tokens_from_flops(budget, n), color="black", lw=0.8, ls="--", alpha=0.6, label=None if i else label)
+    # White with a black rim: visible on every shade of the filled contours, which already give the loss.
+    ax.scatter(runs["N"], runs["D"], color="white", s=30, edgecolors="black", linewidths=1.0, zorder=3,
+               label="runs: the (N, D) each was trained at")
+    fig.colorbar(filled, ax=ax, label=f"fitted L(N, D), {LOSS_LABEL}", format="%.2f")
     ax.set(xscale="log", yscale="log", xlim=(n.min(), n.max()), ylim=(d.min(), d.max()), xlabel=N_LABEL,
-           ylabel=D_LABEL, title="Fitted L(N, D) (approach 3); dashed: constant C = 6ND")
-    ax.legend(fontsize=8, loc="lower left")
+           ylabel=D_LABEL, title="Fitted L(N, D) (approach 3); contour lines labelled with the loss")
+    ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
     return _save(fig, path)
+
+
+def _size_norm(n: pd.Series) -> Normalize:
+    """Colour scale of model size N: logarithmic, or linear when every run has one size (no log range)."""
+    return LogNorm(n.min(), n.max()) if n.max() > n.min() else Normalize(0, 2 * n.max())
+
+
+def _size_colour(n, norm: Normalize):
+    return plt.cm.plasma(norm(n) * 0.9)  # the top of plasma is too pale to see on white
+
+
+def _draw_curves(ax: plt.Axes, curves: pd.DataFrame, norm: Normalize) -> None:
+    """Each run's loss against compute as one line in its size's colour, and one neutral legend entry for all."""
+    for _, curve in curves.sort_values("C").groupby("run"):
+        ax.plot(curve["C"], curve["loss"], color=_size_colour(curve["N"].iloc[0], norm), lw=0.9, alpha=0.85)
+    ax.plot([], [], color="grey", lw=0.9, label="training curve of one run (colour: N)")
+
+
+def _size_axes(fig: plt.Figure, ax: plt.Axes, norm: Normalize, title: str) -> None:
+    """Loss against compute on log axes, with the colour bar of N and the legend."""
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="plasma"), ax=ax, label=N_LABEL)
+    ax.set(xscale="log", yscale="log", xlabel=FLOPS_LABEL, ylabel=LOSS_LABEL, title=title)
+    _plain_log_y(ax)
+    ax.legend(fontsize=9)
 
 
 @_styled
@@ -156,23 +236,19 @@ def plot_curves(details: EnvelopeDetails, path: Path) -> Path:
     """Each run's loss against compute coloured by N, the lower envelope approach 1 fits, and what it leaves out."""
     points, env = details.points, details.envelope
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    norm = LogNorm(points["N"].min(), points["N"].max())
+    norm = _size_norm(points["N"])
     if details.source.from_curves:
-        for _, curve in points.sort_values("C").groupby("run"):
-            ax.plot(curve["C"], curve["loss"], color=plt.cm.plasma(norm(curve["N"].iloc[0]) * 0.9), lw=0.9, alpha=0.8)
+        _draw_curves(ax, points, norm)
     else:
-        ax.scatter(points["C"], points["loss"], color=plt.cm.plasma(norm(points["N"]) * 0.9), s=14)
+        ax.scatter(points["C"], points["loss"], color=_size_colour(points["N"], norm), s=14,
+                   label="final point of one run (colour: N)")
     if details.start > points["C"].min():
         ax.axvspan(points["C"].min(), details.start, color="grey", alpha=0.15, lw=0,
-                   label=f"left out of the envelope: C < {details.start:.2g} FLOPs")
+                   label=f"left out of the envelope: C < {_flops(details.start)} FLOPs")
     ax.scatter(env.flops, env.loss, color="black", s=8, zorder=3,
                label="lower envelope, less the stretches won by the smallest or largest model")
-    mappable = plt.cm.ScalarMappable(norm=norm, cmap="plasma")
-    fig.colorbar(mappable, ax=ax, label=N_LABEL)
     kind = "training curves" if details.source.from_curves else "final points (no curves in this table)"
-    ax.set(xscale="log", yscale="log", xlabel=FLOPS_LABEL, ylabel=LOSS_LABEL, title=f"Approach 1: {kind} and envelope")
-    _plain_log_y(ax)
-    ax.legend(fontsize=9)
+    _size_axes(fig, ax, norm, f"Approach 1: {kind} and envelope")
     return _save(fig, path)
 
 
@@ -180,17 +256,12 @@ def plot_curves(details: EnvelopeDetails, path: Path) -> Path:
 def plot_runs(runs: pd.DataFrame, curves: pd.DataFrame | None, path: Path) -> Path:
     """Each run's loss against compute coloured by N, with no fit: what the report shows when approach 1 cannot run."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    norm = LogNorm(runs["N"].min(), runs["N"].max()) if runs["N"].max() > runs["N"].min() else Normalize(0, 2 * runs["N"].max())
+    norm = _size_norm(runs["N"])
     if curves is not None:
-        for _, curve in curves.sort_values("C").groupby("run"):
-            ax.plot(curve["C"], curve["loss"], color=plt.cm.plasma(norm(curve["N"].iloc[0]) * 0.9), lw=1.0, alpha=0.85)
-    ax.scatter(runs["C"], runs["loss"], color=plt.cm.plasma(norm(runs["N"]) * 0.9), s=18, edgecolors="black",
-               linewidths=0.4, zorder=3, label="final evaluation of each run")
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="plasma"), ax=ax, label=N_LABEL)
-    kind = "training curves" if curves is not None else "final points"
-    ax.set(xscale="log", yscale="log", xlabel=FLOPS_LABEL, ylabel=LOSS_LABEL, title=f"Runs: {kind} (no fit)")
-    _plain_log_y(ax)
-    ax.legend(fontsize=9)
+        _draw_curves(ax, curves, norm)
+    ax.scatter(runs["C"], runs["loss"], color=_size_colour(runs["N"], norm), s=18, edgecolors="black",
+               linewidths=0.4, zorder=3, label="final evaluation of one run (colour: N)")
+    _size_axes(fig, ax, norm, f"Runs: {'training curves' if curves is not None else 'final points'} (no fit)")
     return _save(fig, path)
 
 
@@ -201,7 +272,7 @@ def plot_observed_vs_predicted(result: ApproachResult, runs: pd.DataFrame, path:
     residual = np.log(runs["loss"]) - np.log(predicted)
     fig, ax = plt.subplots(figsize=(6.5, 6))
     points = ax.scatter(runs["loss"], predicted, c=runs["C"], norm=LogNorm(), cmap="cividis", s=20, edgecolors="black",
-                        linewidths=0.4)
+                        linewidths=0.4, label="one run (colour: its compute C)")
     low, high = min(runs["loss"].min(), predicted.min()), max(runs["loss"].max(), predicted.max())
     ax.plot([low, high], [low, high], color="crimson", lw=1, label="predicted = observed")
     fig.colorbar(points, ax=ax, label=FLOPS_LABEL)
@@ -219,22 +290,34 @@ def make_figures(analysis: Analysis, figures: Path) -> list[tuple[str, str]]:
     results, runs, made = analysis.results, analysis.data.runs, []
     if "approach2" in results:
         plot_isoflops(results["approach2"].details, figures / "isoflop.png")
-        made.append(("isoflop.png", "IsoFLOP profiles: loss against N per budget, fitted parabolas and their minima"))
+        made.append(("isoflop.png", "IsoFLOP profiles (approach 2): each run's final loss against N, one colour per "
+                     "compute budget; the curve is the parabola in log N fitted to a budget's runs, the star its "
+                     "minimum and the horizontal bar N_opt ± 1 standard error"))
     if not results:  # too few runs for any fit: still show what trained
         plot_runs(runs, analysis.data.curves, figures / "runs.png")
-        return [("runs.png", "Loss against compute for every run, coloured by N; no approach could be fitted")]
+        return [("runs.png", "Every run's loss against compute, coloured by N (training curves where recorded, dots "
+                             "for the final evaluations); no approach could be fitted")]
     lowest = runs["C"].min()
     if "approach1" in results:  # reach down to the envelope points approach 1 was fitted to
         lowest = min(lowest, results["approach1"].details.envelope.flops.min())
     flops = np.geomspace(lowest, max(runs["C"].max(), analysis.budgets.max()), 120)
     plot_frontier(results, flops, runs["C"].max(), analysis.config.level, figures / "frontier.png")
-    made.append(("frontier.png", "Compute-optimal N_opt(C) and D_opt(C) per approach, with the published lines"))
+    low, high = (_flops(c) for c in PUBLISHED_FIT_FLOPS)
+    made.append(("frontier.png", f"Compute-optimal N_opt(C) (left) and D_opt(C) (right) of each approach with its "
+                 f"{analysis.config.level:.0%} bootstrap band, and the points approaches 1 and 2 fitted their power laws "
+                 f"to; the published lines are dashed over the compute they were fitted on ({low}-{high} FLOPs) and "
+                 "dotted where extrapolated; grey: beyond our largest run"))
     if "approach3" in results:
         plot_contours(results["approach3"], runs, figures / "contours.png")
-        made.append(("contours.png", "Loss contours of the fitted L(N, D), the efficient frontier, and the runs"))
+        made.append(("contours.png", "Contours of the fitted L(N, D) (approach 3), labelled with the loss, with the "
+                     "efficient frontier (red), lines of constant compute C = 6ND (dashed) and the (N, D) of every run "
+                     "(white circles)"))
         plot_observed_vs_predicted(results["approach3"], runs, figures / "observed_vs_predicted.png")
-        made.append(("observed_vs_predicted.png", "Observed against predicted final loss (approach 3)"))
+        made.append(("observed_vs_predicted.png", "Each run's observed final loss against the approach-3 prediction, "
+                     "coloured by compute; on the red diagonal the fit would be exact"))
     if "approach1" in results:
         plot_curves(results["approach1"].details, figures / "curves.png")
-        made.append(("curves.png", "Training curves (or final points) and the lower envelope (approach 1)"))
+        made.append(("curves.png", "Approach 1: every run's loss against compute, coloured by N, and the lower "
+                     "envelope its power laws are fitted to (black dots); the grey span before the envelope starts "
+                     "is left out"))
     return made

@@ -6,6 +6,7 @@ from analysis.fits.approach3 import with_allocation
 from analysis.fits.extrapolate import frontier_table
 from analysis.fits.reference import BESIROGLU_2024, HOFFMANN_2022, HOFFMANN_TABLE2
 from analysis.fits.result import ApproachResult
+from analysis.reporting.document import figure
 
 
 def _interval(result: ApproachResult, key: str, level: float) -> str:
@@ -107,7 +108,7 @@ def render(analysis: Analysis, other: Analysis | None, figures: list[tuple[str, 
     else:
         lines += ["", "**No approach could be fitted** (reasons under *Not fitted*); the figure shows the runs only."]
     lines += ["", "## Figures", ""]
-    lines += [f"![{caption}](figures/{name})\n\n*{caption}.*\n" for name, caption in figures]
+    lines += [figure(name, caption) for name, caption in figures]
     warnings = [w for result in analysis.results.values() for w in result.warnings]
     lines += ["## Warnings", ""] + ([f"- {w}" for w in warnings] or ["- none"])
     lines += ["", "## Not fitted", ""] + ([f"- {name}: {why}" for name, why in analysis.skipped.items()] or ["- none"])

@@ -137,7 +137,7 @@ def icl_figure(table: pd.DataFrame, runs: list[RunInfo], folder: Path) -> str:
     fig, axes = _panels(1)
     ax = axes[0, 0]
     _per_size_lines(ax, table, runs, ICL_SCORE, "late_minus_early")
-    ax.axhline(0, color="grey", lw=0.8)
+    ax.axhline(0, color="grey", lw=0.8, label="0: the context does not help")
     early, late = (band_label(band) for band in icl_bands(runs[0].seq_len))
     _tokens_axis(ax, f"loss at context {late} - at {early} tokens (nats)")
     ax.set_title("In-context learning score (lower = more use of context)")
@@ -197,9 +197,10 @@ def uniformity_figure(table: pd.DataFrame, runs: list[RunInfo], folder: Path) ->
         bars.set_title(f"{size_label(run)}: chi2 = {test.statistic:.1f} (dof {test.dof}), p = {test.p_value:.2g}", fontsize=10)
         bars.legend(fontsize=8)
         theory = poisson_quantiles(len(test.memorised_B), test.memorised_B.mean())
-        qq.plot(theory, np.sort(test.memorised_B), "o")
+        qq.plot(theory, np.sort(test.memorised_B), "o", label="one bin of training order")
         top = max(theory.max(), test.memorised_B.max()) + 1
-        qq.plot([0, top], [0, top], "k:", lw=0.8)
+        qq.plot([0, top], [0, top], "k:", lw=0.8, label="y = x: exactly Poisson")
+        qq.legend(fontsize=8)
         qq.set(xlabel=f"Poisson({test.memorised_B.mean():.1f}) quantile", ylabel="memorised per bin (sorted)")
         qq.set_title("Q-Q against a Poisson fit")
     fig.suptitle("Are memorised sequences spread uniformly over training order? (final checkpoint)")
@@ -247,24 +248,33 @@ def forgetting_figure(table: pd.DataFrame, runs: list[RunInfo], folder: Path) ->
                 ax.axvline(int(key), color=colour, ls=":", lw=1)
         top.set(ylabel="loss on that batch (nats/token)", title=size_label(run))
         bottom.set(ylabel="batch loss - held-out loss (nats)")
-        bottom.axhline(0, color="grey", lw=0.8)
+        bottom.axhline(0, color="grey", lw=0.8, label="0: no better than unseen data")
+        bottom.legend(fontsize=8)
         for ax in (top, bottom):
             ax.set_xscale("log")
             ax.set_xlabel("checkpoint step (log)")
             ax.grid(alpha=0.3, which="both")
-        top.legend(fontsize=8)
+        _style_legend(top, {"dotted: the step that trained the batch": ":"})
     fig.suptitle("Forgetting: the exact batch trained at the dotted step, at every checkpoint")
     return _save(fig, folder, "probe_forgetting.png")
 
 
 FIGURES = (
-    (loss_figure, "validation loss against tokens seen per size, and loss by position at the final checkpoint"),
-    (loss_by_position_figure, "loss by position in the context at every checkpoint, one panel per size"),
-    (icl_figure, "in-context learning score against tokens seen"),
-    (memorisation_figure, "memorised fraction and score (seen vs held-out); each checkpoint's memorised set predicting the final one's"),
-    (uniformity_figure, "memorised sequences per bin of training order against uniform, with a Poisson Q-Q plot"),
-    (term_frequency_figure, "loss against how often the token and the token pair occurred in the data seen"),
-    (forgetting_figure, "loss on the exact batches of chosen steps at every checkpoint"),
+    (loss_figure, "validation loss against tokens seen, one colour per size (left), and loss by position in the "
+                  "context at the final checkpoint (right)"),
+    (loss_by_position_figure, "loss by position in the context at every checkpoint, coloured by the tokens the "
+                              "checkpoint had seen, one panel per size"),
+    (icl_figure, "in-context learning score against tokens seen, one colour per size; below the grey zero line the "
+                 "context helps"),
+    (memorisation_figure, "memorised fraction and mean score of sampled training sequences (solid) against held-out "
+                          "ones, the chance level (dotted); right: each checkpoint's memorised set as a predictor of the "
+                          "final one's (precision solid, recall dashed)"),
+    (uniformity_figure, "memorised sequences per bin of training order against the count expected if uniform "
+                        "(dashed), with a Q-Q plot against a Poisson fit"),
+    (term_frequency_figure, "loss on held-out tokens against how often the token (top) and the token pair (bottom) "
+                            "occurred in the data seen, coloured by the checkpoint's tokens seen"),
+    (forgetting_figure, "loss on the exact batch trained at each chosen (dotted) step, at every checkpoint (top), and "
+                        "the same minus the held-out loss (bottom)"),
 )
 
 

@@ -20,6 +20,7 @@ from analysis.probes.measure import (
 )  # fmt: skip
 from analysis.probes.runs import RunInfo
 from analysis.probes.table import probe_values
+from analysis.reporting.document import figure
 from analysis.reporting.probe_figures import size_label
 
 
@@ -109,6 +110,6 @@ def section(table: pd.DataFrame, runs: list[RunInfo], settings: ProbeSettings, f
         "",
         *_forgetting_lines(table, runs),
         "",
-        *[f"![{caption}](figures/{name})" for name, caption in figures],
+        *[figure(name, caption) for name, caption in figures],
     ]
     return "\n".join(parts)
