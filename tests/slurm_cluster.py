@@ -158,6 +158,7 @@ def logs(cluster: SlurmCluster) -> str:
 def start_cluster(root: Path) -> SlurmCluster:
     """Start MUNGE, slurmctld and slurmd under `root` and wait until the node is idle."""
     check_machine()
+    root.mkdir(parents=True, exist_ok=True)
     cluster = SlurmCluster(root)
     try:
         key = write_munge_key(root / "munge")
