@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -125,7 +126,7 @@ def start(cluster: SlurmCluster, name: str, args: list[str]) -> None:
     cluster.daemons.append((name, proc))
 
 
-def wait_until(cluster: SlurmCluster, ready, what: str) -> None:
+def wait_until(cluster: SlurmCluster, ready: Callable[[], bool], what: str) -> None:
     """Poll `ready()` until it holds; raise ClusterUnavailable (with the daemons' logs) if a daemon
     dies or START_TIMEOUT_S passes."""
     deadline = time.monotonic() + START_TIMEOUT_S
