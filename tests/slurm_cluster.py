@@ -9,6 +9,7 @@ children of the test process, so stopping them never touches anything else on th
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -104,6 +105,7 @@ def write_config(root: Path) -> Path:
     values = {
         "root": root, "hostname": socket.gethostname().split(".")[0], "ctld_port": free_port(),
         "slurmd_port": free_port(), "munge_socket": root / "munge" / "socket", "hardware": node_hardware(),
+        "first_job_id": random.randrange(1, 1_000_000),
     }  # fmt: skip
     conf = root / "slurm.conf"
     conf.write_text(Template(TEMPLATE.read_text()).substitute(values))
