@@ -26,6 +26,10 @@ from scaling.trainer import train
 
 def child(config_path: str) -> None:
     """Entry of the training process."""
+    # SLURM signals every process of a job step, this one included: the pre-timeout SIGUSR2 would
+    # kill it before it checkpoints. The parent forwards it as the SIGTERM that the training loop
+    # answers with a checkpoint.
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     cfg = to_dataclass(OmegaConf.load(config_path))
     runtime = initialize(cfg.compilation_cache)
     try:
@@ -61,22 +65,27 @@ def train_isolated(cfg: RunConfig, job_num: int = 0) -> int:
 def _wait_forwarding_signals(proc: subprocess.Popen) -> int:
     handled = (signal.SIGTERM, signal.SIGUSR2)  # preemption; submitit's pre-timeout signal
     previous = {sig: signal.getsignal(sig) for sig in handled}
+    received = []
 
     def forward(signum, frame):
-        # The child checkpoints and exits first; then the launcher's own handler (submitit requeues
-        # the job on timeout) runs, and the requeued job resumes from that checkpoint.
+        # Only forward here: this handler interrupts proc.wait() below, which holds the Popen's lock,
+        # so waiting again inside it would deadlock.
+        received.append((signum, frame))
         proc.send_signal(signal.SIGTERM)
-        proc.wait()
-        if callable(previous[signum]):
-            previous[signum](signum, frame)
 
     for sig in handled:
         signal.signal(sig, forward)
     try:
-        return proc.wait()
+        code = proc.wait()
     finally:
         for sig in handled:
             signal.signal(sig, previous[sig])
+    # The child has checkpointed and exited; now the launcher's own handler runs (submitit requeues
+    # the job on its pre-timeout signal) and the requeued job resumes from that checkpoint.
+    for signum, frame in received:
+        if callable(previous[signum]):
+            previous[signum](signum, frame)
+    return code
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ On one device both are no-ops, so the same code runs on a laptop and on a pod.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -22,13 +23,22 @@ BATCH_AXES = ("data", "fsdp")
 
 
 def initialize_distributed(cfg: MeshConfig) -> None:
-    """Join a multi-process job: explicit coordinator settings, or SLURM's environment (submitit)."""
+    """Join a multi-process job: explicit coordinator settings, or the SLURM job step (`srun -n 2`)."""
     if jax.distributed.is_initialized():
         return
     if cfg.coordinator:
         jax.distributed.initialize(cfg.coordinator, num_processes=cfg.num_processes, process_id=cfg.process_id)
-    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    elif slurm_step_tasks(os.environ) > 1:
+        # JAX reads the coordinator (the step's first node), the process count and id from SLURM.
         jax.distributed.initialize()
+
+
+def slurm_step_tasks(environ: Mapping[str, str]) -> int:
+    """How many processes the SLURM job step this one belongs to has; 1 outside a step.
+
+    Not the job's SLURM_NTASKS: the batch script of an `sbatch -n 2` job sees 2 there yet runs as one
+    process, outside any step, where JAX finds no coordinator to join."""
+    return int(environ.get("SLURM_STEP_NUM_TASKS", "1"))
 
 
 def make_mesh(cfg: MeshConfig) -> Mesh:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from scaling.mesh import slurm_step_tasks
 from tests.helpers import REPO
 
 RUN = ["train.tokens=10240", "train.batch_size=16", "train.log_every=5"]
@@ -67,4 +68,8 @@ def test_batch_that_does_not_split_over_devices_is_refused(tmp_path, tiny_overri
     assert result.returncode == 2 and "train.batch_size" in result.stderr
 
 
-
+def test_only_a_slurm_job_step_of_several_tasks_is_multi_process():
+    """srun -n 2 starts two processes of one step; an `sbatch -n 2` batch script is a single process."""
+    assert slurm_step_tasks({}) == 1
+    assert slurm_step_tasks({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "2", "SLURM_PROCID": "0"}) == 1
+    assert slurm_step_tasks({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2"}) == 2
