@@ -71,18 +71,25 @@ def run_dir(tmp_path_factory, tiny_overrides):
     return run_dir
 
 
-def _forward(model):
-    """A jitted full forward pass; causal, so zero padding after the tokens changes none of their logits."""
-    graphdef, state = nnx.split(model)
-    return lambda x: jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))(state, x)
+class Reference:
+    """The checkpoint's full forward pass, jitted once at one shape (causal: zero padding after the tokens
+    changes none of their logits), with log-probabilities taken in float64."""
+
+    def __init__(self, run_dir):
+        model = load_model(run_dir, compute_dtype="float32")
+        graphdef, self.state = nnx.split(model)
+        self.seq_len = model.cfg.seq_len
+        self.forward = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))
+
+    def __call__(self, tokens: list[int]) -> np.ndarray:
+        inputs = np.zeros((1, self.seq_len), np.int32)
+        inputs[0, : len(tokens)] = tokens
+        return np.asarray(self.forward(self.state, inputs))[0, : len(tokens)]
 
 
-def reference_logprob(model, tokens: list[int], n_scored: int) -> tuple[float, bool]:
-    """float64 log-likelihood of the last n_scored tokens given the ones before, from one full forward pass,
-    and whether each is the argmax."""
-    inputs = np.zeros((1, model.cfg.seq_len), np.int32)  # one shape, so the forward pass compiles once
-    inputs[0, : len(tokens) - 1] = tokens[:-1]
-    logits = np.asarray(_forward(model)(inputs))[0, : len(tokens) - 1].astype(np.float64)
+def reference_logprob(model: Reference, tokens: list[int], n_scored: int) -> tuple[float, bool]:
+    """float64 log-likelihood of the last n_scored tokens given the ones before, and whether each is the argmax."""
+    logits = model(tokens[:-1]).astype(np.float64)
     logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
     targets = np.asarray(tokens[1:])
     logp = logits[np.arange(len(targets)), targets] - logz
@@ -104,7 +111,7 @@ def test_loglikelihood_and_rolling_equal_a_float64_reference(run_dir):
     from analysis.harness import ScalingLM
 
     lm = ScalingLM(path=str(run_dir), batch_size="3")
-    model = load_model(run_dir, compute_dtype="float32")
+    model = Reference(run_dir)
     tokenizer = Tokenizer.from_file(str(tokenizer_files(run_dir)[0]))
     pairs = [(doc["context"], " " + choice) for doc in MC_DOCS for choice in doc["choices"]]
     requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
@@ -124,11 +131,11 @@ def test_generate_until_is_the_greedy_decode_cut_at_the_stop_string(run_dir):
     from analysis.harness import ScalingLM
 
     lm = ScalingLM(path=str(run_dir))
-    model = load_model(run_dir, compute_dtype="float32")
+    model = Reference(run_dir)
     prompt = GEN_DOCS[0]["prompt"]
     tokens = lm.tok_encode(prompt)
     for _ in range(8):  # naive greedy: the full forward pass for every new token
-        tokens.append(int(np.asarray(model(np.asarray([tokens], np.int32)))[0, -1].argmax()))
+        tokens.append(int(model(tokens)[-1].argmax()))
     expected = lm.tok_decode(tokens[len(lm.tok_encode(prompt)) :])
     [out] = lm.generate_until([Instance("generate_until", {}, (prompt, {"until": ["\n"], "max_gen_toks": 8}), 0)])
     assert out == expected.split("\n")[0]
@@ -152,7 +159,7 @@ def test_lm_eval_command_line_evaluates_a_checkpoint_on_a_local_task(run_dir, tm
     [path] = list((tmp_path / "out").rglob("results*.json"))
     results = json.loads(path.read_text())["results"]
     # The accuracy lm-eval reports is the one the float64 reference gives.
-    model = load_model(run_dir, compute_dtype="float32")
+    model = Reference(run_dir)
     tokenizer = Tokenizer.from_file(str(tokenizer_files(run_dir)[0]))
     right = [np.argmax([reference_logprob(model, *pair_tokens(tokenizer, doc["context"], " " + c))[0]
                         for c in doc["choices"]]) == doc["label"] for doc in MC_DOCS]  # fmt: skip
