@@ -49,6 +49,7 @@ RUNS_SUBDIR = "runs"
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
 PROBES_TABLE = "probes.parquet"
+TASKS_TABLE = "tasks.parquet"
 # runs.parquet columns beyond the summary's: the run's folder name, its folder relative to the sweep
 # folder, the sweep's name, the IsoFLOP budget (FLOPs) when it has one, and `swept.<key>` per swept value.
 RUN_NAME, RUN_DIR, SWEEP, BUDGET, SWEPT_PREFIX = "run_name", "run_dir", "sweep", "budget", "swept."

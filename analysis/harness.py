@@ -1,0 +1,131 @@
+"""lm-evaluation-harness adapter: `--model scaling --model_args path=RUN,step=S` evaluates any checkpoint.
+
+How `lm_eval` finds a model named on its command line: it looks the name up in its model registry,
+which holds lm-eval's own backends and whatever `@register_model` added in the running process.
+Importing this module registers ScalingLM as "scaling". Three ways to get it imported:
+
+  python -m analysis.harness run --model scaling --model_args path=RUN,step=S --tasks ...
+        lm-eval's own command line with this module imported first; works with every 0.4.x.
+  lm_eval run --model scaling ...
+        lm-eval releases with plugin discovery find it through this package's entry point
+        (pyproject.toml: [project.entry-points."lm_eval.models"] scaling = "analysis.harness:ScalingLM");
+        0.4.13 and earlier have no such discovery.
+  lm_eval run --plugins analysis.harness --model scaling ...   (the same releases, explicitly)
+
+The checkpoint runs in JAX (float32) through our own model: loglikelihood in fixed-shape batches of
+full forward passes, greedy generation with the KV-cache decoder (scaling/decode.py). Only greedy
+generation exists; a request for sampling is refused rather than silently decoded greedily.
+This module imports lm_eval (an optional extra, `hf`), so nothing of ours imports it.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from lm_eval.__main__ import cli_evaluate
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from tokenizers import Tokenizer
+
+from scaling.checkpoint import load_model
+from scaling.decode import make_greedy_decoder
+from scaling.export import tokenizer_files
+from scaling.model import token_losses
+from scaling.runtime import initialize
+
+DEFAULT_MAX_GEN_TOKS = 64
+
+
+@register_model("scaling")
+class ScalingLM(TemplateLM):
+    """One checkpoint of one run (`path`, `step`: default the newest) as an lm-eval language model."""
+
+    def __init__(self, path: str, step: int | str | None = None, batch_size: int | str = 16,
+                 max_gen_toks: int | str = DEFAULT_MAX_GEN_TOKS, **_ignored):  # fmt: skip
+        super().__init__()
+        step = None if step in (None, "", "None") else int(step)
+        model = load_model(path, step, compute_dtype="float32")
+        self.graphdef, self.state = nnx.split(model)
+        self.seq_len, self.vocab_size = model.cfg.seq_len, model.vocab_size
+        tokenizer_path, self.eot = tokenizer_files(path)
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self.rows, self.max_gen_toks = int(batch_size), int(max_gen_toks)
+        self.scores = jax.jit(self._scores)
+        self.decoders: dict[int, object] = {}
+
+    def _scores(self, state: nnx.State, inputs_BxT: jax.Array, targets_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(log-likelihood of each target (B, T), whether it is the argmax (B, T))."""
+        logits_BxTxV = nnx.merge(self.graphdef, state)(inputs_BxT)
+        return -token_losses(logits_BxTxV, targets_BxT), jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.eot
+
+    @property
+    def max_length(self) -> int:
+        return self.seq_len
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        return self.tokenizer.encode(string).ids
+
+    def tok_decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(list(tokens))
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
+        """(sum of the continuation's log-likelihoods, whether greedy decoding would emit it) per request;
+        the context is cut from the left to what fits the model's context, as lm-eval's HF backend does."""
+        windows = []
+        for _, context, continuation in requests:
+            whole = (list(context) + list(continuation))[-(self.seq_len + 1) :]
+            windows.append((whole[:-1], whole[1:], len(continuation)))
+        out = []
+        for start in range(0, len(windows), self.rows):
+            batch = windows[start : start + self.rows]
+            inputs = np.zeros((self.rows, self.seq_len), np.int32)
+            targets = np.zeros((self.rows, self.seq_len), np.int32)
+            for i, (x, y, _) in enumerate(batch):
+                inputs[i, : len(x)], targets[i, : len(y)] = x, y
+            logp, greedy = (np.asarray(a) for a in self.scores(self.state, jnp.asarray(inputs), jnp.asarray(targets)))
+            for i, (x, _, n) in enumerate(batch):
+                scored = slice(len(x) - n, len(x))  # the continuation is the last n targets
+                out.append((float(logp[i, scored].astype(np.float64).sum()), bool(greedy[i, scored].all())))
+        return out
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """Each string's whole log-likelihood after end-of-text, in disjoint windows of the model's context."""
+        out = []
+        for (string,) in (request.args for request in requests):
+            windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
+                self.tok_encode(string), self.eot, self.seq_len, 1)]  # fmt: skip
+            scores = self._loglikelihood_tokens([(None, context, target) for context, target in windows])
+            out.append(sum(score for score, _ in scores))
+        return out
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Greedy continuation of each context, cut at the first stop string (and at end-of-text)."""
+        out = []
+        for context, gen_kwargs in (request.args for request in requests):
+            if gen_kwargs.get("do_sample") or float(gen_kwargs.get("temperature") or 0.0) > 0.0:
+                raise ValueError(f"the scaling model decodes greedily only; got gen_kwargs {gen_kwargs}")
+            n_new = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
+            until = gen_kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            prompt = self.tok_encode(context)[-(self.seq_len - n_new + 1) :]  # the decode must fit the context
+            if n_new not in self.decoders:
+                self.decoders[n_new] = make_greedy_decoder(self.graphdef, n_new)
+            tokens = np.asarray(self.decoders[n_new](self.state, jnp.asarray([prompt], jnp.int32)))[0].tolist()
+            if self.eot in tokens:
+                tokens = tokens[: tokens.index(self.eot)]
+            text = self.tok_decode(tokens)
+            cut = min([text.find(stop) for stop in until if stop and stop in text], default=len(text))
+            out.append(text[:cut])
+        return out
+
+
+if __name__ == "__main__":
+    initialize()
+    cli_evaluate()

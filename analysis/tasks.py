@@ -1,0 +1,180 @@
+"""`python -m analysis.tasks PATH`: score every saved checkpoint of a run or a sweep on the task suite.
+
+PATH is a run folder (config.yaml) or a sweep folder (runs.parquet). The tasks are cut once from the
+held-out documents of the runs' corpus (analysis/abilities/build.py) into PATH/task_set.json; every
+checkpoint of every run is scored into PATH/tasks.parquet; then PATH/figures/tasks_*.png and the
+tasks section of PATH/report.md are redrawn from that table. A re-run scores only the checkpoints not
+yet in the table, and refuses settings that would score other items than the table holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from flax import nnx
+from tokenizers import Tokenizer
+
+from analysis.abilities import table as tables
+from analysis.abilities.build import MAX_ANSWER, build_suite
+from analysis.abilities.documents import heldout_texts, tokenize
+from analysis.abilities.emergence import ladder_points
+from analysis.abilities.figures import emergence_figure, ladder_figure
+from analysis.abilities.ladder import two_step
+from analysis.abilities.score import SuiteScorer
+from analysis.abilities.section import section
+from analysis.abilities.suite import Task
+from analysis.cli import OneLineParser
+from analysis.cli import run as run_command
+from analysis.errors import FitError, InputError
+from analysis.probes.runs import RunInfo, find_run_dirs, read_run
+from analysis.reporting.document import write_section
+from scaling import contract
+from scaling.checkpoint import load_model
+from scaling.data.load import load_corpus
+from scaling.rundir import read_config
+from scaling.runtime import initialize
+
+MIN_CONTEXT = 16
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """What fixes the task set: items per task, the seed that draws them, prompt tokens (None: the
+    shortest run's context minus MAX_ANSWER)."""
+
+    n: int = 128
+    seed: int = 0
+    context: int | None = None
+
+
+def resolve_context(settings: TaskSettings, runs: list[RunInfo]) -> int:
+    """Prompt tokens: every prompt plus its longest answer must fit every run's context."""
+    fits = min(run.seq_len for run in runs) - MAX_ANSWER
+    context = fits if settings.context is None else settings.context
+    if not MIN_CONTEXT <= context <= fits:
+        raise InputError(f"--context: {context} is outside {MIN_CONTEXT}..{fits} (the shortest run's context "
+                         f"{fits + MAX_ANSWER} minus {MAX_ANSWER} answer tokens); pass a value in that range")  # fmt: skip
+    return context
+
+
+def task_set(path: Path, runs: list[RunInfo], settings: TaskSettings, context: int) -> tuple[dict, list[Task]]:
+    """(header, tasks): the stored set if it was cut with these settings, else cut anew (not yet written)."""
+    corpora = {run.corpus_hash for run in runs}
+    if len(corpora) > 1:
+        raise InputError(f"PATH: the runs under {path} were trained on {len(corpora)} different corpora; "
+                         f"score each corpus's runs separately (the tasks are cut from one corpus)")  # fmt: skip
+    header = {"n": settings.n, "seed": settings.seed, "context": context, contract.CORPUS_HASH: runs[0].corpus_hash}
+    stored = tables.read_task_set(path / tables.TASK_SET_FILE)
+    if stored is not None and stored[0] == header:
+        return stored
+    texts = heldout_texts(runs[0].data)  # refuses data=tokens in one line
+    corpus = load_corpus(runs[0].data, progress=False)
+    if corpus.meta.get(contract.CORPUS_HASH) != runs[0].corpus_hash:
+        raise InputError(f"data: the corpus on this machine (hash {corpus.meta.get(contract.CORPUS_HASH)}) is not the "
+                         f"one {runs[0].name} trained on ({runs[0].corpus_hash}); score where the runs were trained")  # fmt: skip
+    tokenizer = Tokenizer.from_file(corpus.tokenizer_path)
+    return header, build_suite(tokenize(texts, tokenizer), tokenizer, context, settings.n, settings.seed)
+
+
+def flops_per_token(run: RunInfo) -> float:
+    """Training FLOPs per token, 6 N (the `flops` column of metrics.parquet uses the same)."""
+    return float(read_config(run.run_dir)[contract.DERIVED_SECTION]["flops_per_token"]["6n"])
+
+
+def score_run(run: RunInfo, table: pd.DataFrame, tasks: list[Task], settings: dict, table_path: Path) -> pd.DataFrame:
+    """Score the checkpoints `run` still lacks, saving the table after each so a kill loses little."""
+    done = tables.scored_steps(table, run.name)
+    missing = [(step, tokens) for step, tokens in run.checkpoints if step not in done]
+    if not missing:
+        return table
+    start, scorer, per_token = time.perf_counter(), None, flops_per_token(run)
+    sizes = {task.name: len(task.items) for task in tasks}
+    for step, tokens in missing:
+        # float32 whatever the training dtype: scores then do not depend on the machine that scores
+        graphdef, state = nnx.split(load_model(run.run_dir, step, compute_dtype="float32"))
+        scorer = scorer or SuiteScorer(graphdef, tasks, run.vocab_size)
+        new = tables.rows(run.name, step, tokens, tokens * per_token, run.params, scorer.score(state), sizes)
+        table = pd.concat([table, new], ignore_index=True)
+        tables.write_table(table_path, table, settings)
+    print(f"{run.name}: scored {len(missing)} checkpoints in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    return table
+
+
+def predictions(table: pd.DataFrame, tasks: list[Task], runs: list[RunInfo]) -> tuple[dict, dict, dict[str, str]]:
+    """(points, predictions, reasons a task was not fitted) of the two-step ladder, per task."""
+    params = {run.name: run.params for run in runs}
+    points, fitted, skipped = {}, {}, {}
+    for task in tasks:
+        points[task.name] = ladder_points(table, task, params)
+        try:
+            fitted[task.name] = two_step(points[task.name])
+        except FitError as err:
+            skipped[task.name] = str(err)
+    return points, fitted, skipped
+
+
+def score_path(path: Path, settings: TaskSettings) -> pd.DataFrame:
+    """Score every run under `path`, then redraw the figures and the report section from the whole table."""
+    runs = sorted((read_run(run_dir) for run_dir in find_run_dirs(path)), key=lambda r: r.params)
+    context = resolve_context(settings, runs)
+    header, tasks = task_set(path, runs, settings, context)
+    scored = [task for task in tasks if task.items]
+    if not scored:
+        raise InputError(f"PATH: the held-out documents of {runs[0].name}'s corpus yield no task items; "
+                         f"train on a corpus with more held-out text (data.val_fraction)")  # fmt: skip
+    table_settings = {**header, "tasks": {task.name: task.hash for task in tasks}}
+    table_path = path / tables.TABLE_FILE
+    table = tables.read_table(table_path, table_settings)  # refuses before anything is written
+    tables.write_task_set(path / tables.TASK_SET_FILE, header, tasks)
+    for run in runs:
+        table = score_run(run, table, tasks, table_settings, table_path)
+    scored_runs = [run for run in runs if (table.run == run.name).any()]
+    if not scored_runs:
+        raise InputError(f"PATH: no run under {path} has a saved checkpoint; train with checkpoint.enabled=true")
+    points, fitted, skipped = predictions(table, scored, scored_runs)
+    figures = [emergence_figure(table, scored, scored_runs, path / contract.FIGURES_DIR)]
+    if fitted:
+        figures.append(ladder_figure(points, fitted, scored, path / contract.FIGURES_DIR))
+    body = section(table, scored, scored_runs, header, fitted, skipped, figures)
+    write_section(path / contract.REPORT_FILE, "tasks", body)
+    return table
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def parser() -> OneLineParser:
+    defaults = TaskSettings()
+    parser = OneLineParser(prog="python -m analysis.tasks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", type=Path, help="a run folder or a sweep folder (results/NAME)")
+    parser.add_argument("--n", type=_positive, default=defaults.n, help="items per task")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed that draws the items")
+    parser.add_argument("--context", type=_positive, default=defaults.context,
+                        help=f"prompt tokens (default: the shortest run's context minus {MAX_ANSWER})")  # fmt: skip
+    return parser
+
+
+def tasks_command(args: argparse.Namespace) -> int:
+    score_path(args.path, TaskSettings(args.n, args.seed, args.context))
+    print(f"wrote {args.path / tables.TABLE_FILE}, {args.path / tables.TASK_SET_FILE}, "
+          f"{args.path / contract.FIGURES_DIR}/tasks_*.png and the tasks section of {args.path / contract.REPORT_FILE}",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    initialize(plotting=True)
+    return run_command(tasks_command, parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,119 @@
+"""Export to Hugging Face: logits in `transformers` equal ours, the tokenizer encodes alike, and
+architectures without an exact counterpart are refused in one line naming the fields."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from scaling import export
+from scaling.checkpoint import load_model
+from scaling.config import ModelConfig
+from scaling.errors import ConfigError
+from scaling.trainer import train
+from tests.helpers import compose_config
+
+HAS_HF = all(importlib.util.find_spec(name) for name in ("torch", "transformers"))
+needs_hf = pytest.mark.skipif(not HAS_HF, reason="needs the hf extra (pip install -e '.[hf]': torch, transformers)")
+
+LLAMA = ["model.norm=rmsnorm", "model.position=rope", "model.mlp=swiglu"]
+GPT2 = ["model.norm=layernorm", "model.position=learned", "model.mlp=gelu"]
+VARIANTS = {
+    "llama-tied-bias": [*LLAMA, "model.use_bias=true", "model.d_ff=48"],
+    "llama-untied": [*LLAMA, "model.tie_embeddings=false"],
+    "gpt2-untied-nobias": [*GPT2, "model.tie_embeddings=false"],
+    "gpt2-tied-bias": [*GPT2, "model.use_bias=true"],
+}
+TEXTS = ["def f(x):\n    return x + 1\n", "  leading spaces and ünïcödé — “quotes” 😀", "a<|endoftext|>b\r\n\tz"]
+
+
+def trained_run(tmp_path_factory, tiny_overrides, variant: list[str]):
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    # A wide initialisation makes the logits depend strongly on the weights; 8 steps move every parameter.
+    train(compose_config([*tiny_overrides, *variant, "model.init_std=0.2", "train.tokens=2048", f"run_dir={run_dir}"]))
+    return run_dir
+
+
+# Two variants cover every mapping (biases, zero biases, tied and untied heads, both families); the
+# other two are marked slow.
+PARAMS = [pytest.param(name, marks=pytest.mark.slow) if name in ("llama-untied", "gpt2-tied-bias") else name
+          for name in VARIANTS]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=PARAMS, ids=list(VARIANTS))
+def exported(request, tmp_path_factory, tiny_overrides):
+    run_dir = trained_run(tmp_path_factory, tiny_overrides, VARIANTS[request.param])
+    out = export.export(run_dir, None, tmp_path_factory.mktemp("hf") / "model")
+    return run_dir, out
+
+
+@needs_hf
+def test_exported_logits_equal_ours(exported):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    run_dir, out = exported
+    ours = load_model(run_dir, compute_dtype="float32")
+    tokens_BxT = np.random.default_rng(0).integers(0, ours.vocab_size, (3, ours.cfg.seq_len)).astype(np.int32)
+    logits_ours = np.asarray(ours(tokens_BxT))
+    hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits_hf = hf(torch.from_numpy(tokens_BxT.astype(np.int64))).logits.numpy()
+    assert np.abs(logits_ours).max() > 1.0  # the logits are far from uniform, so agreement means something
+    np.testing.assert_allclose(logits_hf, logits_ours, atol=1e-4, rtol=0)
+
+
+@needs_hf
+def test_exported_tokenizer_encodes_to_the_same_ids(exported, tiny_overrides):
+    from transformers import AutoTokenizer
+
+    run_dir, out = exported
+    theirs = AutoTokenizer.from_pretrained(out)
+    ours = Tokenizer.from_file(str(out / export.TOKENIZER_FILE))
+    for text in TEXTS:
+        assert theirs.encode(text) == ours.encode(text).ids
+        assert theirs.decode(ours.encode(text).ids) == text
+    assert theirs.eos_token_id == 0  # end-of-text, the first special token (scaling/data/prepare.py)
+
+
+def test_export_writes_weights_config_and_tokenizer(exported):
+    _, out = exported
+    names = {path.name for path in out.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"} <= names
+
+
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        ({"norm_position": "post", "norm": "rmsnorm", "mlp": "swiglu"}, ["model.norm_position"]),
+        ({"norm": "rmsnorm", "position": "rope", "mlp": "gelu"}, ["model.mlp"]),  # our default
+        ({"norm": "layernorm", "position": "rope", "mlp": "swiglu"}, ["model.norm"]),
+        ({"norm": "layernorm", "position": "learned", "mlp": "gelu", "use_bias": True, "tie_embeddings": False},
+         ["model.use_bias", "model.tie_embeddings"]),
+    ],
+)
+def test_architectures_without_a_counterpart_are_refused_naming_the_fields(fields, named):
+    with pytest.raises(ConfigError) as caught:
+        export.family_for(ModelConfig(**fields))
+    assert caught.value.field == ", ".join(named)
+    assert "\n" not in caught.value.line()
+
+
+def test_the_two_families_are_recognised():
+    assert export.family_for(ModelConfig(norm="rmsnorm", position="rope", mlp="swiglu")) is export.LLAMA
+    assert export.family_for(ModelConfig(norm="layernorm", position="learned", mlp="gelu", use_bias=True)) is export.GPT2
+
+
+def test_cli_refuses_in_one_line_and_writes_nothing(exported, tmp_path, capsys):
+    run_dir, out = exported
+    assert_refused = []
+    for argv in ([str(run_dir), str(out)], [str(run_dir), "--step", "12345", str(tmp_path / "new")]):
+        with pytest.raises(SystemExit) as caught:
+            export.main(argv)
+        err = capsys.readouterr().err.strip()
+        assert_refused.append((caught.value.code, err.startswith("error:"), "\n" not in err))
+    assert assert_refused == [(2, True, True)] * 2
+    assert not (tmp_path / "new").exists()
