@@ -15,6 +15,7 @@ import sys
 from analysis.cli import fit_parser, load_and_analyse, run
 from analysis.fits.analyse import Analysis
 from analysis.fits.extrapolate import frontier_table
+from scaling.runtime import initialize
 
 
 def to_json(analysis: Analysis) -> dict:
@@ -83,6 +84,7 @@ def fit(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    initialize(compilation_cache=False)
     parser = fit_parser("python -m analysis.fit", __doc__.split("\n")[0])
     parser.add_argument("--format", choices=["text", "json"], default="text")
     return run(fit, parser.parse_args(argv))

@@ -29,6 +29,7 @@ from analysis.reporting.probe_figures import write_figures
 from analysis.reporting.probe_section import section
 from scaling import contract
 from scaling.checkpoint import load_model
+from scaling.runtime import initialize
 
 
 def todo(run: RunInfo, table: pd.DataFrame) -> dict[int, set[str]]:
@@ -111,6 +112,7 @@ def probe(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    initialize(plotting=True)
     return run_command(probe, parser().parse_args(argv))
 
 

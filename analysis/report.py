@@ -18,6 +18,7 @@ from analysis.reporting.fit_figures import make_figures
 from analysis.reporting.fit_section import render
 from analysis.reporting.page import write_page
 from scaling import contract
+from scaling.runtime import initialize
 
 
 def report_folder(path: Path) -> Path:
@@ -50,6 +51,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    initialize(compilation_cache=False, plotting=True)
     return run(report, fit_parser("python -m analysis.report", __doc__.split("\n")[0]).parse_args(argv))
 
 

@@ -146,7 +146,8 @@ def test_fit_and_report_import_no_training_code():
     """The fit and report commands read files by the contract's names; they never load JAX or the trainer."""
     code = "import sys, analysis.fit, analysis.report; print(sorted(m for m in sys.modules if m.split('.')[0] in ('scaling', 'jax')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["['scaling',", "'scaling.contract',", "'scaling.errors',", "'scaling.files']"]
+    assert result.stdout.split() == ["['scaling',", "'scaling.contract',", "'scaling.errors',", "'scaling.files',",
+                                     "'scaling.runtime']"]
 
 
 def test_report_on_too_few_runs_still_draws_the_runs_and_says_why(tmp_path, capsys):

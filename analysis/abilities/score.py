@@ -18,7 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from analysis.abilities.suite import ACCURACY, ANSWER_LOGPROB, CHOICE_PROB, EXACT_MATCH, Task
+from analysis.abilities.suite import (
+    ACCURACY,
+    ANSWER_LOGPROB,
+    CHOICE_PROB,
+    EXACT_MATCH,
+    Task,
+)
 from scaling.model import Transformer, token_losses
 
 LOGIT_BUDGET = 1 << 24  # floats of candidate logits per call (64 MB): sets the batch size
