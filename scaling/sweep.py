@@ -19,7 +19,6 @@ import dataclasses
 import json
 import sys
 import time
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -134,8 +133,8 @@ def _read_or_rebuild(folder: Path) -> pd.DataFrame:
         return pd.DataFrame(rebuilt_rows(folder))
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
         rows = rebuilt_rows(folder)
-        warnings.warn(f"{path} is unreadable ({str(err).splitlines()[0][:120]}); rebuilt it from the summary.json "
-                      f"of {len(rows)} run directories")  # fmt: skip
+        print(f"warning: {path} is unreadable ({str(err).splitlines()[0][:120]}); rebuilt it from the summary.json "
+              f"of {len(rows)} run directories", file=sys.stderr)  # fmt: skip
         return pd.DataFrame(rows)
 
 
@@ -163,7 +162,7 @@ def _read_run(run_dir: Path) -> tuple[RunConfig | None, dict | None]:
         stored, summary = rundir.read_config(run_dir), rundir.read_summary(run_dir)
         cfg = to_dataclass(stored[contract.CONFIG_SECTION]) if stored else None
     except Exception as err:  # noqa: BLE001 - a damaged run directory must not stop the rebuild of the others
-        warnings.warn(f"{run_dir} left out of the rebuilt table: {str(err).splitlines()[0][:120]}")
+        print(f"warning: {run_dir} left out of the rebuilt table: {str(err).splitlines()[0][:120]}", file=sys.stderr)
         return None, None
     return (dataclasses.replace(cfg, run_dir=str(run_dir)) if cfg else None), summary
 

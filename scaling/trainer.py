@@ -207,6 +207,8 @@ class Trainer:
                     break
             if status == contract.COMPLETED and pending is not None and not self._log(*pending, bar, wall()):
                 status = contract.DIVERGED
+            if status == contract.COMPLETED and self.monitor.finish() is not None:
+                status = contract.DIVERGED
             if status == contract.COMPLETED:  # the folder then matches an uninterrupted run's
                 self.mngr.wait_until_finished()
                 checkpoint.drop_off_schedule(self.mngr, cfg.checkpoint, plan.steps)
