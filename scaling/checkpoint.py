@@ -2,7 +2,13 @@
 
 A checkpoint holds the parameters, the optimiser state and a JSON record (step, tokens, digest
 of the parameters). The data position is the step itself: the data order is a pure function of
-it (scaling/data.py), so nothing else is needed to resume exactly.
+it (scaling/data/order.py), so nothing else is needed to resume exactly.
+
+Restoring tells two failures apart. Damage (files missing or unreadable, parameters that fail their
+digest) is DamagedCheckpoint: training sets the step aside in checkpoints_damaged/ (the writing
+process only) and resumes from an older one; analysis skips it. A saved tree that differs from the
+one the code builds (a parameter renamed or reshaped since) is a one-line ConfigError naming the
+differing paths, and nothing is moved: restarting from step 0 would silently throw the run away.
 """
 
 from __future__ import annotations

@@ -140,18 +140,20 @@ def _read_or_rebuild(folder: Path) -> pd.DataFrame:
 
 def rebuilt_rows(folder: Path) -> list[dict[str, Any]]:
     """Every run's table row from its own files (summary.json, config.yaml), as `run_one` records it."""
-    configs = {}
+    runs = {}
     for run_dir in sorted((folder / contract.RUNS_SUBDIR).glob("*")):
-        stored, summary = _read_run(run_dir)
-        if stored is not None and summary is not None and contract.PARAMS_TOTAL in summary:
-            configs[run_dir.name] = (stored, summary)
-    mains = {Path(cfg.train.init_from).name for cfg, _ in configs.values() if cfg.train.init_from}
+        cfg, summary = _read_run(run_dir)
+        if cfg is not None and summary is not None and contract.PARAMS_TOTAL in summary:
+            runs[run_dir.name] = (cfg, summary)
+    mains = {Path(cfg.train.init_from).name for cfg, _ in runs.values() if cfg.train.init_from}  # of WSD ladders
     rows = []
-    for name, (cfg, summary) in configs.items():
+    for name, (cfg, summary) in runs.items():
         node = OmegaConf.structured(cfg)
-        swept = {key: OmegaConf.select(node, key) for key in cfg.sweep.vary}
-        main = configs.get(Path(cfg.train.init_from).name) if cfg.train.init_from else None
-        extra = branch_fields(cfg, main[0]) if main else MAIN_RUN if name in mains else {}
+        swept = {key: OmegaConf.select(node, key) for key in cfg.sweep.vary}  # (named_run stored every naming key)
+        if cfg.train.init_from and Path(cfg.train.init_from).name in runs:
+            extra = branch_fields(cfg, runs[Path(cfg.train.init_from).name][0])
+        else:
+            extra = MAIN_RUN if name in mains else {}
         rows.append({**table_row(summary, cfg, swept, folder), **extra})
     return rows
 
@@ -245,6 +247,15 @@ def run_job(cfg: RunConfig, swept: dict[str, Any], drop_reason: str | None, job_
     return run_one(cfg, swept, {}, job_num)
 
 
+ROW_BYTES = 64 * 1024  # room for one more row of runs.parquet and launches.jsonl
+
+
+class DiskFullStop(Stop):
+    """A run's process found the disk full (it said where, in one line): the sweep stops there."""
+
+    exit_code = EXIT_DISK_FULL
+
+
 def run_one(cfg: RunConfig, swept: dict[str, Any], extra: dict[str, Any], job_num: int = 0) -> dict:
     """Skip if done, else train in isolation; record the table row and print one line.
 
@@ -257,28 +268,20 @@ def run_one(cfg: RunConfig, swept: dict[str, Any], extra: dict[str, Any], job_nu
         exitcode = train_isolated(cfg, job_num)
         if exitcode == EXIT_DISK_FULL:
             raise DiskFullStop(f"error: [{cfg.sweep.name}] {name}: stopped the sweep, the disk is full (see the line above)")
-        summary = rundir.read_summary(Path(cfg.run_dir)) or {"status": contract.FAILED}
         if exitcode == EXIT_BUSY:
             summary = {"status": "busy", "error": "another launch is training it and records its row"}
-        elif exitcode != 0 and summary.get("status") == contract.COMPLETED:
+        else:
+            summary = rundir.read_summary(Path(cfg.run_dir)) or {"status": contract.FAILED}
+        if exitcode not in (0, EXIT_BUSY) and summary.get("status") == contract.COMPLETED:
             summary = {"status": contract.FAILED, "error": f"exit code {exitcode}"}
         outcome = "trained" if summary.get("status") == contract.COMPLETED else summary.get("status", contract.FAILED)
     table = folder / contract.RUNS_TABLE
     with diskspace.reported(folder, (table.stat().st_size if table.exists() else 0) + ROW_BYTES):
-        if contract.PARAMS_TOTAL in summary and outcome != "busy":
+        if contract.PARAMS_TOTAL in summary:
             record(folder, {**table_row(summary, cfg, swept, folder), **extra})
         log_outcome(folder, cfg.sweep.launch, name, outcome, summary)
     print(f"[{cfg.sweep.name}] {name}: {outcome} {_describe(summary)}", file=sys.stderr)
     return summary
-
-
-ROW_BYTES = 64 * 1024  # room for one more row of runs.parquet and launches.jsonl
-
-
-class DiskFullStop(Stop):
-    """A run's process found the disk full (it said where, in one line): the sweep stops there."""
-
-    exit_code = EXIT_DISK_FULL
 
 
 def _describe(s: dict) -> str:

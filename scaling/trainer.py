@@ -1,8 +1,10 @@
-"""Training one run: the step loop, checkpoints on a schedule, preemption, and the run directory.
+"""Training one run: the step loop, checkpoints on a schedule, preemption, divergence, and the run directory.
 
 Flow: config -> plan (scaling/plan.py) -> corpus and data order -> model and optimiser -> jitted
 step loop (scaling/step.py) with checkpoints -> run directory (config.yaml, metrics, summary.json).
-`train(cfg)` trains, resumes, or skips a completed run; entry points call it (scaling/cli.py).
+`train(cfg)` checks everything before writing anything, then trains, resumes, or skips a finished
+run (scaling/relaunch.py), holding the run's lock; entry points call it (scaling/cli.py). A run whose
+loss blows up stops as `diverged` (scaling/divergence.py); a full disk is one line (scaling/diskspace.py).
 """
 
 from __future__ import annotations
@@ -278,7 +280,7 @@ def train(cfg: RunConfig, runtime: dict[str, Any] | None = None) -> dict:
     resolved = resolved_config(cfg, plan, corpus)
     done = check_stored(cfg, run_dir, resolved)
     if done is None:
-        with exclusive(run_dir), diskspace.reported(run_dir, checkpoint.size_estimate(plan.params.total)):
+        with diskspace.reported(run_dir, checkpoint.size_estimate(plan.params.total)), exclusive(run_dir):
             done = prepare_run_dir(cfg, run_dir, resolved)
             if done is None:
                 return _train_here(cfg, plan, corpus, run_dir, runtime or {})

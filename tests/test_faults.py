@@ -3,7 +3,6 @@ that nothing is lost and nothing is silent (issue 13's items 1, 2, 5, 6, 8, 9, 1
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -19,7 +18,6 @@ from flax import nnx
 
 from analysis import probe, report
 from scaling import checkpoint, contract, sweep
-from scaling.cli import train_cli
 from scaling.config import CheckpointConfig, DataConfig
 from scaling.data.cache import verify
 from scaling.data.load import load_corpus
@@ -27,29 +25,9 @@ from scaling.errors import ConfigError
 from scaling.model import build_model
 from scaling.rundir import read_config
 from scaling.trainer import train
-from tests.helpers import REPO, compose_config, run_cli
+from tests.helpers import REPO, compose_config, run_cli, run_in_process, tree_digest
 
 TINY_RUN = ["train.tokens=6000", "train.log_every=5"]  # 23 steps: checkpoints 0, 1, 2, 4, 8, 16, 23
-
-
-def _tree_digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        h.update(str(path.relative_to(folder)).encode())
-        if path.is_file():
-            h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def _cli(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    """The training command in-process, through its real entry point: (exit status, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["scaling.train", *argv])
-    try:
-        train_cli()
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    return code, capsys.readouterr().err
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -67,7 +45,7 @@ def trained(tmp_path_factory, tiny_overrides) -> Path:
 
 
 def test_keep_zero_is_refused_and_keep_one_keeps_the_final_checkpoint(tiny_overrides, tmp_path, monkeypatch, capsys):
-    code, stderr = _cli([f"run_dir={tmp_path / 'zero'}", *tiny_overrides, *TINY_RUN, "checkpoint.keep=0"], monkeypatch, capsys)
+    code, stderr = run_in_process([f"run_dir={tmp_path / 'zero'}", *tiny_overrides, *TINY_RUN, "checkpoint.keep=0"], monkeypatch, capsys)
     assert code == 2 and len(_error_lines(stderr)) == 1 and "checkpoint.keep: 0" in stderr
     assert not (tmp_path / "zero").exists()
     cfg = compose_config([f"run_dir={tmp_path / 'one'}", *tiny_overrides, *TINY_RUN, "checkpoint.keep=1"])
@@ -144,13 +122,13 @@ def run_on_own_corpus(tmp_path, tiny_corpus_dir, tiny_overrides) -> tuple[Path, 
 def test_resume_on_other_data_is_refused_naming_both_hashes(run_on_own_corpus, monkeypatch, capsys):
     run_dir, overrides = run_on_own_corpus
     stored = yaml_data_hash(run_dir)
-    before = _tree_digest(run_dir)
-    code, stderr = _cli([f"run_dir={run_dir}", *overrides], monkeypatch, capsys)
+    before = tree_digest(run_dir)
+    code, stderr = run_in_process([f"run_dir={run_dir}", *overrides], monkeypatch, capsys)
     errors = _error_lines(stderr)
     assert code == 2 and len(errors) == 1 and "Traceback" not in stderr
     assert "corpus_hash" in errors[0] and stored[:16] in errors[0] and "overwrite=true" in errors[0]
-    assert _tree_digest(run_dir) == before
-    code, stderr = _cli([f"run_dir={run_dir}", *overrides, "overwrite=true"], monkeypatch, capsys)
+    assert tree_digest(run_dir) == before
+    code, stderr = run_in_process([f"run_dir={run_dir}", *overrides, "overwrite=true"], monkeypatch, capsys)
     assert code == 0 and yaml_data_hash(run_dir) != stored  # started over on the new corpus
 
 
@@ -179,7 +157,7 @@ def _abstract_params(run_dir: Path) -> dict:
 def test_renamed_parameter_is_a_one_line_error_and_nothing_moves(trained, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained, run_dir)
-    before = _tree_digest(run_dir)
+    before = tree_digest(run_dir)
     target = _abstract_params(run_dir)
     target["embedding_table"] = target.pop("embed")  # a code change renamed a parameter
     mngr = checkpoint.manager(run_dir, CheckpointConfig())
@@ -189,7 +167,7 @@ def test_renamed_parameter_is_a_one_line_error_and_nothing_moves(trained, tmp_pa
     line = error.value.line()
     assert "saved only: embed/embedding" in line and "in the model only: embedding_table/embedding" in line
     assert "\n" not in line and "nothing was moved" in line
-    assert _tree_digest(run_dir) == before and not (run_dir / contract.DAMAGED_CHECKPOINT_DIR).exists()
+    assert tree_digest(run_dir) == before and not (run_dir / contract.DAMAGED_CHECKPOINT_DIR).exists()
 
 
 @pytest.mark.parametrize("writer", [True, False])

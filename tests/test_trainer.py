@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from scaling import rundir
-from scaling.trainer import prepare_run_dir, train
+from scaling.relaunch import prepare_run_dir
+from scaling.trainer import train
 from tests.helpers import compose_config
 
 
@@ -34,7 +35,7 @@ def test_short_run_loss_falls_and_summary_is_complete(short_run):
     required = {
         "status", "params_total", "params_embedding", "params_nonembedding", "d_model", "n_layers", "n_heads",
         "seq_len", "vocab_size", "tokens", "flops_6n", "flops_chinchilla", "steps", "final_train_loss",
-        "final_eval_loss", "wall_s", "params_digest", "data_hash", "tokenizer_hash", "versions", "epochs",
+        "final_eval_loss", "wall_s", "params_digest", "corpus_hash", "tokenizer_hash", "versions", "epochs",
     }  # fmt: skip
     assert required <= stored.keys()
     assert stored["steps"] == 40000 // (8 * 32)

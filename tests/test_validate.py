@@ -3,14 +3,13 @@ valid, and nothing written (the run directory is not even created). In-process t
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from scaling.cli import train_cli as cli
 from scaling.validate import BOUNDS, CHOICES, Range
+from tests.helpers import run_in_process
 
 # case -> (overrides, field named in the message, the value as the message shows it)
 CASES = {
@@ -114,12 +113,8 @@ def _placed(text: str, places: dict[str, Path]) -> str:
 def test_bad_value_one_line_exit_2_nothing_written(overrides, field, shown, places, tiny_overrides, tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "run"
     overrides = [_placed(o, places) for o in overrides]
-    argv = ["scaling.train", f"run_dir={run_dir}", *tiny_overrides, "train.tokens=3000", *overrides]
-    monkeypatch.setattr(sys, "argv", argv)
-    with pytest.raises(SystemExit) as exit_info:
-        cli()
-    stderr = capsys.readouterr().err
-    assert exit_info.value.code == 2, stderr[-2000:]
+    code, stderr = run_in_process([f"run_dir={run_dir}", *tiny_overrides, "train.tokens=3000", *overrides], monkeypatch, capsys)
+    assert code == 2, stderr[-2000:]
     assert "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, stderr

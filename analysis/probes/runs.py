@@ -56,10 +56,11 @@ def find_run_dirs(path: Path) -> list[Path]:
             f"PATH: {path} is neither a run folder (no {contract.CONFIG_FILE}) nor a sweep folder "
             f"(no {contract.RUNS_TABLE}); pass a run directory or a results/NAME sweep folder"
         )
+    table = path / contract.RUNS_TABLE
     try:
-        listed = pd.read_parquet(path / contract.RUNS_TABLE, columns=[contract.RUN_DIR])[contract.RUN_DIR].dropna()
+        listed = pd.read_parquet(table, columns=[contract.RUN_DIR])[contract.RUN_DIR].dropna()
     except (OSError, ValueError) as err:  # a truncated file (pyarrow raises ValueError), or no run_dir column
-        raise InputError(f"PATH: cannot read {path / contract.RUNS_TABLE} ({str(err).splitlines()[0]}){rebuild_hint(path / contract.RUNS_TABLE)}") from err
+        raise InputError(f"PATH: cannot read {table} ({str(err).splitlines()[0]}){rebuild_hint(table)}") from err
     run_dirs = [contract.run_dir_in_sweep(path, str(entry)) for entry in listed]
     if not run_dirs:
         raise InputError(f"PATH: {path / contract.RUNS_TABLE} lists no runs; train the sweep first")
