@@ -13,9 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.fits.reference import HOFFMANN_2022
+from analysis.fits.synthetic import isoflop_runs
+from analysis.runs import load
+from scaling import contract
 from scaling.divergence import PATIENCE, RATIO, DivergenceMonitor, first_divergence
 from scaling.trainer import Trainer, train
-from tests.helpers import compose_config
+from tests.helpers import compose_config, write_sweep
 
 VOCAB = 300
 RNG = np.random.default_rng(0)
@@ -120,3 +124,16 @@ def test_resumed_run_reaches_the_same_verdict(lr10_run, tmp_path, tiny_overrides
         "diverged", summary["diverged_step"], summary["steps_done"])  # fmt: skip
     rows = pd.read_parquet(tmp_path / "metrics.parquet").dropna(subset=["train_loss"])
     assert rows.step.min() == 1  # the steps before the preemption were kept, not relogged
+
+
+def test_diverged_runs_are_left_out_of_fits_and_named(tmp_path):
+    runs = isoflop_runs(HOFFMANN_2022, np.array([1e18, 1e19]), sizes=5)
+    folder = write_sweep(tmp_path, runs, runs, failed=2)  # the last two are marked diverged
+    table = pd.read_parquet(folder / contract.RUNS_TABLE)
+    table[contract.DIVERGED_STEP] = np.where(table.status == contract.DIVERGED, 40, np.nan)
+    table.to_parquet(folder / contract.RUNS_TABLE)
+    data = load(folder)
+    diverged = table[table.status == contract.DIVERGED].run_name
+    assert len(data.runs) == len(runs) - 2 and not set(diverged) & set(data.runs.run)
+    assert any(note.startswith("diverged, so left out of every fit:") and all(f"{name} (at step 40)" in note for name in diverged)
+               for note in data.notes)  # fmt: skip

@@ -1,5 +1,5 @@
 """Fault injection on tiny runs: each test breaks something the way a real sweep meets it and checks
-that nothing is lost and nothing is silent (issue 13's items 1, 2, 5, 6, 8, 9, 10 and 11)."""
+that nothing is lost and nothing is silent (issue 13's items 1, 2, 5, 6, 8, 9, 10, 11 and 13)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from flax import nnx
 
-from analysis import probe, report
+from analysis import fit, probe, report
 from scaling import checkpoint, contract, sweep
 from scaling.config import CheckpointConfig, DataConfig
 from scaling.data.cache import verify
@@ -286,3 +286,16 @@ def test_full_disk_is_one_line_and_the_checkpoints_stay_intact(small_disk, tiny_
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # space freed
     resumed = run_cli(args, timeout=300)
     assert resumed.returncode == 0 and f"from step {saved[-1]}" in resumed.stderr, resumed.stderr[-3000:]
+
+
+# ---- 13: rows an outside table loses ----
+
+
+def test_fit_that_cannot_run_says_which_rows_were_dropped_and_why(tmp_path, capsys):
+    table = pd.DataFrame({"N": [1e8, np.nan, 2e8, -4e8, 8e8], "D": [2e9, 4e9, np.nan, 8e9, 1.6e10],
+                          "loss": [3.1, 3.0, 2.9, 2.8, -2.7]})  # fmt: skip
+    table.to_csv(tmp_path / "runs.csv", index=False)
+    assert fit.main([str(tmp_path / "runs.csv"), "--n-boot", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "dropped 4 rows of 5" in err
+    assert "2 with a missing or infinite value, 2 with a value <= 0" in err
