@@ -124,7 +124,8 @@ class Trainer:
             try:
                 restored = checkpoint.restore_step(source, self.cfg.train.init_step, abstract)
             except checkpoint.DamagedCheckpoint as err:
-                raise ConfigError("train.init_from", f"{err} in {source}", "relaunch that run (it saves the step anew) or start from another step") from err
+                raise ConfigError("train.init_from", f"{err} in {source}",
+                                  "relaunch that run (it saves the step anew) or start from another step") from err
         if restored is None:
             return
         self.params, self.opt_state = restored["params"], restored["opt_state"]
