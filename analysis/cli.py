@@ -105,5 +105,5 @@ def load_and_analyse(args: argparse.Namespace) -> Analysis:
     """As `read_and_analyse`, and InputError if nothing could be fitted."""
     analysis = read_and_analyse(args)
     if not analysis.results:
-        raise InputError("nothing could be fitted: " + "; ".join(analysis.skipped.values()))
+        raise InputError("nothing could be fitted: " + "; ".join([*analysis.skipped.values(), *analysis.data.notes]))
     return analysis

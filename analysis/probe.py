@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -28,7 +29,7 @@ from analysis.reporting.page import write_page
 from analysis.reporting.probe_figures import write_figures
 from analysis.reporting.probe_section import section
 from scaling import contract
-from scaling.checkpoint import load_model
+from scaling.checkpoint import DamagedCheckpoint, load_model
 from scaling.runtime import initialize
 
 
@@ -48,7 +49,11 @@ def probe_run(run: RunInfo, table: pd.DataFrame, settings: ProbeSettings, table_
     for step, tokens in run.checkpoints:
         if step not in missing:
             continue
-        graphdef, state = nnx.split(load_model(run.run_dir, step))
+        try:
+            graphdef, state = nnx.split(load_model(run.run_dir, step))
+        except DamagedCheckpoint as err:  # verified as training verifies it; the files are left as they are
+            warnings.warn(f"{run.name}: {err}; not probed")
+            continue
         probes = probes or CheckpointProbes(run, data, settings, graphdef)
         measured_now = probes.measure(state, step, missing[step])
         new = [rows(run.name, step, tokens, probe, values) for probe, values in measured_now.items() if values]

@@ -59,7 +59,15 @@ def _read(path: Path) -> tuple[pd.DataFrame, Path]:
     try:
         return readers[path.suffix](path), path.parent
     except (OSError, ValueError) as error:
-        raise InputError(f"{path}: cannot read the table ({error})") from error
+        raise InputError(f"{path}: cannot read the table ({str(error).splitlines()[0]}){rebuild_hint(path)}") from error
+
+
+def rebuild_hint(path: Path) -> str:
+    """For a sweep's own runs.parquet: it is derived data, and relaunching the sweep rebuilds it."""
+    if path.name != contract.RUNS_TABLE or not (path.parent / contract.RUNS_SUBDIR).is_dir():
+        return ""
+    return ("; it is derived data: relaunch the sweep's command, which trains nothing already finished and "
+            "rebuilds the table from the run directories' summary.json files")
 
 
 def _filter(table: pd.DataFrame, where: str | None) -> pd.DataFrame:
@@ -87,7 +95,7 @@ def _load_sweep(table: pd.DataFrame, folder: Path, params: ParamsConvention, pat
     completed = table[table["status"] == contract.COMPLETED]
     others = table.loc[table["status"] != contract.COMPLETED, "status"].value_counts()
     dropped = ", ".join(f"{count} {status}" for status, count in others.items()) or "none"
-    notes = [f"using {len(completed)} completed runs of {len(table)} (left out: {dropped})"]
+    notes = [f"using {len(completed)} completed runs of {len(table)} (left out: {dropped})"] + _diverged_note(table)
     N = completed[n_column].to_numpy(float)
     D = completed["tokens"].to_numpy(float)
     runs = pd.DataFrame({
@@ -100,6 +108,17 @@ def _load_sweep(table: pd.DataFrame, folder: Path, params: ParamsConvention, pat
     run_dirs = dict(zip(completed[contract.RUN_NAME].astype(str), completed[contract.RUN_DIR])) if contract.RUN_DIR in completed else {}
     curves, curve_notes = _load_curves(runs, folder, run_dirs)
     return FitData(runs, curves, path, params, tuple(notes + dropped + curve_notes), ours=True)
+
+
+def _diverged_note(table: pd.DataFrame) -> list[str]:
+    """Name the diverged runs (and where their loss blew up): they are left out, and a reader should know which."""
+    diverged = table[table["status"] == contract.DIVERGED]
+    if diverged.empty:
+        return []
+    steps = diverged[contract.DIVERGED_STEP] if contract.DIVERGED_STEP in diverged else pd.Series(np.nan, diverged.index)
+    named = [f"{run} (at step {step:.0f})" if np.isfinite(step) else str(run)
+             for run, step in zip(diverged[contract.RUN_NAME], steps.astype(float))]  # fmt: skip
+    return [f"diverged, so left out of every fit: {', '.join(named)}"]
 
 
 def _load_curves(runs: pd.DataFrame, folder: Path, run_dirs: dict) -> tuple[pd.DataFrame | None, list[str]]:
@@ -148,8 +167,11 @@ def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
 def _valid(runs: pd.DataFrame, what: str) -> tuple[pd.DataFrame, list[str]]:
     """Drop rows whose N, D or loss is missing or not positive; fail if none is left."""
     values = runs[["N", "D", "loss"]].to_numpy(float)
-    good = np.isfinite(values).all(axis=1) & (values > 0).all(axis=1)
+    missing, non_positive = ~np.isfinite(values).all(axis=1), np.isfinite(values).all(axis=1) & ~(values > 0).all(axis=1)
+    good = ~missing & ~non_positive
     if not good.any():
         raise InputError(f"no row has positive, finite {what}: check the columns and units")
-    notes = [f"dropped {int((~good).sum())} rows with missing or non-positive {what}"] if not good.all() else []
+    counts = {"a missing or infinite value": int(missing.sum()), "a value <= 0": int(non_positive.sum())}
+    why = ", ".join(f"{count} with {reason}" for reason, count in counts.items() if count)
+    notes = [f"dropped {int((~good).sum())} rows of {len(runs)} for their {what} ({why})"] if not good.all() else []
     return runs[good].reset_index(drop=True), notes

@@ -2,13 +2,20 @@
 
 A checkpoint holds the parameters, the optimiser state and a JSON record (step, tokens, digest
 of the parameters). The data position is the step itself: the data order is a pure function of
-it (scaling/data.py), so nothing else is needed to resume exactly.
+it (scaling/data/order.py), so nothing else is needed to resume exactly.
+
+Restoring tells two failures apart. Damage (files missing or unreadable, parameters that fail their
+digest) is DamagedCheckpoint: training sets the step aside in checkpoints_damaged/ (the writing
+process only) and resumes from an older one; analysis skips it. A saved tree that differs from the
+one the code builds (a parameter renamed or reshaped since) is a one-line ConfigError naming the
+differing paths, and nothing is moved: restarting from step 0 would silently throw the run away.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import shutil
 import time
 import warnings
@@ -24,6 +31,7 @@ from jax.experimental import multihost_utils
 from scaling import contract
 from scaling.config import CheckpointConfig, ModelConfig
 from scaling.errors import ConfigError
+from scaling.mesh import is_writer
 from scaling.model import Transformer, build_model
 from scaling.rundir import read_config
 
@@ -71,6 +79,17 @@ def params_digest(params: Any) -> str:
     return h.hexdigest()
 
 
+# One checkpoint on disk: the parameters and Adam's two moments, all float32, plus Orbax's metadata
+# (a few dozen small files, each rounded up to the filesystem's blocks).
+BYTES_PER_PARAM = 3 * 4
+METADATA_BYTES = 256 * 1024
+
+
+def size_estimate(params_total: int) -> int:
+    """Bytes one checkpoint of a model of `params_total` parameters needs, for the free-space check."""
+    return BYTES_PER_PARAM * params_total + METADATA_BYTES
+
+
 def manager(run_dir: str | Path, cfg: CheckpointConfig, read_only: bool = False) -> ocp.CheckpointManager:
     if read_only:
         options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
@@ -101,24 +120,96 @@ def drop_off_schedule(mngr: ocp.CheckpointManager, cfg: CheckpointConfig, total_
             mngr.delete(step)
 
 
+class DamagedCheckpoint(Exception):
+    """A saved step whose files are missing, unreadable, or whose parameters fail their digest."""
+
+    def __init__(self, step: int, reason: str):
+        self.step, self.reason = step, reason
+        super().__init__(f"checkpoint step {step} is damaged ({reason})")
+
+
+# What TensorStore (under Orbax) says when a file is missing, cut short or garbled: real damage, as
+# opposed to a mismatch with the code or a lack of memory, which must never move a checkpoint aside.
+DAMAGE_SIGNS = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND", "FAILED_PRECONDITION", "Error reading", "Error decoding")
+
+
+def _is_damage(err: BaseException | None) -> bool:
+    while err is not None:
+        if isinstance(err, (OSError, json.JSONDecodeError)) or any(sign in str(err) for sign in DAMAGE_SIGNS):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _leaves(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """'path/to/leaf' -> (shape, dtype): the same names for a model's tree and a checkpoint's metadata."""
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}  # fmt: skip
+
+
+def _differences(saved: dict, wanted: dict) -> list[str]:
+    """Human-readable differences between two `_leaves` maps (a few of each kind)."""
+    only_saved = sorted(saved.keys() - wanted.keys())
+    only_wanted = sorted(wanted.keys() - saved.keys())
+    changed = [f"{k} {saved[k][0]} {saved[k][1]} saved, {wanted[k][0]} {wanted[k][1]} now"
+               for k in sorted(saved.keys() & wanted.keys()) if saved[k] != wanted[k]]  # fmt: skip
+    out = [f"saved only: {', '.join(only_saved[:4])}"] if only_saved else []
+    out += [f"in the model only: {', '.join(only_wanted[:4])}"] if only_wanted else []
+    return out + changed[:4]
+
+
+def _check_structure(step_dir: Path, step: int, abstract: dict[str, Any]) -> None:
+    """Every item's saved tree against the tree the code builds now, before any array is read.
+
+    Missing or unreadable metadata is damage; a differing tree (a renamed or reshaped parameter after
+    a code change) is a one-line error, and nothing is moved."""
+    for item in (*abstract, "record"):
+        if not (step_dir / item).is_dir():
+            raise DamagedCheckpoint(step, f"{item}/ is missing")
+    for item, target in abstract.items():
+        try:
+            saved = ocp.StandardCheckpointHandler().metadata(step_dir / item)
+        except Exception as err:  # noqa: BLE001 - whatever stops the metadata being read, it is unreadable
+            raise DamagedCheckpoint(step, f"the metadata of {item} cannot be read: {_first_line(err)}") from err
+        if saved is None:
+            raise DamagedCheckpoint(step, f"the metadata of {item} is missing or unreadable")
+        differing = _differences(_leaves(saved), _leaves(target))
+        if differing:
+            raise ConfigError(str(step_dir / item), f"the saved tree differs from the one this code builds ({'; '.join(differing)}); "
+                              "nothing was moved", "run the code version that wrote it, or start over with overwrite=true")  # fmt: skip
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+
+
 def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract: dict[str, Any]) -> dict[str, Any]:
+    """Restore and verify one step: DamagedCheckpoint for damaged files, ConfigError for a tree that
+    no longer matches the code; any other failure (memory, a bug) propagates as it is."""
+    _check_structure(Path(mngr.directory) / str(step), step, abstract)
     items = {name: ocp.args.StandardRestore(target) for name, target in abstract.items()}
-    restored = mngr.restore(step, args=ocp.args.Composite(**items, record=ocp.args.JsonRestore()))
+    try:
+        restored = mngr.restore(step, args=ocp.args.Composite(**items, record=ocp.args.JsonRestore()))
+    except Exception as err:
+        if _is_damage(err):
+            raise DamagedCheckpoint(step, _first_line(err)) from err
+        raise
     record = restored["record"]
-    if "params" in abstract and params_digest(restored["params"]) != record["params_digest"]:
-        raise ValueError("parameter digest does not match the one recorded at save time")
+    if "params" in abstract and params_digest(restored["params"]) != record.get("params_digest"):
+        raise DamagedCheckpoint(step, "the parameters' digest differs from the one recorded at save time")
     return dict(restored)
 
 
 def restore_latest(mngr: ocp.CheckpointManager, abstract: dict[str, Any]) -> dict[str, Any] | None:
-    """Newest checkpoint that restores and verifies; damaged ones are set aside with a warning."""
+    """Newest checkpoint that restores and verifies. A damaged one is set aside (by the writing
+    process only) with a warning, and the next older one is tried."""
     for step in sorted(mngr.all_steps(), reverse=True):
         try:
             return _restore_step(mngr, step, abstract)
-        except Exception as err:  # noqa: BLE001 - any failure means the files are not trustworthy
-            reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-            warnings.warn(f"checkpoint step {step} is damaged ({reason}); set aside, trying an older one")
-            _quarantine(mngr, step)
+        except DamagedCheckpoint as err:
+            warnings.warn(f"{err}; set aside, trying an older one")
+            if is_writer():
+                _quarantine(mngr, step)
     return None
 
 
@@ -132,7 +223,8 @@ def _quarantine(mngr: ocp.CheckpointManager, step: int) -> None:
 
 
 def restore_step(run_dir: str | Path, step: int | None, abstract: dict[str, Any]) -> dict[str, Any]:
-    """One named step of another run (a WSD branch starts from its parent's checkpoint)."""
+    """One named step of a run, read-only (a WSD branch starts from its parent's checkpoint; analysis
+    loads models): DamagedCheckpoint when its files are damaged, which are left where they are."""
     if step is None or step not in saved_steps(run_dir):
         raise ConfigError("train.init_step", f"step {step} is not saved in {run_dir}", f"use one of {saved_steps(run_dir)}")
     mngr = manager(run_dir, CheckpointConfig(), read_only=True)

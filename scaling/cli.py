@@ -1,6 +1,7 @@
 """The command line of `python -m scaling.train`: Hydra's entry point, one run or one sweep job each.
 
-Bad overrides are refused in one line (exit 2) before Hydra composes anything. A single run sets up
+Bad overrides are refused in one line (exit 2) before Hydra composes anything; a full disk (74) or a
+run another process is training (75) is one line too (scaling/errors.py). A single run sets up
 the process (`runtime.initialize`) and trains in place; a multirun job (a sweep) names its run from
 its swept values, drops grid points that cannot train, and trains in a fresh process
 (scaling/isolate.py) so that runs never share JAX state.
@@ -22,7 +23,7 @@ from omegaconf import DictConfig
 from scaling import sweep
 from scaling.config import RunConfig, register_configs, to_dataclass
 from scaling.data.load import load_corpus
-from scaling.errors import ConfigError, exit_with
+from scaling.errors import ConfigError, Stop, exit_with
 from scaling.plan import isoflop_point
 from scaling.runtime import initialize
 from scaling.trainer import train
@@ -50,7 +51,7 @@ def main(node: DictConfig) -> dict | None:
         if hydra_cfg.mode == RunMode.MULTIRUN and cfg.sweep.name:
             return sweep_job(cfg, hydra_cfg)
         return train(cfg, initialize(cfg.compilation_cache))
-    except ConfigError as err:
+    except (ConfigError, Stop) as err:
         exit_with(err, debug=cfg.debug)
         return None
 

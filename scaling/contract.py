@@ -15,6 +15,7 @@ pulling in JAX.
       metrics.parquet                 one row per logged step (METRIC_COLUMNS)
       summary.json                    status and everything a scaling fit needs about the run
       checkpoints/<step>/             Orbax checkpoints; damaged ones move to checkpoints_damaged/
+      training.lock                   held by the one process training the run (scaling/rundir.py)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ METRICS_FILE = "metrics.parquet"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_CHECKPOINT_DIR = "checkpoints_damaged"
+RUN_LOCK = "training.lock"
 # config.yaml holds three sections.
 CONFIG_SECTION, DERIVED_SECTION, DATA_SECTION = "config", "derived", "data"
 
@@ -34,6 +36,12 @@ METRIC_COLUMNS = ["step", "tokens", "flops", "lr", "train_loss", "eval_loss", "t
 
 # summary.json: the run's status, and the names of the fields analysis reads.
 COMPLETED, DIVERGED, FAILED, PREEMPTED = "completed", "diverged", "failed", "preempted"
+# A run that ended one of these ways is finished: relaunching it trains nothing (a diverged run would
+# diverge again, bit for bit). Only completed runs enter the fits.
+FINISHED = (COMPLETED, DIVERGED)
+# A diverged run's summary says where (scaling/divergence.py): the logged step at which its smoothed
+# train loss first left its running best for good, and why.
+DIVERGED_STEP, DIVERGED_REASON = "diverged_step", "diverged_reason"
 # The hash of the tokens a run trained on. One name everywhere: corpus metadata, config.yaml's data
 # section, summary.json and runs.parquet.
 CORPUS_HASH = "corpus_hash"

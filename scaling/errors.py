@@ -1,10 +1,17 @@
-"""User-facing errors: one line naming the field, the value and the fix; exit status 2."""
+"""User-facing errors: one line each, never a traceback.
+
+ConfigError is bad input (exit 2): the field, the value and the fix. `Stop` is any other condition a
+person must act on (a full disk, a run another process is training), with its own exit status so a
+script or a sweep can tell them apart.
+"""
 
 from __future__ import annotations
 
 import sys
 
 EXIT_BAD_INPUT = 2
+EXIT_DISK_FULL = 74  # EX_IOERR of sysexits.h
+EXIT_BUSY = 75  # EX_TEMPFAIL: another process is training the run; nothing was done here
 
 
 class ConfigError(ValueError):
@@ -19,9 +26,42 @@ class ConfigError(ValueError):
         return f"error: {self.field}: {self.problem}{fix}"
 
 
-def exit_with(err: ConfigError, debug: bool = False) -> None:
-    """Print the one-line message and exit 2; re-raise instead when debugging."""
+class Stop(Exception):
+    """Not bad input, but the command cannot go on: one line, and `exit_code`."""
+
+    exit_code = 1
+
+    def line(self) -> str:
+        return str(self)
+
+
+class DiskFull(Stop):
+    """A write failed, or would fail, for lack of space; what is already on disk is intact."""
+
+    exit_code = EXIT_DISK_FULL
+
+    def __init__(self, path: str, needed: int, free: int):
+        self.path, self.needed, self.free = path, needed, free
+        super().__init__(
+            f"error: disk full: writing {path} needs about {needed:,} bytes and {free:,} are free; free some "
+            "space and relaunch the same command (it resumes from the last complete checkpoint)"
+        )
+
+
+class RunBusy(Stop):
+    """Another process holds the run's lock: it is training the run, so this one leaves it alone."""
+
+    exit_code = EXIT_BUSY
+
+    def __init__(self, run_dir: str, holder: str):
+        self.run_dir, self.holder = run_dir, holder
+        super().__init__(f"skipped: {run_dir} is being trained by another process ({holder}); it records the result")
+
+
+def exit_with(err: ConfigError | Stop, debug: bool = False) -> None:
+    """Print the one-line message and exit (2 for bad input, the Stop's own status otherwise);
+    re-raise instead when debugging."""
     if debug:
         raise err
     print(err.line(), file=sys.stderr)
-    raise SystemExit(EXIT_BAD_INPUT)
+    raise SystemExit(err.exit_code if isinstance(err, Stop) else EXIT_BAD_INPUT)

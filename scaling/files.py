@@ -48,3 +48,15 @@ def write_json(path: Path, obj: Any) -> None:
 
 def read_json(path: Path) -> dict | None:
     return json.loads(Path(path).read_text()) if Path(path).exists() else None
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why `folder` could not be created or written (None if it can), without creating anything:
+    a bad value must leave the disk as it was."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None

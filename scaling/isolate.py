@@ -3,7 +3,8 @@ sweep whatever the launcher (basic, joblib, submitit). SIGTERM and SIGUSR2 (pree
 pre-timeout signal) are forwarded, so the child checkpoints before the launcher requeues the job.
 
 The child is `python -m scaling.isolate CONFIG.yaml`: it sets up the process, trains, and on an
-unexpected error records a failed summary so the sweep table shows it.
+unexpected error records a failed summary so the sweep table shows it. Bad input, a full disk and a
+run another process is training are one line each, told apart by the exit status (scaling/errors.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from omegaconf import OmegaConf
 
 from scaling import contract, rundir
 from scaling.config import RunConfig, to_dataclass
-from scaling.errors import EXIT_BAD_INPUT, ConfigError
+from scaling.errors import ConfigError, Stop, exit_with
 from scaling.runtime import initialize
 from scaling.trainer import train
 
@@ -34,9 +35,8 @@ def child(config_path: str) -> None:
     runtime = initialize(cfg.compilation_cache)
     try:
         train(cfg, runtime)
-    except ConfigError as err:
-        print(err.line(), file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT) from None
+    except (ConfigError, Stop) as err:
+        exit_with(err, debug=cfg.debug)
     except Exception as err:  # noqa: BLE001 - record the failure so the sweep table shows it
         rundir.write_summary(Path(cfg.run_dir), {"status": contract.FAILED, "error": repr(err)[:2000]})
         raise

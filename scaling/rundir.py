@@ -5,20 +5,26 @@
       metrics.parquet   one row per logged step: step, tokens, flops, lr, train_loss, eval_loss, ...
       summary.json      status and everything a scaling fit needs about the run
       checkpoints/      Orbax checkpoints (scaling/checkpoint.py)
+      training.lock     held (flock) by the one process training the run
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
-import tempfile
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from scaling import contract
-from scaling.errors import ConfigError
-from scaling.files import atomic_write, read_json, write_json, write_text
+from scaling.errors import ConfigError, RunBusy
+from scaling.files import atomic_write, read_json, unwritable_reason, write_json, write_text
 
 # Fields that may change between launches without changing what is trained: a whole section
 # ("bench") or one dotted field ("sweep.launch").
@@ -28,13 +34,45 @@ VOLATILE_FIELDS = {
 }  # fmt: skip
 
 
-def ensure_writable(run_dir: Path) -> None:
+def check_writable(run_dir: Path) -> None:
+    """A one-line error when the run directory could not be created or written; creates nothing."""
+    reason = unwritable_reason(run_dir)
+    if reason is not None:
+        raise ConfigError("run_dir", f"cannot write to {run_dir} ({reason})", "pass a writable run_dir=DIR")
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Held while this process trains the run, so two launches of one sweep never write the same
+    checkpoints: the second gets RunBusy (naming the holder) at once instead of waiting. The kernel
+    releases an flock when its holder dies, so a killed run never leaves a stale lock."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / contract.RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=run_dir, prefix=".probe", delete=True)
-        probe.close()
-    except OSError as err:
-        raise ConfigError("run_dir", f"cannot write to {run_dir} ({err.strerror})", "pass a writable run_dir=DIR") from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "holder unknown"
+            raise RunBusy(str(run_dir), holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def check_same_data(stored: dict, meta: dict, run_dir: Path, fix: str) -> None:
+    """The corpus and tokenizer a run trained on must be the ones opened now: the config alone does not
+    say so (data=pystdlib is the running Python's standard library; a text glob may match new files)."""
+    before = stored.get(contract.DATA_SECTION) or {}
+    for key in (contract.CORPUS_HASH, contract.TOKENIZER_HASH):
+        if key in before and before[key] != meta.get(key):
+            raise ConfigError(f"data ({key})", f"{run_dir} trained on {key} {_short(before[key])} but the data opened "
+                                               f"now has {_short(meta.get(key))}", fix)  # fmt: skip
+
+
+def _short(digest: str | None) -> str:
+    return str(digest)[:16] if digest else "none"
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, object]:

@@ -7,8 +7,10 @@
 
 A run is named by the values that make it distinct: the keys of the sweep's `hydra.sweeper.params`
 and any key swept on the command line (`train.lr=1e-3,3e-3`, which the entry point records in
-`sweep.vary`), e.g. `flops=2.4e11,point=-1`. Relaunching a sweep skips completed runs, resumes
-interrupted ones from their checkpoints and retries failed ones.
+`sweep.vary`), e.g. `flops=2.4e11,point=-1`. Relaunching a sweep skips finished runs (completed or
+diverged), resumes interrupted ones from their checkpoints and retries failed ones; a run another
+launch is training is left to it (`busy`). runs.parquet is derived data: when it is missing or
+unreadable it is rebuilt from the run directories' summary.json and config.yaml.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from scaling import contract, rundir
-from scaling.config import RunConfig
+from scaling import contract, diskspace, rundir
+from scaling.config import RunConfig, to_dataclass
 from scaling.config import replace as cfg_replace
-from scaling.errors import ConfigError
+from scaling.errors import EXIT_BUSY, EXIT_DISK_FULL, ConfigError, Stop
 from scaling.files import atomic_write
 from scaling.isoflop import describe_sweep_grid
 from scaling.isolate import train_isolated
@@ -37,7 +39,8 @@ from scaling.schedule import warmup_steps
 
 # Keys that never make runs distinct: where results go and how the launch behaves.
 NOT_NAMING = {"sweep", "results_root", "progress", "debug", "overwrite", "hydra/launcher", "sweep.vary", "sweep.launch"}
-OUTCOMES = ("trained", "skipped", "failed", "diverged", "preempted", "dropped")
+OUTCOMES = ("trained", "skipped", "busy", "failed", "diverged", "preempted", "dropped")
+MAIN_RUN = {"branch_of": "", "shared_tokens": 0, "branch_fraction": 1.0}  # table fields of a run that is no branch
 
 
 def sweep_dir(cfg: RunConfig) -> Path:
@@ -67,11 +70,13 @@ def run_name(swept: dict[str, Any]) -> str:
 
 
 def named_run(cfg: RunConfig, swept: dict[str, Any]) -> RunConfig:
-    """`cfg` with its run directory set: RESULTS/NAME/runs/<run name>."""
+    """`cfg` with its run directory set (RESULTS/NAME/runs/<run name>) and `sweep.vary` holding every
+    naming key, so that config.yaml alone says which values are the run's swept ones."""
     if cfg.run_dir is not None:
         raise ConfigError("run_dir", "a sweep names each run's folder itself (RESULTS/NAME/runs/<swept values>)",
                           "leave run_dir unset and choose results_root=DIR")  # fmt: skip
-    return dataclasses.replace(cfg, run_dir=str(sweep_dir(cfg) / contract.RUNS_SUBDIR / run_name(swept)))
+    run_dir = str(sweep_dir(cfg) / contract.RUNS_SUBDIR / run_name(swept))
+    return cfg_replace(dataclasses.replace(cfg, run_dir=run_dir), sweep={"vary": sorted(swept)})
 
 
 def _compact(value: Any) -> str:
@@ -90,13 +95,13 @@ def _number_or_text(value: str) -> Any:
     return value
 
 
-def table_row(summary: dict, cfg: RunConfig, swept: dict[str, Any]) -> dict[str, Any]:
+def table_row(summary: dict, cfg: RunConfig, swept: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Flat row: nested values (package versions) become JSON text so parquet keeps one schema."""
     row = {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in summary.items()}
     run_path = Path(cfg.run_dir)
     row.update({
         contract.RUN_NAME: run_path.name,
-        contract.RUN_DIR: str(run_path.relative_to(sweep_dir(cfg))),
+        contract.RUN_DIR: str(run_path.relative_to(folder)),
         contract.SWEEP: cfg.sweep.name,
     })
     if cfg.train.flops is not None:
@@ -110,12 +115,58 @@ def record(folder: Path, row: dict[str, Any]) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder / f"{contract.RUNS_TABLE}.lock")):
         path = folder / contract.RUNS_TABLE
-        table = pd.read_parquet(path) if path.exists() else pd.DataFrame()
+        table = _read_or_rebuild(folder)
         if len(table):
             table = table[table[contract.RUN_NAME] != row[contract.RUN_NAME]]
         table = pd.concat([table, pd.DataFrame([row])], ignore_index=True).sort_values(contract.RUN_NAME)
         atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
         return len(table)
+
+
+def _read_or_rebuild(folder: Path) -> pd.DataFrame:
+    """The runs table; rebuilt from the run directories when missing or unreadable (a truncated file
+    after a crash or a full disk): it is derived data, and the caller writes it back at once."""
+    path = folder / contract.RUNS_TABLE
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        return pd.DataFrame(rebuilt_rows(folder))
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        rows = rebuilt_rows(folder)
+        print(f"warning: {path} is unreadable ({str(err).splitlines()[0][:120]}); rebuilt it from the summary.json "
+              f"of {len(rows)} run directories", file=sys.stderr)  # fmt: skip
+        return pd.DataFrame(rows)
+
+
+def rebuilt_rows(folder: Path) -> list[dict[str, Any]]:
+    """Every run's table row from its own files (summary.json, config.yaml), as `run_one` records it."""
+    runs = {}
+    for run_dir in sorted((folder / contract.RUNS_SUBDIR).glob("*")):
+        cfg, summary = _read_run(run_dir)
+        if cfg is not None and summary is not None and contract.PARAMS_TOTAL in summary:
+            runs[run_dir.name] = (cfg, summary)
+    mains = {Path(cfg.train.init_from).name for cfg, _ in runs.values() if cfg.train.init_from}  # of WSD ladders
+    rows = []
+    for name, (cfg, summary) in runs.items():
+        node = OmegaConf.structured(cfg)
+        swept = {key: OmegaConf.select(node, key) for key in cfg.sweep.vary}  # (named_run stored every naming key)
+        if cfg.train.init_from and Path(cfg.train.init_from).name in runs:
+            extra = branch_fields(cfg, runs[Path(cfg.train.init_from).name][0])
+        else:
+            extra = MAIN_RUN if name in mains else {}
+        rows.append({**table_row(summary, cfg, swept, folder), **extra})
+    return rows
+
+
+def _read_run(run_dir: Path) -> tuple[RunConfig | None, dict | None]:
+    """A run directory's config (its run_dir where it is now) and summary; (None, None) when unreadable."""
+    try:
+        stored, summary = rundir.read_config(run_dir), rundir.read_summary(run_dir)
+        cfg = to_dataclass(stored[contract.CONFIG_SECTION]) if stored else None
+    except Exception as err:  # noqa: BLE001 - a damaged run directory must not stop the rebuild of the others
+        print(f"warning: {run_dir} left out of the rebuilt table: {str(err).splitlines()[0][:120]}", file=sys.stderr)
+        return None, None
+    return (dataclasses.replace(cfg, run_dir=str(run_dir)) if cfg else None), summary
 
 
 def log_outcome(folder: Path, launch: str | None, run_name: str, outcome: str, summary: dict | None) -> None:
@@ -130,11 +181,11 @@ def log_outcome(folder: Path, launch: str | None, run_name: str, outcome: str, s
 
 
 def completed_summary(cfg: RunConfig) -> dict | None:
-    """The stored summary when this exact configuration already completed in its run_dir."""
+    """The stored summary when this exact configuration already finished (completed or diverged)."""
     run_dir = Path(cfg.run_dir)
     summary = rundir.read_summary(run_dir)
     stored = rundir.read_config(run_dir)
-    if not summary or summary.get("status") != contract.COMPLETED or stored is None:
+    if not summary or summary.get("status") not in contract.FINISHED or stored is None:
         return None
     same = not rundir.config_differences(stored, {contract.CONFIG_SECTION: dataclasses.asdict(cfg)})
     return summary if same else None
@@ -162,7 +213,7 @@ def wsd_ladder(cfg: RunConfig) -> list[tuple[RunConfig, dict[str, Any]]]:
         checkpoint={"steps": sorted(set(cfg.checkpoint.steps) | set(starts))},
         sweep={"branches": []},
     )
-    runs = [(main, {"branch_of": "", "shared_tokens": 0, "branch_fraction": 1.0})]
+    runs = [(main, MAIN_RUN)]
     for end, start in zip(ends, starts):
         branch = cfg_replace(
             main,
@@ -170,9 +221,18 @@ def wsd_ladder(cfg: RunConfig) -> list[tuple[RunConfig, dict[str, Any]]]:
             checkpoint={"steps": [start]},
         )
         branch = dataclasses.replace(branch, run_dir=f"{main.run_dir},branch={end / total:.3g}")
-        extra = {"branch_of": Path(main.run_dir).name, "shared_tokens": start * tokens_per_step, "branch_fraction": end / total}
-        runs.append((branch, extra))
+        runs.append((branch, branch_fields(branch, main)))
     return runs
+
+
+def branch_fields(branch: RunConfig, main: RunConfig) -> dict[str, Any]:
+    """A cooldown branch's table fields: its main run, the tokens it shares with it, its share of the budget."""
+    per_step = main.train.batch_size * main.model.seq_len
+    return {
+        "branch_of": Path(main.run_dir).name,
+        "shared_tokens": branch.train.init_step * per_step,
+        "branch_fraction": (branch.train.tokens // per_step) / (main.train.tokens // per_step),
+    }
 
 
 def run_job(cfg: RunConfig, swept: dict[str, Any], drop_reason: str | None, job_num: int = 0) -> dict:
@@ -187,20 +247,39 @@ def run_job(cfg: RunConfig, swept: dict[str, Any], drop_reason: str | None, job_
     return run_one(cfg, swept, {}, job_num)
 
 
+ROW_BYTES = 64 * 1024  # room for one more row of runs.parquet and launches.jsonl
+
+
+class DiskFullStop(Stop):
+    """A run's process found the disk full (it said where, in one line): the sweep stops there."""
+
+    exit_code = EXIT_DISK_FULL
+
+
 def run_one(cfg: RunConfig, swept: dict[str, Any], extra: dict[str, Any], job_num: int = 0) -> dict:
-    """Skip if done, else train in isolation; record the table row and print one line."""
+    """Skip if done, else train in isolation; record the table row and print one line.
+
+    A run another launch is training (its lock is held) is left to that launch, which records it;
+    a full disk stops the sweep, since every later run would meet it too."""
     folder, name = sweep_dir(cfg), Path(cfg.run_dir).name
     summary = completed_summary(cfg)
     outcome = "skipped"
     if summary is None:
         exitcode = train_isolated(cfg, job_num)
-        summary = rundir.read_summary(Path(cfg.run_dir)) or {"status": contract.FAILED}
-        if exitcode != 0 and summary.get("status") == contract.COMPLETED:
+        if exitcode == EXIT_DISK_FULL:
+            raise DiskFullStop(f"error: [{cfg.sweep.name}] {name}: stopped the sweep, the disk is full (see the line above)")
+        if exitcode == EXIT_BUSY:
+            summary = {"status": "busy", "error": "another launch is training it and records its row"}
+        else:
+            summary = rundir.read_summary(Path(cfg.run_dir)) or {"status": contract.FAILED}
+        if exitcode not in (0, EXIT_BUSY) and summary.get("status") == contract.COMPLETED:
             summary = {"status": contract.FAILED, "error": f"exit code {exitcode}"}
         outcome = "trained" if summary.get("status") == contract.COMPLETED else summary.get("status", contract.FAILED)
-    if contract.PARAMS_TOTAL in summary:
-        record(folder, {**table_row(summary, cfg, swept), **extra})
-    log_outcome(folder, cfg.sweep.launch, name, outcome, summary)
+    table = folder / contract.RUNS_TABLE
+    with diskspace.reported(folder, (table.stat().st_size if table.exists() else 0) + ROW_BYTES):
+        if contract.PARAMS_TOTAL in summary:
+            record(folder, {**table_row(summary, cfg, swept, folder), **extra})
+        log_outcome(folder, cfg.sweep.launch, name, outcome, summary)
     print(f"[{cfg.sweep.name}] {name}: {outcome} {_describe(summary)}", file=sys.stderr)
     return summary
 
@@ -208,7 +287,8 @@ def run_one(cfg: RunConfig, swept: dict[str, Any], extra: dict[str, Any], job_nu
 def _describe(s: dict) -> str:
     if contract.PARAMS_TOTAL not in s:
         return s.get("error", "")
-    return f"N={s['params_total']:,} D={s['tokens']:,} eval_loss={s['final_eval_loss']:.4f} ({s['wall_s']:.0f}s)"
+    where = f" at step {s[contract.DIVERGED_STEP]}" if contract.DIVERGED_STEP in s else ""
+    return f"N={s['params_total']:,} D={s['tokens']:,} eval_loss={s['final_eval_loss']:.4f} ({s['wall_s']:.0f}s){where}"
 
 
 class SweepCallback(Callback):

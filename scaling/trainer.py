@@ -1,13 +1,14 @@
-"""Training one run: the step loop, checkpoints on a schedule, preemption, and the run directory.
+"""Training one run: the step loop, checkpoints on a schedule, preemption, divergence, and the run directory.
 
 Flow: config -> plan (scaling/plan.py) -> corpus and data order -> model and optimiser -> jitted
 step loop (scaling/step.py) with checkpoints -> run directory (config.yaml, metrics, summary.json).
-`train(cfg)` trains, resumes, or skips a completed run; entry points call it (scaling/cli.py).
+`train(cfg)` checks everything before writing anything, then trains, resumes, or skips a finished
+run (scaling/relaunch.py), holding the run's lock; entry points call it (scaling/cli.py). A run whose
+loss blows up stops as `diverged` (scaling/divergence.py); a full disk is one line (scaling/diskspace.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import signal
 import sys
@@ -24,7 +25,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from scaling import checkpoint, contract, rundir
+from scaling import checkpoint, contract, diskspace, rundir
 from scaling.attention import resolve_attention_impl
 from scaling.config import RunConfig
 from scaling.data.corpus import Corpus
@@ -36,6 +37,7 @@ from scaling.data.order import (
     sequences,
     warn_if_repeats,
 )
+from scaling.divergence import DivergenceMonitor
 from scaling.errors import ConfigError
 from scaling.mesh import (
     BATCH_AXES,
@@ -50,6 +52,7 @@ from scaling.model import build_model
 from scaling.optimizer import make_optimizer, optimizer_factory
 from scaling.plan import Plan, make_plan
 from scaling.provenance import environment
+from scaling.relaunch import check_stored, exclusive, prepare_run_dir, resolved_config
 from scaling.schedule import learning_rate, schedule_values
 from scaling.step import eval_chunks, make_eval, make_train_step
 from scaling.validate import validate_config, validate_plan
@@ -67,43 +70,6 @@ class Preemption:
 
     def restore(self):
         signal.signal(signal.SIGTERM, self._previous)
-
-
-def resolved_config(cfg: RunConfig, plan: Plan, corpus: Corpus) -> dict[str, Any]:
-    """What config.yaml holds: the config, the plan derived from it, and the corpus's metadata."""
-    return {
-        contract.CONFIG_SECTION: dataclasses.asdict(cfg),
-        contract.DERIVED_SECTION: plan.as_dict(),
-        contract.DATA_SECTION: corpus.meta,
-    }
-
-
-def prepare_run_dir(cfg: RunConfig, run_dir: Path, resolved: dict) -> dict | None:
-    """Returns the stored summary of a completed run (nothing to do), else readies the folder."""
-    stored = rundir.read_config(run_dir)
-    if stored is not None and not cfg.overwrite:
-        differing = rundir.config_differences(stored, resolved)
-        if differing:
-            raise ConfigError(
-                ", ".join(differing[:6]),
-                f"differs from the configuration stored in {run_dir}",
-                "use the stored values, another run_dir, or overwrite=true",
-            )
-        summary = rundir.read_summary(run_dir)
-        if summary and summary.get("status") == contract.COMPLETED:
-            return summary
-        before = stored.get(contract.DERIVED_SECTION, {}).get("grad_accum")
-        now = resolved[contract.DERIVED_SECTION]["grad_accum"]
-        if before is not None and before != now:
-            warnings.warn(
-                f"{run_dir} was trained with {before} micro-batches per step and goes on with {now} (the backend or "
-                "device count changed): it continues to float tolerance, not bit for bit"
-            )
-    if is_writer():
-        if stored is not None and cfg.overwrite:
-            rundir.clear(run_dir)
-        rundir.write_config(run_dir, resolved)
-    return None
 
 
 class Trainer:
@@ -140,6 +106,8 @@ class Trainer:
         self.eval_chunks = global_batch(chunks, NamedSharding(self.mesh, PartitionSpec(None, BATCH_AXES)))
         self.evaluate = make_eval(self.graphdef, plan.grad_accum if chunks.shape[1] % plan.grad_accum == 0 else 1)
         self.mngr = checkpoint.manager(run_dir, cfg.checkpoint)
+        self.checkpoint_bytes = checkpoint.size_estimate(plan.params.total)
+        self.monitor = DivergenceMonitor(plan.vocab_size)
         self.rows: list[dict] = []
         self.step, self.wall_before = 0, 0.0
 
@@ -153,12 +121,19 @@ class Trainer:
         source = self.run_dir
         if restored is None and self.cfg.train.init_from is not None:
             source = Path(self.cfg.train.init_from)
-            restored = checkpoint.restore_step(source, self.cfg.train.init_step, abstract)
+            try:
+                restored = checkpoint.restore_step(source, self.cfg.train.init_step, abstract)
+            except checkpoint.DamagedCheckpoint as err:
+                raise ConfigError("train.init_from", f"{err} in {source}",
+                                  "relaunch that run (it saves the step anew) or start from another step") from err
         if restored is None:
             return
         self.params, self.opt_state = restored["params"], restored["opt_state"]
         self.step, self.wall_before = restored["record"]["step"], restored["record"].get("wall_s", 0.0)
         self.rows = rundir.read_metrics(source, self.step).to_dict("records")
+        for row in self.rows:  # the divergence rule's state is a function of the losses logged so far
+            if not math.isnan(row["train_loss"]):
+                self.monitor.add(row["step"], row["train_loss"])
         print(f"resuming {self.run_dir} from step {self.step} of {source}", file=sys.stderr)
 
     def row(self, step: int, **values) -> dict:
@@ -172,6 +147,7 @@ class Trainer:
         eval_loss = float(self.evaluate(self.params, self.eval_chunks))
         self.rows.append(self.row(step, eval_loss=eval_loss, wall_s=wall_s))
         record = {"tokens": step * self.plan.tokens_per_step, "wall_s": wall_s, "eval_loss": eval_loss}
+        self.require_space()
         checkpoint.save(self.mngr, step, self.params, self.opt_state, record)
         if is_writer():
             rundir.write_metrics(self.run_dir, self.rows)
@@ -182,7 +158,16 @@ class Trainer:
         """A step off the schedule: no evaluation (it would add a row an uninterrupted run lacks,
         and the grace period before SIGKILL is short); removed once the run completes."""
         record = {"tokens": step * self.plan.tokens_per_step, "wall_s": wall_s, "preemption": True}
+        self.require_space()
         checkpoint.save(self.mngr, step, self.params, self.opt_state, record)
+
+    def require_space(self) -> None:
+        """DiskFull, in one line, before a checkpoint that cannot fit (with room for a save still in
+        flight). One process only: in a multi-process job the processes could read different free
+        space and disagree, so there a full disk is reported when the save itself fails."""
+        if jax.process_count() == 1:
+            in_flight = 2 if self.mngr.is_saving_in_progress() else 1
+            diskspace.require_free(self.run_dir / contract.CHECKPOINT_DIR, in_flight * self.checkpoint_bytes)
 
     def run(self, runtime: dict[str, Any]) -> dict:
         cfg, plan = self.cfg, self.plan
@@ -225,6 +210,8 @@ class Trainer:
                     break
             if status == contract.COMPLETED and pending is not None and not self._log(*pending, bar, wall()):
                 status = contract.DIVERGED
+            if status == contract.COMPLETED and self.monitor.finish() is not None:
+                status = contract.DIVERGED
             if status == contract.COMPLETED:  # the folder then matches an uninterrupted run's
                 self.mngr.wait_until_finished()
                 checkpoint.drop_off_schedule(self.mngr, cfg.checkpoint, plan.steps)
@@ -239,21 +226,23 @@ class Trainer:
         return self.summary(status, wall(), runtime)
 
     def _log(self, step: int, loss_array: jax.Array, bar, wall_s: float) -> bool:
-        """Record a train loss; False when it is not finite (the run has diverged)."""
+        """Record a train loss; False once the run has diverged (scaling/divergence.py)."""
         loss, now = float(loss_array), time.perf_counter()
         tokens_per_s = (step - self.last_log[0]) * self.plan.tokens_per_step / max(now - self.last_log[1], 1e-9)
         self.last_log = (step, now)
         self.rows.append(self.row(step, train_loss=loss, tokens_per_s=tokens_per_s, wall_s=wall_s))
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-        return math.isfinite(loss)
+        return self.monitor.add(step, loss) is None
 
     def summary(self, status: str, wall_s: float, runtime: dict[str, Any]) -> dict:
         df = rundir.metrics_frame(self.rows)
         train = df.dropna(subset=["train_loss"])
         evals = df.dropna(subset=["eval_loss"])
         plan, meta = self.plan, self.corpus.meta
+        diverged = self.monitor.verdict
         return {
             "status": status,
+            **({contract.DIVERGED_STEP: diverged.step, contract.DIVERGED_REASON: diverged.reason} if diverged else {}),
             "run_dir": str(self.run_dir),
             **{k: v for k, v in plan.as_dict().items() if k not in ("model_shape", "flops_per_token")},
             **plan.as_dict()["model_shape"],
@@ -277,27 +266,36 @@ class Trainer:
 
 
 def train(cfg: RunConfig, runtime: dict[str, Any] | None = None) -> dict:
-    """Train (or resume, or skip if complete) the run described by `cfg`; returns its summary.
+    """Train (or resume, or skip if finished) the run described by `cfg`; returns its summary.
 
-    `runtime` is what the entry point's `runtime.initialize` set up, recorded in the summary."""
+    Everything that can refuse the launch runs before anything is written; training happens under
+    the run's lock (RunBusy if another process holds it). `runtime` is what the entry point's
+    `runtime.initialize` set up, recorded in the summary."""
     validate_config(cfg)
     initialize_distributed(cfg.mesh)
     run_dir = Path(cfg.run_dir)
-    rundir.ensure_writable(run_dir)
+    rundir.check_writable(run_dir)
     corpus = load_corpus(cfg.data, progress=cfg.progress)
     plan = make_plan(cfg, corpus.vocab_size)
     validate_plan(cfg, plan, corpus)
     resolved = resolved_config(cfg, plan, corpus)
-    done = prepare_run_dir(cfg, run_dir, resolved)
-    if done is not None:
-        print(f"{run_dir}: already completed ({done['steps']} steps); nothing to do", file=sys.stderr)
-        return done
+    done = check_stored(cfg, run_dir, resolved)
+    if done is None:
+        with diskspace.reported(run_dir, checkpoint.size_estimate(plan.params.total)), exclusive(run_dir):
+            done = prepare_run_dir(cfg, run_dir, resolved)
+            if done is None:
+                return _train_here(cfg, plan, corpus, run_dir, runtime or {})
+    print(f"{run_dir}: already {done['status']} ({done['steps']} steps); nothing to do", file=sys.stderr)
+    return done
+
+
+def _train_here(cfg: RunConfig, plan: Plan, corpus: Corpus, run_dir: Path, runtime: dict[str, Any]) -> dict:
     trainer = Trainer(cfg, plan, corpus, run_dir)
     warning = warn_if_repeats(plan.steps, trainer.order)
     if warning:
         warnings.warn(warning)
     trainer.resume()
-    summary = trainer.run(runtime or {})
+    summary = trainer.run(runtime)
     if is_writer():
         rundir.write_summary(run_dir, summary)
         print(_one_line(summary), file=sys.stderr)
@@ -305,7 +303,8 @@ def train(cfg: RunConfig, runtime: dict[str, Any] | None = None) -> dict:
 
 
 def _one_line(s: dict) -> str:
+    where = f" at step {s[contract.DIVERGED_STEP]} ({s[contract.DIVERGED_REASON]})" if contract.DIVERGED_STEP in s else ""
     return (
-        f"{s['status']}: N={s['params_total']:,} D={s['tokens_trained']:,} "
+        f"{s['status']}{where}: N={s['params_total']:,} D={s['tokens_trained']:,} "
         f"eval_loss={s['final_eval_loss']:.4f} in {s['wall_s']:.1f}s -> {s['run_dir']}"
     )

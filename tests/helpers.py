@@ -3,6 +3,7 @@ synthetic sweep folder in the training side's format (scaling/contract.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pandas as pd
 from hydra import compose, initialize_config_module
 
 from scaling import contract
+from scaling.cli import train_cli
 from scaling.config import RunConfig, register_configs, to_dataclass
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +31,28 @@ def run_cli(args: list[str], module: str = "scaling.train", timeout: float = 300
     return subprocess.run(
         [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO, **kwargs
     )
+
+
+def run_in_process(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """`python -m scaling.train ARGV` in this process, through its real entry point: (exit status, stderr).
+    Seconds instead of a fresh interpreter's start, so tables of bad inputs stay fast."""
+    monkeypatch.setattr(sys, "argv", ["scaling.train", *argv])
+    try:
+        train_cli()
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    return code, capsys.readouterr().err
+
+
+def tree_digest(folder: Path) -> str:
+    """One hash of every path and file under `folder`: equal digests = nothing on disk changed."""
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        h.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 VOCAB_SIZE = 32_000

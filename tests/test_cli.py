@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from scaling.cli import train_cli as cli
-from tests.helpers import run_cli
-
-
-def _tree_digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        h.update(str(path.relative_to(folder)).encode())
-        if path.is_file():
-            h.update(path.read_bytes())
-    return h.hexdigest()
+from tests.helpers import run_cli, run_in_process, tree_digest
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +46,13 @@ CASES = {
 @pytest.mark.parametrize("overrides, field", CASES.values(), ids=CASES.keys())
 def test_bad_input_one_line_exit_2_nothing_changed(overrides, field, existing_run, tiny_overrides, monkeypatch, capsys):
     """In-process through the real entry point (`cli`), so the whole table runs in seconds."""
-    before = _tree_digest(existing_run)
-    argv = ["scaling.train", f"run_dir={existing_run}", *tiny_overrides, "train.tokens=3000", *overrides]
-    monkeypatch.setattr(sys, "argv", argv)
-    with pytest.raises(SystemExit) as exit_info:
-        cli()
-    stderr = capsys.readouterr().err
-    assert exit_info.value.code == 2, stderr[-2000:]
+    before = tree_digest(existing_run)
+    code, stderr = run_in_process([f"run_dir={existing_run}", *tiny_overrides, "train.tokens=3000", *overrides], monkeypatch, capsys)
+    assert code == 2, stderr[-2000:]
     assert "Traceback" not in stderr
     error_lines = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and field in error_lines[0], stderr
-    assert _tree_digest(existing_run) == before
+    assert tree_digest(existing_run) == before
 
 
 def test_bad_input_from_the_command_line(existing_run, tiny_overrides):
@@ -81,12 +65,12 @@ def test_bad_input_from_the_command_line(existing_run, tiny_overrides):
 
 
 def test_token_ids_beyond_vocabulary(bad_token_file, existing_run, tiny_overrides):
-    before = _tree_digest(existing_run)
+    before = tree_digest(existing_run)
     args = [*tiny_overrides, "train.tokens=3000", "data=tokens", f"data.path={bad_token_file}", "data.vocab_size=300"]
     result = run_cli([f"run_dir={existing_run}", *args], timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "data.vocab_size" in result.stderr
-    assert _tree_digest(existing_run) == before
+    assert tree_digest(existing_run) == before
 
 
 def test_unwritable_run_dir(tiny_overrides, tmp_path):

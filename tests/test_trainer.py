@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from scaling import rundir
-from scaling.trainer import prepare_run_dir, train
+from scaling.relaunch import prepare_run_dir
+from scaling.trainer import train
 from tests.helpers import compose_config
 
 

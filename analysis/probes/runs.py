@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import InputError
+from analysis.runs import rebuild_hint
 from scaling import contract
 from scaling.checkpoint import list_checkpoints
 from scaling.config import DataConfig
 from scaling.data.corpus import Corpus
 from scaling.data.load import load_corpus
 from scaling.data.order import DataOrder, n_sequences, sequences
-from scaling.rundir import read_config
+from scaling.rundir import check_same_data, read_config
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,11 @@ def find_run_dirs(path: Path) -> list[Path]:
             f"PATH: {path} is neither a run folder (no {contract.CONFIG_FILE}) nor a sweep folder "
             f"(no {contract.RUNS_TABLE}); pass a run directory or a results/NAME sweep folder"
         )
-    listed = pd.read_parquet(path / contract.RUNS_TABLE, columns=[contract.RUN_DIR])[contract.RUN_DIR].dropna()
+    table = path / contract.RUNS_TABLE
+    try:
+        listed = pd.read_parquet(table, columns=[contract.RUN_DIR])[contract.RUN_DIR].dropna()
+    except (OSError, ValueError) as err:  # a truncated file (pyarrow raises ValueError), or no run_dir column
+        raise InputError(f"PATH: cannot read {table} ({str(err).splitlines()[0]}){rebuild_hint(table)}") from err
     run_dirs = [contract.run_dir_in_sweep(path, str(entry)) for entry in listed]
     if not run_dirs:
         raise InputError(f"PATH: {path / contract.RUNS_TABLE} lists no runs; train the sweep first")
@@ -109,6 +114,10 @@ class RunStream:
 
 
 def open_data(run: RunInfo) -> RunStream:
+    """The run's corpus and data order; refused in one line when the corpus rebuilt now is not the one it
+    trained on (data=pystdlib under another Python, a text glob matching other files)."""
     corpus = load_corpus(run.data, progress=False)
+    check_same_data(read_config(run.run_dir), corpus.meta, run.run_dir,
+                    "probe it where its data can be rebuilt as it was (data=pystdlib: the Python it trained with)")
     order = DataOrder(run.data_seed, run.batch_size, n_sequences(len(corpus.train), run.seq_len))
     return RunStream(corpus, order, run.seq_len)

@@ -3,18 +3,21 @@
   pystdlib  the .py files of the running Python's standard library: built in, nothing to download;
   text      a glob of the user's text files (.jsonl: one document per line, `data.jsonl_field`);
   tokens    a user's pre-tokenised .bin/.npy, memory-mapped in place, never copied (nanoGPT style).
-pystdlib and text are prepared once into the cache (scaling/data/prepare.py) and memory-mapped after.
+pystdlib and text are prepared once into the cache (scaling/data/prepare.py), verified on every open
+and memory-mapped; a damaged cache is rebuilt (scaling/data/cache.py).
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 
 from tokenizers import Tokenizer
 
+from scaling import diskspace
 from scaling.config import DataConfig
-from scaling.data.cache import build_once, cache_root, open_prepared
-from scaling.data.corpus import PIPELINES, Corpus, check_fraction, check_vocab
+from scaling.data.cache import DamagedCache, build_once, cache_root, open_prepared, rebuild
+from scaling.data.corpus import PIPELINES, Corpus, check_fraction, check_vocab, token_dtype
 from scaling.data.prepare import MIN_TRAINED_VOCAB, cache_key, prepare
 from scaling.data.sources import stdlib_sources, text_sources
 from scaling.data.tokens import load_tokens
@@ -33,8 +36,17 @@ def load_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
     folder = cache_root(cfg) / f"{cfg.name}-v{cfg.vocab_size}-{cache_key(cfg, root, sources)}"
     if progress and not folder.exists():
         print(f"preparing the {cfg.name} corpus in {folder} (once; later runs reuse it)", file=sys.stderr)
-    build_once(folder, lambda tmp: prepare(cfg, root, sources, tmp, progress))
-    return open_prepared(folder)
+    build = lambda tmp: prepare(cfg, root, sources, tmp, progress)  # noqa: E731
+    # At most one token per byte of text (byte-level BPE), so this bounds the token files.
+    needed = token_dtype(cfg.vocab_size).itemsize * sum(source.size for source in sources)
+    with diskspace.reported(folder, needed):
+        build_once(folder, build)
+        try:
+            return open_prepared(folder)
+        except DamagedCache as err:
+            warnings.warn(f"the corpus cache {folder} is damaged ({err}); rebuilding it")
+            rebuild(folder, build, str(err))
+            return open_prepared(folder)
 
 
 def load_tokenizer(path: str) -> Tokenizer:

@@ -19,6 +19,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm import tqdm
 
 from scaling.config import DataConfig
+from scaling.data.cache import file_digests
 from scaling.data.corpus import token_dtype
 from scaling.data.sources import Source, documents, is_validation
 from scaling.errors import ConfigError
@@ -77,6 +78,7 @@ def prepare(cfg: DataConfig, root: Path, sources: list[Source], folder: Path, pr
         "python_version": platform.python_version(),
         "tokenizers_version": tokenizers.__version__,
         "prepare_seconds": round(time.perf_counter() - start, 1),
+        "sampled_sha256": file_digests(folder),  # checked on every open (scaling/data/cache.py)
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
 

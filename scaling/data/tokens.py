@@ -103,8 +103,10 @@ def _scan_cached(cfg: DataConfig, path: str, tokens: np.ndarray) -> dict:
     stat = file.stat()
     key = hashlib.sha256(json.dumps([str(file), stat.st_size, stat.st_mtime_ns]).encode()).hexdigest()[:16]
     record = cache_root(cfg) / "token-scans" / f"{key}.json"
-    if record.exists():
+    try:
         return json.loads(record.read_text())
+    except (OSError, ValueError):  # not scanned yet, or a damaged record: scan again
+        pass
     scan = _scan(tokens)
     record.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=record.parent, delete=False, suffix=".tmp") as tmp:
