@@ -24,7 +24,13 @@ import yaml
 
 from scaling import contract
 from scaling.errors import ConfigError, RunBusy
-from scaling.files import atomic_write, read_json, unwritable_reason, write_json, write_text
+from scaling.files import (
+    atomic_write,
+    read_json,
+    unwritable_reason,
+    write_json,
+    write_text,
+)
 
 # Fields that may change between launches without changing what is trained: a whole section
 # ("bench") or one dotted field ("sweep.launch").

@@ -16,8 +16,20 @@ from tokenizers import Tokenizer
 
 from scaling import diskspace
 from scaling.config import DataConfig
-from scaling.data.cache import DamagedCache, build_once, cache_root, open_prepared, rebuild
-from scaling.data.corpus import PIPELINES, Corpus, check_fraction, check_vocab, token_dtype
+from scaling.data.cache import (
+    DamagedCache,
+    build_once,
+    cache_root,
+    open_prepared,
+    rebuild,
+)
+from scaling.data.corpus import (
+    PIPELINES,
+    Corpus,
+    check_fraction,
+    check_vocab,
+    token_dtype,
+)
 from scaling.data.prepare import MIN_TRAINED_VOCAB, cache_key, prepare
 from scaling.data.sources import stdlib_sources, text_sources
 from scaling.data.tokens import load_tokens
