@@ -13,7 +13,7 @@ from analysis.fits.analyse import Analysis
 from analysis.fits.approach1 import EnvelopeDetails
 from analysis.fits.approach2 import IsoflopDetails
 from analysis.fits.bootstrap import percentile_interval
-from analysis.fits.lossmodel import compute_optimal, predict_loss, tokens_from_flops
+from analysis.fits.lossmodel import tokens_from_flops
 from analysis.fits.reference import reference_frontiers
 from analysis.fits.result import ApproachResult
 
@@ -59,9 +59,9 @@ def _budget_label(budget: float) -> str:
 
 @_styled
 def plot_isoflops(details: IsoflopDetails, path: Path) -> Path:
-    """Loss against N at each budget, the fitted parabola, and its minimum with a +-1 s.e. bar in N."""
+    """Loss against N at each budget, the fitted profile, and its minimum with a +-1 s.e. bar in N."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    fitted = {p.budget: p for p in details.parabolas}
+    fitted = {p.budget: p for p in details.profiles}
     unfitted = details.runs[~details.runs["group"].isin(fitted)]
     if len(unfitted):
         ax.scatter(unfitted["N"], unfitted["loss"], color="lightgrey", s=14, label="budgets without a clear minimum")
@@ -75,7 +75,7 @@ def plot_isoflops(details: IsoflopDetails, path: Path) -> Path:
         ax.errorbar(n_opt, parabola.loss_opt, xerr=[[n_opt - n_opt * np.exp(-se)], [n_opt * np.exp(se) - n_opt]],
                     color=colour, marker="*", ms=14, mec="black", capsize=3)
     ax.set(xscale="log", xlabel=N_LABEL, ylabel=LOSS_LABEL,
-           title="IsoFLOP profiles: parabola in log N per budget, minimum marked (approach 2)")
+           title=f"IsoFLOP profiles ({details.kind}) per budget, minimum marked (approach 2)")
     ax.legend(fontsize=8, ncol=2 if len(fitted) > 6 else 1)
     return _save(fig, path)
 
@@ -115,7 +115,7 @@ def _mark_data(axes: np.ndarray, results: dict[str, ApproachResult]) -> None:
         axes[1].scatter(env.flops, tokens_from_flops(env.flops, env.n), s=6, color=APPROACH_COLOURS["approach1"],
                         alpha=0.5)
     if "approach2" in results:
-        for p in results["approach2"].details.parabolas:
+        for p in results["approach2"].details.profiles:
             n_opt = np.exp(p.log_n_opt)
             for ax, value in zip(axes, (n_opt, tokens_from_flops(p.budget, n_opt))):
                 ax.errorbar(p.budget, value, yerr=[[value - value * np.exp(-p.se_log_n_opt)],
@@ -126,11 +126,10 @@ def _mark_data(axes: np.ndarray, results: dict[str, ApproachResult]) -> None:
 @_styled
 def plot_contours(result: ApproachResult, runs: pd.DataFrame, path: Path) -> Path:
     """Loss contours of the fitted L(N, D), the efficient frontier, IsoFLOP lines, and the runs."""
-    fit = result.details.params
     n = np.geomspace(runs["N"].min() / 3, runs["N"].max() * 3, 200)
     d = np.geomspace(runs["D"].min() / 3, runs["D"].max() * 3, 200)
     grid_n, grid_d = np.meshgrid(n, d)
-    loss = predict_loss(grid_n, grid_d, **fit.as_dict())
+    loss = result.details.predict(grid_n, grid_d)
     norm = Normalize(vmin=loss.min(), vmax=np.percentile(loss, 95))
     fig, ax = plt.subplots(figsize=(8, 6))
     levels = np.geomspace(loss.min() * 1.002, np.percentile(loss, 95), 14)
@@ -138,7 +137,7 @@ def plot_contours(result: ApproachResult, runs: pd.DataFrame, path: Path) -> Pat
     lines = ax.contour(grid_n, grid_d, loss, levels=levels, norm=norm, cmap="viridis_r", linewidths=0.8)
     ax.clabel(lines, fmt="%.2f", fontsize=7)
     flops = np.geomspace(6 * n.min() * d.min(), 6 * n.max() * d.max(), 200)
-    n_opt, d_opt, _ = compute_optimal(flops, **fit.as_dict())
+    n_opt, d_opt, _ = result.frontier(result.estimate, flops)
     ax.plot(n_opt, d_opt, color="crimson", lw=2.5, label="efficient frontier N_opt(C), D_opt(C)")
     for budget in np.logspace(np.ceil(np.log10(runs["C"].min())), np.floor(np.log10(runs["C"].max())), 4):
         ax.plot(n, tokens_from_flops(budget, n), color="grey", lw=0.8, ls="--")
@@ -157,11 +156,8 @@ def plot_curves(details: EnvelopeDetails, path: Path) -> Path:
     points, env = details.points, details.envelope
     fig, ax = plt.subplots(figsize=(8, 5.5))
     norm = LogNorm(points["N"].min(), points["N"].max())
-    if details.source.from_curves:
-        for _, curve in points.sort_values("C").groupby("run"):
-            ax.plot(curve["C"], curve["loss"], color=plt.cm.plasma(norm(curve["N"].iloc[0]) * 0.9), lw=0.9, alpha=0.8)
-    else:
-        ax.scatter(points["C"], points["loss"], color=plt.cm.plasma(norm(points["N"]) * 0.9), s=14)
+    for _, curve in points.sort_values("C").groupby("run"):
+        ax.plot(curve["C"], curve["loss"], color=plt.cm.plasma(norm(curve["N"].iloc[0]) * 0.9), lw=0.9, alpha=0.8)
     if details.start > points["C"].min():
         ax.axvspan(points["C"].min(), details.start, color="grey", alpha=0.15, lw=0,
                    label=f"left out of the envelope: C < {details.start:.2g} FLOPs")
@@ -169,8 +165,7 @@ def plot_curves(details: EnvelopeDetails, path: Path) -> Path:
                label="lower envelope, less the stretches won by the smallest or largest model")
     mappable = plt.cm.ScalarMappable(norm=norm, cmap="plasma")
     fig.colorbar(mappable, ax=ax, label=N_LABEL)
-    kind = "training curves" if details.source.from_curves else "final points (no curves in this table)"
-    ax.set(xscale="log", yscale="log", xlabel=FLOPS_LABEL, ylabel=LOSS_LABEL, title=f"Approach 1: {kind} and envelope")
+    ax.set(xscale="log", yscale="log", xlabel=FLOPS_LABEL, ylabel=LOSS_LABEL, title="Approach 1: training curves and envelope")
     _plain_log_y(ax)
     ax.legend(fontsize=9)
     return _save(fig, path)
@@ -197,7 +192,7 @@ def plot_runs(runs: pd.DataFrame, curves: pd.DataFrame | None, path: Path) -> Pa
 @_styled
 def plot_observed_vs_predicted(result: ApproachResult, runs: pd.DataFrame, path: Path) -> Path:
     """Observed final loss against the fitted L(N, D), coloured by compute; the diagonal is a perfect fit."""
-    predicted = predict_loss(runs["N"], runs["D"], **result.details.params.as_dict())
+    predicted = result.details.predict(runs["N"], runs["D"], runs["epochs"].fillna(1.0))
     residual = np.log(runs["loss"]) - np.log(predicted)
     fig, ax = plt.subplots(figsize=(6.5, 6))
     points = ax.scatter(runs["loss"], predicted, c=runs["C"], norm=LogNorm(), cmap="cividis", s=20, edgecolors="black",
@@ -219,7 +214,7 @@ def make_figures(analysis: Analysis, figures: Path) -> list[tuple[str, str]]:
     results, runs, made = analysis.results, analysis.data.runs, []
     if "approach2" in results:
         plot_isoflops(results["approach2"].details, figures / "isoflop.png")
-        made.append(("isoflop.png", "IsoFLOP profiles: loss against N per budget, fitted parabolas and their minima"))
+        made.append(("isoflop.png", "IsoFLOP profiles: loss against N per budget, fitted profiles and their minima"))
     if not results:  # too few runs for any fit: still show what trained
         plot_runs(runs, analysis.data.curves, figures / "runs.png")
         return [("runs.png", "Loss against compute for every run, coloured by N; no approach could be fitted")]
@@ -236,5 +231,5 @@ def make_figures(analysis: Analysis, figures: Path) -> list[tuple[str, str]]:
         made.append(("observed_vs_predicted.png", "Observed against predicted final loss (approach 3)"))
     if "approach1" in results:
         plot_curves(results["approach1"].details, figures / "curves.png")
-        made.append(("curves.png", "Training curves (or final points) and the lower envelope (approach 1)"))
+        made.append(("curves.png", "Training curves and the lower envelope (approach 1)"))
     return made
