@@ -57,14 +57,15 @@ def _step(hess: np.ndarray, grad: np.ndarray, damping: np.ndarray, held: np.ndar
 
 
 def polish(law: Law, theta: np.ndarray, data: LawData, count: np.ndarray,
-           max_steps: int = MAX_STEPS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Levenberg-Marquardt from every row of theta (K, P) at once; returns (theta, objective, converged)."""
+           max_steps: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Levenberg-Marquardt from every row of theta (K, P) at once (at most MAX_STEPS steps unless told);
+    returns (theta, objective, converged)."""
     lower, upper = law.bounds(data)
     theta = np.clip(np.array(theta, float), lower, upper)
     value, grad, hess = evaluate(law, theta, data, count)
     damping = np.full(len(theta), 1e-3)
     active = np.arange(len(theta))
-    for _ in range(max_steps):
+    for _ in range(max_steps or MAX_STEPS):
         if active.size == 0:
             break
         th, g = theta[active], grad[active]
