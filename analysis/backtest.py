@@ -29,7 +29,7 @@ def holdout_of(args: argparse.Namespace, runs):
     return default_holdout(runs)
 
 
-def to_json(result: Backtest, source: str) -> dict:
+def to_json(result: Backtest, source: str, bootstrap: str) -> dict:
     """Backtest as one JSON-ready object: the fit on the kept runs, and each held-out prediction."""
     fit, level = result.fit, result.level
     return finite_or_none({
@@ -37,6 +37,7 @@ def to_json(result: Backtest, source: str) -> dict:
         "law": result.law,
         "level": level,
         "n_boot": fit.n_boot,
+        "bootstrap": bootstrap,
         "held_out": result.holdout,
         "n_fit": len(fit.details.data.u),
         "n_held_out": len(result.predictions),
@@ -71,11 +72,12 @@ def backtest_command(args: argparse.Namespace) -> int:
     data = read_input(args)
     try:
         result = backtest(data.runs, holdout_of(args, data.runs), args.law, args.n_boot, args.seed, args.level,
-                          args.init)
+                          args.init, args.bootstrap)
     except FitError as error:
         raise InputError(str(error)) from error
     source = str(data.source)
-    print(json.dumps(to_json(result, source), indent=2) if args.format == "json" else to_text(result, source), end="")
+    text = to_text(result, source) if args.format == "text" else json.dumps(to_json(result, source, args.bootstrap), indent=2)
+    print(text, end="")
     return 0
 
 

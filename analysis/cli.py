@@ -9,6 +9,7 @@ from collections.abc import Callable
 from analysis.errors import InputError
 from analysis.fits.analyse import Analysis, FitConfig, analyse
 from analysis.fits.approach1 import DEFAULT_ENVELOPE_START
+from analysis.fits.approach3 import BOOTSTRAPS
 from analysis.fits.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT
 from analysis.fits.data import FitData
 from analysis.fits.laws import DEFAULT_LAW, LAWS
@@ -62,6 +63,10 @@ def add_law_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", choices=["varpro", "grid"], default="varpro",
                         help="approach-3 starts: variable projection, or Hoffmann et al.'s 4,500-point grid "
                              "(chinchilla only; slow)")
+    parser.add_argument("--bootstrap", choices=list(BOOTSTRAPS), default=BOOTSTRAPS[0],
+                        help="approach-3 intervals: redraw each run's loss from the fit's smoothed residuals "
+                             "(calibrated when the law holds), or resample runs (safer when the law may misfit "
+                             "or N and D are uncertain)")
 
 
 def fit_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -127,7 +132,7 @@ def read_input(args: argparse.Namespace, where: str | None = None) -> FitData:
 def read_and_analyse(args: argparse.Namespace) -> Analysis:
     """Read the input named on the command line and fit what can be fitted (InputError on bad input)."""
     config = FitConfig(args.n_boot, args.seed, args.level, args.budgets, args.init, args.envelope_start, args.law,
-                       args.profile)
+                       args.profile, bootstrap=args.bootstrap)
     return analyse(read_input(args), config)
 
 

@@ -47,7 +47,8 @@ def to_json(analysis: Analysis) -> dict:
         }
     if "approach3" in out:
         law = LAWS[analysis.config.law]
-        out["approach3"] |= {"law": law.name, "formula": law.formula, "frontier_note": law.frontier_note}
+        out["approach3"] |= {"law": law.name, "formula": law.formula, "frontier_note": law.frontier_note,
+                             "bootstrap": analysis.config.bootstrap}
     if "approach2" in out:
         details = analysis.results["approach2"].details
         out["approach2"] |= {"profile": details.kind, "between_budget_sd": details.between_sd}

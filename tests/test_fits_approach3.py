@@ -41,7 +41,8 @@ def _data(runs: pd.DataFrame):
 
 
 def test_approach3_reproduces_epoch_fit(epoch_runs):
-    result = fit_approach3(epoch_runs, n_boot=300, seed=0)
+    """Epoch's estimates, and (resampling runs, as they did) their interval for a."""
+    result = fit_approach3(epoch_runs, n_boot=300, seed=0, bootstrap="runs")
     fit = result.estimate
     assert len(epoch_runs) == 240
     assert fit["E"] == pytest.approx(1.8172, rel=0.01)
@@ -51,6 +52,13 @@ def test_approach3_reproduces_epoch_fit(epoch_runs):
     assert fit["B"] == pytest.approx(2085.43, rel=0.25)
     low, high = result.interval("a", 0.8)
     assert 0.47 < low < 0.50 and 0.53 < high < 0.56
+
+
+def test_residual_bootstrap_on_epochs_points_is_narrower_than_resampling_runs(epoch_runs):
+    """Points read off a plot carry error in N and D that redrawing losses alone cannot show (documented)."""
+    residuals = fit_approach3(epoch_runs, n_boot=300, seed=0).interval("a", 0.8)
+    runs = fit_approach3(epoch_runs, n_boot=300, seed=0, bootstrap="runs").interval("a", 0.8)
+    assert residuals[0] < 0.5139 < residuals[1] and runs[1] - runs[0] > 1.5 * (residuals[1] - residuals[0])
 
 
 def test_hoffmann_grid_reaches_the_varpro_optimum(epoch_runs, monkeypatch):
@@ -73,13 +81,14 @@ def test_objective_is_summed_over_runs_not_averaged(epoch_runs):
     """Doubling every run's count doubles the objective (averaging is the early-stopping trap)."""
     data = _data(epoch_runs)
     theta = fit_law(CHINCHILLA, data).theta[None]
-    single, _, _ = huber.evaluate(CHINCHILLA, theta, data, np.ones((1, len(epoch_runs))))
-    double, _, _ = huber.evaluate(CHINCHILLA, theta, data, 2 * np.ones((1, len(epoch_runs))))
+    single, _, _ = huber.evaluate(CHINCHILLA, theta, data, np.ones((1, len(epoch_runs))), data.log_loss[None])
+    double, _, _ = huber.evaluate(CHINCHILLA, theta, data, 2 * np.ones((1, len(epoch_runs))), data.log_loss[None])
     assert double[0] == pytest.approx(2 * single[0])
 
 
-def test_every_bootstrap_refit_converges_where_the_old_optimiser_stalled(gadre_small):
-    result = fit_approach3(gadre_small, n_boot=1000, seed=0)
+@pytest.mark.parametrize("bootstrap", ["residuals", "runs"])
+def test_every_bootstrap_refit_converges_where_the_old_optimiser_stalled(gadre_small, bootstrap):
+    result = fit_approach3(gadre_small, n_boot=1000, seed=0, bootstrap=bootstrap)
     assert not any("without converging" in w for w in result.warnings)
     assert result.n_failed == 0
 
@@ -100,7 +109,7 @@ def test_refits_reach_the_optimum_of_their_resample(epoch_runs):
     for row, count in enumerate(counts):
         fresh = approach3._best_starts(CHINCHILLA, data, count.astype(float), 3)
         best, value, _ = approach3._polish_best(CHINCHILLA, fresh[None], data, count[None].astype(float))
-        refit_value, _, _ = huber.evaluate(CHINCHILLA, theta[row][None], data, count[None].astype(float))
+        refit_value, _, _ = huber.evaluate(CHINCHILLA, theta[row][None], data, count[None].astype(float), data.log_loss[None])
         assert converged[row] and refit_value[0] <= value[0] * (1 + 1e-9)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from analysis.errors import FitError
 from analysis.fits.approach1 import DEFAULT_ENVELOPE_START, fit_approach1
 from analysis.fits.approach2 import fit_approach2
-from analysis.fits.approach3 import Init, fit_approach3, law_by_name
+from analysis.fits.approach3 import Bootstrap, Init, fit_approach3, law_by_name
 from analysis.fits.backtest import LawCheck, check_laws
 from analysis.fits.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT, interval_warnings
 from analysis.fits.data import FitData
@@ -19,8 +19,8 @@ from analysis.fits.result import ApproachResult
 
 @dataclass(frozen=True)
 class FitConfig:
-    """How to fit: bootstrap, interval level, extrapolation budgets, approach-3 law and starts, approach-2
-    profile estimator, approach-1 envelope start, and whether to check how far every law extrapolates."""
+    """How to fit: bootstrap, interval level, extrapolation budgets, approach-3 law, starts and bootstrap kind,
+    approach-2 profile estimator, approach-1 envelope start, and whether to check how far every law extrapolates."""
 
     n_boot: int = DEFAULT_N_BOOT
     seed: int = 0
@@ -31,6 +31,7 @@ class FitConfig:
     law: str = DEFAULT_LAW
     profile: str = DEFAULT_PROFILE
     check_laws: bool = True
+    bootstrap: Bootstrap = "residuals"
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ def analyse(data: FitData, config: FitConfig) -> Analysis:
     fits = {
         "approach1": lambda: _approach1(data, config),
         "approach2": lambda: fit_approach2(data.runs, config.n_boot, config.seed, config.profile),
-        "approach3": lambda: fit_approach3(data.runs, config.n_boot, config.seed, config.init, config.law, config.level),
+        "approach3": lambda: fit_approach3(data.runs, config.n_boot, config.seed, config.init, config.law, config.level,
+                                           config.bootstrap),
     }
     checked = {"approach1": ("a", "b"), "approach2": ("a", "b"), "approach3": law.checked_keys}
     results, skipped = {}, {}

@@ -2,8 +2,8 @@
 
 A prediction interval must hold a new run's loss, not the law's mean: so each bootstrap replicate's
 prediction (parameter uncertainty) is multiplied by exp(e), e drawn from the fit's own log residuals
-(the noise of one run about the law, scaled up by sqrt(n / (n - P)) because residuals about a fitted
-curve are smaller than the noise). Relative error is (predicted - observed) / observed.
+(leverage-corrected, kernel-smoothed: the noise of one run about the law, as approach 3's bootstrap
+draws it). Relative error is (predicted - observed) / observed.
 """
 
 from dataclasses import dataclass
@@ -13,7 +13,17 @@ import pandas as pd
 
 from analysis.errors import FitError
 from analysis.fits.approach2 import budget_groups
-from analysis.fits.approach3 import Init, fit_approach3, fit_law, law_by_name, prepare, run_columns
+from analysis.fits.approach3 import (
+    Bootstrap,
+    Init,
+    fit_approach3,
+    fit_law,
+    law_by_name,
+    prepare,
+    residuals,
+    run_columns,
+    smoothed_draws,
+)
 from analysis.fits.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT
 from analysis.fits.laws import LAWS
 from analysis.fits.result import ApproachResult
@@ -93,32 +103,24 @@ def default_holdout(runs: pd.DataFrame) -> Holdout:
     return largest(runs, max(1, int(round(DEFAULT_HOLDOUT_SHARE * len(runs)))))
 
 
-def _residual_pool(result: ApproachResult) -> np.ndarray:
-    """The fit's log residuals, scaled to the noise of one new run."""
-    fit = result.details
-    log_pred, _ = fit.law.log_predict(fit.theta[None], fit.data)
-    residuals = fit.data.log_loss - log_pred[0]
-    n, size = residuals.size, fit.theta.size
-    return residuals * np.sqrt(n / max(n - size, 1))
-
-
 def prediction_interval(result: ApproachResult, runs: pd.DataFrame, level: float = DEFAULT_LEVEL,
                         seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predicted loss and its `level` prediction interval (parameters and one run's noise) for each run."""
     fit = result.details
     N, D, _, epochs = run_columns(runs)
     replicas = fit.law.loss({key: value[:, None] for key, value in result.samples.items()}, N, D, epochs)
-    noise = np.random.default_rng(seed).choice(_residual_pool(result), size=replicas.shape)
+    noise = smoothed_draws(residuals(fit), replicas.shape, np.random.default_rng(seed))
     tail = 50.0 * (1.0 - level)
     low, high = np.nanpercentile(replicas * np.exp(noise), [tail, 100.0 - tail], axis=0)
     return fit.predict(N, D, epochs), low, high
 
 
 def backtest(runs: pd.DataFrame, holdout: Holdout, law: str = "chinchilla", n_boot: int = DEFAULT_N_BOOT,
-             seed: int = 0, level: float = DEFAULT_LEVEL, init: Init = "varpro") -> Backtest:
+             seed: int = 0, level: float = DEFAULT_LEVEL, init: Init = "varpro",
+             bootstrap: Bootstrap = "residuals") -> Backtest:
     """Fit `law` (approach 3) on the runs not held out, then predict each held-out run with an interval."""
     train, test = runs[~holdout.mask].reset_index(drop=True), runs[holdout.mask].reset_index(drop=True)
-    result = fit_approach3(train, n_boot, seed, init, law, level)
+    result = fit_approach3(train, n_boot, seed, init, law, level, bootstrap)
     predicted, low, high = prediction_interval(result, test, level, seed)
     observed = test["loss"].to_numpy(float)
     _, _, _, epochs = run_columns(test)

@@ -28,10 +28,12 @@ MAX_DAMPING = 1e10
 OUTSIDE_WEIGHT = 0.01  # past this, no step however short improves the objective: the row is at its optimum
 
 
-def evaluate(law: Law, theta: np.ndarray, data: LawData, count: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Objective (K,), gradient (K, P) and majoriser Hessian (K, P, P) for K rows of theta."""
+def evaluate(law: Law, theta: np.ndarray, data: LawData, count: np.ndarray,
+             target: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Objective (K,), gradient (K, P) and Gauss-Newton Hessian (K, P, P) for K rows of theta, each fitted to
+    its row of counts and of target log losses (K, n)."""
     log_pred, jac = law.log_predict(theta, data)
-    r = log_pred - data.log_loss
+    r = log_pred - target
     psi = np.clip(r, -HUBER_DELTA, HUBER_DELTA)
     value = (count * psi * (r - 0.5 * psi)).sum(axis=1)
     grad = ((count * psi)[:, None, :] @ jac)[:, 0, :]
@@ -56,13 +58,15 @@ def _step(hess: np.ndarray, grad: np.ndarray, damping: np.ndarray, held: np.ndar
     return np.linalg.solve(damped, -(grad * free)[..., None])[..., 0]
 
 
-def polish(law: Law, theta: np.ndarray, data: LawData, count: np.ndarray,
+def polish(law: Law, theta: np.ndarray, data: LawData, count: np.ndarray, target: np.ndarray | None = None,
            max_steps: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Levenberg-Marquardt from every row of theta (K, P) at once (at most MAX_STEPS steps unless told);
-    returns (theta, objective, converged)."""
+    """Levenberg-Marquardt from every row of theta (K, P) at once (at most MAX_STEPS steps unless told), each
+    row fitted to its counts and target log losses (K, n; default the data's); returns (theta, objective,
+    converged)."""
     lower, upper = law.bounds(data)
     theta = np.clip(np.array(theta, float), lower, upper)
-    value, grad, hess = evaluate(law, theta, data, count)
+    target = np.broadcast_to(data.log_loss if target is None else target, count.shape)
+    value, grad, hess = evaluate(law, theta, data, count, target)
     damping = np.full(len(theta), 1e-3)
     active = np.arange(len(theta))
     for _ in range(max_steps or MAX_STEPS):
@@ -71,7 +75,7 @@ def polish(law: Law, theta: np.ndarray, data: LawData, count: np.ndarray,
         th, g = theta[active], grad[active]
         held = ((th <= lower) & (g > 0)) | ((th >= upper) & (g < 0))
         trial = np.clip(th + _step(hess[active], g, damping[active], held), lower, upper)
-        t_value, t_grad, t_hess = evaluate(law, trial, data, count[active])
+        t_value, t_grad, t_hess = evaluate(law, trial, data, count[active], target[active])
         better = t_value < value[active]
         small = value[active] - t_value <= F_TOL * value[active] + 1e-300
         moved = active[better]

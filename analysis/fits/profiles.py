@@ -2,15 +2,19 @@
 
 - `parabola`: least squares of loss on (1, x, x^2), x = log N, over all of the budget's sizes (Hoffmann
   et al. 2022, section 3.2). On a wide or asymmetric profile (the Chinchilla form's is asymmetric in
-  log N) its minimum moves with the window: +0.004 to +0.007 bias in the exponent a when the sampled
-  window drifts by +-0.5 decades across budgets (benchmarks/RESULTS.md, "IsoFLOP profile estimators").
+  log N) its minimum moves with the window: with noise-free profiles over +-1 decade whose window drifts
+  from -0.5 to +0.5 decades off the optimum across budgets (11 sizes), a is off by +0.0045 (Hoffmann's
+  law) and +0.0076 (alpha 0.45, beta 0.30); over +-1.5 decades (13 sizes) by 0.0000 and +0.0032.
 - `local` (default): the same parabola through the LOCAL_SIZES sizes nearest the lowest observed loss, so
-  the window follows the minimum; measured bias under that drift at most 0.0003 without noise, at most
-  0.005 with 0.3-1% noise, for standard deviations 1.2-1.5x the all-size parabola's. With LOCAL_SIZES or
-  fewer sizes it is the all-size parabola.
+  the window follows the minimum: on the same profiles a is off by at most 0.0002. Its spread is larger
+  (on 100 noisy sweeps per design with more than LOCAL_SIZES sizes, sd 0.021-0.040 against 0.011-0.024),
+  which the bootstrap carries into the intervals. With LOCAL_SIZES or fewer sizes it is the all-size
+  parabola.
 - `akima`: Akima interpolation of log loss against log N, minimised on a grid 25x finer than the sizes
-  (Porian et al. 2024). Unbiased on smooth profiles but it interpolates the noise: 2-6x the spread.
+  (Porian et al. 2024). Nearly unbiased on smooth profiles (at most 0.001 above) but it interpolates the
+  noise: 2.4-5x the parabola's spread.
 
+The default is the estimator with the least bias we measured (benchmarks/RESULTS.md, "Fit coverage").
 Every estimator reports a minimum outside the sampled sizes with the direction to extend the grid.
 """
 

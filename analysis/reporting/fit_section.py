@@ -10,6 +10,13 @@ from analysis.fits.profiles import LOCAL_SIZES
 from analysis.fits.reference import BESIROGLU_2024, HOFFMANN_2022, HOFFMANN_TABLE2
 from analysis.fits.result import ApproachResult
 
+BOOTSTRAP_NOTES = {
+    "residuals": "keeps every run and redraws its log loss as the fit plus a kernel-smoothed draw from the fit's "
+                 "residuals (calibrated when the law holds; `--bootstrap runs` resamples runs instead, safer when "
+                 "the law may misfit).",
+    "runs": "resamples runs (`--bootstrap runs`): wider than the default residual bootstrap when the law holds, "
+            "safer when it may not.",
+}
 PROFILE_NOTES = {
     "local": f"a parabola in log N through the {LOCAL_SIZES} sizes nearest each budget's lowest loss, so the window "
              "follows the minimum (the least biased estimator we measured; benchmarks/RESULTS.md)",
@@ -35,11 +42,12 @@ def allocation_section(analysis: Analysis) -> list[str]:
         lines.append(f"| {result.title} | {_interval(result, 'a', level)} | {_interval(result, 'b', level)} | "
                      f"{published} | {result.n_failed} of {result.n_boot} |")
     return lines + ["", f"Intervals: {level:.0%} bootstrap percentile intervals over {analysis.config.n_boot} refits; "
-                        "failed refits are counted above and left out. Approaches 1 and 3 resample runs. Approach 2 "
-                        "keeps every run and redraws its loss from a curve more flexible than the profile estimator's "
-                        "(a cubic in log N where a budget has 6 sizes), times (1 + noise drawn from that curve's "
+                        "failed refits are counted above and left out. Approach 1 resamples runs. Approach 2 keeps "
+                        "every run and redraws its loss from a curve more flexible than the profile estimator's (a "
+                        "cubic in log N where a budget has 6 sizes), times (1 + noise drawn from that curve's "
                         "residuals, scaled to each budget), then finds the minimum exactly as on the data, so the "
-                        "estimator's misfit shows in the intervals. Hoffmann's are their published 10th-90th "
+                        "estimator's misfit shows in the intervals. Approach 3 "
+                        + BOOTSTRAP_NOTES[analysis.config.bootstrap] + " Hoffmann's are their published 10th-90th "
                         "percentiles."] + profile_note(analysis) + envelope_note(analysis)
 
 
