@@ -10,13 +10,16 @@ experimenter chose, so each replicate keeps them and redraws every run's log los
 a draw from the fit's residuals (leverage-corrected, pooled), smoothed by a Gaussian kernel. With
 delta = 1e-3 and ~1% noise the Huber fit behaves like least absolute deviations, whose spread depends on
 the noise density near zero, so the draws must have that density right (De Angelis, Hall & Young 1993).
-Nominal 80% intervals for a, on 100 synthetic sweeps per design (benchmarks/RESULTS.md), held the truth:
-smoothed residuals 76-84% (4 designs); plain residual draws 74-79%; each run's own residual with a random
-sign (a wild bootstrap) 66-76%; times a standard normal 43%; resampling runs, which redraws the design too,
-86-95%. The residual bootstrap assumes the law's form and exact N and D. Where they are in doubt (the
-law misfits, or N and D were read off a plot) resampling runs (`--bootstrap runs`) is the safer choice:
-on Epoch's points extracted from Hoffmann et al.'s figure it gives an 80% interval for a twice as wide,
-[0.491, 0.542] against [0.502, 0.527]. `analysis.backtest` and the per-law extrapolation check show a misfit.
+Nominal 80% intervals for a, on 100 synthetic sweeps per design (benchmarks/RESULTS.md), held the
+truth: smoothed residual draws 76-84% of the time (4 designs, chinchilla law; 73-85% over every law);
+plain residual draws 74-79%; each run's own residual with a random sign (a wild bootstrap) 66-76%; the
+same times a standard normal 43-44%; resampling runs, which redraws the design too, 86-95%.
+
+The residual bootstrap assumes the law's form and exact N and D. Where they are in doubt (the law
+misfits, or N and D were read off a plot) resampling runs (`--bootstrap runs`) is the safer choice: on
+Epoch's points extracted from Hoffmann et al.'s figure it gives an 80% interval for a twice as wide,
+[0.491, 0.542] against [0.502, 0.527]. `analysis.backtest` and the per-law extrapolation check show a
+misfit.
 
 Every refit runs to convergence (huber.MAX_STEPS is a safety net, and a refit that reaches it is counted
 in a warning, never silently kept); the warnings also name each parameter the runs do not identify: its

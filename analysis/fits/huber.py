@@ -6,11 +6,12 @@ summing shrinks the objective by 1/n and lets an optimiser's tolerance stop it e
 Hoffmann's published fit short of the optimum.
 
 Optimiser: Levenberg-Marquardt on the Gauss-Newton model of the Huber loss, vectorised over rows
-(starts x bootstrap replicates); each step is accepted only if it lowers the objective. Bounds are handled by an active set: a coordinate on
-its bound whose gradient points out of the box is held there for the step, so the others still move with
-a full Gauss-Newton step instead of a clipped one. The scale parameters are bounded in log space close
-enough (laws.LOG_SCALE_FLOOR) that a vanishing term reaches its bound in a few steps rather than crawling
-towards minus infinity, which is what used to keep refits at the iteration cap.
+(starts x bootstrap replicates); each step is accepted only if it lowers the objective. Bounds are
+handled by an active set: a coordinate on its bound whose gradient points out of the box is held there
+for the step, so the others still move with a full Gauss-Newton step instead of a clipped one. The scale
+parameters are bounded in log space close enough (laws.LOG_SCALE_FLOOR) that a vanishing term reaches
+its bound in a few steps rather than crawling towards minus infinity, which is what used to keep refits
+at the iteration cap.
 """
 
 import numpy as np

@@ -156,15 +156,17 @@ class Chinchilla(Law):
         low, high = self._log_scale_bounds(data, 3)
         return np.concatenate([low, [EXPONENT_BOUNDS[0]] * 2]), np.concatenate([high, [EXPONENT_BOUNDS[1]] * 2])
 
-    def _v(self, theta: np.ndarray, data: LawData) -> tuple[np.ndarray, np.ndarray]:
-        """The centred log data term and its derivative in the last coordinate (none for plain data)."""
-        return np.broadcast_to(data.v, (len(theta), data.v.size)), np.zeros((len(theta), data.v.size))
+    def _v(self, theta: np.ndarray, data: LawData) -> tuple[np.ndarray, np.ndarray | None]:
+        """The centred log data term, and its derivative in the last coordinate (None: plain data has none)."""
+        return np.broadcast_to(data.v, (len(theta), data.v.size)), None
 
     def log_predict(self, theta, data):
         a_c, b_c, e, alpha, beta = (column[:, None] for column in theta.T[:5])
         v, dv = self._v(theta, data)
         log_l, (s_n, s_d, s_e) = _softmax(a_c - alpha * data.u, b_c - beta * v, e)
-        columns = [s_n, s_d, np.broadcast_to(s_e, s_n.shape), -s_n * data.u, -s_d * v] + ([-s_d * beta * dv] if theta.shape[1] > 5 else [])
+        columns = [s_n, s_d, np.broadcast_to(s_e, s_n.shape), -s_n * data.u, -s_d * v]
+        if dv is not None:  # data_constrained: log R* moves the effective data
+            columns.append(-s_d * beta * dv)
         return log_l, np.stack(columns, axis=-1)
 
     def grid_starts(self, data, count):
