@@ -2,19 +2,23 @@
 
     python -m analysis.fit results/NAME                 # readable summary
     python -m analysis.fit runs.csv --n-col "Model Size" --flops-col "Training FLOP" --format json
+    python -m analysis.fit runs.csv --law tied --profile akima
 
 Each approach runs when the data support it; one that cannot says why in one line and the others go on.
+Every law is also fitted without the largest runs and asked for them, so the summary shows which law
+extrapolates best (analysis.backtest does the same for one law, with prediction intervals).
 The CLI exits 2 with a one-line error when the input cannot be read or nothing can be fitted.
 """
 
 import argparse
 import json
-import math
 import sys
 
-from analysis.cli import fit_parser, load_and_analyse, run
+from analysis.cli import finite_or_none, fit_parser, load_and_analyse, run
 from analysis.fits.analyse import Analysis
+from analysis.fits.backtest import LawCheck
 from analysis.fits.extrapolate import frontier_table
+from analysis.fits.laws import LAWS
 from scaling.runtime import initialize
 
 
@@ -29,6 +33,9 @@ def to_json(analysis: Analysis) -> dict:
         "n_boot": analysis.config.n_boot,
         "notes": list(analysis.data.notes),
         "skipped": analysis.skipped,
+        "law": analysis.config.law,
+        "profile": analysis.config.profile,
+        "law_checks": {name: _check_json(check) for name, check in analysis.law_checks.items()},
     }
     for name, result in analysis.results.items():
         extrapolation = frontier_table(result, analysis.budgets, level)
@@ -39,18 +46,23 @@ def to_json(analysis: Analysis) -> dict:
             "warnings": list(result.warnings),
             "extrapolation": extrapolation.to_dict(orient="records"),
         }
-    return _finite_or_none(out)
+    if "approach3" in out:
+        law = LAWS[analysis.config.law]
+        out["approach3"] |= {"law": law.name, "formula": law.formula, "frontier_note": law.frontier_note,
+                             "bootstrap": analysis.config.bootstrap}
+    if "approach2" in out:
+        details = analysis.results["approach2"].details
+        out["approach2"] |= {"profile": details.kind, "between_budget_sd": details.between_sd}
+    return finite_or_none(out)
 
 
-def _finite_or_none(value):
-    """NaN and infinity are not JSON: write them as null."""
-    if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_none(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def _check_json(check: LawCheck | str) -> dict:
+    """One law's extrapolation check, or the reason it could not run."""
+    if isinstance(check, str):
+        return {"skipped": check}
+    return {"held_out": check.holdout, "n_fit": check.n_fit, "n_held_out": check.n_held_out,
+            "mean_abs_relative_error": check.mean_abs_relative_error,
+            "max_abs_relative_error": check.max_abs_relative_error}
 
 
 def to_text(analysis: Analysis) -> str:
@@ -70,7 +82,21 @@ def to_text(analysis: Analysis) -> str:
             lines.append(f"  {row.C:>10.3g}  {cells[0]:>28}  {cells[1]:>28}  {cells[2]:>22}  {cells[3]:>22}")
         lines += [f"  warning: {warning}" for warning in result.warnings]
     lines += [""] + [f"skipped {name}: {reason}" for name, reason in analysis.skipped.items()]
-    return "\n".join(lines).rstrip() + "\n"
+    return "\n".join(lines + law_check_lines(analysis)).rstrip() + "\n"
+
+
+def law_check_lines(analysis: Analysis) -> list[str]:
+    """Each law fitted without the held-out runs, and its relative error on them."""
+    checks = analysis.law_checks
+    held = next((c.holdout for c in checks.values() if isinstance(c, LawCheck)), None)
+    if not checks or held is None:
+        return []
+    lines = ["", f"Extrapolation check: each law fitted without {held}, then asked for them",
+             f"  {'law':>16}  {'mean |relative error|':>22}  {'max':>8}"]
+    for name, check in checks.items():
+        lines.append(f"  {name:>16}  {check.mean_abs_relative_error:>22.2%}  {check.max_abs_relative_error:>8.2%}"
+                     if isinstance(check, LawCheck) else f"  {name:>16}  not fitted: {check}")
+    return lines
 
 
 def _with_interval(row, name: str) -> str:

@@ -1,7 +1,8 @@
 """Load runs into one canonical table: a sweep folder (results/NAME) or any CSV/parquet table of runs.
 
 Canonical columns: run, N (parameters), D (tokens), C = 6 N D (FLOPs), loss, budget (FLOPs; NaN when
-unknown). Our own runs also bring training curves (run, N, D, C, loss at each evaluation).
+unknown), epochs (passes over the training data; NaN when unknown, read as 1). Our own runs also bring
+training curves (run, N, D, C, loss at each evaluation).
 Only the files are read, by the names in scaling/contract.py; no training code is imported.
 """
 
@@ -18,17 +19,21 @@ from analysis.fits.lossmodel import FLOPS_PER_PARAM_TOKEN, tokens_from_flops
 from scaling import contract
 
 ParamsConvention = Literal["total", "nonembedding"]
+# The summary field a run records its passes over the data in (scaling/trainer.py writes it; the contract
+# does not name it yet).
+EPOCHS = "epochs"
 
 
 @dataclass(frozen=True)
 class Columns:
-    """Column names in an outside table (the CLI's --n-col, --d-col, --flops-col, --loss-col, --budget-col)."""
+    """Column names in an outside table (--n-col, --d-col, --flops-col, --loss-col, --budget-col, --epochs-col)."""
 
     n: str = "N"
     d: str = "D"
     flops: str | None = None
     loss: str = "loss"
     budget: str | None = None
+    epochs: str | None = None
 
 
 def load(path: Path | str, columns: Columns = Columns(), params: ParamsConvention = "total",
@@ -103,6 +108,7 @@ def _load_sweep(table: pd.DataFrame, folder: Path, params: ParamsConvention, pat
         "N": N, "D": D, "C": FLOPS_PER_PARAM_TOKEN * N * D,
         "loss": completed[contract.FINAL_EVAL_LOSS].to_numpy(float),
         "budget": completed[contract.BUDGET].to_numpy(float) if contract.BUDGET in completed else np.nan,
+        "epochs": completed[EPOCHS].to_numpy(float) if EPOCHS in completed else np.nan,
     })
     runs, dropped = _valid(runs, f"{n_column}, tokens or final_eval_loss")
     run_dirs = dict(zip(completed[contract.RUN_NAME].astype(str), completed[contract.RUN_DIR])) if contract.RUN_DIR in completed else {}
@@ -142,7 +148,7 @@ def _load_curves(runs: pd.DataFrame, folder: Path, run_dirs: dict) -> tuple[pd.D
 
 
 def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
-    """Any table: N and loss columns, plus D or FLOPs (D = C / 6N), and optionally a budget column."""
+    """Any table: N and loss columns, plus D or FLOPs (D = C / 6N), and optionally budget and epochs columns."""
     _require(table, columns.n, "pass --n-col NAME")
     _require(table, columns.loss, "pass --loss-col NAME")
     N = table[columns.n].to_numpy(float)
@@ -152,12 +158,14 @@ def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
     else:
         _require(table, columns.d, "pass --d-col NAME, or --flops-col NAME to derive D = C / (6 N)")
         D = table[columns.d].to_numpy(float)
-    if columns.budget is not None:
-        _require(table, columns.budget, "pass --budget-col NAME")
+    for column, flag in ((columns.budget, "--budget-col"), (columns.epochs, "--epochs-col")):
+        if column is not None:
+            _require(table, column, f"pass {flag} NAME")
     runs = pd.DataFrame({
         "run": table.index.astype(str), "N": N, "D": D, "C": FLOPS_PER_PARAM_TOKEN * N * D,
         "loss": table[columns.loss].to_numpy(float),
         "budget": table[columns.budget].to_numpy(float) if columns.budget else np.nan,
+        "epochs": table[columns.epochs].to_numpy(float) if columns.epochs else np.nan,
     })
     runs, dropped = _valid(runs, f"{columns.n}, {columns.flops or columns.d} or {columns.loss}")
     return FitData(runs, None, path, f"column {columns.n!r}", tuple([f"using {len(runs)} rows"] + dropped),

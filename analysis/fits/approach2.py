@@ -1,69 +1,72 @@
 """Approach 2: IsoFLOP profiles (Hoffmann et al. 2022, section 3.2).
 
-For each compute budget, fit a parabola of loss against log N, take its minimum as N_opt(C), and fit
-power laws N_opt = k C^a and D_opt = C/(6 N_opt) = k' C^b (so b = 1 - a exactly). Each minimum's standard
-error (delta method on the parabola) weights the power-law fit.
+For each compute budget, a profile estimator (profiles.py; `local` by default) finds N_opt(C) along
+log N; power laws N_opt = k C^a and D_opt = C/(6 N_opt) = k' C^b follow (so b = 1 - a exactly).
 
-Intervals come from a residual bootstrap, not from resampling runs. A budget has few sizes (4-7 is usual)
-and they are chosen by design: resampled with replacement, 5 sizes often keep fewer than 4 distinct ones
-(on a real 3 x 5 sweep 937 of 1000 refits failed), and the refits that survive are not representative.
-So each replicate keeps every run's size and draws its loss afresh: fitted parabola x (1 + e), with e
-drawn from the relative residuals of all budgets, pooled. Each residual is divided by sqrt(1 - leverage)
-so that it has the noise's variance, and the pool is centred. Pooling assumes the same relative noise at
-every budget (the multiplicative noise approach 3 assumes too), because a budget alone leaves only 1-4
-degrees of freedom to estimate it from. The pooled variance also gives each minimum its standard error,
-and replicates keep those as weights. On synthetic sweeps with 1% noise (200 per design), 80% intervals
-for a held the truth 79-83% of the time at 3 x 5, 3 x 7, 5 x 5 and 8 x 9 budgets x sizes, and 72% at 4 x 4,
-where each budget leaves 1 degree of freedom; resampling runs held it 65% at 3 x 5 (93% of refits failed).
-With noise differing tenfold between 3 budgets of 5 sizes, pooling still held it 80-81% of the time.
+Intervals come from a bootstrap that includes the estimator's misfit. Each budget's "truth" in the
+bootstrap world is a more flexible curve than the estimator's (a cubic in log N with 6 or more sizes,
+else the all-size parabola), and each replicate redraws every run's loss as that curve x (1 + e), with e
+drawn from the curves' relative residuals (leverage-corrected). The profile estimator then runs on the
+replicate exactly as on the data, so a window that moves, a parabola that misses an asymmetric minimum,
+or an interpolant that chases noise all show in the spread of the replicates. Runs are not resampled:
+a budget has few sizes (4-7 is usual), chosen by design, and resampled ones often leave too few
+distinct sizes (on a real 3 x 5 sweep 937 of 1000 refits failed).
+
+Noise may differ by budget: each budget's noise scale is its own residual variance shrunk towards the
+pooled one (weight SHRINK_DOF), and the pooled residuals, each divided by its budget's scale, are the
+shapes every budget draws from. Each minimum's standard error is the robust spread of its replicates, and
+the power law weights budgets by 1 / (se^2 + tau^2), where tau^2 is the scatter of the minima about the
+power law beyond what their standard errors explain (DerSimonian & Laird 1986, for a line): misfit that
+differs between budgets, which replicates of each budget alone cannot show. Replicate minima get that
+scatter added, so the intervals carry it too.
 """
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from analysis.errors import FitError
-from analysis.fits.bootstrap import replicate
-from analysis.fits.powerlaw import fit_power_law
+from analysis.fits.powerlaw import fit_lines
+from analysis.fits.profiles import (
+    DEFAULT_PROFILE,
+    OK,
+    PROFILES,
+    Profile,
+    fit_profile,
+    minima,
+    polynomial,
+)
 from analysis.fits.result import ApproachResult, power_law_frontier
 
-MIN_SIZES_PER_BUDGET = 4  # a parabola has 3 coefficients; a fourth size leaves a residual to gauge the noise by
 MIN_BUDGETS = 3
 # Without a budget column, runs are grouped by C: a gap wider than this (in decades) starts a new budget,
 # and a group wider than the spread limit is not an IsoFLOP profile at all.
 BUDGET_GAP_DECADES = 0.05
 MAX_BUDGET_SPREAD_DECADES = 0.15
 MIN_SE = 1e-6  # floor on a minimum's standard error (log N units) so noise-free data still weights sensibly
-
-
-@dataclass(frozen=True)
-class Parabola:
-    """loss = c0 + c1 x + c2 x^2 with x = log N - centre, fitted to one budget's runs (log_n, loss)."""
-
-    budget: float
-    log_n: np.ndarray
-    loss: np.ndarray
-    coef: tuple[float, float, float]
-    centre: float
-    log_n_opt: float
-    loss_opt: float
-    se_log_n_opt: float = math.nan  # needs the noise pooled over budgets: set by with_standard_error
-
-    def at(self, log_n: np.ndarray) -> np.ndarray:
-        """The fitted loss at log model sizes log_n."""
-        x = log_n - self.centre
-        c0, c1, c2 = self.coef
-        return c0 + c1 * x + c2 * x * x
+FLEXIBLE_SIZES = 6  # a cubic needs 4 coefficients; 6 sizes leave it 2 residual degrees of freedom
+SHRINK_DOF = 4.0  # the pooled noise variance counts as this many degrees of freedom in each budget's estimate
+MAD_TO_SD = 1.4826
 
 
 @dataclass(frozen=True)
 class IsoflopDetails:
-    """What the IsoFLOP figure needs: the runs of each budget and the parabolas fitted to them."""
+    """What the IsoFLOP figure needs: the runs of each budget and the profile fitted to each."""
 
     runs: pd.DataFrame  # the runs approach 2 used, with a `group` column (budget in FLOPs)
-    parabolas: tuple[Parabola, ...]
+    profiles: tuple[Profile, ...]
+    kind: str
+    between_sd: float  # tau: scatter of log N_opt about the power law beyond the standard errors
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """The bootstrap world of one budget: its truth curve at each run, and its relative-noise scale."""
+
+    truth: np.ndarray
+    residuals: np.ndarray  # relative, leverage-corrected
+    scale: float = np.nan
 
 
 def budget_groups(runs: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
@@ -90,110 +93,116 @@ def budget_groups(runs: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     return groups, notes
 
 
-def _design(x: np.ndarray) -> np.ndarray:
-    return np.column_stack([np.ones_like(x), x, x * x])
+def noise_model(profile: Profile) -> NoiseModel:
+    """The flexible truth curve through one budget's runs, and its relative residuals."""
+    degree = 3 if profile.log_n.size >= FLEXIBLE_SIZES else 2
+    coef, centre = polynomial(profile.log_n, profile.loss[None], degree)
+    design = np.vander(profile.log_n - centre, degree + 1, increasing=True)
+    truth = design @ coef[0]
+    leverage = np.einsum("ij,ji->i", design, np.linalg.pinv(design))
+    residuals = (profile.loss - truth) / truth / np.sqrt(np.maximum(1.0 - leverage, 1e-12))
+    return NoiseModel(truth, residuals)
 
 
-def fit_parabola(budget: float, log_n: np.ndarray, loss: np.ndarray) -> Parabola:
-    """Least-squares parabola of loss on log N; FitError, naming the budget, if it has no interior minimum."""
-    sizes = np.unique(log_n).size
-    if sizes < MIN_SIZES_PER_BUDGET:
-        raise FitError(f"budget {budget:.3g} FLOPs: runs at {sizes} distinct model sizes, need {MIN_SIZES_PER_BUDGET}: "
-                       "add sizes")
-    centre = float(log_n.mean())
-    x = log_n - centre
-    (c0, c1, c2), *_ = np.linalg.lstsq(_design(x), loss, rcond=None)
-    if c2 <= 0:
-        raise FitError(
-            f"budget {budget:.3g} FLOPs: the IsoFLOP parabola opens downward or is flat (curvature {c2:.3g}); "
-            "add runs on both sides of the optimum"
-        )
-    x_opt = -c1 / (2 * c2)
-    if not x.min() <= x_opt <= x.max():
-        raise FitError(
-            f"budget {budget:.3g} FLOPs: the parabola's minimum lies outside the sampled sizes "
-            f"(N = {np.exp(log_n.min()):.3g} to {np.exp(log_n.max()):.3g}); extend the sweep past it"
-        )
-    return Parabola(float(budget), log_n, loss, (float(c0), float(c1), float(c2)), centre, float(centre + x_opt),
-                    float(c0 - c1**2 / (4 * c2)))
+def with_scales(models: list[NoiseModel]) -> list[NoiseModel]:
+    """Each budget's noise scale: its own residual variance shrunk towards the pooled one."""
+    pooled = float(np.mean(np.concatenate([m.residuals for m in models]) ** 2))
+    return [replace(m, scale=float(np.sqrt((np.sum(m.residuals**2) + SHRINK_DOF * pooled) / (m.residuals.size + SHRINK_DOF))))
+            for m in models]
 
 
-def relative_residuals(parabola: Parabola) -> np.ndarray:
-    """(loss - fit) / fit per run, divided by sqrt(1 - leverage) so each has the noise's variance."""
-    design = _design(parabola.log_n - parabola.centre)
-    leverage = np.einsum("ij,jk,ik->i", design, np.linalg.inv(design.T @ design), design)
-    fitted = parabola.at(parabola.log_n)
-    return (parabola.loss - fitted) / fitted / np.sqrt(1.0 - leverage)
+def between_budget_variance(log_c: np.ndarray, y: np.ndarray, se: np.ndarray) -> float:
+    """tau^2: the variance of y about its weighted line beyond se^2 (DerSimonian-Laird, for a line)."""
+    w = se**-2.0
+    design = np.column_stack([np.ones_like(log_c), log_c])
+    inverse = np.linalg.inv(design.T @ (design * w[:, None]))
+    coef = inverse @ design.T @ (w * y)
+    q = float(np.sum(w * (y - design @ coef) ** 2))
+    c = float(w.sum() - np.trace(inverse @ design.T @ (design * (w**2)[:, None])))
+    return max(0.0, (q - (log_c.size - 2)) / c) if c > 0 else 0.0
 
 
-def with_standard_error(parabola: Parabola, relative_var: float) -> Parabola:
-    """The parabola with its minimum's standard error in log N (delta method), given the relative noise variance."""
-    design = _design(parabola.log_n - parabola.centre)
-    _, c1, c2 = parabola.coef
-    slope = np.array([0.0, -1 / (2 * c2), c1 / (2 * c2**2)])  # d x_opt / d coef
-    loss_var = relative_var * np.mean(parabola.at(parabola.log_n) ** 2)
-    se = np.sqrt(loss_var * slope @ np.linalg.inv(design.T @ design) @ slope)
-    return replace(parabola, se_log_n_opt=float(max(se, MIN_SE)))
+def frontier_params(log_c: np.ndarray, log_n_opt: np.ndarray, loss_opt: np.ndarray,
+                    weight: np.ndarray) -> dict[str, np.ndarray]:
+    """Power laws through minima (R, B): N_opt weighted, L_opt unweighted; NaN rows with under MIN_BUDGETS minima."""
+    enough = np.isfinite(log_n_opt).sum(axis=1) >= MIN_BUDGETS
+    log_k_n, a = fit_lines(log_c, log_n_opt, np.broadcast_to(weight, log_n_opt.shape))
+    log_k_loss, c = fit_lines(log_c, np.log(loss_opt), np.ones_like(loss_opt))
+    columns = {"a": a, "b": 1.0 - a, "log_k_n": log_k_n, "loss_exponent": c, "log_k_loss": log_k_loss}
+    return {key: np.where(enough, value, np.nan) for key, value in columns.items()}
 
 
-def fit_minima(runs: pd.DataFrame) -> tuple[list[Parabola], list[str]]:
-    """One parabola per budget with enough sizes and an interior minimum; messages for the budgets skipped."""
-    parabolas, skipped = [], []
+def _replicate_minima(kind: str, profiles: list[Profile], models: list[NoiseModel], n_boot: int,
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """log N_opt and L_opt (n_boot, B) of each budget's replicates; NaN where a replicate has no minimum."""
+    rng = np.random.default_rng(seed)
+    shapes = np.concatenate([m.residuals / m.scale for m in models if m.scale > 0] or [np.zeros(1)])
+    shapes -= shapes.mean()
+    log_n_opt, loss_opt = np.full((n_boot, len(profiles)), np.nan), np.full((n_boot, len(profiles)), np.nan)
+    for j, (profile, model) in enumerate(zip(profiles, models)):
+        noise = model.scale * rng.choice(shapes, size=(n_boot, profile.log_n.size))
+        found = minima(kind, profile.log_n, model.truth * (1.0 + noise))
+        ok = found.code == OK
+        log_n_opt[ok, j], loss_opt[ok, j] = found.log_n_opt[ok], found.loss_opt[ok]
+    return log_n_opt, loss_opt
+
+
+def _standard_errors(log_n_opt: np.ndarray) -> np.ndarray:
+    """Robust spread (scaled MAD) of each budget's replicate minima; infinite (weight 0) if none had one."""
+    se = np.full(log_n_opt.shape[1], np.inf)
+    for j, column in enumerate(log_n_opt.T):
+        found = column[np.isfinite(column)]
+        if found.size:
+            se[j] = max(MAD_TO_SD * np.median(np.abs(found - np.median(found))), MIN_SE)
+    return se
+
+
+def fit_minima(runs: pd.DataFrame, kind: str) -> tuple[list[Profile], list[str]]:
+    """One profile per budget with a minimum inside its sizes; messages for the budgets skipped."""
+    profiles, skipped = [], []
     log_n, loss = np.log(runs["N"].to_numpy(float)), runs["loss"].to_numpy(float)
     for budget, index in runs.groupby("group").indices.items():
         try:
-            parabolas.append(fit_parabola(budget, log_n[index], loss[index]))
+            profiles.append(fit_profile(kind, budget, log_n[index], loss[index]))
         except FitError as error:
             skipped.append(f"approach 2: {error}")
-    return parabolas, skipped
+    return profiles, skipped
 
 
-def refit_minima(parabolas: list[Parabola], noise: np.ndarray) -> list[Parabola]:
-    """Each parabola refitted to its fitted losses x (1 + noise); a budget whose refit fails drops out, as in the fit."""
-    refits = []
-    for parabola, e in zip(parabolas, np.split(noise, np.cumsum([p.log_n.size for p in parabolas])[:-1])):
-        try:
-            refits.append(fit_parabola(parabola.budget, parabola.log_n, parabola.at(parabola.log_n) * (1.0 + e)))
-        except FitError:
-            continue
-    return refits
-
-
-def frontier_params(parabolas: list[Parabola], se: dict[float, float]) -> dict[str, float]:
-    """Power laws through the minima: N_opt weighted by 1/se^2 of each budget's minimum, L_opt unweighted."""
-    if len(parabolas) < MIN_BUDGETS:
-        raise FitError(f"only {len(parabolas)} budgets kept a clear minimum, need {MIN_BUDGETS}")
-    budget = np.array([p.budget for p in parabolas])
-    n_law = fit_power_law(budget, np.exp([p.log_n_opt for p in parabolas]), [se[b] for b in budget])
-    loss_law = fit_power_law(budget, [p.loss_opt for p in parabolas])
-    return {"a": n_law.exponent, "b": 1.0 - n_law.exponent, "log_k_n": n_law.log_k,
-            "loss_exponent": loss_law.exponent, "log_k_loss": loss_law.log_k}
-
-
-def fit_approach2(runs: pd.DataFrame, n_boot: int, seed: int) -> ApproachResult:
-    """IsoFLOP minima and their power laws, with intervals from a pooled residual bootstrap."""
+def fit_approach2(runs: pd.DataFrame, n_boot: int, seed: int, profile: str = DEFAULT_PROFILE) -> ApproachResult:
+    """IsoFLOP minima and their power laws, with intervals from a bootstrap that includes the profile misfit."""
+    if profile not in PROFILES:
+        raise FitError(f"unknown IsoFLOP profile estimator {profile!r}: choose one of {', '.join(PROFILES)}")
     groups, notes = budget_groups(runs)
     runs = runs.assign(group=groups).dropna(subset=["group"]).reset_index(drop=True)
     if runs.empty:
         raise FitError("approach 2 found no IsoFLOP budgets: add a budget column (--budget-col) or IsoFLOP runs")
-    parabolas, skipped = fit_minima(runs)
-    if len(parabolas) < MIN_BUDGETS:
+    profiles, skipped = fit_minima(runs, profile)
+    if len(profiles) < MIN_BUDGETS:
         reasons = "; ".join(reason.removeprefix("approach 2: ") for reason in notes + skipped)
         raise FitError(f"approach 2 needs at least {MIN_BUDGETS} budgets with a clear IsoFLOP minimum, found "
-                       f"{len(parabolas)}" + (f" ({reasons})" if reasons else ""))
-    pool = np.concatenate([relative_residuals(p) for p in parabolas])
-    pool -= pool.mean()
-    parabolas = [with_standard_error(p, float(np.mean(pool**2))) for p in parabolas]
-    se = {p.budget: p.se_log_n_opt for p in parabolas}
-    estimate = frontier_params(parabolas, se)
-    noise = np.random.default_rng(seed).choice(pool, size=(n_boot, pool.size))
-    samples = replicate(lambda draw: frontier_params(refit_minima(parabolas, draw), se), noise, estimate)
+                       f"{len(profiles)}" + (f" ({reasons})" if reasons else ""))
+    models = with_scales([noise_model(p) for p in profiles])
+    boot_log_n, boot_loss = _replicate_minima(profile, profiles, models, n_boot, seed)
+    se = _standard_errors(boot_log_n)
+    log_c = np.log([p.budget for p in profiles])
+    log_n_opt = np.array([p.log_n_opt for p in profiles])
+    tau2 = between_budget_variance(log_c, log_n_opt, se)
+    weight = 1.0 / (se**2 + tau2)
+    jitter = np.sqrt(tau2) * np.random.default_rng(seed + 1).standard_normal(boot_log_n.shape)
+    estimate = frontier_params(log_c, log_n_opt[None], np.array([[p.loss_opt for p in profiles]]), weight)
+    samples = frontier_params(log_c, boot_log_n + jitter, boot_loss, weight)
+    if tau2 > 0:
+        notes.append(f"approach 2: the minima scatter about the power law by {np.sqrt(tau2):.3g} in log N beyond "
+                     "their bootstrap errors; the weights and intervals include that scatter")
+    profiles = [replace(p, se_log_n_opt=float(np.sqrt(s**2 + tau2)) if np.isfinite(s) else np.nan)
+                for p, s in zip(profiles, se)]
     return ApproachResult(
         name="approach2",
-        title="Approach 2: IsoFLOP parabolas",
-        estimate=estimate,
+        title=f"Approach 2: IsoFLOP profiles ({profile})",
+        estimate={key: float(value[0]) for key, value in estimate.items()},
         samples=samples,
         frontier=power_law_frontier,
         warnings=tuple(notes + skipped),
-        details=IsoflopDetails(runs, tuple(parabolas)),
+        details=IsoflopDetails(runs, tuple(profiles), profile, float(np.sqrt(tau2))),
     )

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from analysis.fits.bootstrap import percentile_interval
-from analysis.fits.lossmodel import compute_optimal, tokens_from_flops
+from analysis.fits.lossmodel import tokens_from_flops
 from analysis.fits.powerlaw import evaluate_power_law
 
 # (parameters, budgets C) -> (N_opt, D_opt, L_opt); parameters may be floats or arrays of replicates.
@@ -46,7 +46,3 @@ def power_law_frontier(params: Mapping[str, Any], C: np.ndarray) -> tuple[np.nda
     loss = evaluate_power_law(C, params["log_k_loss"], params["loss_exponent"])
     return n_opt, tokens_from_flops(C, n_opt), loss
 
-
-def loss_model_frontier(params: Mapping[str, Any], C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Approach 3: the allocation that minimises the fitted L(N, D) at each budget."""
-    return compute_optimal(C, *(params[k] for k in ("E", "A", "B", "alpha", "beta")))

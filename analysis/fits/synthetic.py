@@ -1,4 +1,4 @@
-"""Synthetic runs drawn from a known L(N, D): the ground truth that tests and the benchmark check fits against.
+"""Synthetic runs drawn from a known law: the ground truth that tests and the benchmarks check fits against.
 
 Noise is multiplicative (log-normal), matching the log-space residuals approach 3 fits.
 """
@@ -6,6 +6,7 @@ Noise is multiplicative (log-normal), matching the log-space residuals approach 
 import numpy as np
 import pandas as pd
 
+from analysis.fits.laws import Law
 from analysis.fits.lossmodel import (
     FLOPS_PER_PARAM_TOKEN,
     LossParams,
@@ -44,3 +45,14 @@ def training_curves(params: LossParams, runs: pd.DataFrame, evals: int = 20, fir
         pieces.append(pd.DataFrame({"run": run.run, "N": run.N, "D": D, "C": FLOPS_PER_PARAM_TOKEN * run.N * D,
                                     "loss": noisy_loss(params, np.full(evals, run.N), D, noise, rng)}))
     return pd.concat(pieces, ignore_index=True)
+
+
+def law_runs(law: Law, params: dict, N: np.ndarray, D: np.ndarray, epochs: np.ndarray | float = 1.0,
+             noise: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """Runs at the given (N, D, epochs) whose loss is `law` with `params`, times exp(noise * standard normal)."""
+    rng = np.random.default_rng(seed)
+    N, D = np.asarray(N, float), np.asarray(D, float)
+    epochs = np.broadcast_to(np.asarray(epochs, float), N.shape)
+    loss = law.loss(params, N, D, epochs) * np.exp(noise * rng.standard_normal(N.shape))
+    return pd.DataFrame({"run": [f"run{i:04d}" for i in range(N.size)], "N": N, "D": D,
+                         "C": FLOPS_PER_PARAM_TOKEN * N * D, "loss": loss, "budget": np.nan, "epochs": epochs})

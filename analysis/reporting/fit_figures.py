@@ -16,7 +16,7 @@ from analysis.fits.analyse import Analysis
 from analysis.fits.approach1 import EnvelopeDetails
 from analysis.fits.approach2 import IsoflopDetails
 from analysis.fits.bootstrap import percentile_interval
-from analysis.fits.lossmodel import compute_optimal, predict_loss, tokens_from_flops
+from analysis.fits.lossmodel import tokens_from_flops
 from analysis.fits.reference import PUBLISHED_FIT_FLOPS, RULE_LABEL, reference_frontiers
 from analysis.fits.result import ApproachResult
 
@@ -68,9 +68,9 @@ def _budget_label(budget: float) -> str:
 
 @_styled
 def plot_isoflops(details: IsoflopDetails, path: Path) -> Path:
-    """Loss against N at each budget, the fitted parabola, and its minimum with a +-1 s.e. bar in N."""
+    """Loss against N at each budget, the fitted profile, and its minimum with a +-1 s.e. bar in N."""
     fig, ax = plt.subplots(figsize=(9.5, 6), layout="constrained")
-    fitted = {p.budget: p for p in details.parabolas}
+    fitted = {p.budget: p for p in details.profiles}
     unfitted = details.runs[~details.runs["group"].isin(fitted)]
     if len(unfitted):
         ax.scatter(unfitted["N"], unfitted["loss"], color="lightgrey", s=14, label="budgets without a clear minimum")
@@ -84,12 +84,12 @@ def plot_isoflops(details: IsoflopDetails, path: Path) -> Path:
         ax.errorbar(n_opt, parabola.loss_opt, xerr=[[n_opt - n_opt * np.exp(-se)], [n_opt * np.exp(se) - n_opt]],
                     color=colour, ecolor="black", elinewidth=1.2, marker="*", ms=14, mec="black", capsize=4, zorder=3)
     ax.set(xscale="log", xlabel=N_LABEL, ylabel=LOSS_LABEL,
-           title="IsoFLOP profiles: parabola in log N per budget, minimum marked (approach 2)")
+           title=f"IsoFLOP profiles ({details.kind}) per budget, minimum marked (approach 2)")
     # Colour says the budget (legend on the right); the legend below says what each kind of mark is.
     fig.legend(loc="outside right upper", fontsize=8, ncol=2 if len(fitted) > 12 else 1, title="colour: budget",
                title_fontsize=8)
     marks = [Line2D([], [], color="grey", marker="o", ls="none", ms=5, label="run: final loss"),
-             Line2D([], [], color="grey", lw=1.5, label="parabola in log N fitted to a budget's runs"),
+             Line2D([], [], color="grey", lw=1.5, label=f"profile ({details.kind}) fitted to a budget's runs"),
              ax.errorbar([], [], xerr=[], color="grey", ecolor="black", marker="*", ms=11, mec="black", capsize=4,
                          label="minimum; bar: N_opt ± 1 standard error")]
     fig.legend(handles=marks, loc="outside lower center", ncol=3, fontsize=8)
@@ -134,7 +134,7 @@ def _mark_data(axes: np.ndarray, results: dict[str, ApproachResult]) -> list[tup
         handles.append((points, "approach 1 data: the run with the lowest loss at each C, one dot per evaluation "
                                 "(a bar where one run stays the best)"))
     if "approach2" in results:
-        for p in results["approach2"].details.parabolas:
+        for p in results["approach2"].details.profiles:
             n_opt = np.exp(p.log_n_opt)
             for ax, value in zip(axes, (n_opt, tokens_from_flops(p.budget, n_opt))):
                 minimum = ax.errorbar(p.budget, value, yerr=[[value - value * np.exp(-p.se_log_n_opt)],
@@ -179,11 +179,10 @@ def _round_budgets(low: float, high: float) -> np.ndarray:
 @_styled
 def plot_contours(result: ApproachResult, runs: pd.DataFrame, path: Path) -> Path:
     """Loss contours of the fitted L(N, D), the efficient frontier, IsoFLOP lines, and the runs."""
-    fit = result.details.params
     n = np.geomspace(runs["N"].min() / 3, runs["N"].max() * 3, 200)
     d = np.geomspace(runs["D"].min() / 3, runs["D"].max() * 3, 200)
     grid_n, grid_d = np.meshgrid(n, d)
-    loss = predict_loss(grid_n, grid_d, **fit.as_dict())
+    loss = result.details.predict(grid_n, grid_d)
     norm = Normalize(vmin=loss.min(), vmax=np.percentile(loss, 95))
     fig, ax = plt.subplots(figsize=(8, 6))
     levels = np.geomspace(loss.min() * 1.002, np.percentile(loss, 95), 14)
@@ -191,7 +190,7 @@ def plot_contours(result: ApproachResult, runs: pd.DataFrame, path: Path) -> Pat
     lines = ax.contour(grid_n, grid_d, loss, levels=levels, norm=norm, cmap="viridis_r", linewidths=0.8)
     ax.clabel(lines, fmt="%.2f", fontsize=7)
     flops = np.geomspace(6 * n.min() * d.min(), 6 * n.max() * d.max(), 200)
-    n_opt, d_opt, _ = compute_optimal(flops, **fit.as_dict())
+    n_opt, d_opt, _ = result.frontier(result.estimate, flops)
     ax.plot(n_opt, d_opt, color="crimson", lw=2.5, label="efficient frontier N_opt(C), D_opt(C)")
     budgets = _round_budgets(runs["C"].min(), runs["C"].max())
     label = "constant compute C = 6ND at " + ", ".join(_flops(b) for b in budgets) + " FLOPs"
@@ -237,18 +236,13 @@ def plot_curves(details: EnvelopeDetails, path: Path) -> Path:
     points, env = details.points, details.envelope
     fig, ax = plt.subplots(figsize=(8, 5.5))
     norm = _size_norm(points["N"])
-    if details.source.from_curves:
-        _draw_curves(ax, points, norm)
-    else:
-        ax.scatter(points["C"], points["loss"], color=_size_colour(points["N"], norm), s=14,
-                   label="final point of one run (colour: N)")
+    _draw_curves(ax, points, norm)
     if details.start > points["C"].min():
         ax.axvspan(points["C"].min(), details.start, color="grey", alpha=0.15, lw=0,
                    label=f"left out of the envelope: C < {_flops(details.start)} FLOPs")
     ax.scatter(env.flops, env.loss, color="black", s=8, zorder=3,
                label="lower envelope, less the stretches won by the smallest or largest model")
-    kind = "training curves" if details.source.from_curves else "final points (no curves in this table)"
-    _size_axes(fig, ax, norm, f"Approach 1: {kind} and envelope")
+    _size_axes(fig, ax, norm, "Approach 1: training curves and envelope")
     return _save(fig, path)
 
 
@@ -268,7 +262,7 @@ def plot_runs(runs: pd.DataFrame, curves: pd.DataFrame | None, path: Path) -> Pa
 @_styled
 def plot_observed_vs_predicted(result: ApproachResult, runs: pd.DataFrame, path: Path) -> Path:
     """Observed final loss against the fitted L(N, D), coloured by compute; the diagonal is a perfect fit."""
-    predicted = predict_loss(runs["N"], runs["D"], **result.details.params.as_dict())
+    predicted = result.details.predict(runs["N"], runs["D"], runs["epochs"].fillna(1.0))
     residual = np.log(runs["loss"]) - np.log(predicted)
     fig, ax = plt.subplots(figsize=(6.5, 6))
     points = ax.scatter(runs["loss"], predicted, c=runs["C"], norm=LogNorm(), cmap="cividis", s=20, edgecolors="black",
@@ -291,7 +285,7 @@ def make_figures(analysis: Analysis, figures: Path) -> list[tuple[str, str]]:
     if "approach2" in results:
         plot_isoflops(results["approach2"].details, figures / "isoflop.png")
         made.append(("isoflop.png", "IsoFLOP profiles (approach 2): each run's final loss against N, one colour per "
-                     "compute budget; the curve is the parabola in log N fitted to a budget's runs, the star its "
+                     "compute budget; the curve is the profile fitted to a budget's runs (estimator named in the title), the star its "
                      "minimum and the horizontal bar N_opt ± 1 standard error"))
     if not results:  # too few runs for any fit: still show what trained
         plot_runs(runs, analysis.data.curves, figures / "runs.png")

@@ -3,10 +3,27 @@ extrapolations, figures, warnings, and what could not be fitted."""
 
 from analysis.fits.analyse import Analysis
 from analysis.fits.approach3 import with_allocation
+from analysis.fits.backtest import LawCheck
 from analysis.fits.extrapolate import frontier_table
+from analysis.fits.laws import DEFAULT_LAW, LAWS
+from analysis.fits.profiles import LOCAL_SIZES
 from analysis.fits.reference import BESIROGLU_2024, HOFFMANN_2022, HOFFMANN_TABLE2
 from analysis.fits.result import ApproachResult
 from analysis.reporting.document import figure
+
+BOOTSTRAP_NOTES = {
+    "residuals": "keeps every run and redraws its log loss as the fit plus a kernel-smoothed draw from the fit's "
+                 "residuals (calibrated when the law holds; `--bootstrap runs` resamples runs instead, safer when "
+                 "the law may misfit).",
+    "runs": "resamples runs (`--bootstrap runs`): wider than the default residual bootstrap when the law holds, "
+            "safer when it may not.",
+}
+PROFILE_NOTES = {
+    "local": f"a parabola in log N through the {LOCAL_SIZES} sizes nearest each budget's lowest loss, so the window "
+             "follows the minimum (the least biased estimator we measured; benchmarks/RESULTS.md)",
+    "parabola": "a parabola in log N through all of each budget's sizes (Hoffmann et al. 2022)",
+    "akima": "Akima interpolation of log loss in log N (Porian et al. 2024)",
+}
 
 
 def _interval(result: ApproachResult, key: str, level: float) -> str:
@@ -26,11 +43,21 @@ def allocation_section(analysis: Analysis) -> list[str]:
         lines.append(f"| {result.title} | {_interval(result, 'a', level)} | {_interval(result, 'b', level)} | "
                      f"{published} | {result.n_failed} of {result.n_boot} |")
     return lines + ["", f"Intervals: {level:.0%} bootstrap percentile intervals over {analysis.config.n_boot} refits; "
-                        "failed refits are counted above and left out. Approaches 1 and 3 resample runs. Approach 2 "
-                        "keeps every run and redraws its loss as its budget's fitted parabola x (1 + a residual drawn "
-                        "from the relative residuals of all budgets, pooled), because with 4-7 sizes per budget "
-                        "resampled runs too often leave too few distinct sizes for a parabola. Hoffmann's are their "
-                        "published 10th-90th percentiles."] + envelope_note(analysis)
+                        "failed refits are counted above and left out. Approach 1 resamples runs. Approach 2 keeps "
+                        "every run and redraws its loss from a curve more flexible than the profile estimator's (a "
+                        "cubic in log N where a budget has 6 sizes), times (1 + noise drawn from that curve's "
+                        "residuals, scaled to each budget), then finds the minimum exactly as on the data, so the "
+                        "estimator's misfit shows in the intervals. Approach 3 "
+                        + BOOTSTRAP_NOTES[analysis.config.bootstrap] + " Hoffmann's are their published 10th-90th "
+                        "percentiles."] + profile_note(analysis) + envelope_note(analysis)
+
+
+def profile_note(analysis: Analysis) -> list[str]:
+    """Which IsoFLOP profile estimator approach 2 used."""
+    if "approach2" not in analysis.results:
+        return []
+    details = analysis.results["approach2"].details
+    return ["", f"Approach 2 finds each budget's minimum with `--profile {details.kind}`: {PROFILE_NOTES[details.kind]}."]
 
 
 def envelope_note(analysis: Analysis) -> list[str]:
@@ -45,21 +72,42 @@ def envelope_note(analysis: Analysis) -> list[str]:
 
 
 def approach3_section(analysis: Analysis) -> list[str]:
-    """The fitted L(N, D) parameters beside the Hoffmann and Epoch estimates."""
+    """The fitted law's parameters; for the Chinchilla law, beside the Hoffmann and Epoch estimates."""
     if "approach3" not in analysis.results:
         return []
     result, level = analysis.results["approach3"], analysis.config.level
-    published = with_allocation(HOFFMANN_2022.as_dict()), with_allocation(BESIROGLU_2024.as_dict())
-    lines = ["## Approach 3: L(N, D) = E + A/N^alpha + B/D^beta", "",
-             f"| parameter | estimate [{level:.0%} interval] | Hoffmann et al. 2022 | Besiroglu et al. 2024 |",
-             "|---|---|---|---|"]
-    for key in result.estimate:
-        hoffmann, epoch = (f"{p[key]:.4g}" for p in published)
-        lines.append(f"| {key} | {_interval(result, key, level)} | {hoffmann} | {epoch} |")
+    law = result.details.law
+    lines = [f"## Approach 3: L(N, D), law `{law.name}`: {law.formula} ({law.citation})", ""]
+    if law.name == DEFAULT_LAW:
+        published = (with_allocation(law, HOFFMANN_2022.as_dict()), with_allocation(law, BESIROGLU_2024.as_dict()))
+        lines += [f"| parameter | estimate [{level:.0%} interval] | Hoffmann et al. 2022 | Besiroglu et al. 2024 |",
+                  "|---|---|---|---|"]
+        lines += [f"| {key} | {_interval(result, key, level)} | {published[0][key]:.4g} | {published[1][key]:.4g} |"
+                  for key in result.estimate]
+    else:
+        lines += [f"| parameter | estimate [{level:.0%} interval] |", "|---|---|"]
+        lines += [f"| {key} | {_interval(result, key, level)} |" for key in result.estimate]
     starts = "variable-projection starts" if analysis.config.init == "varpro" else "Hoffmann et al.'s grid of starts"
-    return lines + ["", "G is the coefficient in N_opt = G (C/6)^a. Fit: Huber loss (delta 1e-3) on log L, "
-                        f"summed over runs (Besiroglu et al. 2024), from {starts}; bootstrap refits start from "
-                        "variable projection."]
+    note = f" The frontier: {law.frontier_note}." if law.frontier_note else ""
+    return lines + ["", "G is the coefficient in N_opt = G (C/6)^a. Fit: Huber loss (delta 1e-3) on log L, summed over "
+                        f"runs (Besiroglu et al. 2024), from {starts}; bootstrap refits start from every distinct "
+                        "optimum those starts reached, and each runs to convergence." + note]
+
+
+def law_check_section(analysis: Analysis) -> list[str]:
+    """How far each law extrapolates: fitted without the largest runs, its error on them."""
+    checks = analysis.law_checks
+    held = next((c.holdout for c in checks.values() if isinstance(c, LawCheck)), None)
+    if held is None:
+        return []
+    lines = ["## Which law extrapolates", "", f"Each law is fitted without {held}, then asked for their loss "
+             "(`python -m analysis.backtest` gives the same with prediction intervals).", "",
+             "| law | formula | mean abs. relative error | max |", "|---|---|---|---|"]
+    for name, check in checks.items():
+        cells = (f"{check.mean_abs_relative_error:.2%} | {check.max_abs_relative_error:.2%}"
+                 if isinstance(check, LawCheck) else f"not fitted: {check} | ")
+        lines.append(f"| {name} | {LAWS[name].formula} | {cells} |")
+    return lines
 
 
 def convention_section(analysis: Analysis, other: Analysis | None) -> list[str]:
@@ -105,6 +153,7 @@ def render(analysis: Analysis, other: Analysis | None, figures: list[tuple[str, 
     if analysis.results:
         lines += [""] + allocation_section(analysis) + [""] + approach3_section(analysis)
         lines += [""] + convention_section(analysis, other) + [""] + extrapolation_section(analysis)
+        lines += [""] + law_check_section(analysis)
     else:
         lines += ["", "**No approach could be fitted** (reasons under *Not fitted*); the figure shows the runs only."]
     lines += ["", "## Figures", ""]
