@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from analysis.errors import FitError
-from analysis.fits.approach3 import fit_loss_model
+from analysis.fits.approach3 import fit_law, law_by_name, prepare
 from analysis.fits.lossmodel import LossParams, predict_loss
 
 # Step 1 leaves out each small run's first checkpoints: its loss there is still the initial plateau,
@@ -85,7 +85,9 @@ def two_step(points: pd.DataFrame) -> LadderPrediction:
         raise FitError("the two-step prediction needs 3 smaller model sizes and the largest one's final checkpoint")
     late = small[small.D >= FIRST_SHARE * small.groupby("run").D.transform("max")]
     late = late[late.D > 0]
-    params = fit_loss_model(late.N.to_numpy(float), late.D.to_numpy(float), late.loss.to_numpy(float)).params
+    law = law_by_name("chinchilla")
+    fit = fit_law(law, prepare(law, late.N.to_numpy(float), late.D.to_numpy(float), late.loss.to_numpy(float), None))
+    params = LossParams(**{key: fit.params[key] for key in ("E", "A", "B", "alpha", "beta")})
     sigmoid = fit_sigmoid(small.loss.to_numpy(float), small.value.to_numpy(float))
     row = target.iloc[0]
     predicted_loss = float(predict_loss(row.N, row.D, **params.as_dict()))
