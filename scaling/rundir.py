@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 from scaling import contract
+from scaling.data.order import UNRECORDED_ORDER
 from scaling.errors import ConfigError
 from scaling.files import atomic_write, read_json, write_json, write_text
 
@@ -26,6 +27,9 @@ VOLATILE_FIELDS = {
     "progress", "overwrite", "debug", "run_dir", "results_root", "compilation_cache", "bench", "sweep.vary",
     "sweep.launch",
 }  # fmt: skip
+# Fields config.yaml gained after runs were made, and the value a config.yaml without one (or with
+# null) implies: a run started before data.order existed trained with the `permutation` order.
+IMPLIED_WHEN_ABSENT = {"data.order": UNRECORDED_ORDER}
 
 
 def ensure_writable(run_dir: Path) -> None:
@@ -52,11 +56,23 @@ def _volatile(name: str) -> bool:
     return name.split(".")[0] in VOLATILE_FIELDS or ".".join(name.split(".")[:2]) in VOLATILE_FIELDS
 
 
+def config_fields(resolved: dict) -> dict[str, object]:
+    """A config.yaml's config section by dotted name, with the value it implies for a field it predates."""
+    fields = _flatten(resolved.get(contract.CONFIG_SECTION, {}))
+    fields.update({name: value for name, value in IMPLIED_WHEN_ABSENT.items() if fields.get(name) is None})
+    return fields
+
+
 def config_differences(stored: dict, current: dict) -> list[str]:
     """Dotted names of the fields whose values differ, ignoring fields that do not affect training."""
-    a = {k: v for k, v in _flatten(stored.get(contract.CONFIG_SECTION, {})).items() if not _volatile(k)}
-    b = {k: v for k, v in _flatten(current.get(contract.CONFIG_SECTION, {})).items() if not _volatile(k)}
+    a = {k: v for k, v in config_fields(stored).items() if not _volatile(k)}
+    b = {k: v for k, v in config_fields(current).items() if not _volatile(k)}
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def recorded_order(stored: dict | None) -> str | None:
+    """The data order a stored config.yaml says its run trained with (None: no run there yet)."""
+    return None if stored is None else str(config_fields(stored)["data.order"])
 
 
 def read_config(run_dir: Path) -> dict | None:
