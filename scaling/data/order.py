@@ -84,7 +84,9 @@ def _mix(z_N: np.ndarray) -> np.ndarray:
 def feistel_keys(seed: int, epoch_N: np.ndarray) -> np.ndarray:
     """(FEISTEL_ROUNDS, N) uint64 round keys of each element's epoch: a hash of (seed, epoch, round)."""
     seed_key = _mix(np.array([seed & _MASK64], np.uint64) + np.uint64(_GAMMA))
-    epoch_key_N = _mix(_mix(np.asarray(epoch_N).astype(np.uint64) + np.uint64(_GAMMA)) ^ seed_key)
+    # Seed and epoch are hashed with different offsets: with the same one, (seed a, epoch b) and
+    # (seed b, epoch a) would share an order.
+    epoch_key_N = _mix(seed_key ^ _mix(np.asarray(epoch_N).astype(np.uint64) + np.uint64(2 * _GAMMA & _MASK64)))
     return _mix(epoch_key_N[None, :] + _ROUND_OFFSETS)
 
 
@@ -115,12 +117,13 @@ def feistel(value_N: np.ndarray, keys_RN: np.ndarray, n_seqs: int, inverse: bool
     passes on average; the loop runs until the batch's longest walk ends, on ever fewer values."""
     h = half_bits(n_seqs)
     out_N = np.asarray(value_N).astype(np.uint64)
-    todo_T, walking_T = np.arange(out_N.size), out_N.copy()
+    todo_T, walking_T, keys_RT = np.arange(out_N.size), out_N.copy(), keys_RN
     while todo_T.size:
-        walking_T = _network(walking_T, keys_RN[:, todo_T], h, inverse)
+        walking_T = _network(walking_T, keys_RT, h, inverse)
         inside_T = walking_T < np.uint64(n_seqs)
         out_N[todo_T[inside_T]] = walking_T[inside_T]
-        todo_T, walking_T = todo_T[~inside_T], walking_T[~inside_T]
+        outside_T = ~inside_T
+        todo_T, walking_T, keys_RT = todo_T[outside_T], walking_T[outside_T], keys_RT[:, outside_T]
     return out_N.astype(np.int64)
 
 
