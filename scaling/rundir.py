@@ -27,9 +27,10 @@ VOLATILE_FIELDS = {
     "progress", "overwrite", "debug", "run_dir", "results_root", "compilation_cache", "bench", "sweep.vary",
     "sweep.launch",
 }  # fmt: skip
-# Fields config.yaml gained after runs were made, and the value a config.yaml without one (or with
-# null) implies: a run started before data.order existed trained with the `permutation` order.
-IMPLIED_WHEN_ABSENT = {"data.order": UNRECORDED_ORDER}
+# Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
+# it (or with null) implies: a run started before data.order existed trained with the `permutation`
+# order. A launch that leaves such a field unset (null) keeps the stored run's value.
+ADDED_FIELDS = {"data.order": UNRECORDED_ORDER}
 
 
 def ensure_writable(run_dir: Path) -> None:
@@ -59,14 +60,15 @@ def _volatile(name: str) -> bool:
 def config_fields(resolved: dict) -> dict[str, object]:
     """A config.yaml's config section by dotted name, with the value it implies for a field it predates."""
     fields = _flatten(resolved.get(contract.CONFIG_SECTION, {}))
-    fields.update({name: value for name, value in IMPLIED_WHEN_ABSENT.items() if fields.get(name) is None})
+    fields.update({name: value for name, value in ADDED_FIELDS.items() if fields.get(name) is None})
     return fields
 
 
 def config_differences(stored: dict, current: dict) -> list[str]:
     """Dotted names of the fields whose values differ, ignoring fields that do not affect training."""
     a = {k: v for k, v in config_fields(stored).items() if not _volatile(k)}
-    b = {k: v for k, v in config_fields(current).items() if not _volatile(k)}
+    b = {k: v for k, v in _flatten(current.get(contract.CONFIG_SECTION, {})).items() if not _volatile(k)}
+    b.update({name: a.get(name) for name in ADDED_FIELDS if b.get(name) is None})  # unset: as the run started
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 

@@ -348,6 +348,19 @@ def test_a_run_made_before_data_order_resumes_with_the_permutation_order(tmp_pat
         prepare_run_dir(asked, tmp_path, resolved(asked))
 
 
+def test_a_relaunch_that_leaves_the_order_unset_matches_the_stored_run(tmp_path):
+    """The sweep asks whether a stored run is this configuration before any order is resolved."""
+    unset = {"config": dataclasses.asdict(compose_config([f"run_dir={tmp_path}", "train.tokens=100000"]))}
+    assert unset["config"]["data"]["order"] is None
+    for started_with in (None, *ORDERS):
+        old_run(tmp_path, started_with)
+        assert rundir.config_differences(rundir.read_config(tmp_path), unset) == []
+    old_run(tmp_path, None)
+    for asked, differs in [(PERMUTATION, []), (FEISTEL, ["data.order"])]:
+        current = {"config": dataclasses.asdict(compose_config([f"run_dir={tmp_path}", "train.tokens=100000", f"data.order={asked}"]))}
+        assert rundir.config_differences(rundir.read_config(tmp_path), current) == differs
+
+
 def test_a_branch_continues_the_order_of_the_run_it_starts_from(tmp_path):
     old_run(tmp_path / "parent", None)
     cfg = compose_config([f"run_dir={tmp_path}/branch", "train.tokens=100000", f"train.init_from={tmp_path}/parent"])
