@@ -51,6 +51,9 @@ class DataConfig:
     val_fraction: float = 0.01  # share of files (pystdlib/text) or tail tokens (tokens) held out
     eval_tokens: int = 65536  # size of the fixed held-out evaluation set
     cache_dir: Optional[str] = None  # default: $SCALING_CACHE or ~/.cache/scaling
+    # The data order (scaling/data/order.py): feistel | permutation (that of runs made before this field).
+    # Unset: a resumed run keeps the order it started with, a new run takes feistel; config.yaml records it.
+    order: Optional[str] = None
 
 
 @dataclass

@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from scaling import contract
+from scaling.data.order import UNRECORDED_ORDER
 from scaling.errors import ConfigError, RunBusy
 from scaling.files import (
     atomic_write,
@@ -38,6 +39,10 @@ VOLATILE_FIELDS = {
     "progress", "overwrite", "debug", "run_dir", "results_root", "compilation_cache", "bench", "sweep.vary",
     "sweep.launch",
 }  # fmt: skip
+# Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
+# it (or with null) implies: a run started before data.order existed trained with the `permutation`
+# order. A launch that leaves such a field unset (null) keeps the stored run's value.
+ADDED_FIELDS = {"data.order": UNRECORDED_ORDER}
 
 
 def check_writable(run_dir: Path) -> None:
@@ -96,11 +101,24 @@ def _volatile(name: str) -> bool:
     return name.split(".")[0] in VOLATILE_FIELDS or ".".join(name.split(".")[:2]) in VOLATILE_FIELDS
 
 
+def config_fields(resolved: dict) -> dict[str, object]:
+    """A config.yaml's config section by dotted name, with the value it implies for a field it predates."""
+    fields = _flatten(resolved.get(contract.CONFIG_SECTION, {}))
+    fields.update({name: value for name, value in ADDED_FIELDS.items() if fields.get(name) is None})
+    return fields
+
+
 def config_differences(stored: dict, current: dict) -> list[str]:
     """Dotted names of the fields whose values differ, ignoring fields that do not affect training."""
-    a = {k: v for k, v in _flatten(stored.get(contract.CONFIG_SECTION, {})).items() if not _volatile(k)}
+    a = {k: v for k, v in config_fields(stored).items() if not _volatile(k)}
     b = {k: v for k, v in _flatten(current.get(contract.CONFIG_SECTION, {})).items() if not _volatile(k)}
+    b.update({name: a.get(name) for name in ADDED_FIELDS if b.get(name) is None})  # unset: as the run started
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def recorded_order(stored: dict | None) -> str | None:
+    """The data order a stored config.yaml says its run trained with (None: no run there yet)."""
+    return None if stored is None else str(config_fields(stored)["data.order"])
 
 
 def read_config(run_dir: Path) -> dict | None:

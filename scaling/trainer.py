@@ -27,13 +27,14 @@ from tqdm import tqdm
 
 from scaling import checkpoint, contract, diskspace, rundir
 from scaling.attention import resolve_attention_impl
-from scaling.config import RunConfig
+from scaling.config import RunConfig, replace
 from scaling.data.corpus import Corpus
 from scaling.data.load import load_corpus
 from scaling.data.order import (
     DataOrder,
     eval_set,
     n_sequences,
+    run_order,
     sequences,
     warn_if_repeats,
 )
@@ -72,6 +73,15 @@ class Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
+def with_run_order(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """cfg with data.order set: as asked, else the order the run in `run_dir` started with (a new branch:
+    that of the run it starts from, whose data stream it continues), else the newest."""
+    stored = None if cfg.overwrite else rundir.read_config(run_dir)
+    if stored is None and cfg.train.init_from is not None:
+        stored = rundir.read_config(Path(cfg.train.init_from))
+    return replace(cfg, data={"order": run_order(cfg.data.order, rundir.recorded_order(stored))})
+
+
 class Trainer:
     """The step loop and its bookkeeping; `run` returns the summary dict."""
 
@@ -101,6 +111,7 @@ class Trainer:
             seed=cfg.train.data_seed if cfg.train.data_seed is not None else cfg.train.seed,
             batch_size=cfg.train.batch_size,
             n_seqs=n_sequences(len(corpus.train), seq_len),
+            kind=cfg.data.order,
         )
         chunks = eval_chunks(eval_set(corpus.val, seq_len, cfg.data.eval_tokens), cfg.train.batch_size)
         self.eval_chunks = global_batch(chunks, NamedSharding(self.mesh, PartitionSpec(None, BATCH_AXES)))
@@ -275,6 +286,7 @@ def train(cfg: RunConfig, runtime: dict[str, Any] | None = None) -> dict:
     initialize_distributed(cfg.mesh)
     run_dir = Path(cfg.run_dir)
     rundir.check_writable(run_dir)
+    cfg = with_run_order(cfg, run_dir)  # a resumed run keeps its data order
     corpus = load_corpus(cfg.data, progress=cfg.progress)
     plan = make_plan(cfg, corpus.vocab_size)
     validate_plan(cfg, plan, corpus)

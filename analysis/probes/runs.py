@@ -22,7 +22,7 @@ from scaling.config import DataConfig
 from scaling.data.corpus import Corpus
 from scaling.data.load import load_corpus
 from scaling.data.order import DataOrder, n_sequences, sequences
-from scaling.rundir import check_same_data, read_config
+from scaling.rundir import check_same_data, read_config, recorded_order
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class RunInfo:
     vocab_size: int
     batch_size: int
     data_seed: int
+    data_order: str  # the kind of order (scaling/data/order.py) it trained with
     steps: int  # planned optimiser steps
     checkpoints: tuple[tuple[int, int], ...]  # (step, tokens seen)
     corpus_hash: str | None
@@ -44,7 +45,7 @@ class RunInfo:
     @property
     def data_fingerprint(self) -> tuple:
         """Equal fingerprints = the same sequence at every training position (sizes of one suite)."""
-        return self.corpus_hash, self.data_seed, self.batch_size, self.seq_len
+        return self.corpus_hash, self.data_seed, self.data_order, self.batch_size, self.seq_len
 
 
 def find_run_dirs(path: Path) -> list[Path]:
@@ -88,6 +89,7 @@ def read_run(run_dir: Path) -> RunInfo:
         vocab_size=int(derived["vocab_size"]),
         batch_size=int(train["batch_size"]),
         data_seed=int(train["data_seed"] if train.get("data_seed") is not None else train["seed"]),
+        data_order=recorded_order(stored),  # `permutation` for a run made before config.yaml recorded it
         steps=int(derived["steps"]),
         checkpoints=tuple((c["step"], c["tokens"]) for c in list_checkpoints(run_dir)),
         corpus_hash=stored[contract.DATA_SECTION].get(contract.CORPUS_HASH),
@@ -119,5 +121,5 @@ def open_data(run: RunInfo) -> RunStream:
     corpus = load_corpus(run.data, progress=False)
     check_same_data(read_config(run.run_dir), corpus.meta, run.run_dir,
                     "probe it where its data can be rebuilt as it was (data=pystdlib: the Python it trained with)")
-    order = DataOrder(run.data_seed, run.batch_size, n_sequences(len(corpus.train), run.seq_len))
+    order = DataOrder(run.data_seed, run.batch_size, n_sequences(len(corpus.train), run.seq_len), run.data_order)
     return RunStream(corpus, order, run.seq_len)
