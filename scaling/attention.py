@@ -18,6 +18,7 @@ from flax import nnx
 
 from scaling.config import ModelConfig
 from scaling.layers import Linear, resolve_compute_dtype
+from scaling.mup import attention_scale, hidden_std
 
 # Query block of the XLA attention path: small enough to skip most of the masked triangle, large
 # enough that each block's matmuls stay efficient (64 was fastest at context 256 on CPU).
@@ -62,9 +63,11 @@ def rope_at(tables: RopeTables, start, length: int) -> tuple[jax.Array, jax.Arra
 
 
 def causal_attention(
-    q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array, block: int = ATTENTION_QUERY_BLOCK
+    q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array, block: int = ATTENTION_QUERY_BLOCK,
+    scale: float | None = None,
 ) -> jax.Array:
-    """softmax(q k^T / sqrt(K)) v with query t seeing keys up to its own position; softmax in f32.
+    """softmax(scale q k^T) v (scale 1/sqrt(K) by default) with query t seeing keys up to its own
+    position; softmax in f32.
 
     Queries go in blocks of `block`, each against only the keys it can see, so most of the masked
     upper triangle is never computed (4 blocks do 62.5% of the full score work). Heads are moved
@@ -72,7 +75,8 @@ def causal_attention(
     serves a KV cache (T < S).
     """
     t, s, k = q_BxTxHxK.shape[1], k_BxSxHxK.shape[1], q_BxTxHxK.shape[-1]
-    q_BxHxTxK = jnp.swapaxes(q_BxTxHxK * jnp.asarray(1.0 / math.sqrt(k), q_BxTxHxK.dtype), 1, 2)
+    scale = 1.0 / math.sqrt(k) if scale is None else scale
+    q_BxHxTxK = jnp.swapaxes(q_BxTxHxK * jnp.asarray(scale, q_BxTxHxK.dtype), 1, 2)
     k_BxHxSxK, v_BxHxSxK = jnp.swapaxes(k_BxSxHxK, 1, 2), jnp.swapaxes(v_BxSxHxK, 1, 2)
     outs = []
     for start in range(0, t, block):
@@ -88,11 +92,13 @@ def causal_attention(
     return jnp.swapaxes(outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2), 1, 2)
 
 
-def cached_attention(q_BxSxHxK: jax.Array, keys_BxTxHxK: jax.Array, values_BxTxHxK: jax.Array, start) -> jax.Array:
+def cached_attention(
+    q_BxSxHxK: jax.Array, keys_BxTxHxK: jax.Array, values_BxTxHxK: jax.Array, start, scale: float
+) -> jax.Array:
     """S queries at positions start..start+S-1 against a cache of T positions; a query at position p
     sees positions <= p, so the cache's unfilled tail is never read. Softmax in float32."""
-    s, t, k = q_BxSxHxK.shape[1], keys_BxTxHxK.shape[1], q_BxSxHxK.shape[-1]
-    q_BxSxHxK = q_BxSxHxK * jnp.asarray(1.0 / math.sqrt(k), q_BxSxHxK.dtype)
+    s, t = q_BxSxHxK.shape[1], keys_BxTxHxK.shape[1]
+    q_BxSxHxK = q_BxSxHxK * jnp.asarray(scale, q_BxSxHxK.dtype)
     scores_BxHxSxT = jnp.einsum("bshk,bthk->bhst", q_BxSxHxK, keys_BxTxHxK, preferred_element_type=jnp.float32)
     visible_SxT = jnp.arange(t)[None, :] <= (start + jnp.arange(s))[:, None]
     scores_BxHxSxT = jnp.where(visible_SxT, scores_BxHxSxT, jnp.finfo(jnp.float32).min)
@@ -104,8 +110,9 @@ class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
         d, resid_std = cfg.d_model, cfg.init_std / math.sqrt(2 * cfg.n_layers)
         self.n_heads, self.impl = cfg.n_heads, resolve_attention_impl(cfg)
-        self.qkv = Linear(d, 3 * d, cfg.init_std, cfg.use_bias, dtype, rngs)
-        self.out = Linear(d, d, resid_std, cfg.use_bias, dtype, rngs)
+        self.scale = attention_scale(cfg)
+        self.qkv = Linear(d, 3 * d, hidden_std(cfg, cfg.init_std), cfg.use_bias, dtype, rngs)
+        self.out = Linear(d, d, hidden_std(cfg, resid_std), cfg.use_bias, dtype, rngs)
 
     def __call__(
         self, x_BxSxD: jax.Array, rope: RopeTables | None, cache: LayerCache | None = None, start=0
@@ -121,11 +128,11 @@ class Attention(nnx.Module):
             keys_BxTxHxK = jax.lax.dynamic_update_slice_in_dim(cache[0], k_BxSxHxK.astype(cache[0].dtype), start, axis=1)
             values_BxTxHxK = jax.lax.dynamic_update_slice_in_dim(cache[1], v_BxSxHxK.astype(cache[1].dtype), start, axis=1)
             cache = (keys_BxTxHxK, values_BxTxHxK)
-            y_BxSxHxK = cached_attention(q_BxSxHxK, keys_BxTxHxK, values_BxTxHxK, start)
+            y_BxSxHxK = cached_attention(q_BxSxHxK, keys_BxTxHxK, values_BxTxHxK, start, self.scale)
         elif self.impl == "xla":
-            y_BxSxHxK = causal_attention(q_BxSxHxK, k_BxSxHxK, v_BxSxHxK)
+            y_BxSxHxK = causal_attention(q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, scale=self.scale)
         else:
             y_BxSxHxK = jax.nn.dot_product_attention(
-                q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, is_causal=True, implementation=self.impl
+                q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, scale=self.scale, is_causal=True, implementation=self.impl
             )
         return self.out(y_BxSxHxK.reshape(b, s, d)), cache

@@ -34,6 +34,7 @@ from scaling.config import RunConfig, replace, to_dataclass
 from scaling.errors import ConfigError, exit_with
 from scaling.layers import resolve_compute_dtype
 from scaling.model import build_model
+from scaling.mup import optimizer_multipliers
 from scaling.optimizer import make_optimizer, optimizer_factory
 from scaling.plan import make_plan
 from scaling.provenance import environment, versions
@@ -127,9 +128,10 @@ def time_steps(cfg: RunConfig, plan) -> list[float]:
     graphdef, params = nnx.split(build_model(plan.model, plan.vocab_size, cfg.train.seed), nnx.Param)
     params = nnx.to_pure_dict(params)
     n_total = cfg.bench.warmup + cfg.bench.steps
-    opt_state = make_optimizer(cfg.train, n_total).init(params)
+    multipliers = optimizer_multipliers(params, plan.model)
+    opt_state = make_optimizer(cfg.train, n_total, multipliers).init(params)
     schedule = jnp.asarray(schedule_values(cfg.train, n_total))
-    step_fn = make_train_step(graphdef, optimizer_factory(cfg.train), plan.grad_accum)
+    step_fn = make_train_step(graphdef, optimizer_factory(cfg.train, multipliers), plan.grad_accum)
     batches = random_batches(n_total, cfg.train.batch_size, plan.model.seq_len, plan.vocab_size, cfg.train.seed)
     times = []
     for i, seqs_BxT1 in enumerate(batches):

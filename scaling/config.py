@@ -22,8 +22,14 @@ class ModelConfig:
     n_heads: int = 4
     seq_len: int = 256
     # Target TOTAL parameter count (embeddings included, the Chinchilla convention). When set,
-    # `sizing.shape_for_params` picks d_model/n_layers/n_heads and the three fields above are ignored.
+    # `ladder.shape_for_params` picks d_model/n_layers/n_heads from the family below and the three
+    # fields above are ignored.
     n_params: Optional[int] = None
+    # The model family that parameter targets and IsoFLOP ladders draw shapes from (scaling/ladder.py):
+    # heads of `head_dim` channels, at least `min_layers` layers, d_model / n_layers near `aspect_ratio`.
+    head_dim: int = 8
+    aspect_ratio: float = 32.0
+    min_layers: int = 2
     d_ff: Optional[int] = None  # default: 4*d_model (gelu) or 8/3*d_model rounded to 64 (swiglu)
     norm_position: str = "pre"  # pre | post
     norm: str = "rmsnorm"  # rmsnorm | layernorm
@@ -33,6 +39,10 @@ class ModelConfig:
     use_bias: bool = False
     init_std: float = 0.02
     rope_theta: float = 10000.0
+    # sp (standard) | mup (Yang et al. 2022): init, per-parameter Adam lr, logit and attention multipliers
+    # scale with d_model / base_width so that a learning rate tuned at the base width transfers (scaling/mup.py).
+    parametrization: str = "sp"
+    base_width: int = 32
     compute_dtype: str = "auto"  # auto (bf16 on GPU/TPU, fp32 on CPU) | float32 | bfloat16
     attention_impl: str = "auto"  # auto | xla | cudnn  (jax.nn.dot_product_attention)
 

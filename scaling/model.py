@@ -5,7 +5,8 @@ N(0, init_std) with init_std = 0.02 (GPT-2), except the two residual output proj
 block (attention output and MLP output), which use init_std / sqrt(2 * n_layers) so the residual
 stream's variance does not grow with depth. Norm scales start at 1, biases (off by default) at 0.
 Parameters are float32; matmuls run in `compute_dtype`; attention softmax, the logits and the loss
-are float32. Layers are in scaling/layers.py, attention and its key/value cache in scaling/attention.py.
+are float32. Under `parametrization=mup` the hidden matrices' std, the logits and the attention scale
+follow scaling/mup.py. Layers are in scaling/layers.py, attention and its key/value cache in scaling/attention.py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from flax import nnx
 from scaling.attention import Attention, LayerCache, rope_tables
 from scaling.config import ModelConfig
 from scaling.layers import Linear, Norm, matmul, resolve_compute_dtype
+from scaling.mup import hidden_std, output_multiplier
 from scaling.sizing import ffn_dim
 
 
@@ -26,9 +28,10 @@ class Mlp(nnx.Module):
     def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
         d, f = cfg.d_model, ffn_dim(cfg)
         self.swiglu = cfg.mlp == "swiglu"
-        self.up = Linear(d, f, cfg.init_std, cfg.use_bias, dtype, rngs)
-        self.gate = Linear(d, f, cfg.init_std, cfg.use_bias, dtype, rngs) if self.swiglu else None
-        self.down = Linear(f, d, cfg.init_std / math.sqrt(2 * cfg.n_layers), cfg.use_bias, dtype, rngs)
+        std, resid_std = hidden_std(cfg, cfg.init_std), hidden_std(cfg, cfg.init_std / math.sqrt(2 * cfg.n_layers))
+        self.up = Linear(d, f, std, cfg.use_bias, dtype, rngs)
+        self.gate = Linear(d, f, std, cfg.use_bias, dtype, rngs) if self.swiglu else None
+        self.down = Linear(f, d, resid_std, cfg.use_bias, dtype, rngs)
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
         h_BxTxF = self.up(x_BxTxD)
@@ -59,6 +62,7 @@ class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int, rngs: nnx.Rngs):
         self.cfg, self.vocab_size = cfg, vocab_size
         self.dtype = resolve_compute_dtype(cfg.compute_dtype)
+        self.output_mult = output_multiplier(cfg)
         embed_init = nnx.initializers.normal(stddev=cfg.init_std)
         self.embed = nnx.Embed(vocab_size, cfg.d_model, embedding_init=embed_init, rngs=rngs)
         self.pos_embed = (
@@ -112,12 +116,17 @@ class Transformer(nnx.Module):
         return x_BxSxD, None if caches is None else updated
 
     def logits(self, x_BxTxD: jax.Array) -> jax.Array:
-        """Output projection in float32 so the softmax over the vocabulary is accurate."""
+        """Output projection in float32 so the softmax over the vocabulary is accurate (times muP's
+        output multiplier, which is 1 under SP and then left out of the program)."""
         *lead, d = x_BxTxD.shape
         x_NxD = x_BxTxD.astype(jnp.float32).reshape(-1, d)  # flat tokens, as in `Linear`
         if self.head is None:
-            return matmul(x_NxD, self.embed.embedding[...].T).reshape(*lead, -1)
-        return self.head(x_NxD).reshape(*lead, -1)
+            logits_NxV = matmul(x_NxD, self.embed.embedding[...].T)
+        else:
+            logits_NxV = self.head(x_NxD)
+        if self.output_mult != 1.0:
+            logits_NxV = logits_NxV * self.output_mult
+        return logits_NxV.reshape(*lead, -1)
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, seed: int) -> Transformer:

@@ -12,7 +12,8 @@ import jax
 from scaling.config import ModelConfig, RunConfig
 from scaling.errors import ConfigError
 from scaling.isoflop import GridPoint, grid_point
-from scaling.sizing import ParamCount, flops_per_token, param_count, shape_for_params
+from scaling.ladder import shape_for_params
+from scaling.sizing import ParamCount, flops_per_token, param_count
 
 
 @dataclass(frozen=True)

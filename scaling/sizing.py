@@ -1,4 +1,4 @@
-"""Parameter and FLOP accounting, and the shape rule that turns a parameter target into a model.
+"""Parameter and FLOP accounting (the shape rule that turns a parameter target into a model is in ladder.py).
 
 Conventions (they move every scaling fit, so they are stated once here and in the README):
 - `embedding` parameters are the token embedding and, when learned, the position embedding.
@@ -13,14 +13,10 @@ Conventions (they move every scaling fit, so they are stated once here and in th
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 from scaling.config import ModelConfig
-
-ASPECT_RATIO = 64  # d_model / n_layers preferred by the sizing rule (GPT-2 small: 768 / 12)
-SIZE_TOLERANCE = 0.10  # accept shapes within 10% of the target, then prefer the aspect ratio
 
 
 @dataclass(frozen=True)
@@ -86,36 +82,3 @@ def flops_per_token(cfg: ModelConfig, vocab_size: int) -> dict[str, float]:
         "6n_nonembedding": 6.0 * n.nonembedding,
         "chinchilla": 3.0 * chinchilla_forward_flops(cfg, vocab_size),
     }
-
-
-def heads_for(d_model: int) -> int:
-    """Head count of the sizing rule: heads of 32 channels below d_model 256, of 64 above."""
-    return max(1, d_model // 32) if d_model < 256 else d_model // 64
-
-
-def _candidate_shapes(max_layers: int = 64, max_d: int = 8192):
-    widths = [*range(16, 64, 8), *range(64, 256, 32), *range(256, max_d + 1, 64)]
-    for n_layers in range(1, max_layers + 1):
-        for d in widths:
-            if d % heads_for(d) == 0 and (d // heads_for(d)) % 2 == 0:
-                yield n_layers, d
-
-
-def shape_for_params(cfg: ModelConfig, vocab_size: int, target: int) -> ModelConfig:
-    """Pick (d_model, n_layers, n_heads) whose TOTAL parameter count is near `target`.
-
-    Rule: among shapes (widths in steps of 8 below 64, of 32 below 256, then of 64; heads of 32
-    channels below d_model 256, else 64) within 10% of the target, take the one whose
-    d_model / n_layers is closest to 64 in log space; if none is that close, take the closest
-    count. Embeddings are included, so the vocabulary size matters.
-    """
-    best, best_key = None, None
-    for n_layers, d in _candidate_shapes():
-        shaped = dataclasses.replace(cfg, d_model=d, n_layers=n_layers, n_heads=heads_for(d))
-        err = abs(param_count(shaped, vocab_size).total / target - 1.0)
-        aspect = abs(math.log(d / n_layers / ASPECT_RATIO))
-        key = (0, aspect) if err <= SIZE_TOLERANCE else (1, err)
-        if best_key is None or key < best_key:
-            best, best_key = shaped, key
-    assert best is not None
-    return dataclasses.replace(best, n_params=None)

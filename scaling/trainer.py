@@ -50,6 +50,7 @@ from scaling.mesh import (
     tree_shardings,
 )
 from scaling.model import build_model
+from scaling.mup import optimizer_multipliers
 from scaling.optimizer import make_optimizer, optimizer_factory
 from scaling.plan import Plan, make_plan
 from scaling.provenance import environment
@@ -92,14 +93,16 @@ class Trainer:
         self.mesh = make_mesh(cfg.mesh)
         host_params = jax.device_get(nnx.to_pure_dict(params))  # same values on every process
         self.params = jax.device_put(host_params, tree_shardings(host_params, self.mesh))
-        self.tx = make_optimizer(cfg.train, plan.steps)
+        multipliers = optimizer_multipliers(host_params, plan.model)
+        self.tx = make_optimizer(cfg.train, plan.steps, multipliers)
         # Initialised inside jit with explicit layouts, so every process builds the same global arrays.
         opt_shardings = tree_shardings(jax.eval_shape(self.tx.init, self.params), self.mesh)
         self.opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(self.params)
         replicated = NamedSharding(self.mesh, PartitionSpec())
         state_shardings = jax.tree.map(lambda x: x.sharding, (self.params, self.opt_state))
         self.batch_sharding = batch_sharding(self.mesh)
-        step_fn = make_train_step(self.graphdef, optimizer_factory(cfg.train), plan.grad_accum, (*state_shardings, replicated))
+        optimizer = optimizer_factory(cfg.train, multipliers)
+        step_fn = make_train_step(self.graphdef, optimizer, plan.grad_accum, (*state_shardings, replicated))
         self.schedule = jax.device_put(schedule_values(cfg.train, plan.steps), replicated)
         # Compiled ahead of the loop so compile time is measured apart (and the persistent cache's saving seen).
         batch_shape = jax.ShapeDtypeStruct((cfg.train.batch_size, plan.model.seq_len + 1), jnp.int32, sharding=self.batch_sharding)

@@ -30,23 +30,36 @@ def test_offsets_are_symmetric_around_the_optimum():
     assert offsets(4) == [-2, -1, 0, 1]
 
 
-def test_grid_points_are_log_spaced_with_d_from_c_over_6n():
+def test_grid_points_are_ladder_rungs_with_d_from_c_over_6n():
     model = ModelConfig(seq_len=256)
-    grid = isoflop_grid([1e17, 1e18], offsets(5), model, 4096, 256 * 64, spacing=2.0)
+    grid = isoflop_grid([1e17, 1e18], offsets(5), model, 4096, 256 * 64, spacing=math.sqrt(2))
     for g in grid:
         assert g.dropped is None
         assert g.n_params == param_count(ModelConfig(d_model=g.shape[0], n_layers=g.shape[1], n_heads=g.shape[2], seq_len=256), 4096).total
         assert abs(g.n_params / g.n_target - 1) <= 0.10
         assert 0 <= g.budget / (6 * g.n_params) - g.tokens < 256 * 64  # whole steps, at most one short
-    targets = np.log([g.n_target for g in grid if g.budget == 1e17])
-    np.testing.assert_allclose(np.diff(targets), math.log(2.0), atol=1e-3)
-    centre = next(g for g in grid if g.budget == 1e18 and g.point == 0)
-    assert centre.n_target == round(expected_optimum(1e18))
+    for budget in (1e17, 1e18):
+        points = [g for g in grid if g.budget == budget]
+        assert [g.rung for g in points] == list(range(points[0].rung, points[0].rung + 5))  # consecutive rungs
+        np.testing.assert_allclose(np.diff(np.log([g.n_target for g in points])), math.log(math.sqrt(2)))
+        centre = next(g for g in points if g.point == 0)
+        assert abs(math.log(centre.n_target / expected_optimum(budget))) <= math.log(math.sqrt(2)) / 2 + 1e-9
+
+
+def test_budgets_share_the_shapes_of_one_ladder():
+    """A shape appears once in the ladder, so two budgets that reach the same size train the same shape."""
+    grid = isoflop_grid([1e11, 2e11, 4e11, 8e11], offsets(5), ModelConfig(seq_len=64, head_dim=4, aspect_ratio=16),
+                        512, 1024, spacing=math.sqrt(2))
+    by_rung = {}
+    for g in grid:
+        by_rung.setdefault(g.rung, set()).add(g.shape)
+    assert all(len(shapes) == 1 for shapes in by_rung.values())
+    assert len(by_rung) < len(grid)  # budgets reuse rungs
 
 
 def test_grid_drops_points_with_reasons():
     model = ModelConfig(seq_len=64)
-    too_small = grid_point(1e8, -2, model, 512, 1024)
+    too_small = grid_point(1e9, -2, model, 512, 1024)
     assert too_small.dropped and "smallest model" in too_small.dropped
     under_a_step = grid_point(1e10, 10, model, 512, 1024)
     assert under_a_step.dropped and "one step" in under_a_step.dropped

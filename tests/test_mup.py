@@ -1,0 +1,130 @@
+"""muP (Yang et al. 2022): the table's learning rates and initialisation, a coordinate check that fails
+on a broken muP, muP at the base width equal to SP bit for bit, and muP runs that resume exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from scaling import mup
+from scaling.attention import rope_tables
+from scaling.config import ModelConfig, TrainConfig
+from scaling.model import build_model
+from scaling.optimizer import make_optimizer, optimizer_factory
+from scaling.schedule import schedule_values
+from scaling.step import make_train_step
+
+BASE = ModelConfig(d_model=16, n_layers=2, n_heads=4, head_dim=4, seq_len=16, parametrization="mup", base_width=16,
+                   compute_dtype="float32", tie_embeddings=False, use_bias=True)
+VOCAB = 64
+WIDTHS = (32, 64, 128, 256)
+
+
+def _params(cfg: ModelConfig, seed: int = 0) -> dict:
+    return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(build_model(cfg, VOCAB, seed), nnx.Param)))
+
+
+def test_learning_rate_multipliers_follow_the_table():
+    cfg = dataclasses.replace(BASE, d_model=64, n_heads=16)  # m = 4
+    multipliers = mup.lr_multipliers(_params(cfg), cfg)
+    flat = {jax.tree_util.keystr(path): value for path, value in jax.tree_util.tree_leaves_with_path(multipliers)}
+    for name, value in flat.items():
+        if name.startswith(("['embed']", "['head']")) or "bias" in name or "scale" in name:
+            assert value == 1.0, name  # input and output weights, biases and norm scales: lr unscaled
+        else:
+            assert value == 0.25, name  # hidden matrices: lr / m
+    assert {n for n, v in flat.items() if v == 0.25} >= {"['blocks'][0]['attn']['qkv']['kernel']",
+                                                       "['blocks'][1]['mlp']['down']['kernel']"}
+    sp = dataclasses.replace(cfg, parametrization="sp")
+    assert mup.optimizer_multipliers(_params(sp), sp) is None
+
+
+def test_initialisation_and_multipliers_follow_the_table():
+    wide = dataclasses.replace(BASE, d_model=256, n_heads=64)  # m = 16: hidden std / 4
+    params, base = _params(wide), _params(BASE)
+    for name, expected in (("qkv", 0.02 / 4), ("up", 0.02 / 4)):
+        block = params["blocks"][0]
+        kernel = block["attn"][name]["kernel"] if name == "qkv" else block["mlp"][name]["kernel"]
+        assert np.std(kernel) == pytest.approx(expected, rel=0.05)
+    assert np.std(params["embed"]["embedding"]) == pytest.approx(np.std(base["embed"]["embedding"]), rel=0.1)
+    assert np.std(params["head"]["kernel"]) == pytest.approx(0.02, rel=0.05)  # readout: SP init, 1/m on the logits
+    assert mup.output_multiplier(wide) == 1 / 16 and mup.output_multiplier(BASE) == 1.0
+    assert mup.attention_scale(wide) == pytest.approx(1 / 2)  # head size 4 = the family's: 1/sqrt(4)
+    wide_heads = dataclasses.replace(wide, n_heads=16)  # 16-channel heads: 1/d_head, times sqrt(4)
+    assert mup.attention_scale(wide_heads) == pytest.approx(2 / 16)
+    assert mup.attention_scale(dataclasses.replace(wide_heads, parametrization="sp")) == pytest.approx(1 / 4)
+
+
+def _trained(cfg: ModelConfig, steps: int, lr: float = 1e-2) -> tuple[nnx.Module, dict]:
+    train = TrainConfig(lr=lr, warmup_fraction=0.0, schedule="constant", weight_decay=0.0)
+    model = build_model(cfg, VOCAB, seed=0)
+    graphdef, state = nnx.split(model, nnx.Param)
+    params = nnx.to_pure_dict(state)
+    multipliers = mup.optimizer_multipliers(params, cfg)
+    opt_state = make_optimizer(train, steps, multipliers).init(params)
+    step = make_train_step(graphdef, optimizer_factory(train, multipliers), 1)
+    schedule = jnp.asarray(schedule_values(train, steps))
+    batches = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (steps, 4, cfg.seq_len + 1)), jnp.int32)
+    for t in range(steps):
+        params, opt_state, _ = step(params, opt_state, batches[t], schedule)
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(graphdef, state), params
+
+
+def activation_rms(model, tokens_BxT: jax.Array) -> dict[str, float]:
+    """Root-mean-square coordinate of the embeddings, of each block's output and of the logits."""
+    x_BxTxD = model.embed(tokens_BxT)
+    rms = {"embedding": x_BxTxD}
+    rope = rope_tables(tokens_BxT.shape[1], model.cfg.d_model // model.cfg.n_heads, model.cfg.rope_theta)
+    for i, block in enumerate(model.blocks):
+        x_BxTxD, _ = block(x_BxTxD, rope)
+        rms[f"block {i}"] = x_BxTxD
+    rms["logits"] = model.logits(model.final_norm(x_BxTxD))
+    return {name: float(jnp.sqrt(jnp.mean(jnp.square(value)))) for name, value in rms.items()}
+
+
+def coordinate_slopes(parametrization: str, steps: int = 5) -> dict[str, float]:
+    """Slope of log RMS against log width, per layer, after `steps` Adam steps (the coordinate check)."""
+    rows = []
+    for width in WIDTHS:
+        cfg = dataclasses.replace(BASE, d_model=width, n_heads=width // 4, parametrization=parametrization)
+        model, _ = _trained(cfg, steps)
+        rows.append(activation_rms(model, jnp.asarray(np.random.default_rng(1).integers(0, VOCAB, (4, 16)), jnp.int32)))
+    return {name: float(np.polyfit(np.log(WIDTHS), np.log([r[name] for r in rows]), 1)[0]) for name in rows[0]}
+
+
+def assert_flat(slopes: dict[str, float]) -> None:
+    """Every layer's RMS changes by less than a factor 2 over the 8x range of widths."""
+    steep = {name: round(s, 2) for name, s in slopes.items() if abs(s) * np.log(WIDTHS[-1] / WIDTHS[0]) >= np.log(2)}
+    assert not steep, f"activations change with width: slopes {steep}"
+
+
+@pytest.fixture(scope="module")
+def slopes() -> dict[str, dict[str, float]]:
+    return {p: coordinate_slopes(p) for p in ("sp", "mup")}
+
+
+def test_coordinate_check_is_flat_under_mup_and_grows_under_sp(slopes):
+    assert_flat(slopes["mup"])
+    assert max(slopes["sp"][f"block {i}"] for i in range(2)) > 1.0
+    with pytest.raises(AssertionError):
+        assert_flat(slopes["sp"])
+
+
+def test_coordinate_check_fails_on_a_broken_mup(monkeypatch):
+    """muP without its per-parameter learning rates (Adam's updates then grow with width) is caught."""
+    monkeypatch.setattr(mup, "lr_multipliers", lambda params, cfg: jax.tree.map(lambda _: 1.0, params))
+    with pytest.raises(AssertionError, match="activations change with width"):
+        assert_flat(coordinate_slopes("mup"))
+
+
+def test_mup_at_the_base_width_trains_exactly_as_sp():
+    _, mup_params = _trained(BASE, 3)
+    _, sp_params = _trained(dataclasses.replace(BASE, parametrization="sp"), 3)
+    for a, b in zip(jax.tree.leaves(mup_params), jax.tree.leaves(sp_params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
