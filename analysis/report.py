@@ -1,7 +1,8 @@
 """Write report.md, report.html and figures/ for a sweep folder or a table: `python -m analysis.report PATH`.
 
 For a folder the report goes into it; for a CSV/parquet file into `<stem>_report/` beside it, so user
-data is never overwritten. Only the fit section of report.md is rewritten; the other sections (probes,
+data is never overwritten. A sweep that varies the learning rate gets the learning-rate transfer section
+instead of a scaling fit. Only that one section of report.md is rewritten; the other sections (probes,
 tasks) and any text a person added are kept. report.html is the whole report.md as one page with the
 figures embedded, to open in a browser or share as one file.
 """
@@ -10,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from analysis.cli import fit_parser, load_and_analyse, read_and_analyse, run
 from analysis.errors import InputError
 from analysis.fits.analyse import Analysis
@@ -17,6 +20,8 @@ from analysis.reporting.document import write_section
 from analysis.reporting.fit_figures import make_figures
 from analysis.reporting.fit_section import render
 from analysis.reporting.page import write_page
+from analysis.reporting.transfer_section import lr_sweep
+from analysis.reporting.transfer_section import section as transfer_section
 from scaling import contract
 from scaling.runtime import initialize
 
@@ -37,9 +42,25 @@ def other_convention(args: argparse.Namespace, analysis: Analysis) -> Analysis |
         return None
 
 
+def transfer_report(args: argparse.Namespace, folder: Path) -> bool:
+    """For a sweep that varies the learning rate: its transfer section (True), instead of a scaling fit,
+    which needs one learning rate per size."""
+    table = Path(args.path) / contract.RUNS_TABLE
+    runs = lr_sweep(pd.read_parquet(table)) if table.is_file() else None
+    if runs is None:
+        return False
+    (folder / contract.FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+    write_section(folder / contract.REPORT_FILE, "transfer", transfer_section(runs, folder / contract.FIGURES_DIR))
+    return True
+
+
 def report(args: argparse.Namespace) -> int:
-    analysis = read_and_analyse(args)
     folder = report_folder(Path(args.path))
+    if transfer_report(args, folder):
+        print(folder / contract.REPORT_FILE)
+        print(write_page(folder / contract.REPORT_FILE))
+        return 0
+    analysis = read_and_analyse(args)
     figures = make_figures(analysis, folder / contract.FIGURES_DIR)
     write_section(folder / contract.REPORT_FILE, "fit", render(analysis, other_convention(args, analysis), figures))
     page = write_page(folder / contract.REPORT_FILE)

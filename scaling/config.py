@@ -19,7 +19,7 @@ class ModelConfig:
 
     d_model: int = 128
     n_layers: int = 4
-    n_heads: int = 4
+    n_heads: Optional[int] = 4  # None: d_model / head_dim, the family's head size
     seq_len: int = 256
     # Target TOTAL parameter count (embeddings included, the Chinchilla convention). When set,
     # `ladder.shape_for_params` picks d_model/n_layers/n_heads from the family below and the three
@@ -137,6 +137,9 @@ class SweepConfig:
     tokens_per_param: float = 20.0  # IsoFLOP: where the grid is centred (Chinchilla's D/N = 20)
     # WSD ladder: budgets, as fractions of train.tokens, reached by cooldown branches of one run.
     branches: list[float] = field(default_factory=list)
+    # Predict, then verify (scaling/holdout.py): after the grid, one run at this factor times the
+    # largest budget, at the size the fits call optimal; 0 for none.
+    holdout_factor: float = 0.0
     # Set by the launching command (scaling/cli.py), never by hand: the keys a command-line multirun
     # varies (with the keys of hydra.sweeper.params they name each run's folder), and this launch's id.
     vary: list[str] = field(default_factory=list)

@@ -61,6 +61,9 @@ TASKS_TABLE = "tasks.parquet"
 # runs.parquet columns beyond the summary's: the run's folder name, its folder relative to the sweep
 # folder, the sweep's name, the IsoFLOP budget (FLOPs) when it has one, and `swept.<key>` per swept value.
 RUN_NAME, RUN_DIR, SWEEP, BUDGET, SWEPT_PREFIX = "run_name", "run_dir", "sweep", "budget", "swept."
+# The predict-then-verify run (scaling/holdout.py): marked in runs.parquet so fits leave it out, and
+# the plan it was trained from (fitted optimum, budget, grid point) beside the table.
+HOLDOUT, HOLDOUT_FILE = "holdout", "holdout.json"
 
 
 def run_dir_in_sweep(sweep_folder: Path | str, entry: str) -> Path:

@@ -116,7 +116,7 @@ def format_grid(grid: list[GridPoint]) -> str:
     return "\n".join(lines)
 
 
-def _sweep_values(config, key: str) -> list[Any]:
+def sweep_values(config, key: str) -> list[Any]:
     """The values a multirun will take for `key` (command line first, then hydra.sweeper.params)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -138,8 +138,8 @@ def _expand(override) -> list[Any]:
 def sweep_grid(config) -> list[GridPoint]:
     """The IsoFLOP grid a composed sweep config (with its hydra node) will run."""
     cfg = to_dataclass(OmegaConf.masked_copy(config, [k for k in config.keys() if k not in ("hydra", "run_dir")]))
-    budgets = [float(c) for c in _sweep_values(config, "train.flops")]
-    points = [int(k) for k in _sweep_values(config, "sweep.point")]
+    budgets = [float(c) for c in sweep_values(config, "train.flops")]
+    points = [int(k) for k in sweep_values(config, "sweep.point")]
     tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
     return isoflop_grid(budgets, points, cfg.model, cfg.data.vocab_size, tokens_per_step,
                         spacing=cfg.sweep.spacing, tokens_per_param=cfg.sweep.tokens_per_param)

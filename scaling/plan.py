@@ -51,6 +51,8 @@ def make_plan(cfg: RunConfig, vocab_size: int) -> Plan:
         model = isoflop_model(cfg, vocab_size)
     elif model.n_params is not None:
         model = shape_for_params(model, vocab_size, model.n_params)
+    elif model.n_heads is None:
+        model = dataclasses.replace(model, n_heads=model.d_model // model.head_dim)
     params = param_count(model, vocab_size)
     per_token = flops_per_token(model, vocab_size)
     tokens_per_step = cfg.train.batch_size * model.seq_len

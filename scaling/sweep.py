@@ -32,8 +32,9 @@ from scaling import contract, diskspace, rundir
 from scaling.config import RunConfig, to_dataclass
 from scaling.config import replace as cfg_replace
 from scaling.errors import EXIT_BUSY, EXIT_DISK_FULL, ConfigError, Stop
-from scaling.files import atomic_write
-from scaling.isoflop import describe_sweep_grid
+from scaling.files import atomic_write, write_json
+from scaling.holdout import fit_sweep, holdout_budget, holdout_point
+from scaling.isoflop import describe_sweep_grid, grid_ladder, sweep_values
 from scaling.isolate import train_isolated
 from scaling.schedule import warmup_steps
 
@@ -106,6 +107,7 @@ def table_row(summary: dict, cfg: RunConfig, swept: dict[str, Any], folder: Path
     })
     if cfg.train.flops is not None:
         row[contract.BUDGET] = float(cfg.train.flops)
+    row[contract.HOLDOUT] = False
     row.update({f"{contract.SWEPT_PREFIX}{k}": v for k, v in swept.items()})
     return row
 
@@ -301,9 +303,31 @@ class SweepCallback(Callback):
             print(describe_sweep_grid(config), file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.sweep.holdout_factor > 1:
+            run_holdout(config)
         path = Path(config.results_root) / str(config.sweep.name) / contract.LAUNCH_LOG
         entries = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
         mine = [e for e in entries if e["launch"] == (config.sweep.launch or "")]
         counts = {k: sum(e["outcome"] == k for e in mine) for k in OUTCOMES}
         tally = ", ".join(f"{v} {k}" for k, v in counts.items() if v or k in ("trained", "skipped", "failed"))
         print(f"sweep {config.sweep.name} finished: {tally}; table: {path.parent / contract.RUNS_TABLE}", file=sys.stderr)
+
+
+def run_holdout(config: DictConfig) -> dict | None:
+    """After the grid: fit it, then train the held-out run the fits place (scaling/holdout.py)."""
+    cfg = to_dataclass(OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"]))
+    budgets = [float(c) for c in sweep_values(config, "train.flops")]
+    budget = holdout_budget(budgets, cfg.sweep.holdout_factor)
+    vocab = cfg.data.vocab_size
+    rungs = grid_ladder(cfg.model, vocab, cfg.sweep.spacing, [budget], [0], cfg.sweep.tokens_per_param)
+    plan = holdout_point(fit_sweep(sweep_dir(cfg), budget), budget, rungs, cfg.sweep.tokens_per_param)
+    if plan is None:
+        print(f"[{cfg.sweep.name}] holdout: skipped, no fit predicts the optimal size", file=sys.stderr)
+        return None
+    swept = {"train.flops": plan.budget, "sweep.point": plan.point}
+    cfg = cfg_replace(cfg, train={"flops": plan.budget, "tokens": None}, sweep={"point": plan.point})
+    cfg = dataclasses.replace(cfg, run_dir=str(sweep_dir(cfg) / contract.RUNS_SUBDIR / f"holdout,{run_name(swept)}"))
+    write_json(sweep_dir(cfg) / contract.HOLDOUT_FILE, {**plan.as_dict(), "run_name": Path(cfg.run_dir).name})
+    print(f"[{cfg.sweep.name}] holdout: the fits ({plan.approach}) put the optimum at N = {plan.n_opt:,.0f} for "
+          f"C = {plan.budget:.3g} FLOPs; training point {plan.point} of that budget", file=sys.stderr)
+    return run_one(cfg, swept, {contract.HOLDOUT: True})

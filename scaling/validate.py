@@ -25,6 +25,7 @@ from scaling.data.cache import cache_root
 from scaling.errors import ConfigError
 from scaling.files import unwritable_reason
 from scaling.mesh import make_mesh
+from scaling.mup import PARAMETRIZATIONS
 from scaling.schedule import SCHEDULES
 
 CHOICES = {
@@ -34,10 +35,12 @@ CHOICES = {
     "model.mlp": ("gelu", "swiglu"),
     "model.compute_dtype": ("auto", "float32", "bfloat16"),
     "model.attention_impl": ("auto", "xla", "cudnn"),
+    "model.parametrization": PARAMETRIZATIONS,
+    "tracker.wandb_mode": ("offline", "online", "disabled"),
     "data.name": ("pystdlib", "text", "tokens"),
     "train.schedule": SCHEDULES,
 }
-CONFIG_GROUPS = ("data", "sweep", "hydra")
+CONFIG_GROUPS = ("data", "sweep", "tracker", "hydra")
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ BOUNDS: dict[str, Range] = {
     "model.n_heads": Range(0, example="4"),
     "model.seq_len": Range(0, example="256"),
     "model.n_params": Range(0, example="1000000"),
+    "model.head_dim": Range(0, example="8"),
+    "model.aspect_ratio": Range(0, example="32"),
+    "model.min_layers": Range(0, example="2"),
+    "model.base_width": Range(0, example="32"),
     "model.d_ff": Range(0, example="512 (or null: 4 x d_model)"),
     "model.init_std": Range(0, example="0.02"),
     "model.rope_theta": Range(0, example="10000"),
@@ -96,6 +103,7 @@ BOUNDS: dict[str, Range] = {
     "mesh.process_id": Range(0, low_closed=True, example="0"),
     "sweep.spacing": Range(1, example="2.0"),
     "sweep.tokens_per_param": Range(0, example="20"),
+    "sweep.holdout_factor": Range(0, low_closed=True, example="4 (or 0: no held-out run)"),
 }
 
 
@@ -132,10 +140,14 @@ def validate_config(cfg: RunConfig) -> None:
 
 def _check_model(cfg: RunConfig) -> None:
     m = cfg.model
-    if m.n_params is None:  # (with a target, sizing picks a valid shape itself)
-        _require(m.d_model % m.n_heads == 0, "model.d_model", f"{m.d_model} is not divisible by model.n_heads={m.n_heads}", "choose n_heads that divides d_model")
+    if m.n_params is None:  # (with a target, the family rule picks a valid shape itself)
+        heads = m.n_heads if m.n_heads is not None else m.d_model // m.head_dim
+        field = "model.n_heads" if m.n_heads is not None else "model.head_dim"
+        _require(heads > 0 and m.d_model % heads == 0, "model.d_model", f"{m.d_model} does not split into {heads} heads ({field})", f"choose {field} so that it divides d_model")
         if m.position == "rope":
-            _require((m.d_model // m.n_heads) % 2 == 0, "model.n_heads", f"RoPE needs an even head size, {m.d_model}/{m.n_heads} is odd", "choose n_heads so d_model/n_heads is even")
+            _require((m.d_model // heads) % 2 == 0, field, f"RoPE needs an even head size, {m.d_model}/{heads} is odd", f"choose {field} so d_model/n_heads is even")
+    if m.position == "rope":  # the family's heads (model.n_params, IsoFLOP ladders) are head_dim wide
+        _require(m.head_dim % 2 == 0, "model.head_dim", f"RoPE needs an even head size, got {m.head_dim}", "e.g. model.head_dim=4")
 
 
 def _check_train(cfg: RunConfig) -> None:

@@ -15,6 +15,7 @@ from scaling.mesh import slurm_step_tasks
 from tests.helpers import REPO
 
 RUN = ["train.tokens=10240", "train.batch_size=16", "train.log_every=5"]
+MUP = ["model.parametrization=mup", "model.base_width=16"]  # muP's per-parameter lrs and multipliers, sharded
 
 
 def _run_on(devices: int, run_dir: Path, overrides: list[str], extra: list[str] = ()) -> dict:
@@ -27,29 +28,33 @@ def _run_on(devices: int, run_dir: Path, overrides: list[str], extra: list[str] 
     return summary
 
 
-@pytest.fixture(scope="module")
-def single(tmp_path_factory, tiny_overrides):
+@pytest.fixture(scope="module", params=[[], MUP], ids=["sp", "mup"])
+def single(tmp_path_factory, tiny_overrides, request):
     run_dir = tmp_path_factory.mktemp("one")
-    return run_dir, _run_on(1, run_dir, tiny_overrides)
+    return run_dir, _run_on(1, run_dir, [*tiny_overrides, *request.param]), request.param
 
 
 def _losses(run_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(run_dir / "metrics.parquet")[["step", "train_loss", "eval_loss"]].set_index("step")
 
 
-@pytest.mark.parametrize(
-    "mesh",
-    [["mesh.data=8"], ["mesh.data=2", "mesh.fsdp=4"], ["mesh.data=8", "train.grad_accum=2"]],
-    ids=["data8", "data2-fsdp4", "data8-accum2"],
-)
+MESHES = {"data8": ["mesh.data=8"], "data2-fsdp4": ["mesh.data=2", "mesh.fsdp=4"],
+          "data8-accum2": ["mesh.data=8", "train.grad_accum=2"]}
+
+
+@pytest.mark.parametrize("mesh", MESHES)
 def test_eight_devices_match_one(tmp_path, tiny_overrides, single, mesh):
-    one_dir, _ = single
-    _run_on(8, tmp_path, tiny_overrides, mesh)
+    one_dir, _, parametrization = single
+    if parametrization and mesh != "data2-fsdp4":
+        pytest.skip("muP is checked on the mesh that shards its parameters (and so its per-parameter lrs)")
+    _run_on(8, tmp_path, [*tiny_overrides, *parametrization], MESHES[mesh])
     pd.testing.assert_frame_equal(_losses(tmp_path), _losses(one_dir), rtol=2e-4, atol=2e-4)
 
 
 def test_checkpoint_saved_on_eight_devices_restores_on_one(tmp_path, tiny_overrides):
-    summary = _run_on(8, tmp_path, tiny_overrides, ["mesh.data=2", "mesh.fsdp=4"])
+    """Saved from parameters sharded over 8 devices, loaded whole on one, for a muP run (load_model
+    rebuilds it with its multipliers from config.yaml)."""
+    summary = _run_on(8, tmp_path, [*tiny_overrides, *MUP], ["mesh.data=2", "mesh.fsdp=4"])
     code = (
         "import sys; from scaling.checkpoint import load_model, params_digest; from flax import nnx;"
         "m = load_model(sys.argv[1]); print(params_digest(nnx.to_pure_dict(nnx.state(m, nnx.Param))))"

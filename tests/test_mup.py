@@ -13,11 +13,17 @@ from flax import nnx
 
 from scaling import mup
 from scaling.attention import rope_tables
+from scaling.checkpoint import load_model
 from scaling.config import ModelConfig, TrainConfig
-from scaling.model import build_model
+from scaling.data.load import load_corpus
+from scaling.data.order import eval_set
+from scaling.model import build_model, token_losses
 from scaling.optimizer import make_optimizer, optimizer_factory
 from scaling.schedule import schedule_values
-from scaling.step import make_train_step
+from scaling.step import eval_chunks, make_train_step
+from scaling.trainer import train
+from tests.helpers import compose_config
+from tests.test_checkpoint import _assert_same_run, _preempted_then_resumed
 
 BASE = ModelConfig(d_model=16, n_layers=2, n_heads=4, head_dim=4, seq_len=16, parametrization="mup", base_width=16,
                    compute_dtype="float32", tie_embeddings=False, use_bias=True)
@@ -128,3 +134,24 @@ def test_mup_at_the_base_width_trains_exactly_as_sp():
     _, sp_params = _trained(dataclasses.replace(BASE, parametrization="sp"), 3)
     for a, b in zip(jax.tree.leaves(mup_params), jax.tree.leaves(sp_params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+MUP_RUN = ["model.parametrization=mup", "model.base_width=16", "train.tokens=38400", "train.log_every=5"]
+
+
+def test_a_mup_run_resumes_bit_for_bit_and_loads_for_analysis(tmp_path, tiny_overrides, monkeypatch):
+    """Preempted at a step off the checkpoint schedule, a muP run (width 32 = twice its base) resumes
+    to exactly the uninterrupted run; load_model then rebuilds the muP model, multipliers included: its
+    held-out loss equals the one training recorded."""
+    reference = tmp_path / "reference"
+    cfg = compose_config([f"run_dir={reference}", *tiny_overrides, *MUP_RUN])
+    summary = train(cfg)
+    assert summary["status"] == "completed"
+    _preempted_then_resumed(tmp_path / "resumed", [*tiny_overrides, *MUP_RUN[:2]], 23, monkeypatch)
+    _assert_same_run(tmp_path / "resumed", reference)
+    model = load_model(reference)
+    assert model.output_mult == 0.5  # d_model 32 over base width 16
+    windows = eval_chunks(eval_set(load_corpus(cfg.data, progress=False).val, 32, cfg.data.eval_tokens), 8)
+    seqs = jnp.asarray(windows.reshape(-1, windows.shape[-1]))
+    loss = float(token_losses(model(seqs[:, :-1]), seqs[:, 1:]).mean())
+    assert loss == pytest.approx(summary["final_eval_loss"], rel=1e-4)
