@@ -147,6 +147,17 @@ class SweepConfig:
 
 
 @dataclass
+class TrackerConfig:
+    """Experiment trackers a run writes to besides metrics.parquet (scaling/tracking.py); pick them with
+    the config group: tracker=tensorboard (default), tracker=wandb, tracker=[tensorboard,wandb], tracker=none."""
+
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "scaling"
+    wandb_mode: str = "offline"  # offline (sync later with `wandb sync`) | online | disabled
+
+
+@dataclass
 class BenchConfig:
     steps: int = 10
     warmup: int = 3
@@ -163,6 +174,7 @@ class RunConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
     run_dir: Optional[str] = None  # default: results/runs/<timestamp>; a sweep names its runs' folders itself
     results_root: str = "results"
     progress: bool = True

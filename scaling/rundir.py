@@ -36,8 +36,8 @@ from scaling.files import (
 # Fields that may change between launches without changing what is trained: a whole section
 # ("bench") or one dotted field ("sweep.launch").
 VOLATILE_FIELDS = {
-    "progress", "overwrite", "debug", "run_dir", "results_root", "compilation_cache", "bench", "sweep.vary",
-    "sweep.launch",
+    "progress", "overwrite", "debug", "run_dir", "results_root", "compilation_cache", "bench", "tracker",
+    "sweep.vary", "sweep.launch",
 }  # fmt: skip
 # Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
 # it (or with null) implies: a run started before data.order existed trained with the `permutation`
