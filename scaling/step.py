@@ -26,19 +26,16 @@ def micro_split(seqs_BxT1: jax.Array, n: int) -> jax.Array:
     return seqs_BxT1.reshape(-1, n, seqs_BxT1.shape[-1]).swapaxes(0, 1)
 
 
-def make_train_step(
-    graphdef: nnx.GraphDef,
-    optimizer: Callable[[jax.Array], optax.GradientTransformation],
-    grad_accum: int,
-    out_shardings=None,
-):
-    """One optimiser step, jitted whole, with gradient accumulation inside jit and donated state.
+def train_step(
+    graphdef: nnx.GraphDef, optimizer: Callable[[jax.Array], optax.GradientTransformation], grad_accum: int
+) -> Callable:
+    """One optimiser step, `step(params, opt_state, seqs, schedule) -> (params, opt_state, metrics)`,
+    unjitted: `make_train_step` jits it for one run and `make_packed_step` vmaps it over several.
 
-    The step is `step(params, opt_state, seqs, schedule)`: `optimizer(schedule)` builds the optimiser
-    inside jit from `optimizer.schedule_values(...)`, an array argument, so runs that differ only in
-    budget or lr compile to one program (and one persistent-cache entry). `out_shardings` (params,
-    opt_state, metrics) pins the state's layout on a device mesh, so the donated buffers are reused
-    step after step instead of being re-laid out."""
+    `optimizer(schedule)` builds the optimiser from `schedule.schedule_values(...)`, an array argument,
+    so runs that differ only in budget or lr share one program. Gradients are accumulated over
+    `grad_accum` micro-batches inside the step. The metrics are the loss and the global gradient norm
+    before clipping."""
     grad_fn = jax.value_and_grad(lambda p, s: loss_fn(graphdef, p, s))
 
     def accumulate(params, seqs_BxT1):
@@ -59,9 +56,30 @@ def make_train_step(
         updates, opt_state = optimizer(schedule).update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
+    return step
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    optimizer: Callable[[jax.Array], optax.GradientTransformation],
+    grad_accum: int,
+    out_shardings=None,
+):
+    """`train_step` jitted whole, with the state donated. `out_shardings` (params, opt_state, metrics)
+    pins the state's layout on a device mesh, so the donated buffers are reused step after step
+    instead of being re-laid out."""
+    step = train_step(graphdef, optimizer, grad_accum)
     if out_shardings is None:
         return jax.jit(step, donate_argnums=(0, 1))
     return jax.jit(step, donate_argnums=(0, 1), out_shardings=out_shardings)
+
+
+def make_packed_step(
+    graphdef: nnx.GraphDef, optimizer: Callable[[jax.Array], optax.GradientTransformation], grad_accum: int
+):
+    """K runs of one shape in one program: `train_step` vmapped over a leading axis of the parameters,
+    optimiser states, batches and schedules (each run its own seed, data order, lr and length)."""
+    return jax.jit(jax.vmap(train_step(graphdef, optimizer, grad_accum)), donate_argnums=(0, 1))
 
 
 def eval_chunks(eval_NxT1: np.ndarray, batch_size: int) -> np.ndarray:
