@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
-
 from scaling.config import ModelConfig
 from scaling.sizing import chinchilla_forward_flops, flops_per_token, param_count
 
