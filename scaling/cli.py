@@ -3,8 +3,9 @@
 Bad overrides are refused in one line (exit 2) before Hydra composes anything; a full disk (74) or a
 run another process is training (75) is one line too (scaling/errors.py). A single run sets up
 the process (`runtime.initialize`) and trains in place; a multirun job (a sweep) names its run from
-its swept values, drops grid points that cannot train, and trains in a fresh process
-(scaling/isolate.py) so that runs never share JAX state.
+its swept values, drops grid points that cannot train, and trains in the same process: a launcher's
+worker trains its runs one after another (reusing imports, corpus and compiled steps), each run's
+failure recorded without stopping the others.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from scaling.validate import check_overrides, validate_config
 
 
 def sweep_job(cfg: RunConfig, hydra_cfg) -> dict:
-    """A multirun job: name the run, drop a grid point that cannot train, else train it in isolation."""
+    """A multirun job: name the run, drop a grid point that cannot train, else train it in this process
+    (a launcher's worker trains its jobs one after another, reusing imports, corpus and compiled steps)."""
+    runtime = initialize(cfg.compilation_cache, job=hydra_cfg.job.num)
     validate_config(cfg)
     keys = sweep.naming_keys(cfg.sweep.vary, (hydra_cfg.sweeper.get("params") or {}).keys())
     swept = sweep.swept_values(keys, hydra_cfg.overrides.task)
@@ -40,7 +43,7 @@ def sweep_job(cfg: RunConfig, hydra_cfg) -> dict:
     if cfg.sweep.point is not None:
         corpus = load_corpus(cfg.data, progress=cfg.progress)
         drop_reason = isoflop_point(cfg, corpus.vocab_size, max_tokens=len(corpus.train)).dropped
-    return sweep.run_job(cfg, swept, drop_reason, hydra_cfg.job.num)
+    return sweep.run_job(cfg, swept, drop_reason, runtime)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sweeps", config_name="config")

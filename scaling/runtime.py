@@ -54,9 +54,22 @@ def enable_compilation_cache() -> str:
     return folder
 
 
-def initialize(compilation_cache: bool = True, plotting: bool = False) -> dict[str, Any]:
-    """Set up this process for training or analysis; returns what was set."""
+def share_accelerators(job: int) -> dict[str, str]:
+    """For sweep jobs that may run side by side: no GPU memory pre-allocation (they would clash), and
+    with SCALING_GPUS=0,1,.. each job its own GPU. Read when the backend starts, so set before it does."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    gpus = [g for g in os.environ.get("SCALING_GPUS", "").split(",") if g]
+    if gpus and not backend_started():
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[job % len(gpus)]
+    return {k: os.environ[k] for k in ("XLA_PYTHON_CLIENT_PREALLOCATE", "CUDA_VISIBLE_DEVICES") if k in os.environ}
+
+
+def initialize(compilation_cache: bool = True, plotting: bool = False, job: int | None = None) -> dict[str, Any]:
+    """Set up this process for training or analysis (`job`: the sweep job number, when one); returns
+    what was set."""
     record = set_xla_flags()
+    if job is not None:
+        record["accelerators"] = share_accelerators(job)
     # Orbax reports every save at INFO/WARNING through absl; a sweep of hundreds of saves drowns the
     # progress lines, and real failures still raise.
     logging.getLogger("absl").setLevel(logging.ERROR)

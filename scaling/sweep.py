@@ -19,6 +19,7 @@ import dataclasses
 import json
 import sys
 import time
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,13 @@ from omegaconf import DictConfig, OmegaConf
 from scaling import contract, diskspace, rundir
 from scaling.config import RunConfig, to_dataclass
 from scaling.config import replace as cfg_replace
-from scaling.errors import EXIT_BUSY, EXIT_DISK_FULL, ConfigError, Stop
+from scaling.errors import EXIT_DISK_FULL, ConfigError, DiskFull, RunBusy, Stop
 from scaling.files import atomic_write, write_json
 from scaling.holdout import fit_sweep, holdout_budget, holdout_point
 from scaling.isoflop import describe_sweep_grid, grid_ladder, sweep_values
-from scaling.isolate import train_isolated
+from scaling.runtime import initialize
 from scaling.schedule import warmup_steps
+from scaling.trainer import train
 
 # Keys that never make runs distinct: where results go and how the launch behaves.
 NOT_NAMING = {"sweep", "results_root", "progress", "debug", "overwrite", "hydra/launcher", "sweep.vary", "sweep.launch"}
@@ -237,45 +239,65 @@ def branch_fields(branch: RunConfig, main: RunConfig) -> dict[str, Any]:
     }
 
 
-def run_job(cfg: RunConfig, swept: dict[str, Any], drop_reason: str | None, job_num: int = 0) -> dict:
-    """One multirun job (a WSD ladder job trains its main run, then its branches)."""
+def run_job(cfg: RunConfig, swept: dict[str, Any], drop_reason: str | None, runtime: dict[str, Any]) -> dict:
+    """One multirun job (a WSD ladder job trains its main run, then its branches), in this process."""
     if drop_reason:
         name = Path(cfg.run_dir).name
         print(f"[{cfg.sweep.name}] {name}: dropped ({drop_reason})", file=sys.stderr)
         log_outcome(sweep_dir(cfg), cfg.sweep.launch, name, "dropped", None)
         return {"status": "dropped", "reason": drop_reason}
     if cfg.sweep.branches:
-        return {Path(c.run_dir).name: run_one(c, swept, extra, job_num) for c, extra in wsd_ladder(cfg)}
-    return run_one(cfg, swept, {}, job_num)
+        return {Path(c.run_dir).name: run_one(c, swept, extra, runtime) for c, extra in wsd_ladder(cfg)}
+    return run_one(cfg, swept, {}, runtime)
 
 
 ROW_BYTES = 64 * 1024  # room for one more row of runs.parquet and launches.jsonl
 
 
 class DiskFullStop(Stop):
-    """A run's process found the disk full (it said where, in one line): the sweep stops there."""
+    """A run found the disk full (it said where, in one line): the sweep stops there."""
 
     exit_code = EXIT_DISK_FULL
 
 
-def run_one(cfg: RunConfig, swept: dict[str, Any], extra: dict[str, Any], job_num: int = 0) -> dict:
-    """Skip if done, else train in isolation; record the table row and print one line.
+class Preempted(Stop):
+    """A run was preempted and checkpointed: the job stops, and its relaunch (submitit requeues it)
+    resumes the run. Exit 0: nothing went wrong."""
 
-    A run another launch is training (its lock is held) is left to that launch, which records it;
-    a full disk stops the sweep, since every later run would meet it too."""
+    exit_code = 0
+
+
+def train_here(cfg: RunConfig, swept: dict[str, Any], runtime: dict[str, Any]) -> dict:
+    """Train one run of the sweep in this process; its failure is recorded, not raised, so one bad run
+    never takes the others down. A full disk stops the sweep (every later run would meet it too)."""
+    try:
+        return train(cfg, runtime, swept)
+    except DiskFull as err:
+        print(err.line(), file=sys.stderr)
+        raise DiskFullStop(f"error: [{cfg.sweep.name}] {Path(cfg.run_dir).name}: stopped the sweep, the disk is full") from err
+    except RunBusy as err:
+        print(err.line(), file=sys.stderr)
+        return {"status": "busy", "error": "another launch is training it and records its row"}
+    except ConfigError as err:
+        print(err.line(), file=sys.stderr)
+        return {"status": contract.FAILED, "error": err.line()}
+    except Exception as err:  # noqa: BLE001 - recorded in the run's summary and the table, and shown in full
+        traceback.print_exc()
+        summary = {"status": contract.FAILED, "error": repr(err)[:2000]}
+        if Path(cfg.run_dir).is_dir():
+            rundir.write_summary(Path(cfg.run_dir), summary)
+        return summary
+
+
+def run_one(cfg: RunConfig, swept: dict[str, Any], extra: dict[str, Any], runtime: dict[str, Any]) -> dict:
+    """Skip if done, else train here; record the table row and print one line.
+
+    A run another launch is training (its lock is held) is left to that launch, which records it."""
     folder, name = sweep_dir(cfg), Path(cfg.run_dir).name
     summary = completed_summary(cfg)
     outcome = "skipped"
     if summary is None:
-        exitcode = train_isolated(cfg, job_num)
-        if exitcode == EXIT_DISK_FULL:
-            raise DiskFullStop(f"error: [{cfg.sweep.name}] {name}: stopped the sweep, the disk is full (see the line above)")
-        if exitcode == EXIT_BUSY:
-            summary = {"status": "busy", "error": "another launch is training it and records its row"}
-        else:
-            summary = rundir.read_summary(Path(cfg.run_dir)) or {"status": contract.FAILED}
-        if exitcode not in (0, EXIT_BUSY) and summary.get("status") == contract.COMPLETED:
-            summary = {"status": contract.FAILED, "error": f"exit code {exitcode}"}
+        summary = train_here(cfg, swept, runtime)
         outcome = "trained" if summary.get("status") == contract.COMPLETED else summary.get("status", contract.FAILED)
     table = folder / contract.RUNS_TABLE
     with diskspace.reported(folder, (table.stat().st_size if table.exists() else 0) + ROW_BYTES):
@@ -283,6 +305,8 @@ def run_one(cfg: RunConfig, swept: dict[str, Any], extra: dict[str, Any], job_nu
             record(folder, {**table_row(summary, cfg, swept, folder), **extra})
         log_outcome(folder, cfg.sweep.launch, name, outcome, summary)
     print(f"[{cfg.sweep.name}] {name}: {outcome} {_describe(summary)}", file=sys.stderr)
+    if summary.get("status") == contract.PREEMPTED:
+        raise Preempted(f"[{cfg.sweep.name}] {name}: preempted, checkpointed; the relaunched job resumes it")
     return summary
 
 
@@ -330,4 +354,4 @@ def run_holdout(config: DictConfig) -> dict | None:
     write_json(sweep_dir(cfg) / contract.HOLDOUT_FILE, {**plan.as_dict(), "run_name": Path(cfg.run_dir).name})
     print(f"[{cfg.sweep.name}] holdout: the fits ({plan.approach}) put the optimum at N = {plan.n_opt:,.0f} for "
           f"C = {plan.budget:.3g} FLOPs; training point {plan.point} of that budget", file=sys.stderr)
-    return run_one(cfg, swept, {contract.HOLDOUT: True})
+    return run_one(cfg, swept, {contract.HOLDOUT: True}, initialize(cfg.compilation_cache))

@@ -121,7 +121,7 @@ def _preempted_then_resumed(run_dir: Path, overrides: list[str], at: int, monkey
         compiled = self.step_fn
 
         def step_fn(*step_args):
-            if self.step == at - 1:
+            if self.book.step == at - 1:
                 os.kill(os.getpid(), signal.SIGTERM)
             return compiled(*step_args)
 

@@ -110,7 +110,7 @@ def test_resumed_run_reaches_the_same_verdict(lr10_run, tmp_path, tiny_overrides
         compiled = self.step_fn
 
         def step_fn(*step_args):
-            if self.step == 4:
+            if self.book.step == 4:
                 os.kill(os.getpid(), signal.SIGTERM)
             return compiled(*step_args)
 

@@ -46,12 +46,17 @@ def test_short_run_loss_falls_and_summary_is_complete(short_run):
 def test_metrics_table_has_one_row_per_logged_step(short_run):
     run_dir, summary = short_run
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
-    assert list(metrics.columns) == ["step", "tokens", "flops", "lr", "train_loss", "eval_loss", "tokens_per_s", "wall_s"]
+    assert list(metrics.columns) == ["step", "tokens", "flops", "lr", "train_loss", "eval_loss", "grad_norm",
+                                     "clipped_fraction", "tokens_per_s", "wall_s"]
     assert metrics.step.is_unique and metrics.step.is_monotonic_increasing
     assert metrics.step.iloc[-1] == summary["steps"]
     train_rows = metrics.dropna(subset=["train_loss"])
     assert set(range(5, summary["steps"] + 1, 5)) <= set(train_rows.step)
     np.testing.assert_array_equal(metrics.tokens, metrics.step * 8 * 32)
+    # Gradient statistics at every logged step: a norm, and the share of the steps since the last log
+    # whose gradient norm exceeded train.grad_clip.
+    assert (train_rows.grad_norm > 0).all() and train_rows.clipped_fraction.between(0, 1).all()
+    assert metrics[metrics.train_loss.isna()].grad_norm.isna().all()
 
 
 def test_config_yaml_states_derived_numbers(short_run):
