@@ -46,7 +46,10 @@ def transfer_report(args: argparse.Namespace, folder: Path) -> bool:
     """For a sweep that varies the learning rate: its transfer section (True), instead of a scaling fit,
     which needs one learning rate per size."""
     table = Path(args.path) / contract.RUNS_TABLE
-    runs = lr_sweep(pd.read_parquet(table)) if table.is_file() else None
+    try:
+        runs = lr_sweep(pd.read_parquet(table)) if table.is_file() else None
+    except (OSError, ValueError):  # an unreadable table: the fit's loader says so, and how to rebuild it
+        return False
     if runs is None:
         return False
     (folder / contract.FIGURES_DIR).mkdir(parents=True, exist_ok=True)
