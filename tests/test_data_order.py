@@ -19,7 +19,7 @@ import yaml
 
 from analysis.probes.runs import open_data, read_run
 from scaling import rundir
-from scaling import trainer as trainer_module
+from scaling import runbook as runbook_module
 from scaling.config import DataConfig
 from scaling.data import tokens as token_files
 from scaling.data.load import load_corpus
@@ -371,8 +371,8 @@ def test_an_old_run_resumes_and_is_probed_with_the_order_it_trained_with(tmp_pat
     """End to end: a run trained with the permutation order, whose config.yaml is made to look as one
     written before data.order existed and cut back to step 8 of 24, is resumed by a plain relaunch.
     It trains on with that order and ends bitwise identical to the uninterrupted run."""
-    built = []  # every order a Trainer builds
-    monkeypatch.setattr(trainer_module, "DataOrder", lambda *a, **k: built.append(DataOrder(*a, **k)) or built[-1])
+    built = []  # every order a RunBook builds
+    monkeypatch.setattr(runbook_module, "DataOrder", lambda *a, **k: built.append(DataOrder(*a, **k)) or built[-1])
     args = [*tiny_overrides, "train.tokens=6144"]  # 24 steps of 8 x 32; checkpoints at 0, 1, 2, 4, 8, 16, 24
     reference = tmp_path / "reference"
     done = train(compose_config([f"run_dir={reference}", *args, "data.order=permutation"]))
