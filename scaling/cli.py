@@ -31,18 +31,24 @@ from scaling.trainer import train
 from scaling.validate import check_overrides, validate_config
 
 
-def sweep_job(cfg: RunConfig, hydra_cfg) -> dict:
-    """A multirun job: name the run, drop a grid point that cannot train, else train it in this process
-    (a launcher's worker trains its jobs one after another, reusing imports, corpus and compiled steps)."""
-    runtime = initialize(cfg.compilation_cache, job=hydra_cfg.job.num)
+def plan_job(cfg: RunConfig, sweeper_params, task_overrides) -> tuple[RunConfig, dict, str | None]:
+    """A multirun job's run: named from its swept values, and why it cannot train (None if it can)."""
     validate_config(cfg)
-    keys = sweep.naming_keys(cfg.sweep.vary, (hydra_cfg.sweeper.get("params") or {}).keys())
-    swept = sweep.swept_values(keys, hydra_cfg.overrides.task)
+    keys = sweep.naming_keys(cfg.sweep.vary, (sweeper_params or {}).keys())
+    swept = sweep.swept_values(keys, task_overrides)
     cfg = sweep.named_run(cfg, swept)
     drop_reason = None
     if cfg.sweep.point is not None:
         corpus = load_corpus(cfg.data, progress=cfg.progress)
         drop_reason = isoflop_point(cfg, corpus.vocab_size, max_tokens=len(corpus.train)).dropped
+    return cfg, swept, drop_reason
+
+
+def sweep_job(cfg: RunConfig, hydra_cfg) -> dict:
+    """A multirun job: name the run, drop a grid point that cannot train, else train it in this process
+    (a launcher's worker trains its jobs one after another, reusing imports, corpus and compiled steps)."""
+    runtime = initialize(cfg.compilation_cache, job=hydra_cfg.job.num)
+    cfg, swept, drop_reason = plan_job(cfg, hydra_cfg.sweeper.get("params"), hydra_cfg.overrides.task)
     return sweep.run_job(cfg, swept, drop_reason, runtime)
 
 

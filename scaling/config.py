@@ -140,6 +140,9 @@ class SweepConfig:
     # Predict, then verify (scaling/holdout.py): after the grid, one run at this factor times the
     # largest budget, at the size the fits call optimal; 0 for none.
     holdout_factor: float = 0.0
+    # hydra/launcher=packed: how many runs of one shape train in one vmapped program (scaling/packed.py);
+    # 0 chooses (1 on CPU, where packing measured slower; 8 on accelerators).
+    pack: int = 0
     # Set by the launching command (scaling/cli.py), never by hand: the keys a command-line multirun
     # varies (with the keys of hydra.sweeper.params they name each run's folder), and this launch's id.
     vary: list[str] = field(default_factory=list)

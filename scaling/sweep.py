@@ -289,13 +289,17 @@ def train_here(cfg: RunConfig, swept: dict[str, Any], runtime: dict[str, Any]) -
         return summary
 
 
-def run_one(cfg: RunConfig, swept: dict[str, Any], extra: dict[str, Any], runtime: dict[str, Any]) -> dict:
-    """Skip if done, else train here; record the table row and print one line.
+def run_one(cfg: RunConfig, swept: dict[str, Any], extra: dict[str, Any], runtime: dict[str, Any],
+            trained: dict | None = None) -> dict:
+    """Skip if done, else train here (or take the summary of a pack that trained it); record the table
+    row and print one line.
 
     A run another launch is training (its lock is held) is left to that launch, which records it."""
     folder, name = sweep_dir(cfg), Path(cfg.run_dir).name
-    summary = completed_summary(cfg)
-    outcome = "skipped"
+    summary = trained or completed_summary(cfg)
+    outcome = "trained" if trained and trained.get("status") == contract.COMPLETED else "skipped"
+    if trained is not None and outcome != "trained":
+        outcome = trained.get("status", contract.FAILED)
     if summary is None:
         summary = train_here(cfg, swept, runtime)
         outcome = "trained" if summary.get("status") == contract.COMPLETED else summary.get("status", contract.FAILED)

@@ -237,12 +237,12 @@ def _train_here(cfg: RunConfig, plan: Plan, corpus: Corpus, run_dir: Path, runti
     summary = trainer.run(runtime, swept)
     if is_writer():
         rundir.write_summary(run_dir, summary)
-        print(_one_line(summary), file=sys.stderr)
+        print(one_line(summary), file=sys.stderr)
     trainer.preemption.forward()
     return summary
 
 
-def _one_line(s: dict) -> str:
+def one_line(s: dict) -> str:
     where = f" at step {s[contract.DIVERGED_STEP]} ({s[contract.DIVERGED_REASON]})" if contract.DIVERGED_STEP in s else ""
     return (
         f"{s['status']}{where}: N={s['params_total']:,} D={s['tokens_trained']:,} "
