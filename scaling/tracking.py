@@ -1,8 +1,8 @@
 """Experiment trackers: TensorBoard event files and Weights & Biases runs, written while a run trains.
 
 `tracker=tensorboard` (the default), `tracker=wandb`, both (`tracker=[tensorboard,wandb]`) or
-`tracker=none`. Only process 0 writes. Each is an optional dependency (the `track` extra); asking
-for one that is not installed is a one-line error naming the extra.
+`tracker=none`. Only process 0 writes. tensorboardX is a dependency; wandb is the `track` extra, and
+asking for a tracker that is not installed is a one-line error naming the extra.
 
 TensorBoard: one writer per x-axis under run_dir/tensorboard/ (`step`, `tokens`, `mflops`: training
 compute in millions of FLOPs, 6ND; an int64 step holds up to 9e24 FLOPs), so a curve can be read against any of them; the hyperparameters and the
