@@ -100,20 +100,31 @@ def _load_sweep(table: pd.DataFrame, folder: Path, params: ParamsConvention, pat
     completed = table[table["status"] == contract.COMPLETED]
     others = table.loc[table["status"] != contract.COMPLETED, "status"].value_counts()
     dropped = ", ".join(f"{count} {status}" for status, count in others.items()) or "none"
+    # A held-out run tests the fits' prediction, so it must never be fitted (scaling/holdout.py).
+    held = completed[contract.HOLDOUT].fillna(False).astype(bool) if contract.HOLDOUT in completed else None
+    held_rows = completed[held] if held is not None else completed.iloc[:0]
+    completed = completed[~held] if held is not None else completed
     notes = [f"using {len(completed)} completed runs of {len(table)} (left out: {dropped})"] + _diverged_note(table)
-    N = completed[n_column].to_numpy(float)
-    D = completed["tokens"].to_numpy(float)
-    runs = pd.DataFrame({
-        "run": completed[contract.RUN_NAME].astype(str).to_numpy(),
-        "N": N, "D": D, "C": FLOPS_PER_PARAM_TOKEN * N * D,
-        "loss": completed[contract.FINAL_EVAL_LOSS].to_numpy(float),
-        "budget": completed[contract.BUDGET].to_numpy(float) if contract.BUDGET in completed else np.nan,
-        "epochs": completed[EPOCHS].to_numpy(float) if EPOCHS in completed else np.nan,
-    })
-    runs, dropped = _valid(runs, f"{n_column}, tokens or final_eval_loss")
+    if len(held_rows):
+        notes.append(f"held out to test the prediction, so not fitted: {', '.join(held_rows[contract.RUN_NAME].astype(str))}")
+    runs, dropped = _valid(_canonical(completed, n_column), f"{n_column}, tokens or final_eval_loss")
     run_dirs = dict(zip(completed[contract.RUN_NAME].astype(str), completed[contract.RUN_DIR])) if contract.RUN_DIR in completed else {}
     curves, curve_notes = _load_curves(runs, folder, run_dirs)
-    return FitData(runs, curves, path, params, tuple(notes + dropped + curve_notes), ours=True)
+    held_out = _canonical(held_rows, n_column) if len(held_rows) else None
+    return FitData(runs, curves, path, params, tuple(notes + dropped + curve_notes), ours=True, held_out=held_out)
+
+
+def _canonical(rows: pd.DataFrame, n_column: str) -> pd.DataFrame:
+    """Sweep-table rows as canonical runs (N by the chosen convention)."""
+    N = rows[n_column].to_numpy(float)
+    D = rows["tokens"].to_numpy(float)
+    return pd.DataFrame({
+        "run": rows[contract.RUN_NAME].astype(str).to_numpy(),
+        "N": N, "D": D, "C": FLOPS_PER_PARAM_TOKEN * N * D,
+        "loss": rows[contract.FINAL_EVAL_LOSS].to_numpy(float),
+        "budget": rows[contract.BUDGET].to_numpy(float) if contract.BUDGET in rows else np.nan,
+        "epochs": rows[EPOCHS].to_numpy(float) if EPOCHS in rows else np.nan,
+    })
 
 
 def _diverged_note(table: pd.DataFrame) -> list[str]:

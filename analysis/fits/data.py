@@ -16,3 +16,5 @@ class FitData:
     convention: str  # "total", "nonembedding", or "column 'NAME'" for an outside table
     notes: tuple[str, ...]
     ours: bool  # a sweep table, so the other parameter convention can be fitted too
+    # Runs trained to test the fits' prediction (a sweep's held-out run): never fitted, same columns as runs.
+    held_out: pd.DataFrame | None = None

@@ -1,0 +1,114 @@
+"""The report's "prediction" section: the fits' prediction for a sweep's held-out run, then its outcome.
+
+A sweep with `sweep.holdout_factor` trains, after its grid, one run at a budget beyond every fitted
+one, at the size the fits called compute-optimal (scaling/holdout.py). The fits never see it
+(analysis/runs.py). Here the parametric law (approach 3) predicts its loss with a prediction interval
+for one new run (parameter uncertainty from the bootstrap times one run's noise about the law,
+analysis/fits/backtest.py), and the measured loss is set beside it: the OLMo ladder's check that a law
+fitted on small runs predicts a larger one (Bhagia et al. 2024, "Establishing Task Scaling Laws via
+Compute-Efficient Model Ladders").
+"""
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from analysis.fits.analyse import Analysis
+from analysis.fits.backtest import prediction_interval
+from analysis.reporting.document import figure
+from scaling import contract
+
+FIGURE = "prediction.png"
+PREDICTOR = "approach3"  # the only approach that predicts the loss of any (N, D), not only of the optimum
+
+
+def predictions(analysis: Analysis) -> pd.DataFrame | None:
+    """Each held-out run: observed loss, predicted loss, its interval, relative error; None when there is
+    no held-out run or no parametric fit to predict it."""
+    held, result = analysis.data.held_out, analysis.results.get(PREDICTOR)
+    if held is None or held.empty or result is None:
+        return None
+    predicted, low, high = prediction_interval(result, held, analysis.config.level, analysis.config.seed)
+    observed = held["loss"].to_numpy(float)
+    return pd.DataFrame({
+        "run": held["run"], "N": held["N"], "D": held["D"], "C": held["C"], "observed": observed,
+        "predicted": predicted, "low": low, "high": high, "relative_error": (observed - predicted) / predicted,
+        "interval_held": (low <= observed) & (observed <= high),
+    })
+
+
+def plan(folder: Path) -> dict | None:
+    """What the sweep recorded when it placed the held-out run (the fitted N_opt), if it did."""
+    path = Path(folder) / contract.HOLDOUT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def plot(analysis: Analysis, table: pd.DataFrame, path: Path) -> None:
+    """Loss against compute: fitted runs, the law along its compute-optimal frontier with its prediction
+    band, and each held-out run's prediction (bar) and outcome (star)."""
+    result, runs, level = analysis.results[PREDICTOR], analysis.data.runs, analysis.config.level
+    flops = np.geomspace(runs["C"].min(), table["C"].max() * 1.5, 80)
+    n_opt, d_opt, _ = result.frontier(result.estimate, flops)
+    frontier = pd.DataFrame({"N": n_opt, "D": d_opt, "loss": np.nan})
+    line, low, high = prediction_interval(result, frontier, level, analysis.config.seed)
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(10, 5), gridspec_kw={"width_ratios": [3, 1]})
+    ax.scatter(runs["C"], runs["loss"], s=22, color="0.55", label=f"fitted runs ({len(runs)})", zorder=2)
+    ax.plot(flops, line, color="C0", label="fitted law on its compute-optimal frontier (approach 3)")
+    ax.fill_between(flops, low, high, color="C0", alpha=0.18, label=f"{level:.0%} prediction interval")
+    ax.axvline(runs["C"].max(), color="0.7", lw=0.8, ls=":")
+    ax.scatter(table["C"], table["observed"], marker="*", s=180, color="black", label="held-out run, measured", zorder=4)
+    ax.set(xscale="log", xlabel="training compute C = 6ND (FLOPs)", ylabel="final eval loss (nats/token)",
+           title="Predict, then verify: a run beyond every fitted budget")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper right")
+    # The zoom: at the whole curve's scale, the prediction's interval is smaller than the star.
+    at = np.arange(len(table))
+    zoom.errorbar(at, table["predicted"], yerr=[table["predicted"] - table["low"], table["high"] - table["predicted"]],
+                  fmt="o", color="C3", capsize=8, label=f"predicted, {level:.0%} interval")
+    zoom.scatter(at, table["observed"], marker="*", s=180, color="black", label="measured", zorder=3)
+    for i, row in enumerate(table.itertuples()):
+        zoom.annotate(f"{row.relative_error:+.2%}", (i, row.observed), xytext=(10, 0), textcoords="offset points",
+                      va="center", fontsize=9)
+    zoom.set(xticks=at, xticklabels=[f"C = {c:.2g}" for c in table["C"]], xlim=(-0.8, len(table) - 0.2),
+             ylabel="final eval loss (nats/token)", title="held-out run, close up")
+    zoom.grid(alpha=0.3, axis="y")
+    zoom.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def section(analysis: Analysis, folder: Path, figures: Path) -> str | None:
+    """Markdown for the prediction section, or None when the sweep has no held-out run."""
+    if analysis.data.held_out is None or analysis.data.held_out.empty:
+        return None
+    lines = ["## Prediction vs outcome", ""]
+    table = predictions(analysis)
+    if table is None:
+        return "\n".join(lines + [f"The held-out run trained, but {PREDICTOR} did not fit, so nothing predicts its loss: "
+                                  + "; ".join(analysis.skipped.values()) + "."])
+    placed = plan(folder)
+    if placed:
+        lines += [f"After the grid, the fits ({placed['approach']}) put the compute-optimal size at "
+                  f"{placed['budget']:.3g} FLOPs at N = {placed['n_opt_predicted']:,.0f}; the run trained at the "
+                  "ladder rung nearest it, on C / (6 N) tokens.", ""]
+    level = f"{analysis.config.level:.0%}"
+    lines += [f"| run | N | D | C | predicted loss | {level} prediction interval | measured | error | inside |",
+              "|---|---:|---:|---:|---:|---|---:|---:|---|"]
+    for row in table.itertuples():
+        lines.append(f"| {row.run} | {row.N:,.0f} | {row.D:,.0f} | {row.C:.3g} | {row.predicted:.4f} | "
+                     f"[{row.low:.4f}, {row.high:.4f}] | {row.observed:.4f} | {row.relative_error:+.2%} | "
+                     f"{'yes' if row.interval_held else '**no**'} |")
+    lines += ["", f"Error is (measured - predicted) / predicted. The interval is for one new run: the bootstrap's "
+              "parameter uncertainty times one run's noise about the law.", ""]
+    figures.mkdir(parents=True, exist_ok=True)
+    plot(analysis, table, figures / FIGURE)
+    lines.append(figure(FIGURE, f"each fitted run's final loss (grey) against compute; the law fitted to them "
+                                f"(approach 3) along its compute-optimal frontier with its {level} prediction band; "
+                                "the held-out run's measured loss (star); dotted: the largest fitted compute. Right: "
+                                "close up, the prediction (red, with its interval) and the measured loss, labelled with "
+                                "the error"))
+    return "\n".join(lines)
