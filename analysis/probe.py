@@ -31,6 +31,7 @@ from analysis.reporting.probe_section import section
 from scaling import contract
 from scaling.checkpoint import DamagedCheckpoint, load_model
 from scaling.runtime import initialize
+from scaling.tracking import ProbeLog
 
 
 def todo(run: RunInfo, table: pd.DataFrame) -> dict[int, set[str]]:
@@ -46,6 +47,7 @@ def probe_run(run: RunInfo, table: pd.DataFrame, settings: ProbeSettings, table_
     if not missing:
         return table
     start, data, probes = time.perf_counter(), open_data(run), None
+    tensorboard = ProbeLog(run.run_dir, 6 * run.params)  # training's curves use 6N FLOPs per token
     for step, tokens in run.checkpoints:
         if step not in missing:
             continue
@@ -57,8 +59,11 @@ def probe_run(run: RunInfo, table: pd.DataFrame, settings: ProbeSettings, table_
         probes = probes or CheckpointProbes(run, data, settings, graphdef)
         measured_now = probes.measure(state, step, missing[step])
         new = [rows(run.name, step, tokens, probe, values) for probe, values in measured_now.items() if values]
+        for probe, values in measured_now.items():
+            tensorboard.log(step, tokens, probe, values or {})
         table = pd.concat([table, *new], ignore_index=True)
         write_table(table_path, table, settings.as_dict())
+    tensorboard.close()
     print(f"{run.name}: probed {len(missing)} checkpoints in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     return table
 

@@ -2,6 +2,8 @@
 
 Same Hydra config as `python -m scaling.train` (model.*, data.vocab_size, train.batch_size,
 train.grad_accum, bench.steps, bench.warmup); no corpus is read, batches are random token ids.
+`bench.pack=K` also times K runs of the shape trained together in one vmapped program (as
+`hydra/launcher=packed` trains them) and reports their aggregate tokens/s and its ratio to one run's.
 Each timed step ends in one host sync (waiting for the new parameters), nothing inside the step
 syncs, and the median over `bench.steps` steps after `bench.warmup` untimed ones is reported.
 
@@ -15,11 +17,8 @@ The last line printed is one JSON object; the line before it says the same for a
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import hydra
 import jax
@@ -36,111 +35,48 @@ from scaling.layers import resolve_compute_dtype
 from scaling.model import build_model
 from scaling.mup import optimizer_multipliers
 from scaling.optimizer import make_optimizer, optimizer_factory
+from scaling.peak import cpu_name, peak_flops
 from scaling.plan import make_plan
-from scaling.provenance import environment, versions
+from scaling.provenance import environment
 from scaling.runtime import cache_root, initialize
 from scaling.schedule import schedule_values
-from scaling.step import make_train_step
+from scaling.step import make_packed_step
+from scaling.steptime import random_batches, time_steps
 from scaling.validate import validate_config
 
 FLOPS_CONVENTION = "chinchilla: forward+backward, attention included, causal mask not halved"
-# Dense bf16 peaks per device from vendor datasheets (FLOP/s). Matched in order against the
-# device kind, so more specific names come first ("H100 PCIe" before "H100").
-DATASHEET_PEAK_FLOPS = (
-    ("H100 PCIe", 756e12),
-    ("H100", 989e12),
-    ("GH200", 989e12),
-    ("H200", 989e12),
-    ("B200", 2250e12),
-    ("A100", 312e12),
-    ("L40S", 362e12),
-    ("L4", 121e12),
-    ("A10G", 70e12),
-    ("A10", 125e12),
-    ("TPU v4", 275e12),
-    ("TPU v5 lite", 197e12),
-    ("TPU v5e", 197e12),
-    ("TPU v5p", 459e12),
-    ("TPU v5", 459e12),
-    ("TPU v6 lite", 918e12),
-    ("TPU v6e", 918e12),
-)
-PEAK_MATMUL_SIZE = 2048  # 17 GFLOP a call: long enough to time, short enough to run on every bench
 
-
-def cpu_name() -> str:
-    """The CPU model as /proc/cpuinfo names it (falls back to the platform string)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def measure_matmul_peak(n: int = PEAK_MATMUL_SIZE, repeats: int = 5) -> float:
-    """Best FLOP/s of a jitted square fp32 matmul (the CPU's practical peak)."""
-    matmul = jax.jit(jnp.matmul)
-    a_NxN = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    matmul(a_NxN, a_NxN).block_until_ready()
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        matmul(a_NxN, a_NxN).block_until_ready()
-        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
-    return best
-
-
-def cpu_peak_flops(cache_dir: Path) -> tuple[float, str]:
-    """The best fp32 matmul rate ever measured on this machine, kept in the cache.
-
-    Every call adds one short measurement and keeps the maximum, so a peak first measured while
-    other work shared the CPU rises to the true one instead of flattering MFU forever.
-    """
-    path = cache_dir / "bench" / "cpu_matmul_peak.json"
-    key = f"{platform.node()}|{cpu_name()}|{os.cpu_count()} cores|jaxlib {versions().get('jaxlib')}"
-    cached = json.loads(path.read_text()) if path.exists() else {}
-    cached[key] = max(cached.get(key, 0.0), measure_matmul_peak())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cached, indent=1))
-    return cached[key], f"best measured fp32 {PEAK_MATMUL_SIZE}^3 matmul on this machine, kept in {path}"
-
-
-def peak_flops(device: jax.Device, cache_dir: Path) -> tuple[float | None, str]:
-    """(peak FLOP/s, where the number comes from); None when the device is not in the table."""
-    if device.platform == "cpu":
-        return cpu_peak_flops(cache_dir)
-    for name, flops in DATASHEET_PEAK_FLOPS:
-        if name.lower() in device.device_kind.lower():
-            return flops, f"datasheet dense bf16 ({name})"
-    return None, f"no datasheet peak for '{device.device_kind}'"
-
-
-def random_batches(n: int, batch_size: int, seq_len: int, vocab_size: int, seed: int) -> list[jax.Array]:
-    """`n` batches of uniform random token ids (B, T + 1), already on the device."""
-    rng = np.random.default_rng(seed)
-    return [jnp.asarray(rng.integers(0, vocab_size, (batch_size, seq_len + 1)), jnp.int32) for _ in range(n)]
-
-
-def time_steps(cfg: RunConfig, plan) -> list[float]:
-    """Seconds per step for `bench.steps` steps after `bench.warmup` untimed ones."""
-    graphdef, params = nnx.split(build_model(plan.model, plan.vocab_size, cfg.train.seed), nnx.Param)
-    params = nnx.to_pure_dict(params)
+def time_packed_steps(cfg: RunConfig, plan, k: int) -> list[float]:
+    """Seconds per step of K runs of this shape trained together in one vmapped program
+    (scaling/packed.py), each with its own initialisation and batches."""
+    models = [build_model(plan.model, plan.vocab_size, cfg.train.seed + i) for i in range(k)]
+    graphdef = nnx.split(models[0], nnx.Param)[0]
+    params = jax.tree.map(lambda *x: jnp.stack(x), *[nnx.to_pure_dict(nnx.split(m, nnx.Param)[1]) for m in models])
     n_total = cfg.bench.warmup + cfg.bench.steps
-    multipliers = optimizer_multipliers(params, plan.model)
-    opt_state = make_optimizer(cfg.train, n_total, multipliers).init(params)
-    schedule = jnp.asarray(schedule_values(cfg.train, n_total))
-    step_fn = make_train_step(graphdef, optimizer_factory(cfg.train, multipliers), plan.grad_accum)
-    batches = random_batches(n_total, cfg.train.batch_size, plan.model.seq_len, plan.vocab_size, cfg.train.seed)
+    multipliers = optimizer_multipliers(nnx.to_pure_dict(nnx.split(models[0], nnx.Param)[1]), plan.model)
+    opt_state = jax.vmap(make_optimizer(cfg.train, n_total, multipliers).init)(params)
+    schedule = jnp.tile(jnp.asarray(schedule_values(cfg.train, n_total)), (k, 1))
+    step_fn = make_packed_step(graphdef, optimizer_factory(cfg.train, multipliers), plan.grad_accum)
+    per_run = [random_batches(n_total, cfg.train.batch_size, plan.model.seq_len, plan.vocab_size, cfg.train.seed + i)
+               for i in range(k)]  # fmt: skip
     times = []
-    for i, seqs_BxT1 in enumerate(batches):
+    for i in range(n_total):
+        seqs_KxBxT1 = jnp.stack([batches[i] for batches in per_run])
         t0 = time.perf_counter()
-        params, opt_state, metrics = step_fn(params, opt_state, seqs_BxT1, schedule)
+        params, opt_state, metrics = step_fn(params, opt_state, seqs_KxBxT1, schedule)
         jax.block_until_ready((params, metrics))
         if i >= cfg.bench.warmup:
             times.append(time.perf_counter() - t0)
     return times
+
+
+def pack_row(cfg: RunConfig, plan, solo_tokens_per_s: float) -> dict:
+    """`bench.pack=K`: aggregate tokens/s of K packed runs, and its ratio to one run's."""
+    k = cfg.bench.pack
+    step_time = statistics.median(time_packed_steps(cfg, plan, k))
+    tokens_per_s = k * plan.tokens_per_step / step_time
+    return {"pack": k, "pack_step_time_s": step_time, "pack_tokens_per_s": tokens_per_s,
+            "pack_speedup": tokens_per_s / solo_tokens_per_s}
 
 
 def bench(cfg: RunConfig) -> dict:
@@ -150,15 +86,18 @@ def bench(cfg: RunConfig) -> dict:
     validate_config(cfg)
     if cfg.bench.steps < 1 or cfg.bench.warmup < 0:
         raise ConfigError("bench.steps", f"needs steps >= 1 and warmup >= 0, got {cfg.bench.steps}/{cfg.bench.warmup}", "e.g. bench.steps=10 bench.warmup=3")
+    if cfg.bench.pack < 1:
+        raise ConfigError("bench.pack", f"{cfg.bench.pack} runs in a pack", "bench.pack=8 (or 1: one run alone)")
     plan = make_plan(cfg, cfg.data.vocab_size)
-    times = time_steps(cfg, plan)
+    times = time_steps(cfg, plan, cfg.bench.steps, cfg.bench.warmup)
     step_time = statistics.median(times)
     tokens_per_s = plan.tokens_per_step / step_time
     per_token = plan.flops_per_token["chinchilla"]
     device = jax.devices()[0]
     peak, peak_source = peak_flops(device, cache_root())
     m = plan.model
-    return {
+    packed = pack_row(cfg, plan, tokens_per_s) if cfg.bench.pack > 1 else {}
+    return packed | {
         "d_model": m.d_model, "n_layers": m.n_layers, "n_heads": m.n_heads, "seq_len": m.seq_len,
         "vocab_size": plan.vocab_size, "batch_size": cfg.train.batch_size, "grad_accum": plan.grad_accum,
         "steps": len(times), "step_time_s": step_time, "step_time_min_s": min(times),
@@ -179,7 +118,8 @@ def summary_line(r: dict) -> str:
         f"{r['step_time_s'] * 1e3:,.1f} ms/step (median of {r['steps']}), "
         f"{r['flops_per_token'] / 1e6:,.1f} MFLOP/token (chinchilla, attention included), {mfu} "
         f"({r['peak_source']}); {r['device']}, attention={r['attention_impl']}, {r['compute_dtype']}"
-    )
+    ) + (f"; {r['pack']} packed runs: {r['pack_tokens_per_s']:,.0f} tokens/s together, {r['pack_speedup']:.2f}x one run"
+         if "pack" in r else "")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sweeps", config_name="config")

@@ -23,32 +23,17 @@ from omegaconf import DictConfig
 
 from scaling import sweep
 from scaling.config import RunConfig, register_configs, to_dataclass
-from scaling.data.load import load_corpus
 from scaling.errors import ConfigError, Stop, exit_with
-from scaling.plan import isoflop_point
 from scaling.runtime import initialize
 from scaling.trainer import train
-from scaling.validate import check_overrides, validate_config
-
-
-def plan_job(cfg: RunConfig, sweeper_params, task_overrides) -> tuple[RunConfig, dict, str | None]:
-    """A multirun job's run: named from its swept values, and why it cannot train (None if it can)."""
-    validate_config(cfg)
-    keys = sweep.naming_keys(cfg.sweep.vary, (sweeper_params or {}).keys())
-    swept = sweep.swept_values(keys, task_overrides)
-    cfg = sweep.named_run(cfg, swept)
-    drop_reason = None
-    if cfg.sweep.point is not None:
-        corpus = load_corpus(cfg.data, progress=cfg.progress)
-        drop_reason = isoflop_point(cfg, corpus.vocab_size, max_tokens=len(corpus.train)).dropped
-    return cfg, swept, drop_reason
+from scaling.validate import check_overrides, whole_numbers
 
 
 def sweep_job(cfg: RunConfig, hydra_cfg) -> dict:
     """A multirun job: name the run, drop a grid point that cannot train, else train it in this process
     (a launcher's worker trains its jobs one after another, reusing imports, corpus and compiled steps)."""
     runtime = initialize(cfg.compilation_cache, job=hydra_cfg.job.num)
-    cfg, swept, drop_reason = plan_job(cfg, hydra_cfg.sweeper.get("params"), hydra_cfg.overrides.task)
+    cfg, swept, drop_reason = sweep.plan_job(cfg, hydra_cfg.sweeper.get("params"), hydra_cfg.overrides.task)
     return sweep.run_job(cfg, swept, drop_reason, runtime)
 
 
@@ -83,7 +68,7 @@ def launch_overrides(overrides: list[str]) -> list[str]:
 def validated_entry(hydra_main: Callable[[], object], argv: list[str] | None = None) -> None:
     """A command's entry point: reject bad overrides in one line (exit 2), then hand over to Hydra
     (with the launch's own overrides added when it starts a sweep)."""
-    argv = sys.argv[1:] if argv is None else argv
+    argv = whole_numbers(sys.argv[1:] if argv is None else argv)
     register_configs()
     overrides = [a for a in argv if not a.startswith("-")]
     try:

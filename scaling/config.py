@@ -164,6 +164,7 @@ class TrackerConfig:
 class BenchConfig:
     steps: int = 10
     warmup: int = 3
+    pack: int = 1  # > 1: also time this many runs packed in one vmapped program
 
 
 @dataclass

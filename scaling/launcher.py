@@ -17,12 +17,12 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from scaling import sweep
-from scaling.cli import plan_job
 from scaling.config import to_dataclass
 from scaling.data.load import load_corpus
 from scaling.packed import auto_pack, pack_key, train_pack
 from scaling.plan import make_plan
 from scaling.runtime import initialize
+from scaling.sweep import plan_job
 
 log = logging.getLogger(__name__)
 

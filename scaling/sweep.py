@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 import sys
 import time
 import traceback
@@ -29,16 +30,20 @@ from filelock import FileLock
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from scaling import contract, diskspace, rundir
+from scaling import contract, diskspace, progress, rundir
 from scaling.config import RunConfig, to_dataclass
 from scaling.config import replace as cfg_replace
+from scaling.data.load import load_corpus
 from scaling.errors import EXIT_DISK_FULL, ConfigError, DiskFull, RunBusy, Stop
 from scaling.files import atomic_write, write_json
 from scaling.holdout import fit_sweep, holdout_budget, holdout_point
 from scaling.isoflop import describe_sweep_grid, grid_ladder, sweep_values
+from scaling.plan import isoflop_point, make_plan
 from scaling.runtime import initialize
 from scaling.schedule import warmup_steps
+from scaling.steptime import time_steps
 from scaling.trainer import train
+from scaling.validate import validate_config
 
 # Keys that never make runs distinct: where results go and how the launch behaves.
 NOT_NAMING = {"sweep", "results_root", "progress", "debug", "overwrite", "hydra/launcher", "sweep.vary", "sweep.launch"}
@@ -239,6 +244,24 @@ def branch_fields(branch: RunConfig, main: RunConfig) -> dict[str, Any]:
     }
 
 
+def plan_job(cfg: RunConfig, sweeper_params, task_overrides) -> tuple[RunConfig, dict, str | None]:
+    """A multirun job's run: named from its swept values, and why it cannot train (None if it can)."""
+    validate_config(cfg)
+    keys = naming_keys(cfg.sweep.vary, (sweeper_params or {}).keys())
+    swept = swept_values(keys, task_overrides)
+    cfg = named_run(cfg, swept)
+    drop_reason = None
+    if cfg.sweep.point is not None:
+        corpus = load_corpus(cfg.data, progress=cfg.progress)
+        drop_reason = isoflop_point(cfg, corpus.vocab_size, max_tokens=len(corpus.train)).dropped
+    return cfg, swept, drop_reason
+
+
+def plan_run(cfg: RunConfig):
+    """A run's plan (size, tokens, steps) as its job will make it."""
+    return make_plan(cfg, load_corpus(cfg.data, progress=False).vocab_size)
+
+
 def run_job(cfg: RunConfig, swept: dict[str, Any], drop_reason: str | None, runtime: dict[str, Any]) -> dict:
     """One multirun job (a WSD ladder job trains its main run, then its branches), in this process."""
     if drop_reason:
@@ -309,6 +332,9 @@ def run_one(cfg: RunConfig, swept: dict[str, Any], extra: dict[str, Any], runtim
             record(folder, {**table_row(summary, cfg, swept, folder), **extra})
         log_outcome(folder, cfg.sweep.launch, name, outcome, summary)
     print(f"[{cfg.sweep.name}] {name}: {outcome} {_describe(summary)}", file=sys.stderr)
+    where = progress.line(folder, cfg.sweep.launch)
+    if where:
+        print(f"[{cfg.sweep.name}] {where}", file=sys.stderr)
     if summary.get("status") == contract.PREEMPTED:
         raise Preempted(f"[{cfg.sweep.name}] {name}: preempted, checkpointed; the relaunched job resumes it")
     return summary
@@ -329,6 +355,10 @@ class SweepCallback(Callback):
         keys = naming_keys(config.sweep.vary, (config.hydra.sweeper.get("params") or {}).keys())
         if "sweep.point" in keys:
             print(describe_sweep_grid(config), file=sys.stderr)
+        cfg = to_dataclass(OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"]))
+        progress.announce(sweep_dir(cfg), cfg.sweep.launch, lambda: [run for run in progress.planned_runs(config, plan_job, plan_run)
+                                  if completed_summary(run.cfg) is None],
+                          lambda c, p: statistics.median(time_steps(c, p, progress.TIMED_STEPS, warmup=1)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if config.sweep.holdout_factor > 1:

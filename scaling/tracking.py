@@ -101,3 +101,28 @@ class Tracker:
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
     """Hyperparameters TensorBoard accepts: numbers, strings and booleans (others as text)."""
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
+
+
+class ProbeLog:
+    """Probe measurements of a run's checkpoints (`python -m analysis.probe`) added to its TensorBoard
+    curves as `probe/<probe>/<key>`, on the same three axes as training's. Only for a run trained with
+    TensorBoard (its folder has event files); the probes write event files of their own beside training's."""
+
+    def __init__(self, run_dir: Path, flops_per_token: float):
+        self.flops_per_token, self.writers = flops_per_token, {}
+        folder = Path(run_dir) / TENSORBOARD_DIR
+        if folder.is_dir():
+            writer = _require("tensorboardX", "the probes' TensorBoard curves").SummaryWriter
+            suffix = f".probes.{time.time_ns()}"
+            self.writers = {axis: writer(str(folder / axis), filename_suffix=suffix) for axis in AXES}
+
+    def log(self, step: int, tokens: int, probe: str, values: dict[str, float]) -> None:
+        positions = {"step": step, "tokens": tokens, "mflops": int(tokens * self.flops_per_token / 1e6)}
+        for axis, writer in self.writers.items():
+            for key, value in values.items():
+                if value == value:  # NaN: not measured at this checkpoint
+                    writer.add_scalar(f"probe/{probe}/{key}", float(value), positions[axis])
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()

@@ -7,8 +7,11 @@ that relates fields (`validate_config`); checks that need the corpus and the pla
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from scaling.config import RunConfig
 from scaling.data.cache import cache_root
 from scaling.errors import ConfigError
 from scaling.files import unwritable_reason
+from scaling.memory import available_bytes, needed_bytes
 from scaling.mesh import make_mesh
 from scaling.mup import PARAMETRIZATIONS
 from scaling.schedule import SCHEDULES
@@ -224,9 +228,21 @@ def validate_plan(cfg: RunConfig, plan, corpus) -> None:
     for field, value in (("train.warmup_steps", t.warmup_steps), ("train.decay_start", t.decay_start)):
         _require(value is None or value <= plan.steps, field, f"{value} is beyond the run's {plan.steps} steps", f"use a step in 0..{plan.steps}")
     _check_attention(cfg)
+    _check_memory(cfg, plan)
     if t.init_from is not None and not saved_steps(cfg.run_dir):  # (a run that has its own checkpoints resumes from them)
         steps = saved_steps(t.init_from)
         _require(t.init_step in steps, "train.init_step", f"step {t.init_step} is not saved in {t.init_from}", f"use one of {steps}")
+
+
+def _check_memory(cfg: RunConfig, plan) -> None:
+    """Refuse, before allocating anything, a run whose training state and activations cannot fit."""
+    need = needed_bytes(plan, cfg.train.batch_size)
+    have, what = available_bytes()
+    field = "model.n_params" if cfg.model.n_params is not None else "model.d_model"
+    _require(have is None or need <= have, field,
+             f"{plan.params.total:,} parameters need at least {need / 2**30:,.1f} GiB to train (16 bytes per parameter "
+             f"plus activations) but the {what} is {(have or 0) / 2**30:,.1f} GiB",
+             "choose a smaller model, a smaller train.batch_size or more train.grad_accum, or more devices")
 
 
 def _check_attention(cfg: RunConfig) -> None:
@@ -262,6 +278,42 @@ def check_overrides(overrides: list[str]) -> None:
             OmegaConf.update(schema, key, ov.value(), merge=True)
         except OmegaConfBaseException as err:
             raise ConfigError(key, str(err).splitlines()[0], "check the value's type") from err
+
+
+def _field_type(key: str) -> type | None:
+    """The declared type of a config field (Optional unwrapped), or None if the key is no field."""
+    cls = RunConfig
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        cls = hints[part]
+        args = [a for a in typing.get_args(cls) if a is not type(None)]
+        if typing.get_origin(cls) in (typing.Union, types.UnionType) and len(args) == 1:
+            cls = args[0]
+    return cls
+
+
+def _whole(text: str) -> str:
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return str(int(value)) if value.is_integer() and ("e" in text.lower() or "." in text) else text
+
+
+def whole_numbers(argv: list[str]) -> list[str]:
+    """Counts written in scientific notation (`model.n_params=1e13`, `train.tokens=3e5,6e5`) as the
+    integers they are, so that integer fields accept them; any other argument is left as it is."""
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if eq and not arg.startswith("-") and _field_type(key.lstrip("+~")) is int:
+            value = ",".join(_whole(v) for v in value.split(","))
+        out.append(f"{key}{eq}{value}")
+    return out
 
 
 def _is_none_field(schema, key: str) -> bool:

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from analysis.probes.runs import open_data, read_run
-from scaling import rundir
 from scaling import runbook as runbook_module
+from scaling import rundir
 from scaling.config import DataConfig
 from scaling.data import tokens as token_files
 from scaling.data.load import load_corpus

@@ -71,3 +71,20 @@ def test_wandb_writes_an_offline_run_in_the_run_directory(tmp_path, monkeypatch)
     tracker.log(1, {"train/loss": 5.0})
     tracker.finish({"lr": 1e-3}, {"final_eval_loss": 3.5})
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_probe_measurements_join_the_runs_curves(tmp_path):
+    (tmp_path / tracking.TENSORBOARD_DIR).mkdir()  # the run trained with TensorBoard
+    log = tracking.ProbeLog(tmp_path, flops_per_token=6 * 1000)
+    log.log(64, 6400, "loss", {"val": 3.25, "unmeasured": float("nan")})
+    log.log(128, 12800, "loss", {"val": 3.0})
+    log.close()
+    assert read_scalars(tmp_path, "step", "probe/loss/val") == [(64, 3.25), (128, 3.0)]
+    assert [s for s, _ in read_scalars(tmp_path, "tokens", "probe/loss/val")] == [6400, 12800]
+    assert [s for s, _ in read_scalars(tmp_path, "mflops", "probe/loss/val")] == [38, 76]
+    reader = event_accumulator.EventAccumulator(str(tmp_path / tracking.TENSORBOARD_DIR / "step"))
+    reader.Reload()
+    assert "probe/loss/unmeasured" not in reader.Tags()["scalars"]
+    elsewhere = tmp_path / "no_tensorboard"
+    tracking.ProbeLog(elsewhere, 6e3).close()  # a run trained without TensorBoard gets no event files
+    assert not elsewhere.exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaling.validate import BOUNDS, CHOICES, Range
+from scaling.validate import BOUNDS, CHOICES, Range, whole_numbers
 from tests.helpers import run_in_process
 
 # case -> (overrides, field named in the message, the value as the message shows it)
@@ -28,6 +28,9 @@ CASES = {
     "holdout_factor negative": (["sweep.holdout_factor=-4"], "sweep.holdout_factor", "-4"),
     "seq_len zero": (["model.seq_len=0"], "model.seq_len", "0"),
     "n_params negative": (["model.n_params=-5"], "model.n_params", "-5"),
+    # Scientific notation is read as the count it is; both are far beyond what this machine can hold.
+    "n_params 1e13": (["model.n_params=1e13"], "model.n_params", "parameters"),
+    "n_params too large for memory": (["model.n_params=2e11"], "model.n_params", "GiB to train"),
     "d_ff zero": (["model.d_ff=0"], "model.d_ff", "0"),
     "init_std zero": (["model.init_std=0"], "model.init_std", "0"),
     "init_std negative": (["model.init_std=-0.02"], "model.init_std", "-0.02"),
@@ -128,6 +131,14 @@ def test_bad_value_one_line_exit_2_nothing_written(overrides, field, shown, plac
     assert len(errors) == 1, stderr
     assert errors[0].startswith(f"error: {field}:") and _placed(shown, places) in errors[0], errors[0]
     assert not run_dir.exists()
+
+
+def test_counts_in_scientific_notation_are_whole_numbers():
+    assert whole_numbers(["model.n_params=1e13", "train.tokens=3e5,6e5", "--multirun"]) == [
+        "model.n_params=10000000000000", "train.tokens=300000,600000", "--multirun"]
+    # floats stay as written, and a count that is not whole is left for the type check to refuse
+    assert whole_numbers(["train.lr=1e-3", "train.flops=1e11", "model.n_params=2.5"]) == [
+        "train.lr=1e-3", "train.flops=1e11", "model.n_params=2.5"]
 
 
 def test_every_numeric_field_has_a_case():

@@ -102,7 +102,7 @@ def section(analysis: Analysis, folder: Path, figures: Path) -> str | None:
         lines.append(f"| {row.run} | {row.N:,.0f} | {row.D:,.0f} | {row.C:.3g} | {row.predicted:.4f} | "
                      f"[{row.low:.4f}, {row.high:.4f}] | {row.observed:.4f} | {row.relative_error:+.2%} | "
                      f"{'yes' if row.interval_held else '**no**'} |")
-    lines += ["", f"Error is (measured - predicted) / predicted. The interval is for one new run: the bootstrap's "
+    lines += ["", "Error is (measured - predicted) / predicted. The interval is for one new run: the bootstrap's "
               "parameter uncertainty times one run's noise about the law.", ""]
     figures.mkdir(parents=True, exist_ok=True)
     plot(analysis, table, figures / FIGURE)
