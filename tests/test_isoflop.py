@@ -83,14 +83,17 @@ def test_chinchilla_isoflop_grid_matches_hoffmann_design():
             assert g.tokens * 6 * g.n_params == pytest.approx(c, rel=0.01)
 
 
-def test_demo_grid_spans_the_optimum_with_five_sizes_per_budget():
+def test_demo_grid_spans_8x_of_compute_around_the_optimum():
     grid = sweep_grid(_compose_sweep("demo"))
     budgets = sorted({g.budget for g in grid})
-    assert len(budgets) >= 3
+    assert len(budgets) >= 4 and budgets[-1] >= 8 * budgets[0]
     for c in budgets:
         kept = [g for g in grid if g.budget == c and g.dropped is None]
-        assert len(kept) >= 5
+        # five sizes, but at the smallest budget the lowest would fall below the family's smallest member
+        assert len(kept) >= (4 if c == budgets[0] else 5)
         assert min(g.point for g in kept) < 0 < max(g.point for g in kept)
+    rungs = {g.rung: g.n_params for g in grid if g.dropped is None}
+    assert len(rungs) == len({g.shape for g in grid if g.dropped is None})  # budgets reuse the ladder's shapes
 
 
 def test_pythia_suite_shares_budget_and_data_order():

@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.fits.analyse import Analysis
-from analysis.fits.backtest import prediction_interval
+from analysis.errors import FitError
+from analysis.fits.backtest import Holdout, check_law, prediction_interval
+from analysis.fits.laws import LAWS
 from analysis.reporting.document import figure
 from scaling import contract
 
@@ -38,6 +40,20 @@ def predictions(analysis: Analysis) -> pd.DataFrame | None:
         "predicted": predicted, "low": low, "high": high, "relative_error": (observed - predicted) / predicted,
         "interval_held": (low <= observed) & (observed <= high),
     })
+
+
+def law_errors(analysis: Analysis) -> dict[str, float | str]:
+    """Each law fitted on the grid (point estimate) and its mean |relative error| on the held-out runs,
+    or why it could not be fitted: which law would have predicted best."""
+    runs = pd.concat([analysis.data.runs, analysis.data.held_out], ignore_index=True)
+    mask = np.arange(len(runs)) >= len(analysis.data.runs)
+    errors: dict[str, float | str] = {}
+    for name in LAWS:
+        try:
+            errors[name] = check_law(runs, Holdout(mask, "the held-out run"), name).mean_abs_relative_error
+        except FitError as error:
+            errors[name] = str(error).split(":")[0]
+    return errors
 
 
 def plan(folder: Path) -> dict | None:
@@ -104,6 +120,12 @@ def section(analysis: Analysis, folder: Path, figures: Path) -> str | None:
                      f"{'yes' if row.interval_held else '**no**'} |")
     lines += ["", "Error is (measured - predicted) / predicted. The interval is for one new run: the bootstrap's "
               "parameter uncertainty times one run's noise about the law.", ""]
+    errors = law_errors(analysis)
+    lines += [f"The same runs under every law of `--law` (point estimates; the interval above is for "
+              f"`{analysis.config.law}`):", "", "| law | absolute error on the held-out run |", "|---|---:|"]
+    lines += [f"| {name} | {error:.2%} |" if isinstance(error, float) else f"| {name} | not fitted ({error}) |"
+              for name, error in errors.items()]
+    lines.append("")
     figures.mkdir(parents=True, exist_ok=True)
     plot(analysis, table, figures / FIGURE)
     lines.append(figure(FIGURE, f"each fitted run's final loss (grey) against compute; the law fitted to them "
