@@ -2,11 +2,12 @@
 
 A sweep with `sweep.holdout_factor` trains, after its grid, one run at a budget beyond every fitted
 one, at the size the fits called compute-optimal (scaling/holdout.py). The fits never see it
-(analysis/runs.py). Here the parametric law (approach 3) predicts its loss with a prediction interval
+(analysis/runs.py). Here a parametric law (approach 3) predicts its loss with a prediction interval
 for one new run (parameter uncertainty from the bootstrap times one run's noise about the law,
 analysis/fits/backtest.py), and the measured loss is set beside it: the OLMo ladder's check that a law
 fitted on small runs predicts a larger one (Bhagia et al. 2024, "Establishing Task Scaling Laws via
-Compute-Efficient Model Ladders").
+Compute-Efficient Model Ladders"). The law is the one that extrapolated best inside the grid (fitted
+without its largest budget, asked for it): a rule fixed before the held-out run is looked at.
 """
 
 import json
@@ -18,7 +19,9 @@ import pandas as pd
 
 from analysis.fits.analyse import Analysis
 from analysis.errors import FitError
-from analysis.fits.backtest import Holdout, check_law, prediction_interval
+from analysis.fits.approach3 import fit_approach3
+from analysis.fits.backtest import Holdout, LawCheck, check_law, prediction_interval
+from analysis.fits.result import ApproachResult
 from analysis.fits.laws import LAWS
 from analysis.reporting.document import figure
 from scaling import contract
@@ -27,10 +30,30 @@ FIGURE = "prediction.png"
 PREDICTOR = "approach3"  # the only approach that predicts the loss of any (N, D), not only of the optimum
 
 
-def predictions(analysis: Analysis) -> pd.DataFrame | None:
+def chosen_law(analysis: Analysis) -> str:
+    """The law that predicts: the one whose extrapolation inside the grid was best (fitted without the
+    largest budget, asked for it), a rule fixed before the held-out run is looked at; `--law` when that
+    check could not run."""
+    checks = {name: c for name, c in analysis.law_checks.items() if isinstance(c, LawCheck)}
+    return min(checks, key=lambda name: checks[name].mean_abs_relative_error) if checks else analysis.config.law
+
+
+def predictor(analysis: Analysis) -> ApproachResult | None:
+    """Approach 3 under the chosen law (the analysis's own fit when it is the same law)."""
+    law, config = chosen_law(analysis), analysis.config
+    if law == config.law or PREDICTOR not in analysis.results:
+        return analysis.results.get(PREDICTOR)
+    try:
+        return fit_approach3(analysis.data.runs, config.n_boot, config.seed, config.init, law, config.level,
+                             config.bootstrap)
+    except FitError:
+        return analysis.results.get(PREDICTOR)
+
+
+def predictions(analysis: Analysis, result: ApproachResult | None) -> pd.DataFrame | None:
     """Each held-out run: observed loss, predicted loss, its interval, relative error; None when there is
     no held-out run or no parametric fit to predict it."""
-    held, result = analysis.data.held_out, analysis.results.get(PREDICTOR)
+    held = analysis.data.held_out
     if held is None or held.empty or result is None:
         return None
     predicted, low, high = prediction_interval(result, held, analysis.config.level, analysis.config.seed)
@@ -62,17 +85,17 @@ def plan(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def plot(analysis: Analysis, table: pd.DataFrame, path: Path) -> None:
+def plot(analysis: Analysis, result: ApproachResult, table: pd.DataFrame, path: Path) -> None:
     """Loss against compute: fitted runs, the law along its compute-optimal frontier with its prediction
     band, and each held-out run's prediction (bar) and outcome (star)."""
-    result, runs, level = analysis.results[PREDICTOR], analysis.data.runs, analysis.config.level
+    runs, level = analysis.data.runs, analysis.config.level
     flops = np.geomspace(runs["C"].min(), table["C"].max() * 1.5, 80)
     n_opt, d_opt, _ = result.frontier(result.estimate, flops)
     frontier = pd.DataFrame({"N": n_opt, "D": d_opt, "loss": np.nan})
     line, low, high = prediction_interval(result, frontier, level, analysis.config.seed)
     fig, (ax, zoom) = plt.subplots(1, 2, figsize=(10, 5), gridspec_kw={"width_ratios": [3, 1]})
     ax.scatter(runs["C"], runs["loss"], s=22, color="0.55", label=f"fitted runs ({len(runs)})", zorder=2)
-    ax.plot(flops, line, color="C0", label="fitted law on its compute-optimal frontier (approach 3)")
+    ax.plot(flops, line, color="C0", label=f"fitted law ({result.details.law.name}) on its compute-optimal frontier")
     ax.fill_between(flops, low, high, color="C0", alpha=0.18, label=f"{level:.0%} prediction interval")
     ax.axvline(runs["C"].max(), color="0.7", lw=0.8, ls=":")
     ax.scatter(table["C"], table["observed"], marker="*", s=180, color="black", label="held-out run, measured", zorder=4)
@@ -102,7 +125,8 @@ def section(analysis: Analysis, folder: Path, figures: Path) -> str | None:
     if analysis.data.held_out is None or analysis.data.held_out.empty:
         return None
     lines = ["## Prediction vs outcome", ""]
-    table = predictions(analysis)
+    result = predictor(analysis)
+    table = predictions(analysis, result)
     if table is None:
         return "\n".join(lines + [f"The held-out run trained, but {PREDICTOR} did not fit, so nothing predicts its loss: "
                                   + "; ".join(analysis.skipped.values()) + "."])
@@ -111,7 +135,10 @@ def section(analysis: Analysis, folder: Path, figures: Path) -> str | None:
         lines += [f"After the grid, the fits ({placed['approach']}) put the compute-optimal size at "
                   f"{placed['budget']:.3g} FLOPs at N = {placed['n_opt_predicted']:,.0f}; the run trained at the "
                   "ladder rung nearest it, on C / (6 N) tokens.", ""]
-    level = f"{analysis.config.level:.0%}"
+    level, law = f"{analysis.config.level:.0%}", result.details.law.name
+    lines += [f"The prediction is approach 3 under the `{law}` law, chosen before the held-out run was looked at: of "
+              "the laws, it best predicted the grid's own largest budget when fitted without it (the extrapolation "
+              "check of the fit section).", ""]
     lines += [f"| run | N | D | C | predicted loss | {level} prediction interval | measured | error | inside |",
               "|---|---:|---:|---:|---:|---|---:|---:|---|"]
     for row in table.itertuples():
@@ -121,15 +148,15 @@ def section(analysis: Analysis, folder: Path, figures: Path) -> str | None:
     lines += ["", "Error is (measured - predicted) / predicted. The interval is for one new run: the bootstrap's "
               "parameter uncertainty times one run's noise about the law.", ""]
     errors = law_errors(analysis)
-    lines += [f"The same runs under every law of `--law` (point estimates; the interval above is for "
-              f"`{analysis.config.law}`):", "", "| law | absolute error on the held-out run |", "|---|---:|"]
+    lines += [f"The same runs under every law of `--law` (point estimates; the interval above is for `{law}`):", "",
+              "| law | absolute error on the held-out run |", "|---|---:|"]
     lines += [f"| {name} | {error:.2%} |" if isinstance(error, float) else f"| {name} | not fitted ({error}) |"
               for name, error in errors.items()]
     lines.append("")
     figures.mkdir(parents=True, exist_ok=True)
-    plot(analysis, table, figures / FIGURE)
+    plot(analysis, result, table, figures / FIGURE)
     lines.append(figure(FIGURE, f"each fitted run's final loss (grey) against compute; the law fitted to them "
-                                f"(approach 3) along its compute-optimal frontier with its {level} prediction band; "
+                                f"(approach 3, {law}) along its compute-optimal frontier with its {level} prediction band; "
                                 "the held-out run's measured loss (star); dotted: the largest fitted compute. Right: "
                                 "close up, the prediction (red, with its interval) and the measured loss, labelled with "
                                 "the error"))
