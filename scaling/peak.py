@@ -72,7 +72,7 @@ def measure_matmul_peaks(n: int = PEAK_MATMUL_SIZE, repeats: int = 5) -> dict[st
     a_jax = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     matmul = jax.jit(jnp.matmul)
     rates = {"jax": _best_rate(lambda: matmul(a_jax, a_jax).block_until_ready(), n, repeats)}
-    a_np = np.asarray(a_jax)
+    a_np = np.array(a_jax)  # a writable copy (torch shares its memory)
     rates["numpy"] = _best_rate(lambda: a_np @ a_np, n, repeats)
     if importlib.util.find_spec("torch") is not None:
         import torch  # optional (the bench and hf extras); imported only to measure it

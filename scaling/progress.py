@@ -55,6 +55,8 @@ def job_overrides(config: DictConfig) -> list[list[tuple[str, Any]]]:
         key = override.get_key_element()
         if override.is_sweep_override() and override.is_discrete_sweep() and not key.startswith("hydra"):
             lists[key] = [(key, value) for value in override.sweep_iterator()]
+        elif key in lists:  # one value on the command line replaces the sweep definition's list, as in Hydra
+            lists[key] = [(key, override.value())]
     return [list(combo) for combo in itertools.product(*lists.values())]
 
 
@@ -97,6 +99,7 @@ def duration(seconds: float) -> str:
 def start(folder: Path, launch: str | None, runs: list[PlannedRun], estimate: float | None) -> str:
     """Store the plan for the jobs, and the line that announces it."""
     total = sum(r.flops for r in runs)
+    folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / PROGRESS_FILE, {"launch": launch or "", "start": time.time(), "estimate_s": estimate,
                                         "runs": {r.name: r.flops for r in runs}})
     when = f", about {duration(estimate)} of training by a short measured step" if estimate else ""

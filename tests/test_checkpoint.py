@@ -98,6 +98,7 @@ def test_sigkill_then_relaunch_is_bitwise_identical(tmp_path, tiny_overrides, re
     _assert_same_run(tmp_path, reference)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, tiny_overrides, reference):
     proc = _launch(tmp_path, tiny_overrides)
     _wait_for_checkpoint(tmp_path, 16, proc)
@@ -137,12 +138,14 @@ def _preempted_then_resumed(run_dir: Path, overrides: list[str], at: int, monkey
     assert train(cfg)["status"] == "completed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("at", [23, 25])  # off the checkpoint schedule; 25 is also a logging step
 def test_preemption_off_schedule_resumes_to_the_same_run(tmp_path, tiny_overrides, reference, monkeypatch, at):
     _preempted_then_resumed(tmp_path, tiny_overrides, at, monkeypatch)
     _assert_same_run(tmp_path, reference)
 
 
+@pytest.mark.slow
 def test_preemption_with_micro_batches_resumes_bitwise(tmp_path, tiny_overrides, monkeypatch):
     overrides = [*tiny_overrides, "train.grad_accum=4"]
     reference = tmp_path / "reference"
@@ -151,6 +154,7 @@ def test_preemption_with_micro_batches_resumes_bitwise(tmp_path, tiny_overrides,
     _assert_same_run(tmp_path / "resumed", reference)
 
 
+@pytest.mark.slow
 def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, tiny_overrides, reference):
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)

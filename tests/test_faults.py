@@ -271,6 +271,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "--lazy", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_full_disk_is_one_line_and_the_checkpoints_stay_intact(small_disk, tiny_overrides):
     run_dir = small_disk / "run"
     args = [f"run_dir={run_dir}", *tiny_overrides, *TINY_RUN]

@@ -143,6 +143,7 @@ def test_generate_until_is_the_greedy_decode_cut_at_the_stop_string(run_dir):
         lm.generate_until([Instance("generate_until", {}, (prompt, {"do_sample": True, "temperature": 1.0}), 0)])
 
 
+@pytest.mark.slow
 def test_lm_eval_command_line_evaluates_a_checkpoint_on_a_local_task(run_dir, tmp_path):
     tasks = tmp_path / "tasks"
     tasks.mkdir()

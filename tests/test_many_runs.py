@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from scaling import contract
 from scaling.runtime import initialize
 from scaling.sweep import train_here
@@ -25,6 +27,7 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+@pytest.mark.slow
 def test_twenty_runs_in_one_process(tiny_overrides, tmp_path):
     runtime, memory, summaries = initialize(compilation_cache=False), [], []
     for i in range(RUNS):

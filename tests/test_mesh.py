@@ -28,7 +28,9 @@ def _run_on(devices: int, run_dir: Path, overrides: list[str], extra: list[str] 
     return summary
 
 
-@pytest.fixture(scope="module", params=[[], MUP], ids=["sp", "mup"])
+# The quick suite runs muP, whose per-parameter learning rates must follow their parameters' shards;
+# SP on the mesh is `slow`.
+@pytest.fixture(scope="module", params=[pytest.param([], marks=pytest.mark.slow, id="sp"), pytest.param(MUP, id="mup")])
 def single(tmp_path_factory, tiny_overrides, request):
     run_dir = tmp_path_factory.mktemp("one")
     return run_dir, _run_on(1, run_dir, [*tiny_overrides, *request.param]), request.param
@@ -40,9 +42,11 @@ def _losses(run_dir: Path) -> pd.DataFrame:
 
 MESHES = {"data8": ["mesh.data=8"], "data2-fsdp4": ["mesh.data=2", "mesh.fsdp=4"],
           "data8-accum2": ["mesh.data=8", "train.grad_accum=2"]}
+# ... and shards data and parameters together; the pure data-parallel layouts are `slow`.
+QUICK = {"data2-fsdp4"}
 
 
-@pytest.mark.parametrize("mesh", MESHES)
+@pytest.mark.parametrize("mesh", [pytest.param(m, marks=() if m in QUICK else pytest.mark.slow) for m in MESHES])
 def test_eight_devices_match_one(tmp_path, tiny_overrides, single, mesh):
     one_dir, _, parametrization = single
     if parametrization and mesh != "data2-fsdp4":
@@ -51,6 +55,7 @@ def test_eight_devices_match_one(tmp_path, tiny_overrides, single, mesh):
     pd.testing.assert_frame_equal(_losses(tmp_path), _losses(one_dir), rtol=2e-4, atol=2e-4)
 
 
+@pytest.mark.slow
 def test_checkpoint_saved_on_eight_devices_restores_on_one(tmp_path, tiny_overrides):
     """Saved from parameters sharded over 8 devices, loaded whole on one, for a muP run (load_model
     rebuilds it with its multipliers from config.yaml)."""

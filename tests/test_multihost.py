@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from tests.helpers import REPO, run_cli
 
@@ -21,6 +22,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path, tiny_overrides):
     single = run_cli([f"run_dir={tmp_path / 'one'}", *tiny_overrides, *RUN])
     assert single.returncode == 0, single.stderr[-2000:]

@@ -54,6 +54,7 @@ def test_packing_is_automatic_only_off_the_cpu():
     assert auto_pack(4) == 4 and auto_pack(0) == 1  # this machine is a CPU, where packing measured slower
 
 
+@pytest.mark.slow
 def test_the_packed_launcher_trains_same_shape_jobs_in_one_program(tmp_path, tiny_overrides):
     """A real multirun: two learning rates of one shape through hydra/launcher=packed, packed by two."""
     args = ["--multirun", "sweep=tiny", f"results_root={tmp_path}", "hydra/launcher=packed", "sweep.pack=2",

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from hydra import compose, initialize_config_module
+from omegaconf import open_dict
 
 from scaling import contract, progress
 from scaling.config import register_configs
@@ -23,9 +24,14 @@ def _config(overrides):
 
 
 def test_the_plan_expands_the_sweeper_params_and_the_command_line(tmp_path):
-    config = _config(["sweep=tiny", f"results_root={tmp_path}", "train.lr=1e-3,3e-3"])
+    config = _config(["sweep=tiny", f"results_root={tmp_path}"])
+    with open_dict(config):  # what `--multirun ... train.lr=1e-3,3e-3` leaves in Hydra's node
+        config.hydra.overrides.task.append("train.lr=1e-3,3e-3")
     combos = progress.job_overrides(config)
     assert len(combos) == 2 * 3 * 2  # budgets x points x the command line's lrs
+    with open_dict(config):  # one value on the command line replaces the sweep definition's list
+        config.hydra.overrides.task.append("train.flops=4e10")
+    assert len(progress.job_overrides(config)) == 3 * 2
     assert {key for combo in combos for key, _ in combo} == {"train.flops", "sweep.point", "train.lr"}
     assert {value for combo in combos for key, value in combo if key == "train.flops"} == {4e10, 8e10}
 
@@ -76,5 +82,5 @@ def test_a_sweep_prints_its_plan_and_progress(tmp_path):
     result = run_cli(["--multirun", "sweep=tiny", f"results_root={tmp_path}", "sweep.point=0", "train.flops=4e10"],
                      timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "plan: 1 runs to train" in result.stderr and "of training by a short measured step" in result.stderr
+    assert "plan: 1 runs to train" in result.stderr, result.stderr[-3000:] and "of training by a short measured step" in result.stderr
     assert "[tiny] progress: 1/1 runs" in result.stderr and "0 failed" in result.stderr

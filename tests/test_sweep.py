@@ -39,6 +39,7 @@ def tiny_sweep(tmp_path_factory):
     return root, args, first
 
 
+@pytest.mark.slow
 def test_tiny_sweep_fills_the_table_then_relaunch_trains_nothing(tiny_sweep):
     root, args, first = tiny_sweep
     assert first.returncode == 0, first.stderr[-3000:]
@@ -55,12 +56,14 @@ def test_tiny_sweep_fills_the_table_then_relaunch_trains_nothing(tiny_sweep):
     assert len(pd.read_parquet(root / "tiny" / "runs.parquet")) == 6
 
 
+@pytest.mark.slow
 def test_run_names_are_readable_and_stable(tiny_sweep):
     root, _, _ = tiny_sweep
     names = sorted(p.name for p in (root / "tiny" / "runs").iterdir())
     assert names[0] == "flops=4e10,point=-1" and len(names) == 6
 
 
+@pytest.mark.slow
 def test_wsd_ladder_branches_share_the_main_runs_prefix(tmp_path, tiny_corpus_dir, cache_dir):
     args = [
         "--multirun", "sweep=wsd_ladder", f"results_root={tmp_path}", "model.n_params=12000", "train.tokens=20480",
