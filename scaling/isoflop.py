@@ -47,8 +47,9 @@ def offsets(points: int) -> list[int]:
 
 def grid_ladder(model: ModelConfig, vocab_size: int, spacing: float, budgets: list[float], points: list[int],
                 tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM) -> list[Rung]:
-    """The ladder, far enough up for every point of the grid (rungs do not depend on how far it reaches)."""
-    top = max(expected_optimum(c, tokens_per_param) for c in budgets) * spacing ** (max(points, default=0) + 1)
+    """The ladder, far enough up for every point of the grid and for each budget's centre rung (rungs do
+    not depend on how far it reaches, but a ladder that stopped below the centre would misplace it)."""
+    top = max(expected_optimum(c, tokens_per_param) for c in budgets) * spacing ** (max(*points, 0) + 1)
     return ladder(model, vocab_size, spacing, top)
 
 

@@ -39,7 +39,7 @@ def trained_run(tmp_path_factory, tiny_overrides, variant: list[str]):
 
 # Two variants cover every mapping (biases, zero biases, tied and untied heads, both families); the
 # other two are marked slow.
-PARAMS = [pytest.param(name, marks=pytest.mark.slow) if name in ("llama-untied", "gpt2-tied-bias") else name
+PARAMS = [pytest.param(name, marks=pytest.mark.slow) if name in ("llama-untied", "gpt2-tied-bias", "gpt2-untied-nobias") else name
           for name in VARIANTS]  # fmt: skip
 
 

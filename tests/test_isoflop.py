@@ -102,3 +102,14 @@ def test_pythia_suite_shares_budget_and_data_order():
     assert len(sizes) >= 3
     assert config.train.tokens and config.train.data_seed is not None
     assert config.checkpoint.log_spaced
+
+
+@pytest.mark.parametrize("point", [-4, -3, -2, -1, 0, 2])
+def test_one_job_places_its_point_on_the_rung_of_the_whole_grid(point):
+    """A sweep job computes its own point alone; far below the centre it must still find the centre
+    (a ladder that stopped below it put the demo's held-out run at point -3 one rung too low)."""
+    model = ModelConfig(seq_len=64, head_dim=4, aspect_ratio=16)
+    budget, spacing = 1.6e12, math.sqrt(2)
+    alone = grid_point(budget, point, model, 512, 1024, spacing=spacing)
+    together = isoflop_grid([budget], [-4, -3, -2, -1, 0, 1, 2], model, 512, 1024, spacing=spacing)
+    assert alone == next(g for g in together if g.point == point)

@@ -150,6 +150,7 @@ def test_forgetting_control_batch_loss_is_lowest_right_after_its_step(control):
     assert after.idxmin() == forget  # ... and every later update (on other data) undid some of it
 
 
+@pytest.mark.slow
 def test_rerun_measures_nothing_new_and_restores_missing_rows(control, monkeypatch):
     run_dir, args, _, _, table = control
 

@@ -78,6 +78,7 @@ def test_the_progress_line_counts_this_launch_only(tmp_path):
     assert progress.line(tmp_path / "missing", "L1") is None
 
 
+@pytest.mark.slow
 def test_a_sweep_prints_its_plan_and_progress(tmp_path):
     result = run_cli(["--multirun", "sweep=tiny", f"results_root={tmp_path}", "sweep.point=0", "train.flops=4e10"],
                      timeout=600)

@@ -206,6 +206,7 @@ def test_every_checkpoint_task_and_metric_has_a_row(scored):
     assert set(table.attrs["task_settings"]["tasks"]) == {"close_bracket", "induction", "recall_identifier", "next_line"}
 
 
+@pytest.mark.slow
 def test_rerun_scores_nothing_new_and_restores_missing_rows(scored, monkeypatch):
     run_dir, args, table = scored
 
