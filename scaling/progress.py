@@ -113,9 +113,9 @@ def line(folder: Path, launch: str | None) -> str | None:
         entries = [json.loads(text) for text in (folder / contract.LAUNCH_LOG).read_text().splitlines()]
     except (OSError, ValueError):
         return None
-    if stored["launch"] != (launch or ""):
-        return None
     planned = stored["runs"]
+    if stored["launch"] != (launch or "") or not planned:  # another launch's plan, or nothing left to train
+        return None
     outcomes = {e["run_name"]: e["outcome"] for e in entries if e["launch"] == stored["launch"] and e["run_name"] in planned}
     total, done = sum(planned.values()), sum(planned[name] for name in outcomes)
     trained = sum(planned[name] for name, outcome in outcomes.items() if outcome != "skipped")

@@ -76,6 +76,9 @@ def test_the_progress_line_counts_this_launch_only(tmp_path):
     assert line.endswith("about 0m48s left")
     assert progress.line(tmp_path, "another launch") is None
     assert progress.line(tmp_path / "missing", "L1") is None
+    # A relaunch of a finished sweep plans nothing; its skipped runs print no progress line.
+    write_json(tmp_path / progress.PROGRESS_FILE, {"launch": "L1", "start": time.time(), "estimate_s": None, "runs": {}})
+    assert progress.line(tmp_path, "L1") is None
 
 
 @pytest.mark.slow
