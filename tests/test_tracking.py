@@ -11,6 +11,7 @@ import pytest
 from scaling import tracking
 from scaling.config import TrackerConfig
 from scaling.errors import ConfigError
+from tests.helpers import run_cli
 
 pytest.importorskip("tensorboardX", reason="the tensorboard tracker needs tensorboardX (the track extra)")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
@@ -88,3 +89,17 @@ def test_probe_measurements_join_the_runs_curves(tmp_path):
     elsewhere = tmp_path / "no_tensorboard"
     tracking.ProbeLog(elsewhere, 6e3).close()  # a run trained without TensorBoard gets no event files
     assert not elsewhere.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="W&B is the track extra's; CI installs it")
+def test_the_tiny_sweep_with_wandb_leaves_an_offline_run_per_run_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    result = run_cli(["--multirun", "sweep=tiny", f"results_root={tmp_path}", "sweep.point=0", "tracker=[tensorboard,wandb]"],
+                     timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dirs = sorted((tmp_path / "tiny" / "runs").iterdir())
+    assert len(run_dirs) == 2  # the two budgets at point 0
+    for run_dir in run_dirs:
+        assert list((run_dir / "wandb").glob("offline-run-*")), run_dir
+        assert read_scalars(run_dir, "step", "train/loss")  # and TensorBoard beside it
