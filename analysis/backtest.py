@@ -38,38 +38,50 @@ def holdout_of(args: argparse.Namespace, runs):
 def to_json(result: Backtest, source: str, bootstrap: str) -> dict:
     """Backtest as one JSON-ready object: the fit on the kept runs, and each held-out prediction."""
     fit, level = result.fit, result.level
-    return finite_or_none({
-        "source": source,
-        "law": result.law,
-        "level": level,
-        "n_boot": fit.n_boot,
-        "bootstrap": bootstrap,
-        "held_out": result.holdout,
-        "n_fit": len(fit.details.data.u),
-        "n_held_out": len(result.predictions),
-        "estimate": fit.estimate,
-        "ci": {key: list(fit.interval(key, level)) for key in fit.estimate},
-        "warnings": list(fit.warnings),
-        "mean_abs_relative_error": result.mean_abs_relative_error,
-        "coverage": result.coverage,
-        "predictions": [{**row, "interval_held": bool(row["interval_held"])}
-                        for row in result.predictions.to_dict(orient="records")],
-    })
+    return finite_or_none(
+        {
+            "source": source,
+            "law": result.law,
+            "level": level,
+            "n_boot": fit.n_boot,
+            "bootstrap": bootstrap,
+            "held_out": result.holdout,
+            "n_fit": len(fit.details.data.u),
+            "n_held_out": len(result.predictions),
+            "estimate": fit.estimate,
+            "ci": {key: list(fit.interval(key, level)) for key in fit.estimate},
+            "warnings": list(fit.warnings),
+            "mean_abs_relative_error": result.mean_abs_relative_error,
+            "coverage": result.coverage,
+            "predictions": [
+                {**row, "interval_held": bool(row["interval_held"])}
+                for row in result.predictions.to_dict(orient="records")
+            ],
+        }
+    )
 
 
 def to_text(result: Backtest, source: str) -> str:
     """A readable table: one line per held-out run."""
     fit, level = result.fit, result.level
-    lines = [f"{source}: law {result.law} fitted on {len(fit.details.data.u)} runs, predicting {result.holdout}",
-             "  " + ", ".join(f"{key} = {value:.4g}" for key, value in fit.estimate.items()),
-             "", f"  {'run':>24}  {'N':>9}  {'D':>9}  {'observed':>9}  {'predicted':>9}  "
-                 f"{f'{level:.0%} interval':>19}  {'relative_error':>14}  held"]
+    lines = [
+        f"{source}: law {result.law} fitted on {len(fit.details.data.u)} runs, predicting {result.holdout}",
+        "  " + ", ".join(f"{key} = {value:.4g}" for key, value in fit.estimate.items()),
+        "",
+        f"  {'run':>24}  {'N':>9}  {'D':>9}  {'observed':>9}  {'predicted':>9}  "
+        f"{f'{level:.0%} interval':>19}  {'relative_error':>14}  held",
+    ]
     for row in result.predictions.itertuples():
-        lines.append(f"  {row.run:>24}  {row.N:>9.3g}  {row.D:>9.3g}  {row.observed:>9.4f}  {row.predicted:>9.4f}  "
-                     f"[{row.low:>7.4f}, {row.high:>7.4f}]  {row.relative_error:>+14.2%}  "
-                     f"{'yes' if row.interval_held else 'no'}")
-    lines += ["", f"mean |relative error| {result.mean_abs_relative_error:.2%}; the {level:.0%} intervals held "
-                  f"{int(result.predictions['interval_held'].sum())} of {len(result.predictions)}"]
+        lines.append(
+            f"  {row.run:>24}  {row.N:>9.3g}  {row.D:>9.3g}  {row.observed:>9.4f}  {row.predicted:>9.4f}  "
+            f"[{row.low:>7.4f}, {row.high:>7.4f}]  {row.relative_error:>+14.2%}  "
+            f"{'yes' if row.interval_held else 'no'}"
+        )
+    lines += [
+        "",
+        f"mean |relative error| {result.mean_abs_relative_error:.2%}; the {level:.0%} intervals held "
+        f"{int(result.predictions['interval_held'].sum())} of {len(result.predictions)}",
+    ]
     lines += [f"warning: {warning}" for warning in fit.warnings]
     return "\n".join(lines) + "\n"
 
@@ -77,12 +89,24 @@ def to_text(result: Backtest, source: str) -> str:
 def backtest_command(args: argparse.Namespace) -> int:
     data = read_input(args)
     try:
-        result = backtest(data.runs, holdout_of(args, data.runs), args.law, args.n_boot, args.seed, args.level,
-                          args.init, args.bootstrap)
+        result = backtest(
+            data.runs,
+            holdout_of(args, data.runs),
+            args.law,
+            args.n_boot,
+            args.seed,
+            args.level,
+            args.init,
+            args.bootstrap,
+        )
     except FitError as error:
         raise InputError(str(error)) from error
     source = str(data.source)
-    text = to_text(result, source) if args.format == "text" else json.dumps(to_json(result, source, args.bootstrap), indent=2)
+    text = (
+        to_text(result, source)
+        if args.format == "text"
+        else json.dumps(to_json(result, source, args.bootstrap), indent=2)
+    )
     print(text, end="")
     return 0
 
@@ -92,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     add_law_options(parser)
     held = parser.add_mutually_exclusive_group()
     held.add_argument("--holdout-largest", type=int, metavar="K", help="hold out the K runs with the largest compute")
-    held.add_argument("--fit-where", metavar="EXPR",
-                      help='fit on the rows this pandas query selects (same syntax as --where), predict the rest')
+    held.add_argument(
+        "--fit-where",
+        metavar="EXPR",
+        help="fit on the rows this pandas query selects (same syntax as --where), predict the rest",
+    )
     parser.add_argument("--format", choices=["text", "json"], default="text")
     return run(backtest_command, parser.parse_args(argv))
 

@@ -48,8 +48,12 @@ def to_json(analysis: Analysis) -> dict:
         }
     if "approach3" in out:
         law = LAWS[analysis.config.law]
-        out["approach3"] |= {"law": law.name, "formula": law.formula, "frontier_note": law.frontier_note,
-                             "bootstrap": analysis.config.bootstrap}
+        out["approach3"] |= {
+            "law": law.name,
+            "formula": law.formula,
+            "frontier_note": law.frontier_note,
+            "bootstrap": analysis.config.bootstrap,
+        }
     if "approach2" in out:
         details = analysis.results["approach2"].details
         out["approach2"] |= {"profile": details.kind, "between_budget_sd": details.between_sd}
@@ -60,9 +64,13 @@ def _check_json(check: LawCheck | str) -> dict:
     """One law's extrapolation check, or the reason it could not run."""
     if isinstance(check, str):
         return {"skipped": check}
-    return {"held_out": check.holdout, "n_fit": check.n_fit, "n_held_out": check.n_held_out,
-            "mean_abs_relative_error": check.mean_abs_relative_error,
-            "max_abs_relative_error": check.max_abs_relative_error}
+    return {
+        "held_out": check.holdout,
+        "n_fit": check.n_fit,
+        "n_held_out": check.n_held_out,
+        "mean_abs_relative_error": check.mean_abs_relative_error,
+        "max_abs_relative_error": check.max_abs_relative_error,
+    }
 
 
 def to_text(analysis: Analysis) -> str:
@@ -91,11 +99,17 @@ def law_check_lines(analysis: Analysis) -> list[str]:
     held = next((c.holdout for c in checks.values() if isinstance(c, LawCheck)), None)
     if not checks or held is None:
         return []
-    lines = ["", f"Extrapolation check: each law fitted without {held}, then asked for them",
-             f"  {'law':>16}  {'mean |relative error|':>22}  {'max':>8}"]
+    lines = [
+        "",
+        f"Extrapolation check: each law fitted without {held}, then asked for them",
+        f"  {'law':>16}  {'mean |relative error|':>22}  {'max':>8}",
+    ]
     for name, check in checks.items():
-        lines.append(f"  {name:>16}  {check.mean_abs_relative_error:>22.2%}  {check.max_abs_relative_error:>8.2%}"
-                     if isinstance(check, LawCheck) else f"  {name:>16}  not fitted: {check}")
+        lines.append(
+            f"  {name:>16}  {check.mean_abs_relative_error:>22.2%}  {check.max_abs_relative_error:>8.2%}"
+            if isinstance(check, LawCheck)
+            else f"  {name:>16}  not fitted: {check}"
+        )
     return lines
 
 

@@ -43,8 +43,14 @@ DEFAULT_MAX_GEN_TOKS = 64
 class ScalingLM(TemplateLM):
     """One checkpoint of one run (`path`, `step`: default the newest) as an lm-eval language model."""
 
-    def __init__(self, path: str, step: int | str | None = None, batch_size: int | str = 16,
-                 max_gen_toks: int | str = DEFAULT_MAX_GEN_TOKS, **_ignored):  # fmt: skip
+    def __init__(
+        self,
+        path: str,
+        step: int | str | None = None,
+        batch_size: int | str = 16,
+        max_gen_toks: int | str = DEFAULT_MAX_GEN_TOKS,
+        **_ignored,
+    ):
         super().__init__()
         step = None if step in (None, "", "None") else int(step)
         model = load_model(path, step, compute_dtype="float32")
@@ -99,8 +105,10 @@ class ScalingLM(TemplateLM):
         """Each string's whole log-likelihood after end-of-text, in disjoint windows of the model's context."""
         out = []
         for (string,) in (request.args for request in requests):
-            windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
-                self.tok_encode(string), self.eot, self.seq_len, 1)]  # fmt: skip
+            windows = [
+                make_disjoint_window(w)
+                for w in get_rolling_token_windows(self.tok_encode(string), self.eot, self.seq_len, 1)
+            ]
             scores = self._loglikelihood_tokens([(None, context, target) for context, target in windows])
             out.append(sum(score for score, _ in scores))
         return out

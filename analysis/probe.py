@@ -37,7 +37,9 @@ from scaling.tracking import ProbeLog
 def todo(run: RunInfo, table: pd.DataFrame) -> dict[int, set[str]]:
     """Per saved step, the probe units it still lacks."""
     done = measured(table, run.name)
-    missing = {step: {unit for unit, probes in UNITS.items() if (step, probes[0]) not in done} for step, _ in run.checkpoints}
+    missing = {
+        step: {unit for unit, probes in UNITS.items() if (step, probes[0]) not in done} for step, _ in run.checkpoints
+    }
     return {step: units for step, units in missing.items() if units}
 
 
@@ -105,7 +107,9 @@ def parser() -> OneLineParser:
     )
     parser.add_argument("--k", type=int, default=defaults.k, help="prompt tokens for memorisation")
     parser.add_argument("--continuation", type=int, default=defaults.continuation, help="greedy tokens to match")
-    parser.add_argument("--forget-steps", type=_forget_steps, default=(), help="'auto' or checkpoint steps, e.g. 64,256")
+    parser.add_argument(
+        "--forget-steps", type=_forget_steps, default=(), help="'auto' or checkpoint steps, e.g. 64,256"
+    )
     return parser
 
 
@@ -115,8 +119,10 @@ def probe(args: argparse.Namespace) -> int:
         if getattr(settings, name) < 1:
             raise InputError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(settings, name)}")
     probe_path(args.path, settings)
-    wrote = f"{args.path / TABLE_FILE}, {args.path / contract.FIGURES_DIR}/probe_*.png, the probe section of " \
-            f"{args.path / contract.REPORT_FILE} and {(args.path / contract.REPORT_FILE).with_suffix('.html')}"
+    wrote = (
+        f"{args.path / TABLE_FILE}, {args.path / contract.FIGURES_DIR}/probe_*.png, the probe section of "
+        f"{args.path / contract.REPORT_FILE} and {(args.path / contract.REPORT_FILE).with_suffix('.html')}"
+    )
     print(f"wrote {wrote}", file=sys.stderr)
     return 0
 

@@ -36,8 +36,9 @@ class Columns:
     epochs: str | None = None
 
 
-def load(path: Path | str, columns: Columns = Columns(), params: ParamsConvention = "total",
-         where: str | None = None) -> FitData:
+def load(
+    path: Path | str, columns: Columns = Columns(), params: ParamsConvention = "total", where: str | None = None
+) -> FitData:
     """Read PATH (sweep folder, runs.parquet, or outside CSV/parquet) into canonical runs."""
     path = Path(path)
     table, folder = _read(path)
@@ -46,15 +47,19 @@ def load(path: Path | str, columns: Columns = Columns(), params: ParamsConventio
         return _load_sweep(table, folder, params, path)
     data = _load_outside(table, columns, path)
     if params != "total":
-        return replace(data, notes=data.notes + (f"--params {params} applies to sweep tables only; N is "
-                                                 f"{data.convention} as given",))
+        return replace(
+            data,
+            notes=data.notes + (f"--params {params} applies to sweep tables only; N is {data.convention} as given",),
+        )
     return data
 
 
 def _read(path: Path) -> tuple[pd.DataFrame, Path]:
     if path.is_dir():
         if not (path / contract.RUNS_TABLE).is_file():
-            raise InputError(f"{path} has no {contract.RUNS_TABLE}: pass a sweep folder (results/NAME) or a CSV/parquet table")
+            raise InputError(
+                f"{path} has no {contract.RUNS_TABLE}: pass a sweep folder (results/NAME) or a CSV/parquet table"
+            )
         path = path / contract.RUNS_TABLE
     if not path.is_file():
         raise InputError(f"{path} does not exist: pass a sweep folder (results/NAME) or a CSV/parquet table")
@@ -71,8 +76,10 @@ def rebuild_hint(path: Path) -> str:
     """For a sweep's own runs.parquet: it is derived data, and relaunching the sweep rebuilds it."""
     if path.name != contract.RUNS_TABLE or not (path.parent / contract.RUNS_SUBDIR).is_dir():
         return ""
-    return ("; it is derived data: relaunch the sweep's command, which trains nothing already finished and "
-            "rebuilds the table from the run directories' summary.json files")
+    return (
+        "; it is derived data: relaunch the sweep's command, which trains nothing already finished and "
+        "rebuilds the table from the run directories' summary.json files"
+    )
 
 
 def _filter(table: pd.DataFrame, where: str | None) -> pd.DataFrame:
@@ -106,9 +113,15 @@ def _load_sweep(table: pd.DataFrame, folder: Path, params: ParamsConvention, pat
     completed = completed[~held] if held is not None else completed
     notes = [f"using {len(completed)} completed runs of {len(table)} (left out: {dropped})"] + _diverged_note(table)
     if len(held_rows):
-        notes.append(f"held out to test the prediction, so not fitted: {', '.join(held_rows[contract.RUN_NAME].astype(str))}")
+        notes.append(
+            f"held out to test the prediction, so not fitted: {', '.join(held_rows[contract.RUN_NAME].astype(str))}"
+        )
     runs, dropped = _valid(_canonical(completed, n_column), f"{n_column}, tokens or final_eval_loss")
-    run_dirs = dict(zip(completed[contract.RUN_NAME].astype(str), completed[contract.RUN_DIR])) if contract.RUN_DIR in completed else {}
+    run_dirs = (
+        dict(zip(completed[contract.RUN_NAME].astype(str), completed[contract.RUN_DIR]))
+        if contract.RUN_DIR in completed
+        else {}
+    )
     curves, curve_notes = _load_curves(runs, folder, run_dirs)
     held_out = _canonical(held_rows, n_column) if len(held_rows) else None
     return FitData(runs, curves, path, params, tuple(notes + dropped + curve_notes), ours=True, held_out=held_out)
@@ -118,13 +131,17 @@ def _canonical(rows: pd.DataFrame, n_column: str) -> pd.DataFrame:
     """Sweep-table rows as canonical runs (N by the chosen convention)."""
     N = rows[n_column].to_numpy(float)
     D = rows["tokens"].to_numpy(float)
-    return pd.DataFrame({
-        "run": rows[contract.RUN_NAME].astype(str).to_numpy(),
-        "N": N, "D": D, "C": FLOPS_PER_PARAM_TOKEN * N * D,
-        "loss": rows[contract.FINAL_EVAL_LOSS].to_numpy(float),
-        "budget": rows[contract.BUDGET].to_numpy(float) if contract.BUDGET in rows else np.nan,
-        "epochs": rows[EPOCHS].to_numpy(float) if EPOCHS in rows else np.nan,
-    })
+    return pd.DataFrame(
+        {
+            "run": rows[contract.RUN_NAME].astype(str).to_numpy(),
+            "N": N,
+            "D": D,
+            "C": FLOPS_PER_PARAM_TOKEN * N * D,
+            "loss": rows[contract.FINAL_EVAL_LOSS].to_numpy(float),
+            "budget": rows[contract.BUDGET].to_numpy(float) if contract.BUDGET in rows else np.nan,
+            "epochs": rows[EPOCHS].to_numpy(float) if EPOCHS in rows else np.nan,
+        }
+    )
 
 
 def _diverged_note(table: pd.DataFrame) -> list[str]:
@@ -132,9 +149,13 @@ def _diverged_note(table: pd.DataFrame) -> list[str]:
     diverged = table[table["status"] == contract.DIVERGED]
     if diverged.empty:
         return []
-    steps = diverged[contract.DIVERGED_STEP] if contract.DIVERGED_STEP in diverged else pd.Series(np.nan, diverged.index)
-    named = [f"{run} (at step {step:.0f})" if np.isfinite(step) else str(run)
-             for run, step in zip(diverged[contract.RUN_NAME], steps.astype(float))]  # fmt: skip
+    steps = (
+        diverged[contract.DIVERGED_STEP] if contract.DIVERGED_STEP in diverged else pd.Series(np.nan, diverged.index)
+    )
+    named = [
+        f"{run} (at step {step:.0f})" if np.isfinite(step) else str(run)
+        for run, step in zip(diverged[contract.RUN_NAME], steps.astype(float))
+    ]
     return [f"diverged, so left out of every fit: {', '.join(named)}"]
 
 
@@ -143,7 +164,9 @@ def _load_curves(runs: pd.DataFrame, folder: Path, run_dirs: dict) -> tuple[pd.D
     pieces, missing = [], []
     for run, n in zip(runs["run"], runs["N"]):
         entry = run_dirs.get(run)
-        run_dir = contract.run_dir_in_sweep(folder, entry if isinstance(entry, str) else f"{contract.RUNS_SUBDIR}/{run}")
+        run_dir = contract.run_dir_in_sweep(
+            folder, entry if isinstance(entry, str) else f"{contract.RUNS_SUBDIR}/{run}"
+        )
         metrics_path = run_dir / contract.METRICS_FILE
         if not metrics_path.is_file():
             missing.append(run)
@@ -151,10 +174,21 @@ def _load_curves(runs: pd.DataFrame, folder: Path, run_dirs: dict) -> tuple[pd.D
         metrics = pd.read_parquet(metrics_path, columns=["tokens", "eval_loss"]).dropna()
         metrics = metrics[(metrics["tokens"] > 0) & (metrics["eval_loss"] > 0)]
         D = metrics["tokens"].to_numpy(float)
-        pieces.append(pd.DataFrame({"run": run, "N": n, "D": D, "C": FLOPS_PER_PARAM_TOKEN * n * D,
-                                    "loss": metrics["eval_loss"].to_numpy(float)}))
+        pieces.append(
+            pd.DataFrame(
+                {
+                    "run": run,
+                    "N": n,
+                    "D": D,
+                    "C": FLOPS_PER_PARAM_TOKEN * n * D,
+                    "loss": metrics["eval_loss"].to_numpy(float),
+                }
+            )
+        )
     named = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-    notes = [f"no {contract.METRICS_FILE} for {len(missing)} runs ({named}): approach 1 leaves them out"] if missing else []
+    notes = (
+        [f"no {contract.METRICS_FILE} for {len(missing)} runs ({named}): approach 1 leaves them out"] if missing else []
+    )
     return (pd.concat(pieces, ignore_index=True) if pieces else None), notes
 
 
@@ -172,21 +206,28 @@ def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
     for column, flag in ((columns.budget, "--budget-col"), (columns.epochs, "--epochs-col")):
         if column is not None:
             _require(table, column, f"pass {flag} NAME")
-    runs = pd.DataFrame({
-        "run": table.index.astype(str), "N": N, "D": D, "C": FLOPS_PER_PARAM_TOKEN * N * D,
-        "loss": table[columns.loss].to_numpy(float),
-        "budget": table[columns.budget].to_numpy(float) if columns.budget else np.nan,
-        "epochs": table[columns.epochs].to_numpy(float) if columns.epochs else np.nan,
-    })
+    runs = pd.DataFrame(
+        {
+            "run": table.index.astype(str),
+            "N": N,
+            "D": D,
+            "C": FLOPS_PER_PARAM_TOKEN * N * D,
+            "loss": table[columns.loss].to_numpy(float),
+            "budget": table[columns.budget].to_numpy(float) if columns.budget else np.nan,
+            "epochs": table[columns.epochs].to_numpy(float) if columns.epochs else np.nan,
+        }
+    )
     runs, dropped = _valid(runs, f"{columns.n}, {columns.flops or columns.d} or {columns.loss}")
-    return FitData(runs, None, path, f"column {columns.n!r}", tuple([f"using {len(runs)} rows"] + dropped),
-                   ours=False)
+    return FitData(runs, None, path, f"column {columns.n!r}", tuple([f"using {len(runs)} rows"] + dropped), ours=False)
 
 
 def _valid(runs: pd.DataFrame, what: str) -> tuple[pd.DataFrame, list[str]]:
     """Drop rows whose N, D or loss is missing or not positive; fail if none is left."""
     values = runs[["N", "D", "loss"]].to_numpy(float)
-    missing, non_positive = ~np.isfinite(values).all(axis=1), np.isfinite(values).all(axis=1) & ~(values > 0).all(axis=1)
+    missing, non_positive = (
+        ~np.isfinite(values).all(axis=1),
+        np.isfinite(values).all(axis=1) & ~(values > 0).all(axis=1),
+    )
     good = ~missing & ~non_positive
     if not good.any():
         raise InputError(f"no row has positive, finite {what}: check the columns and units")

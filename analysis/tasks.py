@@ -57,8 +57,10 @@ def resolve_context(settings: TaskSettings, runs: list[RunInfo]) -> int:
     fits = min(run.seq_len for run in runs) - MAX_ANSWER
     context = fits if settings.context is None else settings.context
     if not MIN_CONTEXT <= context <= fits:
-        raise InputError(f"--context: {context} is outside {MIN_CONTEXT}..{fits} (the shortest run's context "
-                         f"{fits + MAX_ANSWER} minus {MAX_ANSWER} answer tokens); pass a value in that range")  # fmt: skip
+        raise InputError(
+            f"--context: {context} is outside {MIN_CONTEXT}..{fits} (the shortest run's context "
+            f"{fits + MAX_ANSWER} minus {MAX_ANSWER} answer tokens); pass a value in that range"
+        )
     return context
 
 
@@ -66,8 +68,10 @@ def task_set(path: Path, runs: list[RunInfo], settings: TaskSettings, context: i
     """(header, tasks): the stored set if it was cut with these settings, else cut anew (not yet written)."""
     corpora = {run.corpus_hash for run in runs}
     if len(corpora) > 1:
-        raise InputError(f"PATH: the runs under {path} were trained on {len(corpora)} different corpora; "
-                         f"score each corpus's runs separately (the tasks are cut from one corpus)")  # fmt: skip
+        raise InputError(
+            f"PATH: the runs under {path} were trained on {len(corpora)} different corpora; "
+            f"score each corpus's runs separately (the tasks are cut from one corpus)"
+        )
     header = {"n": settings.n, "seed": settings.seed, "context": context, contract.CORPUS_HASH: runs[0].corpus_hash}
     stored = tables.read_task_set(path / tables.TASK_SET_FILE)
     if stored is not None and stored[0] == header:
@@ -75,8 +79,10 @@ def task_set(path: Path, runs: list[RunInfo], settings: TaskSettings, context: i
     texts = heldout_texts(runs[0].data)  # refuses data=tokens in one line
     corpus = load_corpus(runs[0].data, progress=False)
     if corpus.meta.get(contract.CORPUS_HASH) != runs[0].corpus_hash:
-        raise InputError(f"data: the corpus on this machine (hash {corpus.meta.get(contract.CORPUS_HASH)}) is not the "
-                         f"one {runs[0].name} trained on ({runs[0].corpus_hash}); score where the runs were trained")  # fmt: skip
+        raise InputError(
+            f"data: the corpus on this machine (hash {corpus.meta.get(contract.CORPUS_HASH)}) is not the "
+            f"one {runs[0].name} trained on ({runs[0].corpus_hash}); score where the runs were trained"
+        )
     tokenizer = Tokenizer.from_file(corpus.tokenizer_path)
     return header, build_suite(tokenize(texts, tokenizer), tokenizer, context, settings.n, settings.seed)
 
@@ -125,8 +131,10 @@ def score_path(path: Path, settings: TaskSettings) -> pd.DataFrame:
     header, tasks = task_set(path, runs, settings, context)
     scored = [task for task in tasks if task.items]
     if not scored:
-        raise InputError(f"PATH: the held-out documents of {runs[0].name}'s corpus yield no task items; "
-                         f"train on a corpus with more held-out text (data.val_fraction)")  # fmt: skip
+        raise InputError(
+            f"PATH: the held-out documents of {runs[0].name}'s corpus yield no task items; "
+            f"train on a corpus with more held-out text (data.val_fraction)"
+        )
     table_settings = {**header, "tasks": {task.name: task.hash for task in tasks}}
     table_path = path / tables.TABLE_FILE
     table = tables.read_table(table_path, table_settings)  # refuses before anything is written
@@ -157,16 +165,22 @@ def parser() -> OneLineParser:
     parser.add_argument("path", type=Path, help="a run folder or a sweep folder (results/NAME)")
     parser.add_argument("--n", type=_positive, default=defaults.n, help="items per task")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed that draws the items")
-    parser.add_argument("--context", type=_positive, default=defaults.context,
-                        help=f"prompt tokens (default: the shortest run's context minus {MAX_ANSWER})")  # fmt: skip
+    parser.add_argument(
+        "--context",
+        type=_positive,
+        default=defaults.context,
+        help=f"prompt tokens (default: the shortest run's context minus {MAX_ANSWER})",
+    )
     return parser
 
 
 def tasks_command(args: argparse.Namespace) -> int:
     score_path(args.path, TaskSettings(args.n, args.seed, args.context))
-    print(f"wrote {args.path / tables.TABLE_FILE}, {args.path / tables.TASK_SET_FILE}, "
-          f"{args.path / contract.FIGURES_DIR}/tasks_*.png and the tasks section of {args.path / contract.REPORT_FILE}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"wrote {args.path / tables.TABLE_FILE}, {args.path / tables.TASK_SET_FILE}, "
+        f"{args.path / contract.FIGURES_DIR}/tasks_*.png and the tasks section of {args.path / contract.REPORT_FILE}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -177,4 +191,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -53,8 +53,10 @@ def time_bootstrap(law: str, n_boot: int, repeats: int) -> None:
         key = "alpha" if law == "tied" else "a"
         low, high = result.interval(key, 0.8)
         stalled = sum("without converging" in w for w in result.warnings)
-        print(f"  repeat {repeat}: {wall:.2f} s wall, {cpu:.2f} s CPU; {key} = {result.estimate[key]:.4f} "
-              f"[{low:.4f}, {high:.4f}], failed refits {result.n_failed}, convergence warnings {stalled}")
+        print(
+            f"  repeat {repeat}: {wall:.2f} s wall, {cpu:.2f} s CPU; {key} = {result.estimate[key]:.4f} "
+            f"[{low:.4f}, {high:.4f}], failed refits {result.n_failed}, convergence warnings {stalled}"
+        )
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -90,8 +90,16 @@ def curve_draw(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """25 sizes trained to 400 tokens per parameter, with a per-run offset and per-evaluation noise."""
     rng, law, params = np.random.default_rng(seed), LAWS["chinchilla"], TRUTH["chinchilla"]
     N = np.geomspace(1e8, 1e11, 25)
-    runs = pd.DataFrame({"run": [f"r{i}" for i in range(N.size)], "N": N, "D": 400 * N, "C": 2400 * N * N,
-                         "loss": 0.0, "budget": np.nan})
+    runs = pd.DataFrame(
+        {
+            "run": [f"r{i}" for i in range(N.size)],
+            "N": N,
+            "D": 400 * N,
+            "C": 2400 * N * N,
+            "loss": 0.0,
+            "budget": np.nan,
+        }
+    )
     pieces = []
     for run, n, offset in zip(runs["run"], N, 0.005 * rng.standard_normal(N.size)):
         D = 400 * n * np.geomspace(0.02, 1.0, 60)
@@ -111,9 +119,15 @@ def score(results: list, key: str, truth: float) -> dict:
         hits.append(low <= truth <= high)
         failed.append(result.n_failed / result.n_boot)
         stalled.append(any("without converging" in w for w in result.warnings))
-    return {"fits": len(estimates), "skipped": len(results) - len(estimates),
-            "bias": np.mean(estimates) - truth, "sd": np.std(estimates), "coverage": np.mean(hits),
-            "refits failed": np.mean(failed), "stalled": int(np.sum(stalled))}
+    return {
+        "fits": len(estimates),
+        "skipped": len(results) - len(estimates),
+        "bias": np.mean(estimates) - truth,
+        "sd": np.std(estimates),
+        "coverage": np.mean(hits),
+        "refits failed": np.mean(failed),
+        "stalled": int(np.sum(stalled)),
+    }
 
 
 def attempt(fit):
@@ -133,35 +147,64 @@ def run(repeats: int, n_boot: int, designs: list[str], laws: list[str]) -> pd.Da
             draws = [draw(law, design, 1000 * seed + 7) for seed in range(repeats)]
             key, truth = target(law, truth_of(law, design))
             results = [attempt(lambda r=r, s=s: fit_approach3(r, n_boot, s, law_name=law)) for s, r in enumerate(draws)]
-            rows.append({"design": name, "approach": "3", "law / profile": law, "quantity": key,
-                         **score(results, key, truth)})
+            rows.append(
+                {"design": name, "approach": "3", "law / profile": law, "quantity": key, **score(results, key, truth)}
+            )
             if law == "chinchilla":
-                results = [attempt(lambda r=r, s=s: fit_approach3(r, n_boot, s, law_name=law, bootstrap="runs"))
-                           for s, r in enumerate(draws)]
-                rows.append({"design": name, "approach": "3", "law / profile": "chinchilla, --bootstrap runs",
-                             "quantity": key, **score(results, key, truth)})
+                results = [
+                    attempt(lambda r=r, s=s: fit_approach3(r, n_boot, s, law_name=law, bootstrap="runs"))
+                    for s, r in enumerate(draws)
+                ]
+                rows.append(
+                    {
+                        "design": name,
+                        "approach": "3",
+                        "law / profile": "chinchilla, --bootstrap runs",
+                        "quantity": key,
+                        **score(results, key, truth),
+                    }
+                )
                 for profile in PROFILES:
-                    results = [attempt(lambda r=r, s=s: fit_approach2(r, n_boot, s, profile))
-                               for s, r in enumerate(draws)]
-                    rows.append({"design": name, "approach": "2", "law / profile": profile, "quantity": key,
-                                 **score(results, key, truth)})
+                    results = [
+                        attempt(lambda r=r, s=s: fit_approach2(r, n_boot, s, profile)) for s, r in enumerate(draws)
+                    ]
+                    rows.append(
+                        {
+                            "design": name,
+                            "approach": "2",
+                            "law / profile": profile,
+                            "quantity": key,
+                            **score(results, key, truth),
+                        }
+                    )
             print(f"  done {name} {law}", flush=True)
     if "curves" in designs:
         truth = target("chinchilla", TRUTH["chinchilla"])[1]
         results = [attempt(lambda s=s: fit_approach1(*curve_draw(s), n_boot, s)) for s in range(repeats)]
-        rows.append({"design": "curves", "approach": "1", "law / profile": "envelope", "quantity": "a",
-                     **score(results, "a", truth)})
+        rows.append(
+            {
+                "design": "curves",
+                "approach": "1",
+                "law / profile": "envelope",
+                "quantity": "a",
+                **score(results, "a", truth),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def markdown(table: pd.DataFrame) -> str:
-    lines = ["| design | approach | law / profile | quantity | fits | bias | sd | 80% coverage | refits failed | "
-             "stalled |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| design | approach | law / profile | quantity | fits | bias | sd | 80% coverage | refits failed | stalled |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in table.to_dict(orient="records"):
         flag = "" if abs(row["bias"]) <= 0.01 and 0.7 <= row["coverage"] <= 0.9 else " **miss**"
-        lines.append(f"| {row['design']} | {row['approach']} | {row['law / profile']} | {row['quantity']} | "
-                     f"{row['fits']} | {row['bias']:+.4f} | {row['sd']:.4f} | {row['coverage']:.2f}{flag} | "
-                     f"{row['refits failed']:.1%} | {row['stalled']} |")
+        lines.append(
+            f"| {row['design']} | {row['approach']} | {row['law / profile']} | {row['quantity']} | "
+            f"{row['fits']} | {row['bias']:+.4f} | {row['sd']:.4f} | {row['coverage']:.2f}{flag} | "
+            f"{row['refits failed']:.1%} | {row['stalled']} |"
+        )
     return "\n".join(lines)
 
 
@@ -170,8 +213,9 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="400 sweeps per design and 1,000 refits (about an hour)")
     parser.add_argument("--repeats", type=int, help="sweeps per design (default 100, or 400 with --full)")
     parser.add_argument("--designs", default=",".join([*DESIGNS, "curves"]), help="comma-separated designs to run")
-    parser.add_argument("--laws", default=",".join(LAWS), help="comma-separated approach-3 laws (chinchilla also "
-                                                                "brings approach 2)")
+    parser.add_argument(
+        "--laws", default=",".join(LAWS), help="comma-separated approach-3 laws (chinchilla also brings approach 2)"
+    )
     args = parser.parse_args()
     repeats, n_boot = (args.repeats or (400 if args.full else 100)), (1000 if args.full else 200)
     print(f"{repeats} sweeps per design, {n_boot} refits each; {os.cpu_count()} CPUs, load {os.getloadavg()}")

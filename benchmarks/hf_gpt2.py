@@ -31,7 +31,14 @@ GPT2_ARCH = ("model.position=learned", "model.norm=layernorm", "model.use_bias=t
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for name, default in (("d-model", 256), ("n-layers", 4), ("n-heads", 4), ("seq-len", 256), ("vocab", 4096), ("batch", 16)):
+    for name, default in (
+        ("d-model", 256),
+        ("n-layers", 4),
+        ("n-heads", 4),
+        ("seq-len", 256),
+        ("vocab", 4096),
+        ("batch", 16),
+    ):
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--steps", type=int, default=10, help="timed steps per run (after --warmup)")
     p.add_argument("--warmup", type=int, default=3)
@@ -40,10 +47,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arch", default="gpt2", choices=("gpt2", "ours"), help="our architecture switches")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
     p.add_argument(
-        "--hf-grad-accum", type=int, default=1,
+        "--hf-grad-accum",
+        type=int,
+        default=1,
         help="HF side: micro-batches per step (the same cache effect our CPU default uses; 1 = whole batch)",
-    )  # fmt: skip
-    p.add_argument("--ours-grad-accum", type=int, default=None, help="our side's train.grad_accum (default: chosen for the machine)")
+    )
+    p.add_argument(
+        "--ours-grad-accum",
+        type=int,
+        default=None,
+        help="our side's train.grad_accum (default: chosen for the machine)",
+    )
     return p.parse_args(argv)
 
 
@@ -55,10 +69,19 @@ def hf_step_times(args: argparse.Namespace) -> list[float]:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     config = GPT2Config(
-        vocab_size=args.vocab, n_positions=args.seq_len, n_embd=args.d_model, n_layer=args.n_layers,
-        n_head=args.n_heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
-        bos_token_id=None, eos_token_id=None, attn_implementation=args.attn,
-    )  # fmt: skip
+        vocab_size=args.vocab,
+        n_positions=args.seq_len,
+        n_embd=args.d_model,
+        n_layer=args.n_layers,
+        n_head=args.n_heads,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=None,
+        attn_implementation=args.attn,
+    )
     model = GPT2LMHeadModel(config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
     gen = torch.Generator().manual_seed(0)
@@ -81,11 +104,17 @@ def hf_step_times(args: argparse.Namespace) -> list[float]:
 def ours(args: argparse.Namespace) -> dict:
     """Run `python -m scaling.bench` on the same shape; its last stdout line is the JSON row."""
     overrides = [
-        f"model.d_model={args.d_model}", f"model.n_layers={args.n_layers}", f"model.n_heads={args.n_heads}",
-        f"model.seq_len={args.seq_len}", f"data.vocab_size={args.vocab}", f"train.batch_size={args.batch}",
-        f"bench.steps={args.steps}", f"bench.warmup={args.warmup}", *(GPT2_ARCH if args.arch == "gpt2" else ()),
+        f"model.d_model={args.d_model}",
+        f"model.n_layers={args.n_layers}",
+        f"model.n_heads={args.n_heads}",
+        f"model.seq_len={args.seq_len}",
+        f"data.vocab_size={args.vocab}",
+        f"train.batch_size={args.batch}",
+        f"bench.steps={args.steps}",
+        f"bench.warmup={args.warmup}",
+        *(GPT2_ARCH if args.arch == "gpt2" else ()),
         *([f"train.grad_accum={args.ours_grad_accum}"] if args.ours_grad_accum else []),
-    ]  # fmt: skip
+    ]
     result = subprocess.run(
         [sys.executable, "-m", "scaling.bench", *overrides], cwd=REPO, capture_output=True, text=True, check=False
     )
@@ -101,7 +130,10 @@ def main(argv: list[str] | None = None) -> dict:
     for i in range(args.repeats):
         hf_times.append(statistics.median(hf_step_times(args)))
         our_rows.append(ours(args))
-        print(f"run {i + 1}/{args.repeats}: HF {hf_times[-1]:.3f} s/step, ours {our_rows[-1]['step_time_s']:.3f} s/step", file=sys.stderr)
+        print(
+            f"run {i + 1}/{args.repeats}: HF {hf_times[-1]:.3f} s/step, ours {our_rows[-1]['step_time_s']:.3f} s/step",
+            file=sys.stderr,
+        )
     hf_step = statistics.median(hf_times)
     our_step = statistics.median(r["step_time_s"] for r in our_rows)
     row = our_rows[-1]
@@ -115,12 +147,21 @@ def main(argv: list[str] | None = None) -> dict:
         "pairwise_speedups": [h / r["step_time_s"] for h, r in zip(hf_times, our_rows)],
         "hf_step_times_s": hf_times,
         "ours_step_times_s": [r["step_time_s"] for r in our_rows],
-        "hf_mfu": tokens_per_step / hf_step * row["flops_per_token"] / row["peak_flops_per_s"] if row["peak_flops_per_s"] else None,
-        "ours_mfu": tokens_per_step / our_step * row["flops_per_token"] / row["peak_flops_per_s"] if row["peak_flops_per_s"] else None,
-        "hf_attention": args.attn, "hf_grad_accum": args.hf_grad_accum, "ours_grad_accum": row["grad_accum"],
-        "ours_arch": args.arch, "torch_threads": args.threads,
-        "device": row["device"], "flops_per_token": row["flops_per_token"], "peak_flops_per_s": row["peak_flops_per_s"],
-    }  # fmt: skip
+        "hf_mfu": tokens_per_step / hf_step * row["flops_per_token"] / row["peak_flops_per_s"]
+        if row["peak_flops_per_s"]
+        else None,
+        "ours_mfu": tokens_per_step / our_step * row["flops_per_token"] / row["peak_flops_per_s"]
+        if row["peak_flops_per_s"]
+        else None,
+        "hf_attention": args.attn,
+        "hf_grad_accum": args.hf_grad_accum,
+        "ours_grad_accum": row["grad_accum"],
+        "ours_arch": args.arch,
+        "torch_threads": args.threads,
+        "device": row["device"],
+        "flops_per_token": row["flops_per_token"],
+        "peak_flops_per_s": row["peak_flops_per_s"],
+    }
     print(
         f"HF GPT-2 (torch, {args.attn}, {args.hf_grad_accum} micro-batches): {result['hf_tokens_per_s']:,.0f} tokens/s | "
         f"ours (jax, arch={args.arch}, {row['grad_accum']} micro-batches): {result['ours_tokens_per_s']:,.0f} tokens/s | "

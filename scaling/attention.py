@@ -63,7 +63,10 @@ def rope_at(tables: RopeTables, start, length: int) -> tuple[jax.Array, jax.Arra
 
 
 def causal_attention(
-    q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array, block: int = ATTENTION_QUERY_BLOCK,
+    q_BxTxHxK: jax.Array,
+    k_BxSxHxK: jax.Array,
+    v_BxSxHxK: jax.Array,
+    block: int = ATTENTION_QUERY_BLOCK,
     scale: float | None = None,
 ) -> jax.Array:
     """softmax(scale q k^T) v (scale 1/sqrt(K) by default) with query t seeing keys up to its own
@@ -125,8 +128,12 @@ class Attention(nnx.Module):
             tables = rope_at(rope, start, s)
             q_BxSxHxK, k_BxSxHxK = apply_rope(q_BxSxHxK, *tables), apply_rope(k_BxSxHxK, *tables)
         if cache is not None:
-            keys_BxTxHxK = jax.lax.dynamic_update_slice_in_dim(cache[0], k_BxSxHxK.astype(cache[0].dtype), start, axis=1)
-            values_BxTxHxK = jax.lax.dynamic_update_slice_in_dim(cache[1], v_BxSxHxK.astype(cache[1].dtype), start, axis=1)
+            keys_BxTxHxK = jax.lax.dynamic_update_slice_in_dim(
+                cache[0], k_BxSxHxK.astype(cache[0].dtype), start, axis=1
+            )
+            values_BxTxHxK = jax.lax.dynamic_update_slice_in_dim(
+                cache[1], v_BxSxHxK.astype(cache[1].dtype), start, axis=1
+            )
             cache = (keys_BxTxHxK, values_BxTxHxK)
             y_BxSxHxK = cached_attention(q_BxSxHxK, keys_BxTxHxK, values_BxTxHxK, start, self.scale)
         elif self.impl == "xla":

@@ -46,6 +46,7 @@ from scaling.validate import validate_config
 
 FLOPS_CONVENTION = "chinchilla: forward+backward, attention included, causal mask not halved"
 
+
 def time_packed_steps(cfg: RunConfig, plan, k: int) -> list[float]:
     """Seconds per step of K runs of this shape trained together in one vmapped program
     (scaling/packed.py), each with its own initialisation and batches."""
@@ -57,8 +58,10 @@ def time_packed_steps(cfg: RunConfig, plan, k: int) -> list[float]:
     opt_state = jax.vmap(make_optimizer(cfg.train, n_total, multipliers).init)(params)
     schedule = jnp.tile(jnp.asarray(schedule_values(cfg.train, n_total)), (k, 1))
     step_fn = make_packed_step(graphdef, optimizer_factory(cfg.train, multipliers), plan.grad_accum)
-    per_run = [random_batches(n_total, cfg.train.batch_size, plan.model.seq_len, plan.vocab_size, cfg.train.seed + i)
-               for i in range(k)]  # fmt: skip
+    per_run = [
+        random_batches(n_total, cfg.train.batch_size, plan.model.seq_len, plan.vocab_size, cfg.train.seed + i)
+        for i in range(k)
+    ]
     times = []
     for i in range(n_total):
         seqs_KxBxT1 = jnp.stack([batches[i] for batches in per_run])
@@ -75,8 +78,12 @@ def pack_row(cfg: RunConfig, plan, solo_tokens_per_s: float) -> dict:
     k = cfg.bench.pack
     step_time = statistics.median(time_packed_steps(cfg, plan, k))
     tokens_per_s = k * plan.tokens_per_step / step_time
-    return {"pack": k, "pack_step_time_s": step_time, "pack_tokens_per_s": tokens_per_s,
-            "pack_speedup": tokens_per_s / solo_tokens_per_s}
+    return {
+        "pack": k,
+        "pack_step_time_s": step_time,
+        "pack_tokens_per_s": tokens_per_s,
+        "pack_speedup": tokens_per_s / solo_tokens_per_s,
+    }
 
 
 def bench(cfg: RunConfig) -> dict:
@@ -85,7 +92,11 @@ def bench(cfg: RunConfig) -> dict:
         cfg = replace(cfg, train={"tokens": cfg.train.batch_size * cfg.model.seq_len})  # no budget is spent
     validate_config(cfg)
     if cfg.bench.steps < 1 or cfg.bench.warmup < 0:
-        raise ConfigError("bench.steps", f"needs steps >= 1 and warmup >= 0, got {cfg.bench.steps}/{cfg.bench.warmup}", "e.g. bench.steps=10 bench.warmup=3")
+        raise ConfigError(
+            "bench.steps",
+            f"needs steps >= 1 and warmup >= 0, got {cfg.bench.steps}/{cfg.bench.warmup}",
+            "e.g. bench.steps=10 bench.warmup=3",
+        )
     if cfg.bench.pack < 1:
         raise ConfigError("bench.pack", f"{cfg.bench.pack} runs in a pack", "bench.pack=8 (or 1: one run alone)")
     plan = make_plan(cfg, cfg.data.vocab_size)
@@ -98,28 +109,48 @@ def bench(cfg: RunConfig) -> dict:
     m = plan.model
     packed = pack_row(cfg, plan, tokens_per_s) if cfg.bench.pack > 1 else {}
     return packed | {
-        "d_model": m.d_model, "n_layers": m.n_layers, "n_heads": m.n_heads, "seq_len": m.seq_len,
-        "vocab_size": plan.vocab_size, "batch_size": cfg.train.batch_size, "grad_accum": plan.grad_accum,
-        "steps": len(times), "step_time_s": step_time, "step_time_min_s": min(times),
-        "tokens_per_s": tokens_per_s, "flops_per_token": per_token, "flops_convention": FLOPS_CONVENTION,
-        "params_total": plan.params.total, "params_nonembedding": plan.params.nonembedding,
-        "mfu": tokens_per_s * per_token / peak if peak else None, "peak_flops_per_s": peak, "peak_source": peak_source,
+        "d_model": m.d_model,
+        "n_layers": m.n_layers,
+        "n_heads": m.n_heads,
+        "seq_len": m.seq_len,
+        "vocab_size": plan.vocab_size,
+        "batch_size": cfg.train.batch_size,
+        "grad_accum": plan.grad_accum,
+        "steps": len(times),
+        "step_time_s": step_time,
+        "step_time_min_s": min(times),
+        "tokens_per_s": tokens_per_s,
+        "flops_per_token": per_token,
+        "flops_convention": FLOPS_CONVENTION,
+        "params_total": plan.params.total,
+        "params_nonembedding": plan.params.nonembedding,
+        "mfu": tokens_per_s * per_token / peak if peak else None,
+        "peak_flops_per_s": peak,
+        "peak_source": peak_source,
         "device": environment()["device"] + (f" ({cpu_name()})" if device.platform == "cpu" else ""),
-        "attention_impl": resolve_attention_impl(m), "compute_dtype": str(np.dtype(resolve_compute_dtype(m.compute_dtype))),
-    }  # fmt: skip
+        "attention_impl": resolve_attention_impl(m),
+        "compute_dtype": str(np.dtype(resolve_compute_dtype(m.compute_dtype))),
+    }
 
 
 def summary_line(r: dict) -> str:
     """One human-readable line for the result row."""
-    mfu = f"MFU {100 * r['mfu']:.1f}% of {r['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s" if r["mfu"] is not None else "MFU n/a"
+    mfu = (
+        f"MFU {100 * r['mfu']:.1f}% of {r['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s"
+        if r["mfu"] is not None
+        else "MFU n/a"
+    )
     return (
         f"d_model={r['d_model']} n_layers={r['n_layers']} n_heads={r['n_heads']} seq_len={r['seq_len']} "
         f"vocab={r['vocab_size']} batch={r['batch_size']}: {r['tokens_per_s']:,.0f} tokens/s, "
         f"{r['step_time_s'] * 1e3:,.1f} ms/step (median of {r['steps']}), "
         f"{r['flops_per_token'] / 1e6:,.1f} MFLOP/token (chinchilla, attention included), {mfu} "
         f"({r['peak_source']}); {r['device']}, attention={r['attention_impl']}, {r['compute_dtype']}"
-    ) + (f"; {r['pack']} packed runs: {r['pack_tokens_per_s']:,.0f} tokens/s together, {r['pack_speedup']:.2f}x one run"
-         if "pack" in r else "")
+    ) + (
+        f"; {r['pack']} packed runs: {r['pack_tokens_per_s']:,.0f} tokens/s together, {r['pack_speedup']:.2f}x one run"
+        if "pack" in r
+        else ""
+    )
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sweeps", config_name="config")

@@ -143,16 +143,21 @@ def _is_damage(err: BaseException | None) -> bool:
 
 def _leaves(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     """'path/to/leaf' -> (shape, dtype): the same names for a model's tree and a checkpoint's metadata."""
-    return {jax.tree_util.keystr(path, simple=True, separator="/"): (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
-            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}  # fmt: skip
+    return {
+        jax.tree_util.keystr(path, simple=True, separator="/"): (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 def _differences(saved: dict, wanted: dict) -> list[str]:
     """Human-readable differences between two `_leaves` maps (a few of each kind)."""
     only_saved = sorted(saved.keys() - wanted.keys())
     only_wanted = sorted(wanted.keys() - saved.keys())
-    changed = [f"{k} {saved[k][0]} {saved[k][1]} saved, {wanted[k][0]} {wanted[k][1]} now"
-               for k in sorted(saved.keys() & wanted.keys()) if saved[k] != wanted[k]]  # fmt: skip
+    changed = [
+        f"{k} {saved[k][0]} {saved[k][1]} saved, {wanted[k][0]} {wanted[k][1]} now"
+        for k in sorted(saved.keys() & wanted.keys())
+        if saved[k] != wanted[k]
+    ]
     out = [f"saved only: {', '.join(only_saved[:4])}"] if only_saved else []
     out += [f"in the model only: {', '.join(only_wanted[:4])}"] if only_wanted else []
     return out + changed[:4]
@@ -175,8 +180,11 @@ def _check_structure(step_dir: Path, step: int, abstract: dict[str, Any]) -> Non
             raise DamagedCheckpoint(step, f"the metadata of {item} is missing or unreadable")
         differing = _differences(_leaves(saved), _leaves(target))
         if differing:
-            raise ConfigError(str(step_dir / item), f"the saved tree differs from the one this code builds ({'; '.join(differing)}); "
-                              "nothing was moved", "run the code version that wrote it, or start over with overwrite=true")  # fmt: skip
+            raise ConfigError(
+                str(step_dir / item),
+                f"the saved tree differs from the one this code builds ({'; '.join(differing)}); nothing was moved",
+                "run the code version that wrote it, or start over with overwrite=true",
+            )
 
 
 def _first_line(err: BaseException) -> str:
@@ -226,7 +234,9 @@ def restore_step(run_dir: str | Path, step: int | None, abstract: dict[str, Any]
     """One named step of a run, read-only (a WSD branch starts from its parent's checkpoint; analysis
     loads models): DamagedCheckpoint when its files are damaged, which are left where they are."""
     if step is None or step not in saved_steps(run_dir):
-        raise ConfigError("train.init_step", f"step {step} is not saved in {run_dir}", f"use one of {saved_steps(run_dir)}")
+        raise ConfigError(
+            "train.init_step", f"step {step} is not saved in {run_dir}", f"use one of {saved_steps(run_dir)}"
+        )
     mngr = manager(run_dir, CheckpointConfig(), read_only=True)
     try:
         return _restore_step(mngr, step, abstract)

@@ -34,8 +34,18 @@ CONFIG_SECTION, DERIVED_SECTION, DATA_SECTION = "config", "derived", "data"
 
 # grad_norm: the global gradient norm before clipping at the logged step; clipped_fraction: the share of
 # the steps since the previous log whose gradients were clipped.
-METRIC_COLUMNS = ["step", "tokens", "flops", "lr", "train_loss", "eval_loss", "grad_norm", "clipped_fraction",
-                  "tokens_per_s", "wall_s"]
+METRIC_COLUMNS = [
+    "step",
+    "tokens",
+    "flops",
+    "lr",
+    "train_loss",
+    "eval_loss",
+    "grad_norm",
+    "clipped_fraction",
+    "tokens_per_s",
+    "wall_s",
+]
 
 # summary.json: the run's status, and the names of the fields analysis reads.
 COMPLETED, DIVERGED, FAILED, PREEMPTED = "completed", "diverged", "failed", "preempted"

@@ -67,8 +67,11 @@ class DivergenceMonitor:
     def finish(self) -> Divergence | None:
         """At the end of training: a run that ends above its limit never recovered."""
         if self.verdict is None and self.excursion:
-            self.verdict = Divergence(self.excursion[0], f"the smoothed train loss ended above {RATIO:g} x its best "
-                                                         f"(or ln(vocab)), from step {self.excursion[0]} on")  # fmt: skip
+            self.verdict = Divergence(
+                self.excursion[0],
+                f"the smoothed train loss ended above {RATIO:g} x its best "
+                f"(or ln(vocab)), from step {self.excursion[0]} on",
+            )
         return self.verdict
 
 

@@ -56,8 +56,12 @@ class Family:
     requires: dict[str, str]
 
 
-LLAMA = Family("Llama", "LlamaForCausalLM", {"norm_position": "pre", "norm": "rmsnorm", "position": "rope", "mlp": "swiglu"})
-GPT2 = Family("GPT-2", "GPT2LMHeadModel", {"norm_position": "pre", "norm": "layernorm", "position": "learned", "mlp": "gelu"})
+LLAMA = Family(
+    "Llama", "LlamaForCausalLM", {"norm_position": "pre", "norm": "rmsnorm", "position": "rope", "mlp": "swiglu"}
+)
+GPT2 = Family(
+    "GPT-2", "GPT2LMHeadModel", {"norm_position": "pre", "norm": "layernorm", "position": "learned", "mlp": "gelu"}
+)
 FAMILIES = (LLAMA, GPT2)
 
 
@@ -70,18 +74,27 @@ def family_for(cfg: ModelConfig) -> Family:
     from the nearest family (the hook where a new parametrization must be folded or refused)."""
     parametrization = getattr(cfg, "parametrization", "sp")
     if parametrization != "sp":  # muP's logit multiplier and 1/d_head attention scale are not folded yet
-        raise ConfigError("model.parametrization", f"{parametrization} is not exported",
-                          "export supports the standard parametrization (sp) only")  # fmt: skip
+        raise ConfigError(
+            "model.parametrization",
+            f"{parametrization} is not exported",
+            "export supports the standard parametrization (sp) only",
+        )
     nearest = min(FAMILIES, key=lambda family: len(_differing(cfg, family)))
     fields = _differing(cfg, nearest)
     if fields:
         got = ", ".join(f"model.{name}={getattr(cfg, name)}" for name in fields)
         need = ", ".join(f"{name}={nearest.requires[name]}" for name in fields)
-        raise ConfigError(", ".join(f"model.{name}" for name in fields), f"{got} has no exact Hugging Face counterpart",
-                          f"the nearest, {nearest.name}, needs {need}; export covers Llama and GPT-2 shapes only")  # fmt: skip
+        raise ConfigError(
+            ", ".join(f"model.{name}" for name in fields),
+            f"{got} has no exact Hugging Face counterpart",
+            f"the nearest, {nearest.name}, needs {need}; export covers Llama and GPT-2 shapes only",
+        )
     if cfg.use_bias and not cfg.tie_embeddings:
-        raise ConfigError("model.use_bias, model.tie_embeddings", "an untied output head with a bias has no counterpart",
-                          f"{nearest.name}'s lm_head has no bias; export runs with tie_embeddings=true or use_bias=false")  # fmt: skip
+        raise ConfigError(
+            "model.use_bias, model.tie_embeddings",
+            "an untied output head with a bias has no counterpart",
+            f"{nearest.name}'s lm_head has no bias; export runs with tie_embeddings=true or use_bias=false",
+        )
     return nearest
 
 
@@ -96,7 +109,10 @@ def _bias_or_zeros(layer: dict, width: int) -> np.ndarray:
 
 def llama_weights(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
     d = cfg.d_model
-    out = {"model.embed_tokens.weight": _np(params["embed"]["embedding"]), "model.norm.weight": _np(params["final_norm"]["scale"])}
+    out = {
+        "model.embed_tokens.weight": _np(params["embed"]["embedding"]),
+        "model.norm.weight": _np(params["final_norm"]["scale"]),
+    }
     for i, block in sorted(params["blocks"].items()):
         p = f"model.layers.{i}."
         qkv, attn_out, mlp = block["attn"]["qkv"], block["attn"]["out"], block["mlp"]
@@ -104,7 +120,12 @@ def llama_weights(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
             out[f"{p}self_attn.{name}.weight"] = _np(qkv["kernel"][:, j * d : (j + 1) * d].T)
             if cfg.use_bias:
                 out[f"{p}self_attn.{name}.bias"] = _np(qkv["bias"][j * d : (j + 1) * d])
-        linears = {"self_attn.o_proj": attn_out, "mlp.gate_proj": mlp["gate"], "mlp.up_proj": mlp["up"], "mlp.down_proj": mlp["down"]}
+        linears = {
+            "self_attn.o_proj": attn_out,
+            "mlp.gate_proj": mlp["gate"],
+            "mlp.up_proj": mlp["up"],
+            "mlp.down_proj": mlp["down"],
+        }
         for name, layer in linears.items():
             out[f"{p}{name}.weight"] = _np(layer["kernel"]).T.copy()
             if cfg.use_bias:
@@ -118,13 +139,20 @@ def llama_weights(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
 
 def gpt2_weights(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
     d, f = cfg.d_model, ffn_dim(cfg)
-    out = {"transformer.wte.weight": _np(params["embed"]["embedding"]), "transformer.wpe.weight": _np(params["pos_embed"]["embedding"]),
-           "transformer.ln_f.weight": _np(params["final_norm"]["scale"]),
-           "transformer.ln_f.bias": _bias_or_zeros(params["final_norm"], d)}  # fmt: skip
+    out = {
+        "transformer.wte.weight": _np(params["embed"]["embedding"]),
+        "transformer.wpe.weight": _np(params["pos_embed"]["embedding"]),
+        "transformer.ln_f.weight": _np(params["final_norm"]["scale"]),
+        "transformer.ln_f.bias": _bias_or_zeros(params["final_norm"], d),
+    }
     for i, block in sorted(params["blocks"].items()):
         p = f"transformer.h.{i}."
-        layers = {"attn.c_attn": (block["attn"]["qkv"], 3 * d), "attn.c_proj": (block["attn"]["out"], d),
-                  "mlp.c_fc": (block["mlp"]["up"], f), "mlp.c_proj": (block["mlp"]["down"], d)}  # fmt: skip
+        layers = {
+            "attn.c_attn": (block["attn"]["qkv"], 3 * d),
+            "attn.c_proj": (block["attn"]["out"], d),
+            "mlp.c_fc": (block["mlp"]["up"], f),
+            "mlp.c_proj": (block["mlp"]["down"], d),
+        }
         for name, (layer, width) in layers.items():
             out[f"{p}{name}.weight"] = _np(layer["kernel"])  # Conv1D: (in, out), as ours
             out[f"{p}{name}.bias"] = _bias_or_zeros(layer, width)
@@ -137,20 +165,51 @@ def gpt2_weights(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
 
 
 def hf_config(family: Family, cfg: ModelConfig, vocab_size: int, eot_id: int) -> dict:
-    common = {"architectures": [family.architecture], "vocab_size": vocab_size, "tie_word_embeddings": cfg.tie_embeddings,
-              "bos_token_id": eot_id, "eos_token_id": eot_id, "initializer_range": cfg.init_std, "use_cache": True,
-              "torch_dtype": "float32"}  # fmt: skip
+    common = {
+        "architectures": [family.architecture],
+        "vocab_size": vocab_size,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "bos_token_id": eot_id,
+        "eos_token_id": eot_id,
+        "initializer_range": cfg.init_std,
+        "use_cache": True,
+        "torch_dtype": "float32",
+    }
     if family is LLAMA:
-        return {**common, "model_type": "llama", "hidden_size": cfg.d_model, "intermediate_size": ffn_dim(cfg),
-                "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_heads,
-                "head_dim": cfg.d_model // cfg.n_heads, "hidden_act": "silu", "max_position_embeddings": cfg.seq_len,
-                "rms_norm_eps": RMSNORM_EPS, "rope_theta": cfg.rope_theta,
-                "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-                "attention_bias": cfg.use_bias, "mlp_bias": cfg.use_bias, "attention_dropout": 0.0}  # fmt: skip
-    return {**common, "model_type": "gpt2", "n_embd": cfg.d_model, "n_layer": cfg.n_layers, "n_head": cfg.n_heads,
-            "n_positions": cfg.seq_len, "n_ctx": cfg.seq_len, "n_inner": ffn_dim(cfg), "activation_function": "gelu_new",
-            "layer_norm_epsilon": LAYERNORM_EPS, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-            "scale_attn_weights": True}  # fmt: skip
+        return {
+            **common,
+            "model_type": "llama",
+            "hidden_size": cfg.d_model,
+            "intermediate_size": ffn_dim(cfg),
+            "num_hidden_layers": cfg.n_layers,
+            "num_attention_heads": cfg.n_heads,
+            "num_key_value_heads": cfg.n_heads,
+            "head_dim": cfg.d_model // cfg.n_heads,
+            "hidden_act": "silu",
+            "max_position_embeddings": cfg.seq_len,
+            "rms_norm_eps": RMSNORM_EPS,
+            "rope_theta": cfg.rope_theta,
+            "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+            "attention_bias": cfg.use_bias,
+            "mlp_bias": cfg.use_bias,
+            "attention_dropout": 0.0,
+        }
+    return {
+        **common,
+        "model_type": "gpt2",
+        "n_embd": cfg.d_model,
+        "n_layer": cfg.n_layers,
+        "n_head": cfg.n_heads,
+        "n_positions": cfg.seq_len,
+        "n_ctx": cfg.seq_len,
+        "n_inner": ffn_dim(cfg),
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": LAYERNORM_EPS,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "scale_attn_weights": True,
+    }
 
 
 def tokenizer_files(run_dir: Path) -> tuple[Path, int]:
@@ -158,21 +217,36 @@ def tokenizer_files(run_dir: Path) -> tuple[Path, int]:
     stored = read_config(run_dir)
     meta = stored[contract.DATA_SECTION]
     if not meta.get(contract.TOKENIZER_HASH):
-        raise ConfigError("data.name", f"{meta.get('pipeline')}: the run was trained on token ids without a tokenizer",
-                          "export needs a run trained on data=pystdlib or data=text")  # fmt: skip
+        raise ConfigError(
+            "data.name",
+            f"{meta.get('pipeline')}: the run was trained on token ids without a tokenizer",
+            "export needs a run trained on data=pystdlib or data=text",
+        )
     known = set(DataConfig.__dataclass_fields__)
-    corpus = load_corpus(DataConfig(**{k: v for k, v in stored[contract.CONFIG_SECTION]["data"].items() if k in known}), progress=False)
+    corpus = load_corpus(
+        DataConfig(**{k: v for k, v in stored[contract.CONFIG_SECTION]["data"].items() if k in known}), progress=False
+    )
     if corpus.meta.get(contract.TOKENIZER_HASH) != meta[contract.TOKENIZER_HASH]:
-        raise ConfigError("data", "the corpus on this machine has another tokenizer than the run recorded",
-                          "export where the run was trained")  # fmt: skip
+        raise ConfigError(
+            "data",
+            "the corpus on this machine has another tokenizer than the run recorded",
+            "export where the run was trained",
+        )
     return Path(corpus.tokenizer_path), int(meta["eot_id"])
 
 
 def tokenizer_config(seq_len: int) -> dict:
     """A fast tokenizer over tokenizer.json: byte-level BPE, no prefix space, end-of-text as bos/eos/pad."""
-    return {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": EOT, "eos_token": EOT, "unk_token": EOT,
-            "pad_token": EOT, "model_max_length": seq_len, "add_prefix_space": False,
-            "clean_up_tokenization_spaces": False}  # fmt: skip
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": EOT,
+        "eos_token": EOT,
+        "unk_token": EOT,
+        "pad_token": EOT,
+        "model_max_length": seq_len,
+        "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False,
+    }
 
 
 def export(run_dir: Path, step: int | None, out_dir: Path) -> Path:
@@ -194,7 +268,9 @@ def export(run_dir: Path, step: int | None, out_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        (tmp / CONFIG_FILE).write_text(json.dumps(hf_config(family, model.cfg, model.vocab_size, eot_id), indent=2) + "\n")
+        (tmp / CONFIG_FILE).write_text(
+            json.dumps(hf_config(family, model.cfg, model.vocab_size, eot_id), indent=2) + "\n"
+        )
         shutil.copyfile(tokenizer_path, tmp / TOKENIZER_FILE)
         (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(model.cfg.seq_len), indent=2) + "\n")
         specials = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT, "pad_token": EOT}

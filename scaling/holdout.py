@@ -52,8 +52,9 @@ def fitted_optimum(fit: dict) -> tuple[float, str] | None:
     return None
 
 
-def holdout_point(fit: dict, budget: float, rungs: list[Rung],
-                  tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM) -> HoldoutPlan | None:
+def holdout_point(
+    fit: dict, budget: float, rungs: list[Rung], tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM
+) -> HoldoutPlan | None:
     """The grid point at `budget` whose ladder rung is nearest the fitted optimum (a pure function of
     the fit); None when nothing that predicts N_opt was fitted."""
     found = fitted_optimum(fit)
@@ -66,8 +67,18 @@ def holdout_point(fit: dict, budget: float, rungs: list[Rung],
 
 def fit_sweep(sweep_folder: Path, budget: float) -> dict:
     """`python -m analysis.fit` on the grid, extrapolated to `budget`, as a dict ({} if it fails)."""
-    command = [sys.executable, "-m", "analysis.fit", str(sweep_folder), "--format", "json", "--budgets", f"{budget:g}",
-               "--n-boot", str(FIT_BOOTSTRAP)]
+    command = [
+        sys.executable,
+        "-m",
+        "analysis.fit",
+        str(sweep_folder),
+        "--format",
+        "json",
+        "--budgets",
+        f"{budget:g}",
+        "--n-boot",
+        str(FIT_BOOTSTRAP),
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]

@@ -45,8 +45,14 @@ def offsets(points: int) -> list[int]:
     return list(range(-(points // 2), points - points // 2))
 
 
-def grid_ladder(model: ModelConfig, vocab_size: int, spacing: float, budgets: list[float], points: list[int],
-                tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM) -> list[Rung]:
+def grid_ladder(
+    model: ModelConfig,
+    vocab_size: int,
+    spacing: float,
+    budgets: list[float],
+    points: list[int],
+    tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM,
+) -> list[Rung]:
     """The ladder, far enough up for every point of the grid and for each budget's centre rung (rungs do
     not depend on how far it reaches, but a ladder that stopped below the centre would misplace it)."""
     top = max(expected_optimum(c, tokens_per_param) for c in budgets) * spacing ** (max(*points, 0) + 1)
@@ -70,8 +76,17 @@ def grid_point(
     k = nearest_rung(rungs, expected_optimum(budget, tokens_per_param)).index + point
     if k < 0:
         smallest = rungs[0].shape.params
-        return GridPoint(budget, point, -1, rungs[0].target * spacing**k, 0, 0, (0, 0, 0), 0,
-                         f"{-k} rungs below the smallest model ({smallest:,} parameters at this vocabulary)")
+        return GridPoint(
+            budget,
+            point,
+            -1,
+            rungs[0].target * spacing**k,
+            0,
+            0,
+            (0, 0, 0),
+            0,
+            f"{-k} rungs below the smallest model ({smallest:,} parameters at this vocabulary)",
+        )
     if k >= len(rungs):  # rungs never depend on how far the ladder reaches, so it can be extended
         rungs = ladder(model, vocab_size, spacing, rungs[-1].target * spacing ** (k - len(rungs) + 1))
     rung = rungs[k]
@@ -88,30 +103,58 @@ def grid_point(
     return GridPoint(budget, point, k, rung.target, counts.total, counts.nonembedding, shape, tokens, dropped)
 
 
-def isoflop_grid(budgets: list[float], points: list[int], model: ModelConfig, vocab_size: int, tokens_per_step: int,
-                 spacing: float = 2.0, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM, **kwargs) -> list[GridPoint]:
+def isoflop_grid(
+    budgets: list[float],
+    points: list[int],
+    model: ModelConfig,
+    vocab_size: int,
+    tokens_per_step: int,
+    spacing: float = 2.0,
+    tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM,
+    **kwargs,
+) -> list[GridPoint]:
     rungs = grid_ladder(model, vocab_size, spacing, budgets, points, tokens_per_param)
-    return [grid_point(c, k, model, vocab_size, tokens_per_step, spacing=spacing, tokens_per_param=tokens_per_param,
-                       rungs=rungs, **kwargs) for c in budgets for k in points]  # fmt: skip
+    return [
+        grid_point(
+            c,
+            k,
+            model,
+            vocab_size,
+            tokens_per_step,
+            spacing=spacing,
+            tokens_per_param=tokens_per_param,
+            rungs=rungs,
+            **kwargs,
+        )
+        for c in budgets
+        for k in points
+    ]
 
 
 def format_grid(grid: list[GridPoint]) -> str:
     """A table a person reads before committing compute: the rungs used, then every point."""
     used = sorted({(g.rung, g.n_target, g.n_params, g.n_nonembedding, g.shape) for g in grid if g.rung >= 0})
-    lines = [f"ladder rungs ({len(used)} shapes; N total / non-embedding):",
-             f"{'rung':>5} {'target':>12} {'N total':>12} {'N non-emb':>12} {'d x L x H':>12}"]
+    lines = [
+        f"ladder rungs ({len(used)} shapes; N total / non-embedding):",
+        f"{'rung':>5} {'target':>12} {'N total':>12} {'N non-emb':>12} {'d x L x H':>12}",
+    ]
     for k, target, n, n_ne, shape in used:
         lines.append(f"{k:>5} {target:>12,.0f} {n:>12,} {n_ne:>12,} {'x'.join(map(str, shape)):>12}")
     ratios = [b[2] / a[2] for a, b in zip(used, used[1:]) if b[0] == a[0] + 1]
     if ratios:
         lines.append(f"neighbouring rungs differ by {min(ratios):.2f}x to {max(ratios):.2f}x in N")
-    lines += ["", f"{'C (FLOPs)':>10} {'j':>3} {'rung':>5} {'N':>12} {'d x L x H':>12} {'D (tokens)':>13} {'D/N':>7}  note"]
+    lines += [
+        "",
+        f"{'C (FLOPs)':>10} {'j':>3} {'rung':>5} {'N':>12} {'d x L x H':>12} {'D (tokens)':>13} {'D/N':>7}  note",
+    ]
     for g in grid:
         shape = "x".join(str(v) for v in g.shape)
         ratio = g.tokens / g.n_params if g.n_params else 0.0
         note = f"dropped: {g.dropped}" if g.dropped else ""
-        lines.append(f"{g.budget:>10.3g} {g.point:>3d} {g.rung:>5d} {g.n_params:>12,} {shape:>12} {g.tokens:>13,} "
-                     f"{ratio:>7.1f}  {note}")
+        lines.append(
+            f"{g.budget:>10.3g} {g.point:>3d} {g.rung:>5d} {g.n_params:>12,} {shape:>12} {g.tokens:>13,} "
+            f"{ratio:>7.1f}  {note}"
+        )
     kept = sum(g.dropped is None for g in grid)
     lines.append(f"{kept} of {len(grid)} points will train")
     return "\n".join(lines)
@@ -142,8 +185,15 @@ def sweep_grid(config) -> list[GridPoint]:
     budgets = [float(c) for c in sweep_values(config, "train.flops")]
     points = [int(k) for k in sweep_values(config, "sweep.point")]
     tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
-    return isoflop_grid(budgets, points, cfg.model, cfg.data.vocab_size, tokens_per_step,
-                        spacing=cfg.sweep.spacing, tokens_per_param=cfg.sweep.tokens_per_param)
+    return isoflop_grid(
+        budgets,
+        points,
+        cfg.model,
+        cfg.data.vocab_size,
+        tokens_per_step,
+        spacing=cfg.sweep.spacing,
+        tokens_per_param=cfg.sweep.tokens_per_param,
+    )
 
 
 def describe_sweep_grid(config) -> str:

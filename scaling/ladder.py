@@ -116,8 +116,11 @@ def shape_for_params(cfg: ModelConfig, vocab_size: int, target: float) -> ModelC
         below = max(members(cfg, vocab_size, target / 4, target), default=None)
         above = min(members(cfg, vocab_size, target, target * 4), default=smallest(cfg, vocab_size))
         nearest = " and ".join(s.describe() for s in (below, above) if s is not None)
-        raise ConfigError("model.n_params", f"no shape of the family is within 10% of {target:,.0f} parameters",
-                          f"the nearest reachable sizes are {nearest}")
+        raise ConfigError(
+            "model.n_params",
+            f"no shape of the family is within 10% of {target:,.0f} parameters",
+            f"the nearest reachable sizes are {nearest}",
+        )
     best = min(near, key=lambda s: (depth_cost(s, cfg), s.params))
     return shaped(cfg, best.d_model, best.n_layers)
 
@@ -142,13 +145,16 @@ def ladder(cfg: ModelConfig, vocab_size: int, spacing: float, top: float) -> lis
     n0 = smallest(cfg, vocab_size).params
     count = max(1, math.ceil(math.log(max(top, n0) / n0) / math.log(spacing) + 1e-9) + 1)
     targets = [n0 * spacing**k for k in range(count + LOOKAHEAD)]
-    options = [_Options(_cheapest(members(cfg, vocab_size, t / OPTION_BAND, t * OPTION_BAND), t, cfg), t, cfg)
-               for t in targets]
+    options = [
+        _Options(_cheapest(members(cfg, vocab_size, t / OPTION_BAND, t * OPTION_BAND), t, cfg), t, cfg) for t in targets
+    ]
     follows = [_follows(a, b) for a, b in zip(options, options[1:])]
     rungs: list[Rung] = []
     chosen = None
     for k in range(count):
-        start = options[k].cost if chosen is None else np.where(_follows_one(options[k], chosen), options[k].cost, np.inf)
+        start = (
+            options[k].cost if chosen is None else np.where(_follows_one(options[k], chosen), options[k].cost, np.inf)
+        )
         chosen = _first_step(start, follows[k : k + LOOKAHEAD], options[k + 1 : k + LOOKAHEAD + 1])
         rungs.append(Rung(k, targets[k], options[k].shapes[chosen]))
         chosen = options[k].shapes[chosen]
@@ -179,12 +185,19 @@ def _cheapest(shapes: list[Shape], target: float, cfg: ModelConfig) -> list[Shap
 
 def _follows(a: _Options, b: _Options) -> np.ndarray:
     """(len(a), len(b)) booleans: may option j of the next rung follow option i of this one?"""
-    return ((a.params[:, None] < b.params[None, :]) & (a.d_model[:, None] <= b.d_model[None, :])
-            & (a.n_layers[:, None] <= b.n_layers[None, :]))  # fmt: skip
+    return (
+        (a.params[:, None] < b.params[None, :])
+        & (a.d_model[:, None] <= b.d_model[None, :])
+        & (a.n_layers[:, None] <= b.n_layers[None, :])
+    )
 
 
 def _follows_one(options: _Options, previous: Shape) -> np.ndarray:
-    return (previous.params < options.params) & (previous.d_model <= options.d_model) & (previous.n_layers <= options.n_layers)
+    return (
+        (previous.params < options.params)
+        & (previous.d_model <= options.d_model)
+        & (previous.n_layers <= options.n_layers)
+    )
 
 
 def _first_step(start: np.ndarray, follows: list[np.ndarray], later: list[_Options]) -> int:

@@ -40,8 +40,15 @@ class PackingLauncher(Launcher):
         returns = []
         for i, config in enumerate(configs):
             task = self.task_function if i not in trained else (lambda _cfg, result=trained[i]: result)
-            returns.append(run_job(hydra_context=self.hydra_context, task_function=task, config=config,
-                                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+            returns.append(
+                run_job(
+                    hydra_context=self.hydra_context,
+                    task_function=task,
+                    config=config,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
+            )
         return returns
 
     def _job_config(self, overrides: Sequence[str], index: int) -> DictConfig:

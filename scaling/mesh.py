@@ -46,7 +46,11 @@ def make_mesh(cfg: MeshConfig) -> Mesh:
     fsdp = cfg.fsdp
     data = n // fsdp if cfg.data == -1 else cfg.data
     if fsdp < 1 or data < 1 or data * fsdp != n:
-        raise ConfigError("mesh.data", f"mesh.data={cfg.data} x mesh.fsdp={cfg.fsdp} does not use the {n} devices", "make data * fsdp equal the device count (data=-1 fills it)")
+        raise ConfigError(
+            "mesh.data",
+            f"mesh.data={cfg.data} x mesh.fsdp={cfg.fsdp} does not use the {n} devices",
+            "make data * fsdp equal the device count (data=-1 fills it)",
+        )
     return Mesh(np.asarray(jax.devices()).reshape(data, fsdp), BATCH_AXES)
 
 

@@ -31,7 +31,9 @@ def scale_by_tree(factors: Any) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def optimizer_factory(cfg: TrainConfig, lr_multipliers: Any = None) -> Callable[[jax.Array], optax.GradientTransformation]:
+def optimizer_factory(
+    cfg: TrainConfig, lr_multipliers: Any = None
+) -> Callable[[jax.Array], optax.GradientTransformation]:
     """schedule values -> AdamW with global-norm clipping; Pythia defaults (0.9, 0.95), wd 0.1, clip 1.0.
 
     The train step calls it inside jit with its schedule argument (see `schedule_values`).
@@ -40,8 +42,14 @@ def optimizer_factory(cfg: TrainConfig, lr_multipliers: Any = None) -> Callable[
     chain exactly as it was."""
 
     def build(values) -> optax.GradientTransformation:
-        adamw = optax.adamw(lambda step: schedule_lr(cfg.schedule, values, step), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                            weight_decay=cfg.weight_decay, mask=_decay_mask)
+        adamw = optax.adamw(
+            lambda step: schedule_lr(cfg.schedule, values, step),
+            b1=cfg.b1,
+            b2=cfg.b2,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            mask=_decay_mask,
+        )
         per_parameter = () if lr_multipliers is None else (scale_by_tree(lr_multipliers),)
         return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw, *per_parameter)
 

@@ -55,8 +55,20 @@ def auto_pack(requested: int) -> int:
 def pack_key(cfg: RunConfig, plan: Plan) -> tuple:
     """Runs with equal keys compile to one program and can train in one pack."""
     t = cfg.train
-    return (repr(plan.model), plan.vocab_size, t.batch_size, plan.grad_accum, t.schedule, t.b1, t.b2, t.eps,
-            t.weight_decay, t.grad_clip, repr(cfg.data), repr(cfg.mesh))
+    return (
+        repr(plan.model),
+        plan.vocab_size,
+        t.batch_size,
+        plan.grad_accum,
+        t.schedule,
+        t.b1,
+        t.b2,
+        t.eps,
+        t.weight_decay,
+        t.grad_clip,
+        repr(cfg.data),
+        repr(cfg.mesh),
+    )
 
 
 def _stack(trees: list[Any]) -> Any:
@@ -75,8 +87,10 @@ class PackedTrainer:
         first = books[0]
         cfg, plan = first.cfg, first.plan
         graphdef, _ = nnx.split(build_model(plan.model, plan.vocab_size, 0), nnx.Param)
-        params = [nnx.to_pure_dict(nnx.split(build_model(plan.model, plan.vocab_size, b.cfg.train.seed), nnx.Param)[1])
-                  for b in books]
+        params = [
+            nnx.to_pure_dict(nnx.split(build_model(plan.model, plan.vocab_size, b.cfg.train.seed), nnx.Param)[1])
+            for b in books
+        ]
         multipliers = optimizer_multipliers(params[0], plan.model)
         tx = make_optimizer(cfg.train, plan.steps, multipliers)
         self.params, self.opt_state = _stack(params), _stack([tx.init(p) for p in params])
@@ -86,8 +100,9 @@ class PackedTrainer:
         self.eval_chunks = jnp.asarray(chunks)
         micro = plan.grad_accum if chunks.shape[1] % plan.grad_accum == 0 else 1
         mesh = make_mesh(cfg.mesh)
-        self.evaluate, _ = programs.compiled(programs.key("eval", cfg, plan, mesh, micro, chunks.shape),
-                                             lambda: make_eval(graphdef, micro))
+        self.evaluate, _ = programs.compiled(
+            programs.key("eval", cfg, plan, mesh, micro, chunks.shape), lambda: make_eval(graphdef, micro)
+        )
 
     def resume(self) -> None:
         """Each run from its own newest checkpoint; a pack needs them all at one step."""
@@ -115,7 +130,9 @@ class PackedTrainer:
         active = list(range(len(self.books)))  # book indices still in the pack, in stack order
         for i in active:
             self.books[i].start(swept[i])
-            if self.books[i].step == 0 and checkpoint.should_save(self.books[i].cfg.checkpoint, 0, self.books[i].plan.steps):
+            if self.books[i].step == 0 and checkpoint.should_save(
+                self.books[i].cfg.checkpoint, 0, self.books[i].plan.steps
+            ):
                 self._save(i, i, 0, 0.0)
         last_log = {i: (self.books[i].step, t0) for i in active}
         # Steps clipped since each run's last log, counted on the device (no host sync per step).
@@ -146,8 +163,9 @@ class PackedTrainer:
         self.preemption = preemption
         return [summaries[i] for i in range(len(self.books))]
 
-    def _after_step(self, slot: int, i: int, done: int, metrics: dict, last_log: dict, wall_s: float,
-                    preempted: bool) -> str | None:
+    def _after_step(
+        self, slot: int, i: int, done: int, metrics: dict, last_log: dict, wall_s: float, preempted: bool
+    ) -> str | None:
         """Log, evaluate and checkpoint run i after step `done`; its final status if it leaves the pack."""
         book = self.books[i]
         cfg, plan = book.cfg, book.plan

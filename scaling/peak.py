@@ -95,7 +95,9 @@ def cpu_peak_flops(cache_dir: Path) -> tuple[float, str]:
     path.write_text(json.dumps(cached, indent=1))
     best = max((key for key in cached if key.startswith(machine + "|")), key=cached.get)
     library = best.rsplit("|", 1)[1]
-    return cached[best], f"best fp32 {PEAK_MATMUL_SIZE}^3 matmul of any library on this machine ({library}), kept in {path}"
+    return cached[
+        best
+    ], f"best fp32 {PEAK_MATMUL_SIZE}^3 matmul of any library on this machine ({library}), kept in {path}"
 
 
 def peak_flops(device: jax.Device, cache_dir: Path) -> tuple[float | None, str]:

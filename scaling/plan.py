@@ -80,7 +80,11 @@ def micro_batches(requested: int | None, batch_size: int, model: ModelConfig, n_
     if backend != "cpu" or model.d_model < CPU_MICRO_BATCH_MIN_WIDTH or batch_size % n_devices:
         return 1
     per_device = batch_size // n_devices
-    fits = [a for a in range(1, per_device + 1) if per_device % a == 0 and per_device // a * model.seq_len >= CPU_MICRO_BATCH_TOKENS]
+    fits = [
+        a
+        for a in range(1, per_device + 1)
+        if per_device % a == 0 and per_device // a * model.seq_len >= CPU_MICRO_BATCH_TOKENS
+    ]
     return max(fits, default=1)
 
 
@@ -90,9 +94,15 @@ def isoflop_point(cfg: RunConfig, vocab_size: int, max_tokens: int | None = None
         raise ConfigError("sweep.point", "an IsoFLOP point needs a compute budget", "set train.flops")
     tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
     return grid_point(
-        cfg.train.flops, cfg.sweep.point, cfg.model, vocab_size, tokens_per_step,
-        spacing=cfg.sweep.spacing, tokens_per_param=cfg.sweep.tokens_per_param, max_tokens=max_tokens,
-    )  # fmt: skip
+        cfg.train.flops,
+        cfg.sweep.point,
+        cfg.model,
+        vocab_size,
+        tokens_per_step,
+        spacing=cfg.sweep.spacing,
+        tokens_per_param=cfg.sweep.tokens_per_param,
+        max_tokens=max_tokens,
+    )
 
 
 def isoflop_model(cfg: RunConfig, vocab_size: int) -> ModelConfig:

@@ -93,15 +93,19 @@ def estimate_seconds(runs: list[PlannedRun], time_step) -> float | None:
 
 def duration(seconds: float) -> str:
     seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 def start(folder: Path, launch: str | None, runs: list[PlannedRun], estimate: float | None) -> str:
     """Store the plan for the jobs, and the line that announces it."""
     total = sum(r.flops for r in runs)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / PROGRESS_FILE, {"launch": launch or "", "start": time.time(), "estimate_s": estimate,
-                                        "runs": {r.name: r.flops for r in runs}})
+    write_json(
+        folder / PROGRESS_FILE,
+        {"launch": launch or "", "start": time.time(), "estimate_s": estimate, "runs": {r.name: r.flops for r in runs}},
+    )
     when = f", about {duration(estimate)} of training by a short measured step" if estimate else ""
     return f"plan: {len(runs)} runs to train, {total:.3g} FLOPs (6ND){when}"
 
@@ -116,7 +120,9 @@ def line(folder: Path, launch: str | None) -> str | None:
     planned = stored["runs"]
     if stored["launch"] != (launch or "") or not planned:  # another launch's plan, or nothing left to train
         return None
-    outcomes = {e["run_name"]: e["outcome"] for e in entries if e["launch"] == stored["launch"] and e["run_name"] in planned}
+    outcomes = {
+        e["run_name"]: e["outcome"] for e in entries if e["launch"] == stored["launch"] and e["run_name"] in planned
+    }
     total, done = sum(planned.values()), sum(planned[name] for name in outcomes)
     trained = sum(planned[name] for name, outcome in outcomes.items() if outcome != "skipped")
     failed = sum(outcome == contract.FAILED for outcome in outcomes.values())
@@ -125,8 +131,10 @@ def line(folder: Path, launch: str | None) -> str | None:
         left = elapsed / trained * (total - done)
     else:
         left = stored["estimate_s"] or 0.0
-    return (f"progress: {len(outcomes)}/{len(planned)} runs, {done:.3g} of {total:.3g} FLOPs ({done / total:.0%}), "
-            f"{failed} failed, elapsed {duration(elapsed)}, about {duration(left)} left")
+    return (
+        f"progress: {len(outcomes)}/{len(planned)} runs, {done:.3g} of {total:.3g} FLOPs ({done / total:.0%}), "
+        f"{failed} failed, elapsed {duration(elapsed)}, about {duration(left)} left"
+    )
 
 
 def announce(folder: Path, launch: str | None, plan_runs, time_step) -> None:

@@ -43,8 +43,11 @@ def check_stored(cfg: RunConfig, run_dir: Path, resolved: dict) -> dict | None:
         return None
     differing = rundir.config_differences(stored, resolved)
     if differing:
-        raise ConfigError(", ".join(differing[:6]), f"differs from the configuration stored in {run_dir}",
-                          "use the stored values, another run_dir, or overwrite=true")  # fmt: skip
+        raise ConfigError(
+            ", ".join(differing[:6]),
+            f"differs from the configuration stored in {run_dir}",
+            "use the stored values, another run_dir, or overwrite=true",
+        )
     summary = rundir.read_summary(run_dir)
     if summary and summary.get("status") in contract.FINISHED:
         return summary

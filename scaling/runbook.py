@@ -61,8 +61,11 @@ class RunBook:
             try:
                 restored = checkpoint.restore_step(source, self.cfg.train.init_step, abstract)
             except checkpoint.DamagedCheckpoint as err:
-                raise ConfigError("train.init_from", f"{err} in {source}",
-                                  "relaunch that run (it saves the step anew) or start from another step") from err
+                raise ConfigError(
+                    "train.init_from",
+                    f"{err} in {source}",
+                    "relaunch that run (it saves the step anew) or start from another step",
+                ) from err
         if restored is None:
             return None
         self.step, self.wall_before = restored["record"]["step"], restored["record"].get("wall_s", 0.0)
@@ -77,26 +80,51 @@ class RunBook:
         """Open the trackers (after a resume, so that they continue the curves from the resumed step)."""
         if is_writer() and (self.cfg.tracker.tensorboard or self.cfg.tracker.wandb):
             config = {**_flat(dataclasses.asdict(self.cfg)), **(swept or {})}
-            self.tracker = Tracker(self.cfg.tracker, self.run_dir, self.step, self.plan.tokens_per_step,
-                                   self.plan.flops_per_token["6n"], config, self.cfg.sweep.name, self.run_dir.name)
+            self.tracker = Tracker(
+                self.cfg.tracker,
+                self.run_dir,
+                self.step,
+                self.plan.tokens_per_step,
+                self.plan.flops_per_token["6n"],
+                config,
+                self.cfg.sweep.name,
+                self.run_dir.name,
+            )
 
     def row(self, step: int, **values) -> dict:
         tokens = step * self.plan.tokens_per_step
-        with jax.default_device(jax.local_devices(backend="cpu")[0]):  # on an accelerator it would queue behind the step in flight
+        with jax.default_device(
+            jax.local_devices(backend="cpu")[0]
+        ):  # on an accelerator it would queue behind the step in flight
             lr = float(learning_rate(self.cfg.train, self.plan.steps, step))
         base = {"step": step, "tokens": tokens, "flops": tokens * self.plan.flops_per_token["6n"], "lr": lr}
         blank = {name: math.nan for name in contract.METRIC_COLUMNS if name not in base}
         return {**base, **blank, **values}
 
-    def log_train(self, step: int, loss: float, grad_norm: float, clipped: float, tokens_per_s: float,
-                  wall_s: float) -> bool:
+    def log_train(
+        self, step: int, loss: float, grad_norm: float, clipped: float, tokens_per_s: float, wall_s: float
+    ) -> bool:
         """Record a logged step; False once the run has diverged (scaling/divergence.py)."""
-        row = self.row(step, train_loss=loss, grad_norm=grad_norm, clipped_fraction=clipped,
-                       tokens_per_s=tokens_per_s, wall_s=wall_s)
+        row = self.row(
+            step,
+            train_loss=loss,
+            grad_norm=grad_norm,
+            clipped_fraction=clipped,
+            tokens_per_s=tokens_per_s,
+            wall_s=wall_s,
+        )
         self.rows.append(row)
         if self.tracker is not None:
-            self.tracker.log(step, {"train/loss": loss, "train/lr": row["lr"], "train/grad_norm": grad_norm,
-                                    "train/clipped_fraction": clipped, "train/tokens_per_s": tokens_per_s})
+            self.tracker.log(
+                step,
+                {
+                    "train/loss": loss,
+                    "train/lr": row["lr"],
+                    "train/grad_norm": grad_norm,
+                    "train/clipped_fraction": clipped,
+                    "train/tokens_per_s": tokens_per_s,
+                },
+            )
         return self.monitor.add(step, loss) is None
 
     def save(self, step: int, params: Any, opt_state: Any, eval_loss: float, wall_s: float) -> None:

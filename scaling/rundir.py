@@ -1,11 +1,11 @@
 """Reading and writing a run directory's files (named in scaling/contract.py), atomically.
 
-    run_dir/
-      config.yaml       the resolved RunConfig plus derived numbers (a relaunch must match it)
-      metrics.parquet   one row per logged step: step, tokens, flops, lr, train_loss, eval_loss, ...
-      summary.json      status and everything a scaling fit needs about the run
-      checkpoints/      Orbax checkpoints (scaling/checkpoint.py)
-      training.lock     held (flock) by the one process training the run
+run_dir/
+  config.yaml       the resolved RunConfig plus derived numbers (a relaunch must match it)
+  metrics.parquet   one row per logged step: step, tokens, flops, lr, train_loss, eval_loss, ...
+  summary.json      status and everything a scaling fit needs about the run
+  checkpoints/      Orbax checkpoints (scaling/checkpoint.py)
+  training.lock     held (flock) by the one process training the run
 """
 
 from __future__ import annotations
@@ -36,9 +36,17 @@ from scaling.files import (
 # Fields that may change between launches without changing what is trained: a whole section
 # ("bench") or one dotted field ("sweep.launch").
 VOLATILE_FIELDS = {
-    "progress", "overwrite", "debug", "run_dir", "results_root", "compilation_cache", "bench", "tracker",
-    "sweep.vary", "sweep.launch",
-}  # fmt: skip
+    "progress",
+    "overwrite",
+    "debug",
+    "run_dir",
+    "results_root",
+    "compilation_cache",
+    "bench",
+    "tracker",
+    "sweep.vary",
+    "sweep.launch",
+}
 # Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
 # it (or with null) implies: a run started before data.order existed trained with the `permutation`
 # order. A launch that leaves such a field unset (null) keeps the stored run's value.
@@ -66,7 +74,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "holder unknown"
             raise RunBusy(str(run_dir), holder) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        os.pwrite(
+            fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0
+        )
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -78,8 +88,11 @@ def check_same_data(stored: dict, meta: dict, run_dir: Path, fix: str) -> None:
     before = stored.get(contract.DATA_SECTION) or {}
     for key in (contract.CORPUS_HASH, contract.TOKENIZER_HASH):
         if key in before and before[key] != meta.get(key):
-            raise ConfigError(f"data ({key})", f"{run_dir} trained on {key} {_short(before[key])} but the data opened "
-                                               f"now has {_short(meta.get(key))}", fix)  # fmt: skip
+            raise ConfigError(
+                f"data ({key})",
+                f"{run_dir} trained on {key} {_short(before[key])} but the data opened now has {_short(meta.get(key))}",
+                fix,
+            )
 
 
 def _short(digest: str | None) -> str:

@@ -81,8 +81,11 @@ def named_run(cfg: RunConfig, swept: dict[str, Any]) -> RunConfig:
     """`cfg` with its run directory set (RESULTS/NAME/runs/<run name>) and `sweep.vary` holding every
     naming key, so that config.yaml alone says which values are the run's swept ones."""
     if cfg.run_dir is not None:
-        raise ConfigError("run_dir", "a sweep names each run's folder itself (RESULTS/NAME/runs/<swept values>)",
-                          "leave run_dir unset and choose results_root=DIR")  # fmt: skip
+        raise ConfigError(
+            "run_dir",
+            "a sweep names each run's folder itself (RESULTS/NAME/runs/<swept values>)",
+            "leave run_dir unset and choose results_root=DIR",
+        )
     run_dir = str(sweep_dir(cfg) / contract.RUNS_SUBDIR / run_name(swept))
     return cfg_replace(dataclasses.replace(cfg, run_dir=run_dir), sweep={"vary": sorted(swept)})
 
@@ -107,11 +110,13 @@ def table_row(summary: dict, cfg: RunConfig, swept: dict[str, Any], folder: Path
     """Flat row: nested values (package versions) become JSON text so parquet keeps one schema."""
     row = {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in summary.items()}
     run_path = Path(cfg.run_dir)
-    row.update({
-        contract.RUN_NAME: run_path.name,
-        contract.RUN_DIR: str(run_path.relative_to(folder)),
-        contract.SWEEP: cfg.sweep.name,
-    })
+    row.update(
+        {
+            contract.RUN_NAME: run_path.name,
+            contract.RUN_DIR: str(run_path.relative_to(folder)),
+            contract.SWEEP: cfg.sweep.name,
+        }
+    )
     if cfg.train.flops is not None:
         row[contract.BUDGET] = float(cfg.train.flops)
     row[contract.HOLDOUT] = False
@@ -142,8 +147,11 @@ def _read_or_rebuild(folder: Path) -> pd.DataFrame:
         return pd.DataFrame(rebuilt_rows(folder))
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
         rows = rebuilt_rows(folder)
-        print(f"warning: {path} is unreadable ({str(err).splitlines()[0][:120]}); rebuilt it from the summary.json "
-              f"of {len(rows)} run directories", file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: {path} is unreadable ({str(err).splitlines()[0][:120]}); rebuilt it from the summary.json "
+            f"of {len(rows)} run directories",
+            file=sys.stderr,
+        )
         return pd.DataFrame(rows)
 
 
@@ -226,7 +234,12 @@ def wsd_ladder(cfg: RunConfig) -> list[tuple[RunConfig, dict[str, Any]]]:
     for end, start in zip(ends, starts):
         branch = cfg_replace(
             main,
-            train={"tokens": end * tokens_per_step, "decay_start": start, "init_from": main.run_dir, "init_step": start},
+            train={
+                "tokens": end * tokens_per_step,
+                "decay_start": start,
+                "init_from": main.run_dir,
+                "init_step": start,
+            },
             checkpoint={"steps": [start]},
         )
         branch = dataclasses.replace(branch, run_dir=f"{main.run_dir},branch={end / total:.3g}")
@@ -297,7 +310,9 @@ def train_here(cfg: RunConfig, swept: dict[str, Any], runtime: dict[str, Any]) -
         return train(cfg, runtime, swept)
     except DiskFull as err:
         print(err.line(), file=sys.stderr)
-        raise DiskFullStop(f"error: [{cfg.sweep.name}] {Path(cfg.run_dir).name}: stopped the sweep, the disk is full") from err
+        raise DiskFullStop(
+            f"error: [{cfg.sweep.name}] {Path(cfg.run_dir).name}: stopped the sweep, the disk is full"
+        ) from err
     except RunBusy as err:
         print(err.line(), file=sys.stderr)
         return {"status": "busy", "error": "another launch is training it and records its row"}
@@ -312,8 +327,9 @@ def train_here(cfg: RunConfig, swept: dict[str, Any], runtime: dict[str, Any]) -
         return summary
 
 
-def run_one(cfg: RunConfig, swept: dict[str, Any], extra: dict[str, Any], runtime: dict[str, Any],
-            trained: dict | None = None) -> dict:
+def run_one(
+    cfg: RunConfig, swept: dict[str, Any], extra: dict[str, Any], runtime: dict[str, Any], trained: dict | None = None
+) -> dict:
     """Skip if done, else train here (or take the summary of a pack that trained it); record the table
     row and print one line.
 
@@ -351,14 +367,22 @@ class SweepCallback(Callback):
     """Prints the plan before a sweep and a tally of this launch's outcomes after it."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        print(f"sweep {config.sweep.name}: results in {Path(config.results_root) / str(config.sweep.name)}", file=sys.stderr)
+        print(
+            f"sweep {config.sweep.name}: results in {Path(config.results_root) / str(config.sweep.name)}",
+            file=sys.stderr,
+        )
         keys = naming_keys(config.sweep.vary, (config.hydra.sweeper.get("params") or {}).keys())
         if "sweep.point" in keys:
             print(describe_sweep_grid(config), file=sys.stderr)
         cfg = to_dataclass(OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"]))
-        progress.announce(sweep_dir(cfg), cfg.sweep.launch, lambda: [run for run in progress.planned_runs(config, plan_job, plan_run)
-                                  if completed_summary(run.cfg) is None],
-                          lambda c, p: statistics.median(time_steps(c, p, progress.TIMED_STEPS, warmup=1)))
+        progress.announce(
+            sweep_dir(cfg),
+            cfg.sweep.launch,
+            lambda: [
+                run for run in progress.planned_runs(config, plan_job, plan_run) if completed_summary(run.cfg) is None
+            ],
+            lambda c, p: statistics.median(time_steps(c, p, progress.TIMED_STEPS, warmup=1)),
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if config.sweep.holdout_factor > 1:
@@ -368,7 +392,9 @@ class SweepCallback(Callback):
         mine = [e for e in entries if e["launch"] == (config.sweep.launch or "")]
         counts = {k: sum(e["outcome"] == k for e in mine) for k in OUTCOMES}
         tally = ", ".join(f"{v} {k}" for k, v in counts.items() if v or k in ("trained", "skipped", "failed"))
-        print(f"sweep {config.sweep.name} finished: {tally}; table: {path.parent / contract.RUNS_TABLE}", file=sys.stderr)
+        print(
+            f"sweep {config.sweep.name} finished: {tally}; table: {path.parent / contract.RUNS_TABLE}", file=sys.stderr
+        )
 
 
 def run_holdout(config: DictConfig) -> dict | None:
@@ -386,6 +412,9 @@ def run_holdout(config: DictConfig) -> dict | None:
     cfg = cfg_replace(cfg, train={"flops": plan.budget, "tokens": None}, sweep={"point": plan.point})
     cfg = dataclasses.replace(cfg, run_dir=str(sweep_dir(cfg) / contract.RUNS_SUBDIR / f"holdout,{run_name(swept)}"))
     write_json(sweep_dir(cfg) / contract.HOLDOUT_FILE, {**plan.as_dict(), "run_name": Path(cfg.run_dir).name})
-    print(f"[{cfg.sweep.name}] holdout: the fits ({plan.approach}) put the optimum at N = {plan.n_opt:,.0f} for "
-          f"C = {plan.budget:.3g} FLOPs; training point {plan.point} of that budget", file=sys.stderr)
+    print(
+        f"[{cfg.sweep.name}] holdout: the fits ({plan.approach}) put the optimum at N = {plan.n_opt:,.0f} for "
+        f"C = {plan.budget:.3g} FLOPs; training point {plan.point} of that budget",
+        file=sys.stderr,
+    )
     return run_one(cfg, swept, {contract.HOLDOUT: True}, initialize(cfg.compilation_cache))

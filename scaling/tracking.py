@@ -35,8 +35,11 @@ def _require(module: str, tracker: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise ConfigError("tracker", f"{tracker} needs the package {module.split('.')[0]}, which is not installed",
-                          f"pip install -e '.[{EXTRA}]', or choose tracker=none") from err
+        raise ConfigError(
+            "tracker",
+            f"{tracker} needs the package {module.split('.')[0]}, which is not installed",
+            f"pip install -e '.[{EXTRA}]', or choose tracker=none",
+        ) from err
 
 
 def check_available(cfg: TrackerConfig) -> None:
@@ -50,8 +53,17 @@ def check_available(cfg: TrackerConfig) -> None:
 class Tracker:
     """Where a run's curves go besides metrics.parquet; a no-op when no tracker is chosen."""
 
-    def __init__(self, cfg: TrackerConfig, run_dir: Path, resumed_step: int, tokens_per_step: int,
-                 flops_per_token: float, config: dict[str, Any], group: str | None, name: str):
+    def __init__(
+        self,
+        cfg: TrackerConfig,
+        run_dir: Path,
+        resumed_step: int,
+        tokens_per_step: int,
+        flops_per_token: float,
+        config: dict[str, Any],
+        group: str | None,
+        name: str,
+    ):
         self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
         self.writers: dict[str, Any] = {}
         if cfg.tensorboard:
@@ -61,14 +73,24 @@ class Tracker:
             # file from overwriting the previous one and sorts after it, as the reader needs.
             suffix = f".{time.time_ns()}"
             for axis in AXES:
-                self.writers[axis] = writer(str(run_dir / TENSORBOARD_DIR / axis), purge_step=first.get(axis),
-                                            filename_suffix=suffix)
+                self.writers[axis] = writer(
+                    str(run_dir / TENSORBOARD_DIR / axis), purge_step=first.get(axis), filename_suffix=suffix
+                )
         self.wandb = None
         if cfg.wandb:
             wandb = _require("wandb", "tracker=wandb")
             run_id = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
-            self.wandb = wandb.init(project=cfg.wandb_project, group=group, name=name, id=run_id, resume="allow",
-                                    dir=str(run_dir), config=config, mode=cfg.wandb_mode, reinit="create_new")
+            self.wandb = wandb.init(
+                project=cfg.wandb_project,
+                group=group,
+                name=name,
+                id=run_id,
+                resume="allow",
+                dir=str(run_dir),
+                config=config,
+                mode=cfg.wandb_mode,
+                reinit="create_new",
+            )
 
     def _positions(self, step: int) -> dict[str, int]:
         tokens = step * self.tokens_per_step
@@ -88,7 +110,11 @@ class Tracker:
 
     def finish(self, hparams: dict[str, Any], summary: dict[str, Any]) -> None:
         """The run's hyperparameters and final numbers, then close everything."""
-        numbers = {f"summary/{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numbers = {
+            f"summary/{k}": float(v)
+            for k, v in summary.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         if "step" in self.writers:
             self.writers["step"].add_hparams(_plain(hparams), numbers, name="hparams")
         for writer in self.writers.values():

@@ -107,11 +107,17 @@ class Trainer:
         self.batch_sharding = batch_sharding(mesh)
         self.schedule = jax.device_put(schedule_values(cfg.train, plan.steps), replicated)
         state_shardings = jax.tree.map(lambda x: x.sharding, (self.params, self.opt_state))
-        batch_shape = jax.ShapeDtypeStruct((cfg.train.batch_size, plan.model.seq_len + 1), jnp.int32, sharding=self.batch_sharding)
+        batch_shape = jax.ShapeDtypeStruct(
+            (cfg.train.batch_size, plan.model.seq_len + 1), jnp.int32, sharding=self.batch_sharding
+        )
 
         def build_step():
-            step = make_train_step(self.graphdef, optimizer_factory(cfg.train, multipliers), plan.grad_accum,
-                                   (*state_shardings, replicated))
+            step = make_train_step(
+                self.graphdef,
+                optimizer_factory(cfg.train, multipliers),
+                plan.grad_accum,
+                (*state_shardings, replicated),
+            )
             return step.lower(self.params, self.opt_state, batch_shape, self.schedule).compile()
 
         # Compiled ahead of the loop so compile time is measured apart (0 when this process has it already).
@@ -121,8 +127,9 @@ class Trainer:
         chunks = eval_chunks(eval_set(book.corpus.val, plan.model.seq_len, cfg.data.eval_tokens), cfg.train.batch_size)
         self.eval_chunks = global_batch(chunks, NamedSharding(mesh, PartitionSpec(None, BATCH_AXES)))
         micro = plan.grad_accum if chunks.shape[1] % plan.grad_accum == 0 else 1
-        self.evaluate, _ = programs.compiled(programs.key("eval", cfg, plan, mesh, micro, chunks.shape),
-                                             lambda: make_eval(self.graphdef, micro))
+        self.evaluate, _ = programs.compiled(
+            programs.key("eval", cfg, plan, mesh, micro, chunks.shape), lambda: make_eval(self.graphdef, micro)
+        )
 
     def resume(self) -> None:
         """Continue from the run's newest good checkpoint (or its `train.init_from` step), if any."""
@@ -226,8 +233,9 @@ def train(cfg: RunConfig, runtime: dict[str, Any] | None = None, swept: dict[str
     return done
 
 
-def _train_here(cfg: RunConfig, plan: Plan, corpus: Corpus, run_dir: Path, runtime: dict[str, Any],
-                swept: dict[str, Any] | None) -> dict:
+def _train_here(
+    cfg: RunConfig, plan: Plan, corpus: Corpus, run_dir: Path, runtime: dict[str, Any], swept: dict[str, Any] | None
+) -> dict:
     book = RunBook(cfg, plan, corpus, run_dir)
     warning = warn_if_repeats(plan.steps, book.order)
     if warning:
@@ -243,7 +251,9 @@ def _train_here(cfg: RunConfig, plan: Plan, corpus: Corpus, run_dir: Path, runti
 
 
 def one_line(s: dict) -> str:
-    where = f" at step {s[contract.DIVERGED_STEP]} ({s[contract.DIVERGED_REASON]})" if contract.DIVERGED_STEP in s else ""
+    where = (
+        f" at step {s[contract.DIVERGED_STEP]} ({s[contract.DIVERGED_REASON]})" if contract.DIVERGED_STEP in s else ""
+    )
     return (
         f"{s['status']}{where}: N={s['params_total']:,} D={s['tokens_trained']:,} "
         f"eval_loss={s['final_eval_loss']:.4f} in {s['wall_s']:.1f}s -> {s['run_dir']}"

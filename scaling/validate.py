@@ -102,7 +102,9 @@ BOUNDS: dict[str, Range] = {
     "train.data_seed": Range(0, low_closed=True, example="null (the same as train.seed)"),
     "train.log_every": Range(0, example="10"),
     "train.init_step": Range(0, low_closed=True, example="a step saved in train.init_from"),
-    "checkpoint.keep": Range(1, low_closed=True, example="null (keep every scheduled checkpoint) or K >= 1 (the newest K)"),
+    "checkpoint.keep": Range(
+        1, low_closed=True, example="null (keep every scheduled checkpoint) or K >= 1 (the newest K)"
+    ),
     "mesh.num_processes": Range(1, low_closed=True, example="1"),
     "mesh.process_id": Range(0, low_closed=True, example="0"),
     "sweep.spacing": Range(1, example="2.0"),
@@ -129,7 +131,12 @@ def check_fields(cfg: RunConfig) -> None:
     for field, valid in BOUNDS.items():
         value = _get(cfg, field)
         shown = f"{value:g}" if isinstance(value, float) else value
-        _require(value is None or valid.holds(value), field, f"{shown} is outside {valid.text()}", f"e.g. {field}={valid.example}")
+        _require(
+            value is None or valid.holds(value),
+            field,
+            f"{shown} is outside {valid.text()}",
+            f"e.g. {field}={valid.example}",
+        )
 
 
 def validate_config(cfg: RunConfig) -> None:
@@ -147,22 +154,62 @@ def _check_model(cfg: RunConfig) -> None:
     if m.n_params is None:  # (with a target, the family rule picks a valid shape itself)
         heads = m.n_heads if m.n_heads is not None else m.d_model // m.head_dim
         field = "model.n_heads" if m.n_heads is not None else "model.head_dim"
-        _require(heads > 0 and m.d_model % heads == 0, "model.d_model", f"{m.d_model} does not split into {heads} heads ({field})", f"choose {field} so that it divides d_model")
+        _require(
+            heads > 0 and m.d_model % heads == 0,
+            "model.d_model",
+            f"{m.d_model} does not split into {heads} heads ({field})",
+            f"choose {field} so that it divides d_model",
+        )
         if m.position == "rope":
-            _require((m.d_model // heads) % 2 == 0, field, f"RoPE needs an even head size, {m.d_model}/{heads} is odd", f"choose {field} so d_model/n_heads is even")
+            _require(
+                (m.d_model // heads) % 2 == 0,
+                field,
+                f"RoPE needs an even head size, {m.d_model}/{heads} is odd",
+                f"choose {field} so d_model/n_heads is even",
+            )
     if m.position == "rope":  # the family's heads (model.n_params, IsoFLOP ladders) are head_dim wide
-        _require(m.head_dim % 2 == 0, "model.head_dim", f"RoPE needs an even head size, got {m.head_dim}", "e.g. model.head_dim=4")
+        _require(
+            m.head_dim % 2 == 0,
+            "model.head_dim",
+            f"RoPE needs an even head size, got {m.head_dim}",
+            "e.g. model.head_dim=4",
+        )
 
 
 def _check_train(cfg: RunConfig) -> None:
     t = cfg.train
-    _require((t.tokens is None) != (t.flops is None), "train.tokens", f"give exactly one of train.tokens ({t.tokens}) and train.flops ({t.flops})", "e.g. train.tokens=300000 or train.flops=1e13")
+    _require(
+        (t.tokens is None) != (t.flops is None),
+        "train.tokens",
+        f"give exactly one of train.tokens ({t.tokens}) and train.flops ({t.flops})",
+        "e.g. train.tokens=300000 or train.flops=1e13",
+    )
     if t.grad_accum is not None:  # (None: chosen for the machine)
-        _require(t.batch_size % t.grad_accum == 0, "train.grad_accum", f"{t.grad_accum} does not divide train.batch_size={t.batch_size}", "choose a divisor of the batch size")
-    _require(t.decay_start is None or t.schedule == "wsd", "train.decay_start", f"{t.decay_start} applies to train.schedule=wsd only, not {t.schedule}", "leave it null or set train.schedule=wsd")
-    _require((t.init_from is None) == (t.init_step is None), "train.init_step", f"train.init_from={t.init_from} and train.init_step={t.init_step} go together", "give both (a run directory and one of its saved steps) or neither")
+        _require(
+            t.batch_size % t.grad_accum == 0,
+            "train.grad_accum",
+            f"{t.grad_accum} does not divide train.batch_size={t.batch_size}",
+            "choose a divisor of the batch size",
+        )
+    _require(
+        t.decay_start is None or t.schedule == "wsd",
+        "train.decay_start",
+        f"{t.decay_start} applies to train.schedule=wsd only, not {t.schedule}",
+        "leave it null or set train.schedule=wsd",
+    )
+    _require(
+        (t.init_from is None) == (t.init_step is None),
+        "train.init_step",
+        f"train.init_from={t.init_from} and train.init_step={t.init_step} go together",
+        "give both (a run directory and one of its saved steps) or neither",
+    )
     if t.init_from is not None:
-        _require(contract.is_run_dir(t.init_from), "train.init_from", f"{t.init_from} is not a run directory (no {contract.CONFIG_FILE})", "name the folder of the run to start from")
+        _require(
+            contract.is_run_dir(t.init_from),
+            "train.init_from",
+            f"{t.init_from} is not a run directory (no {contract.CONFIG_FILE})",
+            "name the folder of the run to start from",
+        )
 
 
 def _check_data(cfg: RunConfig) -> None:
@@ -170,11 +217,31 @@ def _check_data(cfg: RunConfig) -> None:
     if d.name in ("text", "tokens"):
         _require(bool(d.path), "data.path", f"data={d.name} needs a path", "pass data.path=...")
     if d.name == "tokens" and not any(ch in d.path for ch in "*?["):
-        _require(Path(d.path).expanduser().exists(), "data.path", f"{d.path} does not exist", "point data.path at a .bin or .npy token file")
-    _require(d.val_path is None or d.name == "tokens", "data.val_path", f"{d.val_path} applies to data=tokens only, not {d.name}", f"leave it null: data={d.name} holds out data.val_fraction of its files")
-    _require(_is_integer_dtype(d.token_dtype), "data.token_dtype", f"'{d.token_dtype}' is not an integer dtype", "e.g. uint16 or uint32")
+        _require(
+            Path(d.path).expanduser().exists(),
+            "data.path",
+            f"{d.path} does not exist",
+            "point data.path at a .bin or .npy token file",
+        )
+    _require(
+        d.val_path is None or d.name == "tokens",
+        "data.val_path",
+        f"{d.val_path} applies to data=tokens only, not {d.name}",
+        f"leave it null: data={d.name} holds out data.val_fraction of its files",
+    )
+    _require(
+        _is_integer_dtype(d.token_dtype),
+        "data.token_dtype",
+        f"'{d.token_dtype}' is not an integer dtype",
+        "e.g. uint16 or uint32",
+    )
     reason = unwritable_reason(cache_root(d))
-    _require(reason is None, "data.cache_dir", f"cannot write to {cache_root(d)} ({reason})", "pass a writable data.cache_dir (null: $SCALING_CACHE or ~/.cache/scaling)")
+    _require(
+        reason is None,
+        "data.cache_dir",
+        f"cannot write to {cache_root(d)} ({reason})",
+        "pass a writable data.cache_dir (null: $SCALING_CACHE or ~/.cache/scaling)",
+    )
 
 
 def _is_integer_dtype(name: str) -> bool:
@@ -189,8 +256,18 @@ def _check_checkpoint(cfg: RunConfig) -> None:
     for i, rule in enumerate(c.rules):
         field = f"checkpoint.rules[{i}]"
         _require(rule.every > 0, f"{field}.every", f"must be positive, got {rule.every}", "e.g. {every: 1000}")
-        _require(rule.until is None or rule.until > start, f"{field}.until", f"{rule.until} is not after the previous rule's end ({start})", "rules apply in order: give increasing `until` values")
-        _require(rule.until is not None or i == len(c.rules) - 1, f"{field}.until", "only the last rule may run to the end (until: null); later rules would never apply", "give this rule an `until` or drop the rules after it")
+        _require(
+            rule.until is None or rule.until > start,
+            f"{field}.until",
+            f"{rule.until} is not after the previous rule's end ({start})",
+            "rules apply in order: give increasing `until` values",
+        )
+        _require(
+            rule.until is not None or i == len(c.rules) - 1,
+            f"{field}.until",
+            "only the last rule may run to the end (until: null); later rules would never apply",
+            "give this rule an `until` or drop the rules after it",
+        )
         start = rule.until if rule.until is not None else start
     negative = [s for s in c.steps if s < 0]
     _require(not negative, "checkpoint.steps", f"{negative} are negative", "give steps >= 0 (0 is the initialisation)")
@@ -201,12 +278,32 @@ COORDINATOR = re.compile(r"^[^:\s]+:\d+$")
 
 def _check_mesh_and_sweep(cfg: RunConfig) -> None:
     m = cfg.mesh
-    _require(m.data == -1 or m.data >= 1, "mesh.data", f"{m.data} is neither -1 nor positive", "mesh.data=-1 uses every device the fsdp axis leaves")
+    _require(
+        m.data == -1 or m.data >= 1,
+        "mesh.data",
+        f"{m.data} is neither -1 nor positive",
+        "mesh.data=-1 uses every device the fsdp axis leaves",
+    )
     _require(m.fsdp >= 1, "mesh.fsdp", f"{m.fsdp} is not positive", "e.g. mesh.fsdp=1 (no parameter sharding)")
-    _require(m.process_id < m.num_processes, "mesh.process_id", f"{m.process_id} is not below mesh.num_processes={m.num_processes}", f"use 0..{m.num_processes - 1}")
-    _require(m.coordinator is None or bool(COORDINATOR.match(m.coordinator)), "mesh.coordinator", f"'{m.coordinator}' is not host:port", "e.g. mesh.coordinator=node0:1234")
+    _require(
+        m.process_id < m.num_processes,
+        "mesh.process_id",
+        f"{m.process_id} is not below mesh.num_processes={m.num_processes}",
+        f"use 0..{m.num_processes - 1}",
+    )
+    _require(
+        m.coordinator is None or bool(COORDINATOR.match(m.coordinator)),
+        "mesh.coordinator",
+        f"'{m.coordinator}' is not host:port",
+        "e.g. mesh.coordinator=node0:1234",
+    )
     outside = [f for f in cfg.sweep.branches if not 0 < f < 1]
-    _require(not outside, "sweep.branches", f"{outside} are not fractions strictly between 0 and 1", "e.g. sweep.branches=[0.125,0.25,0.5]")
+    _require(
+        not outside,
+        "sweep.branches",
+        f"{outside} are not fractions strictly between 0 and 1",
+        "e.g. sweep.branches=[0.125,0.25,0.5]",
+    )
 
 
 def validate_plan(cfg: RunConfig, plan, corpus) -> None:
@@ -219,19 +316,46 @@ def validate_plan(cfg: RunConfig, plan, corpus) -> None:
         "raise the budget or lower train.batch_size / model.seq_len",
     )
     devices, micro = jax.device_count(), cfg.train.batch_size // plan.grad_accum
-    _require(micro % devices == 0, "train.batch_size", f"{cfg.train.batch_size} sequences / {plan.grad_accum} micro-batches do not split over {devices} devices", f"use a multiple of {devices * plan.grad_accum}")
+    _require(
+        micro % devices == 0,
+        "train.batch_size",
+        f"{cfg.train.batch_size} sequences / {plan.grad_accum} micro-batches do not split over {devices} devices",
+        f"use a multiple of {devices * plan.grad_accum}",
+    )
     make_mesh(cfg.mesh)  # raises naming mesh.data when data x fsdp does not match the devices
     seq_len = plan.model.seq_len
-    _require(len(corpus.train) > seq_len, "model.seq_len", f"{seq_len} exceeds the training split ({len(corpus.train)} tokens)", "use a shorter context or more data")
-    _require(len(corpus.val) > seq_len, "data.val_fraction", f"the held-out split ({len(corpus.val)} tokens) is shorter than one sequence", "raise data.val_fraction or give data.val_path")
+    _require(
+        len(corpus.train) > seq_len,
+        "model.seq_len",
+        f"{seq_len} exceeds the training split ({len(corpus.train)} tokens)",
+        "use a shorter context or more data",
+    )
+    _require(
+        len(corpus.val) > seq_len,
+        "data.val_fraction",
+        f"the held-out split ({len(corpus.val)} tokens) is shorter than one sequence",
+        "raise data.val_fraction or give data.val_path",
+    )
     t = cfg.train
     for field, value in (("train.warmup_steps", t.warmup_steps), ("train.decay_start", t.decay_start)):
-        _require(value is None or value <= plan.steps, field, f"{value} is beyond the run's {plan.steps} steps", f"use a step in 0..{plan.steps}")
+        _require(
+            value is None or value <= plan.steps,
+            field,
+            f"{value} is beyond the run's {plan.steps} steps",
+            f"use a step in 0..{plan.steps}",
+        )
     _check_attention(cfg)
     _check_memory(cfg, plan)
-    if t.init_from is not None and not saved_steps(cfg.run_dir):  # (a run that has its own checkpoints resumes from them)
+    if t.init_from is not None and not saved_steps(
+        cfg.run_dir
+    ):  # (a run that has its own checkpoints resumes from them)
         steps = saved_steps(t.init_from)
-        _require(t.init_step in steps, "train.init_step", f"step {t.init_step} is not saved in {t.init_from}", f"use one of {steps}")
+        _require(
+            t.init_step in steps,
+            "train.init_step",
+            f"step {t.init_step} is not saved in {t.init_from}",
+            f"use one of {steps}",
+        )
 
 
 def _check_memory(cfg: RunConfig, plan) -> None:
@@ -239,10 +363,13 @@ def _check_memory(cfg: RunConfig, plan) -> None:
     need = needed_bytes(plan, cfg.train.batch_size)
     have, what = available_bytes()
     field = "model.n_params" if cfg.model.n_params is not None else "model.d_model"
-    _require(have is None or need <= have, field,
-             f"{plan.params.total:,} parameters need at least {need / 2**30:,.1f} GiB to train (16 bytes per parameter "
-             f"plus activations) but the {what} is {(have or 0) / 2**30:,.1f} GiB",
-             "choose a smaller model, a smaller train.batch_size or more train.grad_accum, or more devices")
+    _require(
+        have is None or need <= have,
+        field,
+        f"{plan.params.total:,} parameters need at least {need / 2**30:,.1f} GiB to train (16 bytes per parameter "
+        f"plus activations) but the {what} is {(have or 0) / 2**30:,.1f} GiB",
+        "choose a smaller model, a smaller train.batch_size or more train.grad_accum, or more devices",
+    )
 
 
 def _check_attention(cfg: RunConfig) -> None:
@@ -250,8 +377,18 @@ def _check_attention(cfg: RunConfig) -> None:
     if cfg.model.attention_impl != "cudnn":
         return
     backend = jax.default_backend()
-    _require(backend == "gpu", "model.attention_impl", f"cudnn needs a GPU, this machine runs on {backend}", "use model.attention_impl=auto")
-    _require(cfg.model.compute_dtype != "float32", "model.attention_impl", "cudnn attention needs 16-bit inputs, model.compute_dtype is float32", "use model.compute_dtype=bfloat16 or model.attention_impl=auto")
+    _require(
+        backend == "gpu",
+        "model.attention_impl",
+        f"cudnn needs a GPU, this machine runs on {backend}",
+        "use model.attention_impl=auto",
+    )
+    _require(
+        cfg.model.compute_dtype != "float32",
+        "model.attention_impl",
+        "cudnn attention needs 16-bit inputs, model.compute_dtype is float32",
+        "use model.compute_dtype=bfloat16 or model.attention_impl=auto",
+    )
 
 
 def check_overrides(overrides: list[str]) -> None:

@@ -18,8 +18,15 @@ from playwright.sync_api import sync_playwright
 CHROMIUM = shutil.which("chromium")
 # Without these, Chromium keeps trying to reach Google's services (updates, sync, QUIC probes), which
 # on a machine without network show up as noise and delays; the sandbox needs privileges CI lacks.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1280, "height": 1600}
 IMAGES_JS = "() => Array.from(document.images, i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth}))"
 

@@ -26,10 +26,18 @@ def compose_config(overrides: list[str]) -> RunConfig:
         return to_dataclass(compose(config_name="config", overrides=overrides))
 
 
-def run_cli(args: list[str], module: str = "scaling.train", timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], module: str = "scaling.train", timeout: float = 300, **kwargs
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO, **kwargs
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+        **kwargs,
     )
 
 
@@ -71,23 +79,45 @@ def write_sweep(folder: Path, runs: pd.DataFrame, curves: pd.DataFrame, failed: 
     folder = Path(folder)
     status = np.where(np.arange(len(runs)) >= len(runs) - failed, contract.DIVERGED, contract.COMPLETED)
     embedding = embedding_params(runs["N"].to_numpy()).astype(np.int64)
-    table = pd.DataFrame({
-        contract.RUN_NAME: runs["run"], "status": status,
-        "params_total": runs["N"].astype(np.int64), "params_embedding": embedding,
-        "params_nonembedding": runs["N"].astype(np.int64) - embedding,
-        "tokens": runs["D"].astype(np.int64), "flops_6n": runs["C"], "flops_chinchilla": 1.05 * runs["C"],
-        "final_eval_loss": runs["loss"], "final_train_loss": runs["loss"],
-        "d_model": np.round(np.sqrt(runs["N"] / 1000.0)).astype(np.int64), "n_layers": 4, "n_heads": 4,
-        "seq_len": 256, "vocab_size": VOCAB_SIZE, "steps": 1000, "wall_s": 1.0,
-        contract.BUDGET: runs["budget"], contract.RUN_DIR: f"{contract.RUNS_SUBDIR}/" + runs["run"],
-    })
+    table = pd.DataFrame(
+        {
+            contract.RUN_NAME: runs["run"],
+            "status": status,
+            "params_total": runs["N"].astype(np.int64),
+            "params_embedding": embedding,
+            "params_nonembedding": runs["N"].astype(np.int64) - embedding,
+            "tokens": runs["D"].astype(np.int64),
+            "flops_6n": runs["C"],
+            "flops_chinchilla": 1.05 * runs["C"],
+            "final_eval_loss": runs["loss"],
+            "final_train_loss": runs["loss"],
+            "d_model": np.round(np.sqrt(runs["N"] / 1000.0)).astype(np.int64),
+            "n_layers": 4,
+            "n_heads": 4,
+            "seq_len": 256,
+            "vocab_size": VOCAB_SIZE,
+            "steps": 1000,
+            "wall_s": 1.0,
+            contract.BUDGET: runs["budget"],
+            contract.RUN_DIR: f"{contract.RUNS_SUBDIR}/" + runs["run"],
+        }
+    )
     folder.mkdir(parents=True, exist_ok=True)
     table.to_parquet(folder / contract.RUNS_TABLE)
     for name, curve in curves.groupby("run"):
         run_dir = folder / contract.RUNS_SUBDIR / str(name)
         run_dir.mkdir(parents=True, exist_ok=True)
         steps = np.arange(1, len(curve) + 1) * 50
-        pd.DataFrame({"step": steps, "tokens": curve["D"].astype(np.int64), "flops": curve["C"], "lr": 1e-3,
-                      "train_loss": np.nan, "eval_loss": curve["loss"], "tokens_per_s": 1e5,
-                      "wall_s": steps / 10.0}).to_parquet(run_dir / contract.METRICS_FILE)
+        pd.DataFrame(
+            {
+                "step": steps,
+                "tokens": curve["D"].astype(np.int64),
+                "flops": curve["C"],
+                "lr": 1e-3,
+                "train_loss": np.nan,
+                "eval_loss": curve["loss"],
+                "tokens_per_s": 1e5,
+                "wall_s": steps / 10.0,
+            }
+        ).to_parquet(run_dir / contract.METRICS_FILE)
     return folder

@@ -89,7 +89,9 @@ def check_machine() -> None:
 
 def node_hardware() -> str:
     """This machine as slurmd sees it ('CPUs=2 Boards=1 ... RealMemory=24105'), for the node line."""
-    first = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, timeout=30, check=True).stdout.splitlines()[0]
+    first = subprocess.run(
+        ["slurmd", "-C"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.splitlines()[0]
     fields = dict(item.split("=", 1) for item in first.split())
     return " ".join(f"{key}={fields[key]}" for key in HARDWARE_KEYS)
 
@@ -103,10 +105,14 @@ def free_port() -> int:
 def write_config(root: Path) -> Path:
     """slurm.conf for this machine, from tests/slurm.conf.in."""
     values = {
-        "root": root, "hostname": socket.gethostname().split(".")[0], "ctld_port": free_port(),
-        "slurmd_port": free_port(), "munge_socket": root / "munge" / "socket", "hardware": node_hardware(),
+        "root": root,
+        "hostname": socket.gethostname().split(".")[0],
+        "ctld_port": free_port(),
+        "slurmd_port": free_port(),
+        "munge_socket": root / "munge" / "socket",
+        "hardware": node_hardware(),
         "first_job_id": random.randrange(1, 1_000_000),
-    }  # fmt: skip
+    }
     conf = root / "slurm.conf"
     conf.write_text(Template(TEMPLATE.read_text()).substitute(values))
     return conf
@@ -167,10 +173,20 @@ def start_cluster(root: Path) -> SlurmCluster:
         key = write_munge_key(root / "munge")
         write_config(root)
         sock = root / "munge" / "socket"
-        start(cluster, "munged", [
-            "munged", "--foreground", "--force", f"--socket={sock}", f"--key-file={key}",
-            f"--pid-file={root / 'munge' / 'pid'}", f"--log-file={root / 'munge' / 'log'}", f"--seed-file={root / 'munge' / 'seed'}",
-        ])  # fmt: skip
+        start(
+            cluster,
+            "munged",
+            [
+                "munged",
+                "--foreground",
+                "--force",
+                f"--socket={sock}",
+                f"--key-file={key}",
+                f"--pid-file={root / 'munge' / 'pid'}",
+                f"--log-file={root / 'munge' / 'log'}",
+                f"--seed-file={root / 'munge' / 'seed'}",
+            ],
+        )
         wait_until(cluster, sock.exists, "munged's socket")
         start(cluster, "slurmctld", ["slurmctld", "-D", "-c", "-f", str(cluster.conf)])
         start(cluster, "slurmd", ["slurmd", "-D", "-f", str(cluster.conf), "-N", NODE])

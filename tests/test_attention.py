@@ -46,7 +46,9 @@ def test_rope_keeps_norms_and_makes_scores_depend_on_relative_position_only():
     """q.k after rotation depends on positions only through their difference: a wrong table
     (angle, frequency or pairing) breaks this."""
     cos, sin = rope_tables(64, 8, 10000.0)
-    np.testing.assert_allclose([cos[5, 1], sin[5, 1]], [np.cos(5 * 10000 ** (-2 / 8)), np.sin(5 * 10000 ** (-2 / 8))], rtol=1e-6)
+    np.testing.assert_allclose(
+        [cos[5, 1], sin[5, 1]], [np.cos(5 * 10000 ** (-2 / 8)), np.sin(5 * 10000 ** (-2 / 8))], rtol=1e-6
+    )
     rng = np.random.default_rng(10)
     q, k = (np.broadcast_to(rng.normal(size=(1, 1, 1, 8)), (1, 64, 1, 8)).astype(np.float32) for _ in range(2))
     q_rot, k_rot = (np.asarray(apply_rope(jnp.asarray(x), cos, sin), np.float64) for x in (q, k))

@@ -35,7 +35,9 @@ def gadre():
 
 def _errors(result) -> dict[str, float]:
     names = pd.read_csv(GADRE_CSV)["name"]
-    return {names[int(run)]: error for run, error in zip(result.predictions["run"], result.predictions["relative_error"])}
+    return {
+        names[int(run)]: error for run, error in zip(result.predictions["run"], result.predictions["relative_error"])
+    }
 
 
 def test_chinchilla_law_misses_the_large_models_by_what_the_issue_measured(gadre):
@@ -93,8 +95,9 @@ def test_every_law_is_checked_or_says_why_not(gadre):
 
 
 def test_cli_json_has_each_held_out_run(capsys):
-    code = main([str(GADRE_CSV), *GADRE_FLAGS, "--fit-where", SMALL, "--law", "tied", "--n-boot", "50",
-                 "--format", "json"])
+    code = main(
+        [str(GADRE_CSV), *GADRE_FLAGS, "--fit-where", SMALL, "--law", "tied", "--n-boot", "50", "--format", "json"]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["law"] == "tied" and out["n_fit"] == 32 and out["n_held_out"] == 3
@@ -109,12 +112,15 @@ def test_cli_text_prints_relative_error_and_whether_held(capsys):
     assert "relative_error" in out and "held" in out and out.count("%") >= 3
 
 
-@pytest.mark.parametrize("argv, message", [
-    ([str(GADRE_CSV), *GADRE_FLAGS, "--holdout-largest", "0"], "--holdout-largest 0"),
-    ([str(GADRE_CSV), *GADRE_FLAGS, "--fit-where", "params <"], "--where"),
-    ([str(GADRE_CSV), *GADRE_FLAGS, "--law", "data_constrained"], "epochs"),
-    ([str(GADRE_CSV)], "column 'N' not found"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([str(GADRE_CSV), *GADRE_FLAGS, "--holdout-largest", "0"], "--holdout-largest 0"),
+        ([str(GADRE_CSV), *GADRE_FLAGS, "--fit-where", "params <"], "--where"),
+        ([str(GADRE_CSV), *GADRE_FLAGS, "--law", "data_constrained"], "epochs"),
+        ([str(GADRE_CSV)], "column 'N' not found"),
+    ],
+)
 def test_cli_bad_input_exits_2_with_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err

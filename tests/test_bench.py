@@ -15,9 +15,15 @@ from tests.helpers import run_cli
 TINY = dict(d_model=32, n_layers=2, n_heads=2, seq_len=32)
 VOCAB = 300
 KEYS = {
-    "tokens_per_s", "step_time_s", "flops_per_token", "params_total", "params_nonembedding", "mfu",
-    "device", "attention_impl",
-}  # fmt: skip
+    "tokens_per_s",
+    "step_time_s",
+    "flops_per_token",
+    "params_total",
+    "params_nonembedding",
+    "mfu",
+    "device",
+    "attention_impl",
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +31,14 @@ def bench_run(tmp_path_factory):
     """One tiny benchmark: 2 timed steps after 1 warm-up, alone and 2 packed; caches in a private folder."""
     cache = tmp_path_factory.mktemp("bench_cache")
     args = [f"model.{k}={v}" for k, v in TINY.items()]
-    args += [f"data.vocab_size={VOCAB}", "train.batch_size=4", "bench.steps=2", "bench.warmup=1", "bench.pack=2", "compilation_cache=false"]
+    args += [
+        f"data.vocab_size={VOCAB}",
+        "train.batch_size=4",
+        "bench.steps=2",
+        "bench.warmup=1",
+        "bench.pack=2",
+        "compilation_cache=false",
+    ]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SCALING_CACHE", str(cache))
         return run_cli(args, module="scaling.bench", timeout=120), cache

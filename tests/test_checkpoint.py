@@ -38,7 +38,9 @@ def test_default_schedule_is_pythia_like():
 
 
 def test_rules_apply_in_order_with_explicit_steps():
-    cfg = CheckpointConfig(log_spaced=False, rules=[CheckpointRule(every=10, until=50), CheckpointRule(every=25)], steps=[7])
+    cfg = CheckpointConfig(
+        log_spaced=False, rules=[CheckpointRule(every=10, until=50), CheckpointRule(every=25)], steps=[7]
+    )
     assert schedule(cfg, 120) == [0, 7, 10, 20, 30, 40, 50, 75, 100, 120]
 
 

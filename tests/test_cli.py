@@ -47,7 +47,9 @@ CASES = {
 def test_bad_input_one_line_exit_2_nothing_changed(overrides, field, existing_run, tiny_overrides, monkeypatch, capsys):
     """In-process through the real entry point (`cli`), so the whole table runs in seconds."""
     before = tree_digest(existing_run)
-    code, stderr = run_in_process([f"run_dir={existing_run}", *tiny_overrides, "train.tokens=3000", *overrides], monkeypatch, capsys)
+    code, stderr = run_in_process(
+        [f"run_dir={existing_run}", *tiny_overrides, "train.tokens=3000", *overrides], monkeypatch, capsys
+    )
     assert code == 2, stderr[-2000:]
     assert "Traceback" not in stderr
     error_lines = [line for line in stderr.splitlines() if line.startswith("error:")]

@@ -51,7 +51,9 @@ def test_tokenizer_round_trip(small):
     tokenizer = load_tokenizer(prepared.tokenizer_path)
     assert tokenizer.get_vocab_size() == 300 and tokenizer.token_to_id(EOT) == 0
     _, sources = stdlib_sources()
-    snippets = [Path(s.path).read_bytes().decode()[:3000] for s in sources if s.relpath in ("abc.py", "json/decoder.py")]
+    snippets = [
+        Path(s.path).read_bytes().decode()[:3000] for s in sources if s.relpath in ("abc.py", "json/decoder.py")
+    ]
     for text in snippets + [UNICODE, "", "\x00\x7f\U0010ffff"]:
         assert tokenizer.decode(tokenizer.encode(text).ids) == text
 
@@ -62,7 +64,9 @@ def test_splits_are_the_documents_joined_by_end_of_text(small):
     tokenizer = load_tokenizer(prepared.tokenizer_path)
     texts = {"train": [], "val": []}
     for source in sources:
-        texts["val" if is_validation(source.relpath, cfg.val_fraction) else "train"].append(Path(source.path).read_bytes().decode())
+        texts["val" if is_validation(source.relpath, cfg.val_fraction) else "train"].append(
+            Path(source.path).read_bytes().decode()
+        )
     for split, tokens in (("train", prepared.train), ("val", prepared.val)):
         assert isinstance(tokens, np.memmap) and tokens.dtype == np.uint16 and tokens[-1] == 0
         documents = np.split(np.asarray(tokens), np.flatnonzero(tokens == 0) + 1)[:-1]
@@ -137,12 +141,6 @@ def test_jsonl_documents_are_lines(tmp_path):
         load_corpus(text_config(tmp_path, path=str(tmp_path / "docs.jsonl"), jsonl_field="body"), progress=False)
 
 
-
-
-
-
-
-
 def tokens_config(tmp_path: Path, **overrides) -> DataConfig:
     return DataConfig(**{"name": "tokens", "vocab_size": 1000, "cache_dir": str(tmp_path / "cache"), **overrides})
 
@@ -163,9 +161,18 @@ def write_tokens(path: Path, values) -> str:
         (lambda t: dict(name="wikipedia"), "data.name"),
         (lambda t: dict(name="tokens", path=str(t / "missing.bin")), "data.path"),
         (lambda t: dict(name="tokens", path=write_tokens(t / "a.bin", [1, 2, 999, 1000])), "data.vocab_size"),
-        (lambda t: dict(name="tokens", path=write_tokens(t / "b.bin", [1, 2, 3]), token_dtype="uint32"), "data.token_dtype"),
-        (lambda t: dict(name="tokens", path=write_tokens(t / "c.bin", [1, 2]), token_dtype="float32"), "data.token_dtype"),
-        (lambda t: dict(name="tokens", path=write_tokens(t / "d.bin", [1, 2]), val_path=str(t / "no.bin")), "data.val_path"),
+        (
+            lambda t: dict(name="tokens", path=write_tokens(t / "b.bin", [1, 2, 3]), token_dtype="uint32"),
+            "data.token_dtype",
+        ),
+        (
+            lambda t: dict(name="tokens", path=write_tokens(t / "c.bin", [1, 2]), token_dtype="float32"),
+            "data.token_dtype",
+        ),
+        (
+            lambda t: dict(name="tokens", path=write_tokens(t / "d.bin", [1, 2]), val_path=str(t / "no.bin")),
+            "data.val_path",
+        ),
     ],
 )
 def test_user_mistakes_name_the_field(tmp_path, overrides, field):

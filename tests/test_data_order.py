@@ -76,7 +76,9 @@ def stream(order: DataOrder, n_epochs: int) -> np.ndarray:
     if order.kind == PERMUTATION:
         epochs = [np.random.default_rng([order.seed, e]).permutation(order.n_seqs) for e in range(n_epochs)]
     else:
-        epochs = [[feistel_reference(order.seed, e, o, order.n_seqs) for o in range(order.n_seqs)] for e in range(n_epochs)]
+        epochs = [
+            [feistel_reference(order.seed, e, o, order.n_seqs) for o in range(order.n_seqs)] for e in range(n_epochs)
+        ]
     return np.concatenate(epochs)
 
 
@@ -283,12 +285,22 @@ def test_a_batch_from_a_sparse_file_of_a_billion_sequences(tmp_path, monkeypatch
     # The corpus hash is a once-per-file scan, cached; it stands in here so the test reads no more of the file.
     real_scan, scanned = token_files._scan, []
     fake = {"min_id": 0, "max_id": 60_000, "n_tokens": n_seqs * seq_len + 1, "sha256": "sparse"}
-    monkeypatch.setattr(token_files, "_scan", lambda t: scanned.append(len(t)) or (fake if len(t) > 10**6 else real_scan(t)))
+    monkeypatch.setattr(
+        token_files, "_scan", lambda t: scanned.append(len(t)) or (fake if len(t) > 10**6 else real_scan(t))
+    )
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt + resource.getrusage(resource.RUSAGE_SELF).ru_majflt
     tracemalloc.start()
     try:
-        corpus = load_corpus(DataConfig(name="tokens", path=str(path), val_path=str(tmp_path / "val.bin"),
-                                        vocab_size=65_536, cache_dir=str(tmp_path / "cache")), progress=False)  # fmt: skip
+        corpus = load_corpus(
+            DataConfig(
+                name="tokens",
+                path=str(path),
+                val_path=str(tmp_path / "val.bin"),
+                vocab_size=65_536,
+                cache_dir=str(tmp_path / "cache"),
+            ),
+            progress=False,
+        )
         n = n_sequences(len(corpus.train), seq_len)
         got = sequences(corpus.train, DataOrder(seed=0, batch_size=batch, n_seqs=n).indices(step), seq_len)
         _, peak = tracemalloc.get_traced_memory()
@@ -343,7 +355,9 @@ def test_a_run_made_before_data_order_resumes_with_the_permutation_order(tmp_pat
     assert prepare_run_dir(cfg, tmp_path, resolved(cfg)) is None  # the stored-config check does not refuse it
     assert rundir.read_config(tmp_path)["config"]["data"]["order"] == PERMUTATION  # and now it says so
     old_run(tmp_path, None)
-    asked = with_run_order(compose_config([f"run_dir={tmp_path}", "train.tokens=100000", "data.order=feistel"]), tmp_path)
+    asked = with_run_order(
+        compose_config([f"run_dir={tmp_path}", "train.tokens=100000", "data.order=feistel"]), tmp_path
+    )
     with pytest.raises(ConfigError, match="data.order"):  # another order would change what it trains on
         prepare_run_dir(asked, tmp_path, resolved(asked))
 
@@ -357,7 +371,11 @@ def test_a_relaunch_that_leaves_the_order_unset_matches_the_stored_run(tmp_path)
         assert rundir.config_differences(rundir.read_config(tmp_path), unset) == []
     old_run(tmp_path, None)
     for asked, differs in [(PERMUTATION, []), (FEISTEL, ["data.order"])]:
-        current = {"config": dataclasses.asdict(compose_config([f"run_dir={tmp_path}", "train.tokens=100000", f"data.order={asked}"]))}
+        current = {
+            "config": dataclasses.asdict(
+                compose_config([f"run_dir={tmp_path}", "train.tokens=100000", f"data.order={asked}"])
+            )
+        }
         assert rundir.config_differences(rundir.read_config(tmp_path), current) == differs
 
 

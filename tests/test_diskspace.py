@@ -25,9 +25,11 @@ def test_real_enospc_from_dev_full_becomes_one_line(tmp_path):
 
 def test_orbax_wording_is_recognised_and_names_the_file(tmp_path):
     """TensorStore's error, as Orbax raised it on a full tmpfs (the text of a real failure)."""
-    text = ('RESOURCE_EXHAUSTED: Error writing local file "/runs/a/checkpoints/4.orbax-checkpoint-tmp/params/_sharding": '
-            'Failed writing: "/runs/a/checkpoints/4.orbax-checkpoint-tmp/params/_sharding.__lock": Failed to write 3591 '
-            "bytes to file 8: No space left on device [os_error_code='28']")  # fmt: skip
+    text = (
+        'RESOURCE_EXHAUSTED: Error writing local file "/runs/a/checkpoints/4.orbax-checkpoint-tmp/params/_sharding": '
+        'Failed writing: "/runs/a/checkpoints/4.orbax-checkpoint-tmp/params/_sharding.__lock": Failed to write 3591 '
+        "bytes to file 8: No space left on device [os_error_code='28']"
+    )
     try:
         raise RuntimeError("save failed") from ValueError(text)
     except RuntimeError as err:

@@ -121,7 +121,10 @@ def test_resumed_run_reaches_the_same_verdict(lr10_run, tmp_path, tiny_overrides
     monkeypatch.undo()
     resumed = train(cfg)
     assert (resumed["status"], resumed["diverged_step"], resumed["steps_done"]) == (
-        "diverged", summary["diverged_step"], summary["steps_done"])  # fmt: skip
+        "diverged",
+        summary["diverged_step"],
+        summary["steps_done"],
+    )
     rows = pd.read_parquet(tmp_path / "metrics.parquet").dropna(subset=["train_loss"])
     assert rows.step.min() == 1  # the steps before the preemption were kept, not relogged
 
@@ -135,5 +138,8 @@ def test_diverged_runs_are_left_out_of_fits_and_named(tmp_path):
     data = load(folder)
     diverged = table[table.status == contract.DIVERGED].run_name
     assert len(data.runs) == len(runs) - 2 and not set(diverged) & set(data.runs.run)
-    assert any(note.startswith("diverged, so left out of every fit:") and all(f"{name} (at step 40)" in note for name in diverged)
-               for note in data.notes)  # fmt: skip
+    assert any(
+        note.startswith("diverged, so left out of every fit:")
+        and all(f"{name} (at step 40)" in note for name in diverged)
+        for note in data.notes
+    )

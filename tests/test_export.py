@@ -39,8 +39,12 @@ def trained_run(tmp_path_factory, tiny_overrides, variant: list[str]):
 
 # Two variants cover every mapping (biases, zero biases, tied and untied heads, both families); the
 # other two are marked slow.
-PARAMS = [pytest.param(name, marks=pytest.mark.slow) if name in ("llama-untied", "gpt2-tied-bias", "gpt2-untied-nobias") else name
-          for name in VARIANTS]  # fmt: skip
+PARAMS = [
+    pytest.param(name, marks=pytest.mark.slow)
+    if name in ("llama-untied", "gpt2-tied-bias", "gpt2-untied-nobias")
+    else name
+    for name in VARIANTS
+]
 
 
 @pytest.fixture(scope="module", params=PARAMS, ids=list(VARIANTS))
@@ -91,8 +95,10 @@ def test_export_writes_weights_config_and_tokenizer(exported):
         ({"norm_position": "post", "norm": "rmsnorm", "mlp": "swiglu"}, ["model.norm_position"]),
         ({"norm": "rmsnorm", "position": "rope", "mlp": "gelu"}, ["model.mlp"]),  # our default
         ({"norm": "layernorm", "position": "rope", "mlp": "swiglu"}, ["model.norm"]),
-        ({"norm": "layernorm", "position": "learned", "mlp": "gelu", "use_bias": True, "tie_embeddings": False},
-         ["model.use_bias", "model.tie_embeddings"]),
+        (
+            {"norm": "layernorm", "position": "learned", "mlp": "gelu", "use_bias": True, "tie_embeddings": False},
+            ["model.use_bias", "model.tie_embeddings"],
+        ),
     ],
 )
 def test_architectures_without_a_counterpart_are_refused_naming_the_fields(fields, named):
@@ -104,7 +110,9 @@ def test_architectures_without_a_counterpart_are_refused_naming_the_fields(field
 
 def test_the_two_families_are_recognised():
     assert export.family_for(ModelConfig(norm="rmsnorm", position="rope", mlp="swiglu")) is export.LLAMA
-    assert export.family_for(ModelConfig(norm="layernorm", position="learned", mlp="gelu", use_bias=True)) is export.GPT2
+    assert (
+        export.family_for(ModelConfig(norm="layernorm", position="learned", mlp="gelu", use_bias=True)) is export.GPT2
+    )
 
 
 def test_cli_refuses_in_one_line_and_writes_nothing(exported, tmp_path, capsys):

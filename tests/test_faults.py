@@ -45,7 +45,9 @@ def trained(tmp_path_factory, tiny_overrides) -> Path:
 
 
 def test_keep_zero_is_refused_and_keep_one_keeps_the_final_checkpoint(tiny_overrides, tmp_path, monkeypatch, capsys):
-    code, stderr = run_in_process([f"run_dir={tmp_path / 'zero'}", *tiny_overrides, *TINY_RUN, "checkpoint.keep=0"], monkeypatch, capsys)
+    code, stderr = run_in_process(
+        [f"run_dir={tmp_path / 'zero'}", *tiny_overrides, *TINY_RUN, "checkpoint.keep=0"], monkeypatch, capsys
+    )
     assert code == 2 and len(_error_lines(stderr)) == 1 and "checkpoint.keep: 0" in stderr
     assert not (tmp_path / "zero").exists()
     cfg = compose_config([f"run_dir={tmp_path / 'one'}", *tiny_overrides, *TINY_RUN, "checkpoint.keep=1"])
@@ -78,7 +80,9 @@ def small_corpus(tmp_path_factory, tiny_corpus_dir) -> DataConfig:
     root = tmp_path_factory.mktemp("small_corpus")
     for path in sorted(tiny_corpus_dir.glob("*.txt"))[:12]:
         shutil.copy(path, root / path.name)
-    return DataConfig(name="text", path=f"{root}/*.txt", vocab_size=300, val_fraction=0.2, cache_dir=str(root / "cache"))
+    return DataConfig(
+        name="text", path=f"{root}/*.txt", vocab_size=300, val_fraction=0.2, cache_dir=str(root / "cache")
+    )
 
 
 @pytest.mark.parametrize("kind", ["half", "odd", "empty", "zeroed", "meta", "tokenizer"])
@@ -198,7 +202,10 @@ def test_probe_skips_a_damaged_checkpoint_and_probes_the_rest(trained, tmp_path)
         if path.is_file() and path.stat().st_size > 0 and "d" in path.parent.name:
             path.write_bytes(bytes(path.stat().st_size))  # the same size, the wrong bytes
     with pytest.warns(UserWarning, match=f"checkpoint step {steps[-1]} is damaged .*not probed"):
-        assert probe.main([str(run_dir), "--k", "4", "--continuation", "4", "--memo-samples", "8", "--eval-tokens", "512"]) == 0
+        assert (
+            probe.main([str(run_dir), "--k", "4", "--continuation", "4", "--memo-samples", "8", "--eval-tokens", "512"])
+            == 0
+        )
     probed = set(pd.read_parquet(run_dir / "probes.parquet").step)
     assert probed == set(steps[:-1])
     assert steps[-1] in checkpoint.saved_steps(run_dir)  # analysis reads; it never moves a run's files
@@ -213,7 +220,15 @@ SWEEP = ["sweep.name=pair", "run_dir=null", "train.lr=1e-3,2e-3,3e-3", "train.to
 def two_launches(tmp_path_factory, tiny_overrides):
     """Launch B starts while launch A trains its first run; both run to the end."""
     root = tmp_path_factory.mktemp("pair")
-    cmd = [sys.executable, "-m", "scaling.train", "--multirun", *tiny_overrides, *SWEEP, f"results_root={root}"]  # (the sweep overrides the lr)
+    cmd = [
+        sys.executable,
+        "-m",
+        "scaling.train",
+        "--multirun",
+        *tiny_overrides,
+        *SWEEP,
+        f"results_root={root}",
+    ]  # (the sweep overrides the lr)
     first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not list((root / "pair" / contract.RUNS_SUBDIR).glob(f"*/{contract.CHECKPOINT_DIR}/0")):
@@ -265,7 +280,9 @@ def small_disk(tmp_path):
     """A 1.2 MB filesystem: room for the run's config and a checkpoint or two (a real ENOSPC, not a mock)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mount)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mount)], capture_output=True
+    ).returncode:
         pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN)")
     yield mount
     subprocess.run(["umount", "--lazy", str(mount)], check=False)
@@ -293,8 +310,9 @@ def test_full_disk_is_one_line_and_the_checkpoints_stay_intact(small_disk, tiny_
 
 
 def test_fit_that_cannot_run_says_which_rows_were_dropped_and_why(tmp_path, capsys):
-    table = pd.DataFrame({"N": [1e8, np.nan, 2e8, -4e8, 8e8], "D": [2e9, 4e9, np.nan, 8e9, 1.6e10],
-                          "loss": [3.1, 3.0, 2.9, 2.8, -2.7]})  # fmt: skip
+    table = pd.DataFrame(
+        {"N": [1e8, np.nan, 2e8, -4e8, 8e8], "D": [2e9, 4e9, np.nan, 8e9, 1.6e10], "loss": [3.1, 3.0, 2.9, 2.8, -2.7]}
+    )
     table.to_csv(tmp_path / "runs.csv", index=False)
     assert fit.main([str(tmp_path / "runs.csv"), "--n-boot", "10"]) == 2
     err = capsys.readouterr().err.strip()

@@ -37,7 +37,9 @@ def test_cli_json_has_each_approach_with_intervals(capsys):
     assert 0 < out["law_checks"]["chinchilla"]["mean_abs_relative_error"] < 0.05
 
 
-@pytest.mark.parametrize("law, keys", [("tied", {"E", "A", "B", "alpha"}), ("kaplan", {"N_c", "D_c", "alpha_N", "alpha_D"})])
+@pytest.mark.parametrize(
+    "law, keys", [("tied", {"E", "A", "B", "alpha"}), ("kaplan", {"N_c", "D_c", "alpha_N", "alpha_D"})]
+)
 def test_cli_law_option_fits_that_law(law, keys, capsys):
     assert main([str(EPOCH_CSV), *EPOCH_FLAGS, "--n-boot", "20", "--law", law, "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)["approach3"]
@@ -55,14 +57,19 @@ def test_text_summary_ends_with_the_extrapolation_check(capsys):
     assert "Extrapolation check: each law fitted without" in out and "kaplan" in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["does/not/exist.csv"], "does not exist"),
-    ([str(EPOCH_CSV)], "column 'N' not found"),
-    ([str(EPOCH_CSV), "--n-col", "Model Size", "--flops-col", "Training FLOP", "--where", "loss <"], "--where"),
-    ([str(EPOCH_CSV), "--n-col", "Model Size", "--flops-col", "Training FLOP", "--where", "loss < 0"], "no row"),
-    ([str(EPOCH_CSV), "--n-col", "Model Size", "--flops-col", "Training FLOP", "--epochs-col", "epochs"],
-     "column 'epochs' not found"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["does/not/exist.csv"], "does not exist"),
+        ([str(EPOCH_CSV)], "column 'N' not found"),
+        ([str(EPOCH_CSV), "--n-col", "Model Size", "--flops-col", "Training FLOP", "--where", "loss <"], "--where"),
+        ([str(EPOCH_CSV), "--n-col", "Model Size", "--flops-col", "Training FLOP", "--where", "loss < 0"], "no row"),
+        (
+            [str(EPOCH_CSV), "--n-col", "Model Size", "--flops-col", "Training FLOP", "--epochs-col", "epochs"],
+            "column 'epochs' not found",
+        ),
+    ],
+)
 def test_cli_bad_input_exits_2_with_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err

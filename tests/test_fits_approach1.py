@@ -20,12 +20,21 @@ def _long_curves(truth: LossParams) -> tuple[pd.DataFrame, pd.DataFrame]:
     Every curve starts near ln V at a height its initialisation sets (a soft minimum of L(N, D) and that height).
     """
     N = np.geomspace(1e8, 1e11, 25)
-    runs = pd.DataFrame({"run": [f"r{i}" for i in range(N.size)], "N": N, "D": 400 * N, "C": 2400 * N * N,
-                         "loss": 0.0, "budget": np.nan})
+    runs = pd.DataFrame(
+        {
+            "run": [f"r{i}" for i in range(N.size)],
+            "N": N,
+            "D": 400 * N,
+            "C": 2400 * N * N,
+            "loss": 0.0,
+            "budget": np.nan,
+        }
+    )
     curves = training_curves(truth, runs, evals=100, first_fraction=1e-7)
     height = curves["run"].map(dict(zip(runs["run"], np.log(32_000) + 0.01 * np.random.default_rng(0).normal(size=25))))
-    return runs, curves.assign(loss=-PLATEAU_SOFTNESS * np.logaddexp(-curves["loss"] / PLATEAU_SOFTNESS,
-                                                                      -height / PLATEAU_SOFTNESS))
+    return runs, curves.assign(
+        loss=-PLATEAU_SOFTNESS * np.logaddexp(-curves["loss"] / PLATEAU_SOFTNESS, -height / PLATEAU_SOFTNESS)
+    )
 
 
 @pytest.mark.parametrize("truth", [HOFFMANN_2022, SKEWED], ids=["hoffmann", "skewed"])

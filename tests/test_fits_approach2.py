@@ -34,8 +34,9 @@ BUDGETS = np.logspace(18, 22, 8)
 SKEWED = LossParams(E=2.0, A=1500.0, B=300.0, alpha=0.45, beta=0.30)
 
 
-def drifting_sweep(truth: LossParams, drift: float, noise: float = 0.0, seed: int = 0, sizes: int = 11,
-                   span: float = 2.0) -> pd.DataFrame:
+def drifting_sweep(
+    truth: LossParams, drift: float, noise: float = 0.0, seed: int = 0, sizes: int = 11, span: float = 2.0
+) -> pd.DataFrame:
     """5 budgets, sizes over +-span/2 decades centred `drift` decades off the true optimum, the offset moving
     linearly from -drift at the smallest budget to +drift at the largest (a grid placed by a wrong guess)."""
     rng, pieces = np.random.default_rng(seed), []
@@ -44,8 +45,11 @@ def drifting_sweep(truth: LossParams, drift: float, noise: float = 0.0, seed: in
         N = compute_optimal(C, **truth.as_dict())[0] * 10 ** (shift + np.linspace(-span / 2, span / 2, sizes))
         D = C / (6 * N)
         loss = predict_loss(N, D, **truth.as_dict()) * np.exp(noise * rng.standard_normal(sizes))
-        pieces.append(pd.DataFrame({"run": [f"{C:.0e}-{i}" for i in range(sizes)], "N": N, "D": D, "C": C, "loss": loss,
-                                    "budget": C}))
+        pieces.append(
+            pd.DataFrame(
+                {"run": [f"{C:.0e}-{i}" for i in range(sizes)], "N": N, "D": D, "C": C, "loss": loss, "budget": C}
+            )
+        )
     return pd.concat(pieces, ignore_index=True)
 
 
@@ -92,7 +96,9 @@ def test_each_estimator_recovers_exponents_on_centred_noise_free_isoflops(truth)
 @pytest.mark.parametrize("kind", PROFILES)
 def test_a_minimum_below_the_sizes_says_to_extend_the_grid_down(kind):
     log_n = np.log(np.geomspace(1e8, 1e9, 7))
-    with pytest.raises(FitError, match="outside the sampled sizes, below N = 1e\\+08: extend the grid to smaller models"):
+    with pytest.raises(
+        FitError, match="outside the sampled sizes, below N = 1e\\+08: extend the grid to smaller models"
+    ):
         fit_profile(kind, 1e20, log_n, 3.0 + 0.01 * (log_n - log_n.min() + 1.0) ** 2)
 
 
@@ -105,7 +111,9 @@ def test_a_minimum_above_the_sizes_says_to_extend_the_grid_up(kind):
 
 def test_a_profile_opening_downward_towards_small_models_points_below():
     log_n = np.log(np.geomspace(1e8, 1e9, 5))
-    found = minima("parabola", log_n, (3.0 - 0.01 * (log_n - log_n.min()) ** 2 - 0.05 * (log_n - log_n.min()))[::-1][None])
+    found = minima(
+        "parabola", log_n, (3.0 - 0.01 * (log_n - log_n.min()) ** 2 - 0.05 * (log_n - log_n.min()))[::-1][None]
+    )
     assert found.code[0] == BELOW
 
 
@@ -130,8 +138,9 @@ def _coverage(profile: str, repeats: int, **design) -> tuple[float, float]:
     a_true = allocation_exponents(HOFFMANN_2022.alpha, HOFFMANN_2022.beta)[0]
     hits, estimates = [], []
     for seed in range(repeats):
-        result = fit_approach2(drifting_sweep(HOFFMANN_2022, seed=100 + seed, **design), n_boot=100, seed=seed,
-                               profile=profile)
+        result = fit_approach2(
+            drifting_sweep(HOFFMANN_2022, seed=100 + seed, **design), n_boot=100, seed=seed, profile=profile
+        )
         low, high = result.interval("a", 0.8)
         hits.append(low <= a_true <= high)
         estimates.append(result.estimate["a"])
@@ -162,7 +171,9 @@ def test_intervals_hold_with_five_sizes_per_budget():
 def test_between_budget_scatter_is_zero_when_the_errors_explain_it_and_found_when_not():
     log_c = np.log(np.logspace(18, 22, 6))
     line = 0.5 * log_c - 3.0
-    assert between_budget_variance(log_c, line + np.array([0.01, -0.01, 0.01, -0.01, 0.01, -0.01]), np.full(6, 0.05)) == 0
+    assert (
+        between_budget_variance(log_c, line + np.array([0.01, -0.01, 0.01, -0.01, 0.01, -0.01]), np.full(6, 0.05)) == 0
+    )
     scatter = np.array([0.2, -0.2, 0.2, -0.2, 0.2, -0.2])
     assert between_budget_variance(log_c, line + scatter, np.full(6, 0.01)) == pytest.approx(0.04 * 6 / 4, rel=0.3)
 
@@ -170,8 +181,9 @@ def test_between_budget_scatter_is_zero_when_the_errors_explain_it_and_found_whe
 def test_noise_free_data_gets_a_suspiciously_narrow_warning():
     noise_free = fit_approach2(isoflop_runs(HOFFMANN_2022, BUDGETS), n_boot=30, seed=0)
     noisy = fit_approach2(isoflop_runs(HOFFMANN_2022, BUDGETS, noise=0.01, seed=1), n_boot=30, seed=0)
-    assert any("suspiciously narrow" in w for w in interval_warnings("approach2", noise_free.estimate,
-                                                                    noise_free.samples, 0.8))
+    assert any(
+        "suspiciously narrow" in w for w in interval_warnings("approach2", noise_free.estimate, noise_free.samples, 0.8)
+    )
     assert not interval_warnings("approach2", noisy.estimate, noisy.samples, 0.8)
 
 
@@ -189,5 +201,7 @@ def test_too_few_budgets_is_one_line_naming_them():
 
 
 def test_unknown_profile_is_named():
-    with pytest.raises(FitError, match="unknown IsoFLOP profile estimator 'cubic': choose one of local, parabola, akima"):
+    with pytest.raises(
+        FitError, match="unknown IsoFLOP profile estimator 'cubic': choose one of local, parabola, akima"
+    ):
         fit_approach2(isoflop_runs(HOFFMANN_2022, BUDGETS[:3]), n_boot=10, seed=0, profile="cubic")

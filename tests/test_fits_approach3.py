@@ -25,7 +25,9 @@ CHINCHILLA = LAWS["chinchilla"]
 @pytest.fixture(scope="module")
 def epoch_runs() -> pd.DataFrame:
     """Epoch's 240 points: the extracted data less its 5 highest-loss rows."""
-    return load(DATA / "svg_extracted_data.csv", EPOCH_COLUMNS).runs.sort_values("loss").iloc[:-5].reset_index(drop=True)
+    return (
+        load(DATA / "svg_extracted_data.csv", EPOCH_COLUMNS).runs.sort_values("loss").iloc[:-5].reset_index(drop=True)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,9 @@ def gadre_small() -> pd.DataFrame:
     """Gadre et al.'s 32 small RedPajama models, where the old optimiser left 20 of 1000 refits at its cap."""
     table = pd.read_csv(DATA / "gadre2024_rpj_c4_eval.csv")
     table = table[~table["name"].str.contains("open_lm")]
-    return pd.DataFrame({"N": table["params"], "D": table["tokens"], "loss": table["loss_c4_val"]}).reset_index(drop=True)
+    return pd.DataFrame({"N": table["params"], "D": table["tokens"], "loss": table["loss_c4_val"]}).reset_index(
+        drop=True
+    )
 
 
 def _data(runs: pd.DataFrame):
@@ -109,7 +113,9 @@ def test_refits_reach_the_optimum_of_their_resample(epoch_runs):
     for row, count in enumerate(counts):
         fresh = approach3._best_starts(CHINCHILLA, data, count.astype(float), 3)
         best, value, _ = approach3._polish_best(CHINCHILLA, fresh[None], data, count[None].astype(float))
-        refit_value, _, _ = huber.evaluate(CHINCHILLA, theta[row][None], data, count[None].astype(float), data.log_loss[None])
+        refit_value, _, _ = huber.evaluate(
+            CHINCHILLA, theta[row][None], data, count[None].astype(float), data.log_loss[None]
+        )
         assert converged[row] and refit_value[0] <= value[0] * (1 + 1e-9)
 
 
@@ -152,8 +158,11 @@ def test_a_term_that_vanishes_over_the_data_is_flagged():
     assert not any("the N term" in w for w in warnings)
 
 
-@pytest.mark.parametrize("beta, B", [(1e-4, 1e-3), (4.73, 4e25), (1e-4, 1.8)],
-                         ids=["beta-on-lower-bound", "large-beta-cancelled-by-B", "B-absorbs-E"])
+@pytest.mark.parametrize(
+    "beta, B",
+    [(1e-4, 1e-3), (4.73, 4e25), (1e-4, 1.8)],
+    ids=["beta-on-lower-bound", "large-beta-cancelled-by-B", "B-absorbs-E"],
+)
 def test_every_degenerate_optimum_that_drops_the_d_term_is_caught(beta, B):
     """The optima seen on different CPUs for the data above, and one more, all make the D term vanish."""
     N, D = np.geomspace(1e7, 1e9, 40), np.geomspace(1e9, 1e11, 40)

@@ -40,7 +40,9 @@ def test_jacobian_matches_finite_differences(name):
         step[j] = 1e-6
         plus, _ = law.log_predict((theta + step)[None], data)
         minus, _ = law.log_predict((theta - step)[None], data)
-        np.testing.assert_allclose(jac[0, :, j], (plus - minus)[0] / 2e-6, rtol=1e-5, atol=1e-8, err_msg=law.theta_names[j])
+        np.testing.assert_allclose(
+            jac[0, :, j], (plus - minus)[0] / 2e-6, rtol=1e-5, atol=1e-8, err_msg=law.theta_names[j]
+        )
 
 
 @pytest.mark.parametrize("name", list(LAWS))

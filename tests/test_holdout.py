@@ -25,8 +25,10 @@ def test_the_plan_is_a_pure_function_of_the_fit():
     budget = holdout_budget([1e11, 2e11, 4e11, 8e11], 4)
     assert budget == 3.2e12
     rungs = grid_ladder(MODEL, VOCAB, SPACING, [budget], [3])
-    fit = {"approach2": {"extrapolation": [{"C": budget, "N_opt": 1.0e5}]},
-           "approach3": {"extrapolation": [{"C": budget, "N_opt": 2.3e5}]}}
+    fit = {
+        "approach2": {"extrapolation": [{"C": budget, "N_opt": 1.0e5}]},
+        "approach3": {"extrapolation": [{"C": budget, "N_opt": 2.3e5}]},
+    }
     plan = holdout_point(fit, budget, rungs)
     centre = nearest_rung(rungs, expected_optimum(budget)).index
     assert (plan.approach, plan.n_opt) == ("approach3", 2.3e5)  # the parametric fit is preferred

@@ -44,8 +44,10 @@ def imports_of(path: Path, modules: dict[str, Path]) -> list[tuple[str, bool]]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             # `from scaling import contract` imports the module scaling.contract
-            names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
-                     for alias in node.names]
+            names = [
+                f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                for alias in node.names
+            ]
         else:
             continue
         found += [(name, id(node) in top_level) for name in names if name.split(".")[0] in PACKAGES]
@@ -54,7 +56,9 @@ def imports_of(path: Path, modules: dict[str, Path]) -> list[tuple[str, bool]]:
 
 def import_graph() -> dict[str, set[str]]:
     modules = project_modules()
-    return {name: {target for target, _ in imports_of(path, modules) if target != name} for name, path in modules.items()}
+    return {
+        name: {target for target, _ in imports_of(path, modules) if target != name} for name, path in modules.items()
+    }
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -65,7 +69,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = 1
         for target in sorted(graph.get(node, ())):
             if state.get(target) == 1:
-                return path[path.index(target):] + [target]
+                return path[path.index(target) :] + [target]
             if target not in state and (cycle := visit(target, path + [target])):
                 return cycle
         state[node] = 2
@@ -98,8 +102,11 @@ def test_no_import_cycles():
 
 def test_training_never_imports_analysis():
     graph = import_graph()
-    offenders = {m: sorted(t for t in targets if t.startswith("analysis")) for m, targets in graph.items()
-                 if m.startswith("scaling")}
+    offenders = {
+        m: sorted(t for t in targets if t.startswith("analysis"))
+        for m, targets in graph.items()
+        if m.startswith("scaling")
+    }
     assert not {m: t for m, t in offenders.items() if t}
 
 
@@ -135,8 +142,9 @@ print(json.dumps(changed))
 
 def environment_changes(names: list[str], cwd: Path) -> dict[str, list[str]]:
     """Import each module in turn in a fresh interpreter; the variables each import changed."""
-    result = subprocess.run([sys.executable, "-c", ENV_CHECK, json.dumps(names)], capture_output=True, text=True,
-                            cwd=cwd, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", ENV_CHECK, json.dumps(names)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.splitlines()[-1])
 

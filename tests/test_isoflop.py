@@ -35,7 +35,12 @@ def test_grid_points_are_ladder_rungs_with_d_from_c_over_6n():
     grid = isoflop_grid([1e17, 1e18], offsets(5), model, 4096, 256 * 64, spacing=math.sqrt(2))
     for g in grid:
         assert g.dropped is None
-        assert g.n_params == param_count(ModelConfig(d_model=g.shape[0], n_layers=g.shape[1], n_heads=g.shape[2], seq_len=256), 4096).total
+        assert (
+            g.n_params
+            == param_count(
+                ModelConfig(d_model=g.shape[0], n_layers=g.shape[1], n_heads=g.shape[2], seq_len=256), 4096
+            ).total
+        )
         assert abs(g.n_params / g.n_target - 1) <= 0.10
         assert 0 <= g.budget / (6 * g.n_params) - g.tokens < 256 * 64  # whole steps, at most one short
     for budget in (1e17, 1e18):
@@ -48,8 +53,14 @@ def test_grid_points_are_ladder_rungs_with_d_from_c_over_6n():
 
 def test_budgets_share_the_shapes_of_one_ladder():
     """A shape appears once in the ladder, so two budgets that reach the same size train the same shape."""
-    grid = isoflop_grid([1e11, 2e11, 4e11, 8e11], offsets(5), ModelConfig(seq_len=64, head_dim=4, aspect_ratio=16),
-                        512, 1024, spacing=math.sqrt(2))
+    grid = isoflop_grid(
+        [1e11, 2e11, 4e11, 8e11],
+        offsets(5),
+        ModelConfig(seq_len=64, head_dim=4, aspect_ratio=16),
+        512,
+        1024,
+        spacing=math.sqrt(2),
+    )
     by_rung = {}
     for g in grid:
         by_rung.setdefault(g.rung, set()).add(g.shape)

@@ -42,8 +42,17 @@ def test_rungs_are_within_ten_percent_of_a_geometric_sequence(rungs):
         assert b / a == pytest.approx(math.sqrt(2))
     for rung in ladder_rungs:
         assert abs(rung.shape.params / rung.target - 1) <= SIZE_TOLERANCE
-        counted = param_count(ModelConfig(**{**model.__dict__, "d_model": rung.shape.d_model,
-                                             "n_layers": rung.shape.n_layers, "n_heads": rung.shape.d_model // model.head_dim}), vocab)
+        counted = param_count(
+            ModelConfig(
+                **{
+                    **model.__dict__,
+                    "d_model": rung.shape.d_model,
+                    "n_layers": rung.shape.n_layers,
+                    "n_heads": rung.shape.d_model // model.head_dim,
+                }
+            ),
+            vocab,
+        )
         assert counted.total == rung.shape.params
 
 

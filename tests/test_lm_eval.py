@@ -21,8 +21,9 @@ from scaling.export import tokenizer_files
 from scaling.trainer import train
 from tests.helpers import REPO, compose_config
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None,
-                                reason="needs the hf extra (pip install -e '.[hf]': lm-eval)")  # fmt: skip
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("lm_eval") is None, reason="needs the hf extra (pip install -e '.[hf]': lm-eval)"
+)
 
 MC_DOCS = [
     {"context": "def add(a, b):\n    return", "choices": ["a + b", "None", "print"], "label": 0},
@@ -152,9 +153,25 @@ def test_lm_eval_command_line_evaluates_a_checkpoint_on_a_local_task(run_dir, tm
         data.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
         (tasks / f"{name}.yaml").write_text(yaml.format(data=data))
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "ds")}
-    command = [sys.executable, "-m", "analysis.harness", "run", "--model", "scaling", "--model_args",
-               f"path={run_dir}", "--tasks", "scaling_local_mc", "scaling_local_gen", "--include_path", str(tasks),
-               "--output_path", str(tmp_path / "out"), "--batch_size", "4"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "analysis.harness",
+        "run",
+        "--model",
+        "scaling",
+        "--model_args",
+        f"path={run_dir}",
+        "--tasks",
+        "scaling_local_mc",
+        "scaling_local_gen",
+        "--include_path",
+        str(tasks),
+        "--output_path",
+        str(tmp_path / "out"),
+        "--batch_size",
+        "4",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     [path] = list((tmp_path / "out").rglob("results*.json"))
@@ -162,7 +179,12 @@ def test_lm_eval_command_line_evaluates_a_checkpoint_on_a_local_task(run_dir, tm
     # The accuracy lm-eval reports is the one the float64 reference gives.
     model = Reference(run_dir)
     tokenizer = Tokenizer.from_file(str(tokenizer_files(run_dir)[0]))
-    right = [np.argmax([reference_logprob(model, *pair_tokens(tokenizer, doc["context"], " " + c))[0]
-                        for c in doc["choices"]]) == doc["label"] for doc in MC_DOCS]  # fmt: skip
+    right = [
+        np.argmax(
+            [reference_logprob(model, *pair_tokens(tokenizer, doc["context"], " " + c))[0] for c in doc["choices"]]
+        )
+        == doc["label"]
+        for doc in MC_DOCS
+    ]
     assert results["scaling_local_mc"]["acc,none"] == pytest.approx(np.mean(right))
     assert "exact_match,none" in results["scaling_local_gen"]

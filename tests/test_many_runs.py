@@ -32,8 +32,13 @@ def test_twenty_runs_in_one_process(tiny_overrides, tmp_path):
     runtime, memory, summaries = initialize(compilation_cache=False), [], []
     for i in range(RUNS):
         lr = 1e-3 * (1 + i % 4)  # one shape, several learning rates: one compiled program
-        overrides = [*tiny_overrides, f"run_dir={tmp_path / f'run{i}'}", "train.tokens=2560", f"train.lr={lr}",
-                     "tracker=none"]
+        overrides = [
+            *tiny_overrides,
+            f"run_dir={tmp_path / f'run{i}'}",
+            "train.tokens=2560",
+            f"train.lr={lr}",
+            "tracker=none",
+        ]
         if i == 7:
             overrides.append("train.init_from=/nonexistent/run")  # this run fails; the next ones must not
         summaries.append(train_here(compose_config(overrides), {}, runtime))

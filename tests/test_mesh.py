@@ -40,8 +40,11 @@ def _losses(run_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(run_dir / "metrics.parquet")[["step", "train_loss", "eval_loss"]].set_index("step")
 
 
-MESHES = {"data8": ["mesh.data=8"], "data2-fsdp4": ["mesh.data=2", "mesh.fsdp=4"],
-          "data8-accum2": ["mesh.data=8", "train.grad_accum=2"]}
+MESHES = {
+    "data8": ["mesh.data=8"],
+    "data2-fsdp4": ["mesh.data=2", "mesh.fsdp=4"],
+    "data8-accum2": ["mesh.data=8", "train.grad_accum=2"],
+}
 # ... and shards data and parameters together; the pure data-parallel layouts are `slow`.
 QUICK = {"data2-fsdp4"}
 
@@ -64,7 +67,9 @@ def test_checkpoint_saved_on_eight_devices_restores_on_one(tmp_path, tiny_overri
         "import sys; from scaling.checkpoint import load_model, params_digest; from flax import nnx;"
         "m = load_model(sys.argv[1]); print(params_digest(nnx.to_pure_dict(nnx.state(m, nnx.Param))))"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == summary["params_digest"]
 
@@ -72,9 +77,21 @@ def test_checkpoint_saved_on_eight_devices_restores_on_one(tmp_path, tiny_overri
 def test_batch_that_does_not_split_over_devices_is_refused(tmp_path, tiny_overrides):
     env_flags = "--xla_force_host_platform_device_count=8"
     result = subprocess.run(
-        [sys.executable, "-m", "scaling.train", f"run_dir={tmp_path}", *tiny_overrides, "train.tokens=20480", "train.batch_size=12"],
-        cwd=REPO, env={**os.environ, "XLA_FLAGS": env_flags}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "scaling.train",
+            f"run_dir={tmp_path}",
+            *tiny_overrides,
+            "train.tokens=20480",
+            "train.batch_size=12",
+        ],
+        cwd=REPO,
+        env={**os.environ, "XLA_FLAGS": env_flags},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "train.batch_size" in result.stderr
 
 

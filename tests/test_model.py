@@ -19,7 +19,9 @@ VOCAB = 97
 BASE = ModelConfig(d_model=32, n_layers=2, n_heads=4, seq_len=16, compute_dtype="float32")
 VARIANTS = [
     dict(zip(("norm_position", "norm", "position", "mlp", "tie_embeddings", "use_bias"), combo))
-    for combo in itertools.product(("pre", "post"), ("rmsnorm", "layernorm"), ("rope", "learned"), ("gelu", "swiglu"), (True, False), (False, True))
+    for combo in itertools.product(
+        ("pre", "post"), ("rmsnorm", "layernorm"), ("rope", "learned"), ("gelu", "swiglu"), (True, False), (False, True)
+    )
 ]
 
 
@@ -92,17 +94,3 @@ def test_residual_projections_use_scaled_init():
     std_qkv = float(jnp.std(model.blocks[0].attn.qkv.kernel[...]))
     assert abs(std_qkv - 0.02) < 0.002
     assert abs(std_out - 0.02 / np.sqrt(16)) < 0.001
-
-
-
-
-
-
-
-
-
-
-
-
-
-

@@ -30,10 +30,23 @@ def test_two_processes_match_one(tmp_path, tiny_overrides):
     env.pop("XLA_FLAGS", None)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "scaling.train", f"run_dir={tmp_path / 'two'}", *tiny_overrides, *RUN,
-             f"mesh.coordinator=localhost:{port}", "mesh.num_processes=2", f"mesh.process_id={i}"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "scaling.train",
+                f"run_dir={tmp_path / 'two'}",
+                *tiny_overrides,
+                *RUN,
+                f"mesh.coordinator=localhost:{port}",
+                "mesh.num_processes=2",
+                f"mesh.process_id={i}",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(2)
     ]
     outputs = [p.communicate(timeout=300) for p in procs]

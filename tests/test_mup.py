@@ -25,8 +25,18 @@ from scaling.trainer import train
 from tests.helpers import compose_config
 from tests.test_checkpoint import _assert_same_run, _preempted_then_resumed
 
-BASE = ModelConfig(d_model=16, n_layers=2, n_heads=4, head_dim=4, seq_len=16, parametrization="mup", base_width=16,
-                   compute_dtype="float32", tie_embeddings=False, use_bias=True)
+BASE = ModelConfig(
+    d_model=16,
+    n_layers=2,
+    n_heads=4,
+    head_dim=4,
+    seq_len=16,
+    parametrization="mup",
+    base_width=16,
+    compute_dtype="float32",
+    tie_embeddings=False,
+    use_bias=True,
+)
 VOCAB = 64
 WIDTHS = (32, 64, 128, 256)
 
@@ -44,8 +54,10 @@ def test_learning_rate_multipliers_follow_the_table():
             assert value == 1.0, name  # input and output weights, biases and norm scales: lr unscaled
         else:
             assert value == 0.25, name  # hidden matrices: lr / m
-    assert {n for n, v in flat.items() if v == 0.25} >= {"['blocks'][0]['attn']['qkv']['kernel']",
-                                                       "['blocks'][1]['mlp']['down']['kernel']"}
+    assert {n for n, v in flat.items() if v == 0.25} >= {
+        "['blocks'][0]['attn']['qkv']['kernel']",
+        "['blocks'][1]['mlp']['down']['kernel']",
+    }
     sp = dataclasses.replace(cfg, parametrization="sp")
     assert mup.optimizer_multipliers(_params(sp), sp) is None
 

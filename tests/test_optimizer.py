@@ -18,14 +18,6 @@ def lr(cfg: TrainConfig, step: int) -> float:
     return float(learning_rate(cfg, TOTAL, step))
 
 
-
-
-
-
-
-
-
-
 def test_weight_decay_skips_vectors():
     cfg = TrainConfig(lr=0.1, weight_decay=0.5, warmup_fraction=0.0, schedule="constant", grad_clip=1e9)
     tx = make_optimizer(cfg, TOTAL)
@@ -36,8 +28,6 @@ def test_weight_decay_skips_vectors():
     assert float(updates["scale"][0]) == 0.0
 
 
-
-
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_lr_inside_the_step_equals_the_logged_lr(schedule):
     """The step computes lr from its schedule argument under jit; the metrics log it on the host.
@@ -45,6 +35,8 @@ def test_lr_inside_the_step_equals_the_logged_lr(schedule):
     Equal to float32 rounding only: XLA's fused division may differ from the unfused one by an ulp or two."""
     cfg = TrainConfig(lr=3e-3, warmup_fraction=0.05, schedule=schedule, decay_fraction=0.3)
     steps = jnp.arange(TOTAL + 1)
-    in_step = jax.jit(lambda values, s: schedule_lr(schedule, values, s))(jnp.asarray(schedule_values(cfg, TOTAL)), steps)
+    in_step = jax.jit(lambda values, s: schedule_lr(schedule, values, s))(
+        jnp.asarray(schedule_values(cfg, TOTAL)), steps
+    )
     logged = np.array([float(learning_rate(cfg, TOTAL, int(s))) for s in steps[::97]], np.float32)
     np.testing.assert_allclose(np.asarray(in_step)[::97], logged, rtol=1e-5, atol=0)

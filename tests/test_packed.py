@@ -25,8 +25,13 @@ COMPARED = ["step", "tokens", "lr", "train_loss", "eval_loss"]
 @pytest.fixture(scope="module")
 def packed_and_solo(tmp_path_factory, tiny_overrides):
     root = tmp_path_factory.mktemp("packed")
-    cfgs = {kind: {name: compose_config([f"run_dir={root / kind / name}", *tiny_overrides, "train.log_every=5", *extra])
-                   for name, extra in RUNS.items()} for kind in ("packed", "solo")}
+    cfgs = {
+        kind: {
+            name: compose_config([f"run_dir={root / kind / name}", *tiny_overrides, "train.log_every=5", *extra])
+            for name, extra in RUNS.items()
+        }
+        for kind in ("packed", "solo")
+    }
     packed = dict(zip(RUNS, train_pack(list(cfgs["packed"].values()), {}, [{"name": n} for n in RUNS])))
     solo = {name: train(cfg) for name, cfg in cfgs["solo"].items()}
     return root, packed, solo
@@ -57,8 +62,17 @@ def test_packing_is_automatic_only_off_the_cpu():
 @pytest.mark.slow
 def test_the_packed_launcher_trains_same_shape_jobs_in_one_program(tmp_path, tiny_overrides):
     """A real multirun: two learning rates of one shape through hydra/launcher=packed, packed by two."""
-    args = ["--multirun", "sweep=tiny", f"results_root={tmp_path}", "hydra/launcher=packed", "sweep.pack=2",
-            *tiny_overrides, "train.flops=4e10", "sweep.point=0", "train.lr=3e-3,1e-2"]
+    args = [
+        "--multirun",
+        "sweep=tiny",
+        f"results_root={tmp_path}",
+        "hydra/launcher=packed",
+        "sweep.pack=2",
+        *tiny_overrides,
+        "train.flops=4e10",
+        "sweep.point=0",
+        "train.lr=3e-3,1e-2",
+    ]
     result = run_cli(args, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_parquet(tmp_path / "tiny" / contract.RUNS_TABLE)

@@ -25,15 +25,24 @@ def held_out_sweep(folder, loss_factor: float = 1.0):
     runs = isoflop_runs(TRUTH, np.array(BUDGETS), sizes=5, span_decades=0.6, noise=0.002, seed=0)
     n_opt, d_opt, _ = compute_optimal(HELD_BUDGET, **TRUTH.as_dict())
     loss = float(predict_loss(n_opt, d_opt, **TRUTH.as_dict())) * loss_factor
-    held = pd.DataFrame({"run": ["holdout,point=0"], "N": [float(n_opt)], "D": [float(d_opt)],
-                         "C": [6 * float(n_opt) * float(d_opt)], "loss": [loss], "budget": [HELD_BUDGET]})
+    held = pd.DataFrame(
+        {
+            "run": ["holdout,point=0"],
+            "N": [float(n_opt)],
+            "D": [float(d_opt)],
+            "C": [6 * float(n_opt) * float(d_opt)],
+            "loss": [loss],
+            "budget": [HELD_BUDGET],
+        }
+    )
     everything = pd.concat([runs, held], ignore_index=True)
     write_sweep(folder, everything, training_curves(TRUTH, runs, noise=0.002, seed=1))
     table = pd.read_parquet(folder / contract.RUNS_TABLE)
     table[contract.HOLDOUT] = table[contract.RUN_NAME] == "holdout,point=0"
     table.to_parquet(folder / contract.RUNS_TABLE)
-    (folder / contract.HOLDOUT_FILE).write_text(json.dumps(
-        {"budget": HELD_BUDGET, "point": 0, "n_opt_predicted": float(n_opt), "approach": "approach3"}))
+    (folder / contract.HOLDOUT_FILE).write_text(
+        json.dumps({"budget": HELD_BUDGET, "point": 0, "n_opt_predicted": float(n_opt), "approach": "approach3"})
+    )
     return folder, loss
 
 
@@ -50,7 +59,7 @@ def test_the_report_sets_prediction_beside_outcome(tmp_path, capsys, loss_factor
     folder, measured = held_out_sweep(tmp_path / "demo", loss_factor)
     assert report.main([str(folder), "--n-boot", "60"]) == 0
     text = (folder / contract.REPORT_FILE).read_text()
-    section = text[text.index("<!-- prediction:start -->"): text.index("<!-- prediction:end -->")]
+    section = text[text.index("<!-- prediction:start -->") : text.index("<!-- prediction:end -->")]
     row = next(line for line in section.splitlines() if line.startswith("| holdout,point=0"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     predicted, measured_cell, error = float(cells[4]), float(cells[6]), float(cells[7].rstrip("%")) / 100

@@ -45,7 +45,10 @@ def _naive_greedy(model, prompt_BxK: jax.Array, n_new: int) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "variant",
-    [{}, {"norm_position": "post", "position": "learned", "mlp": "swiglu", "norm": "layernorm", "tie_embeddings": False}],
+    [
+        {},
+        {"norm_position": "post", "position": "learned", "mlp": "swiglu", "norm": "layernorm", "tie_embeddings": False},
+    ],
     ids=["pre-ln-rope", "post-ln-learned-swiglu-untied"],
 )
 def test_cached_greedy_decode_equals_naive(variant):
@@ -114,18 +117,43 @@ def control(tmp_path_factory):
     order = DataOrder(seed=0, batch_size=B, n_seqs=WINDOWS)
     forget = next(s for s in range(100, STEPS) if not (order.indices(s - 1) % EVERY == 0).any())
     run_dir = root / "run"
-    cfg = compose_config([
-        "data=tokens", f"data.path={root}/train.npy", f"data.val_path={root}/val.npy", f"data.vocab_size={V}",
-        "data.eval_tokens=2048", f"data.cache_dir={root}/cache", "model.d_model=32", "model.n_layers=2",
-        "model.n_heads=2", f"model.seq_len={L}", f"train.batch_size={B}", f"train.tokens={STEPS * B * L}",
-        # b1 = 0: without momentum one step's effect on its own batch lands at once, not over ~10 later steps.
-        "train.lr=1e-2", "train.b1=0.0", "progress=false", f"run_dir={run_dir}",
-        f"checkpoint.steps=[{forget - 1},{forget},{forget + 8},{forget + 32},{forget + 64}]",
-    ])  # fmt: skip
+    cfg = compose_config(
+        [
+            "data=tokens",
+            f"data.path={root}/train.npy",
+            f"data.val_path={root}/val.npy",
+            f"data.vocab_size={V}",
+            "data.eval_tokens=2048",
+            f"data.cache_dir={root}/cache",
+            "model.d_model=32",
+            "model.n_layers=2",
+            "model.n_heads=2",
+            f"model.seq_len={L}",
+            f"train.batch_size={B}",
+            f"train.tokens={STEPS * B * L}",
+            # b1 = 0: without momentum one step's effect on its own batch lands at once, not over ~10 later steps.
+            "train.lr=1e-2",
+            "train.b1=0.0",
+            "progress=false",
+            f"run_dir={run_dir}",
+            f"checkpoint.steps=[{forget - 1},{forget},{forget + 8},{forget + 32},{forget + 64}]",
+        ]
+    )
     train(cfg)
     (run_dir / "report.md").write_text("# Sweep\n\n<!-- fit:start -->\nfit table\n<!-- fit:end -->\n\nnotes by hand\n")
-    args = [str(run_dir), "--k", str(K), "--continuation", str(L - K), "--memo-samples", "96", "--eval-tokens", "2048",
-            "--forget-steps", str(forget)]  # fmt: skip
+    args = [
+        str(run_dir),
+        "--k",
+        str(K),
+        "--continuation",
+        str(L - K),
+        "--memo-samples",
+        "96",
+        "--eval-tokens",
+        "2048",
+        "--forget-steps",
+        str(forget),
+    ]
     assert probe.main(args) == 0
     return run_dir, args, order, forget, pd.read_parquet(run_dir / "probes.parquet")
 

@@ -63,13 +63,23 @@ def test_the_estimate_joins_the_cheapest_and_dearest_step_by_a_line(tmp_path):
 
 def test_the_progress_line_counts_this_launch_only(tmp_path):
     runs = {"a": 1e10, "b": 2e10, "c": 3e10, "d": 4e10}
-    write_json(tmp_path / progress.PROGRESS_FILE, {"launch": "L1", "start": time.time() - 60, "estimate_s": 300.0,
-                                                   "runs": runs})
-    entries = [("L1", "a", "skipped"), ("L1", "b", "trained"), ("L1", "c", contract.FAILED), ("L0", "d", "trained"),
-               ("L1", "held,out", "trained")]
-    (tmp_path / contract.LAUNCH_LOG).write_text("".join(
-        json.dumps({"launch": launch, "run_name": name, "outcome": outcome, "time": 0.0}) + "\n"
-        for launch, name, outcome in entries))
+    write_json(
+        tmp_path / progress.PROGRESS_FILE,
+        {"launch": "L1", "start": time.time() - 60, "estimate_s": 300.0, "runs": runs},
+    )
+    entries = [
+        ("L1", "a", "skipped"),
+        ("L1", "b", "trained"),
+        ("L1", "c", contract.FAILED),
+        ("L0", "d", "trained"),
+        ("L1", "held,out", "trained"),
+    ]
+    (tmp_path / contract.LAUNCH_LOG).write_text(
+        "".join(
+            json.dumps({"launch": launch, "run_name": name, "outcome": outcome, "time": 0.0}) + "\n"
+            for launch, name, outcome in entries
+        )
+    )
     line = progress.line(tmp_path, "L1")
     assert line.startswith("progress: 3/4 runs, 6e+10 of 1e+11 FLOPs (60%), 1 failed, elapsed 1m00s")
     # 5e10 FLOPs trained (b, c) in 60 s; 4e10 left: about 48 s
@@ -77,14 +87,19 @@ def test_the_progress_line_counts_this_launch_only(tmp_path):
     assert progress.line(tmp_path, "another launch") is None
     assert progress.line(tmp_path / "missing", "L1") is None
     # A relaunch of a finished sweep plans nothing; its skipped runs print no progress line.
-    write_json(tmp_path / progress.PROGRESS_FILE, {"launch": "L1", "start": time.time(), "estimate_s": None, "runs": {}})
+    write_json(
+        tmp_path / progress.PROGRESS_FILE, {"launch": "L1", "start": time.time(), "estimate_s": None, "runs": {}}
+    )
     assert progress.line(tmp_path, "L1") is None
 
 
 @pytest.mark.slow
 def test_a_sweep_prints_its_plan_and_progress(tmp_path):
-    result = run_cli(["--multirun", "sweep=tiny", f"results_root={tmp_path}", "sweep.point=0", "train.flops=4e10"],
-                     timeout=600)
+    result = run_cli(
+        ["--multirun", "sweep=tiny", f"results_root={tmp_path}", "sweep.point=0", "train.flops=4e10"], timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "plan: 1 runs to train" in result.stderr, result.stderr[-3000:] and "of training by a short measured step" in result.stderr
+    assert "plan: 1 runs to train" in result.stderr, (
+        result.stderr[-3000:] and "of training by a short measured step" in result.stderr
+    )
     assert "[tiny] progress: 1/1 runs" in result.stderr and "0 failed" in result.stderr

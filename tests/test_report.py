@@ -55,8 +55,13 @@ def test_report_writes_every_figure_as_png(sweep, report):
 
 def test_report_has_estimates_conventions_and_extrapolations(report):
     assert report.startswith(START) and report.rstrip().endswith(END)
-    for heading in ("## Compute-optimal allocation", "## Approach 3: L(N, D)", "## Parameter convention",
-                    "## Extrapolation", "## Warnings"):
+    for heading in (
+        "## Compute-optimal allocation",
+        "## Approach 3: L(N, D)",
+        "## Parameter convention",
+        "## Extrapolation",
+        "## Warnings",
+    ):
         assert heading in report
     for approach in ("Approach 1", "Approach 2", "Approach 3"):
         assert approach in report
@@ -146,8 +151,13 @@ def test_fit_and_report_import_no_training_code():
     """The fit and report commands read files by the contract's names; they never load JAX or the trainer."""
     code = "import sys, analysis.fit, analysis.report; print(sorted(m for m in sys.modules if m.split('.')[0] in ('scaling', 'jax')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["['scaling',", "'scaling.contract',", "'scaling.errors',", "'scaling.files',",
-                                     "'scaling.runtime']"]
+    assert result.stdout.split() == [
+        "['scaling',",
+        "'scaling.contract',",
+        "'scaling.errors',",
+        "'scaling.files',",
+        "'scaling.runtime']",
+    ]
 
 
 def test_report_on_too_few_runs_still_draws_the_runs_and_says_why(tmp_path, capsys):

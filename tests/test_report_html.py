@@ -49,8 +49,10 @@ def test_page_has_every_section_in_order_with_tables_and_a_persons_notes(tmp_pat
 
 def test_markup_in_the_report_is_shown_as_text_and_never_obeyed(tmp_path):
     report = tmp_path / "report.md"
-    hostile = ("# run <script>alert(1)</script>\n\n| run | note |\n|---|---|\n| <img src=x onerror=alert(2)> | ok |\n\n"
-               "[click](javascript:alert(3)) <iframe src='http://example.com'></iframe>")
+    hostile = (
+        "# run <script>alert(1)</script>\n\n| run | note |\n|---|---|\n| <img src=x onerror=alert(2)> | ok |\n\n"
+        "[click](javascript:alert(3)) <iframe src='http://example.com'></iframe>"
+    )
     write_section(report, "fit", hostile)
     page = write_page(report).read_text()
     assert "<script" not in page and "<iframe" not in page and "onerror=alert(2)>" not in page
@@ -63,8 +65,14 @@ def test_every_figure_is_embedded_and_one_that_cannot_be_is_said_in_red(tmp_path
     folder = tmp_path / "sweep"
     png = draw_png(folder / "figures" / "frontier.png")
     draw_png(tmp_path / "outside.png")  # exists, but outside the report's folder
-    body = "\n\n".join([figure("frontier.png", "the frontier"), figure("deleted.png", "a deleted figure"),
-                      "![outside](../outside.png)", "![remote](http://example.com/a.png)"])
+    body = "\n\n".join(
+        [
+            figure("frontier.png", "the frontier"),
+            figure("deleted.png", "a deleted figure"),
+            "![outside](../outside.png)",
+            "![remote](http://example.com/a.png)",
+        ]
+    )
     write_section(folder / "report.md", "fit", body)
     page = write_page(folder / "report.md").read_text()
     assert [base64.b64decode(uri) for uri in DATA_IMG.findall(page)] == [png.read_bytes()]
@@ -80,8 +88,11 @@ def test_every_figure_is_embedded_and_one_that_cannot_be_is_said_in_red(tmp_path
 def sweep(tmp_path_factory) -> Path:
     """A sweep's report.md with the fit section from analysis.report and a probe section after it."""
     runs = isoflop_runs(HOFFMANN_2022, np.logspace(17, 19, 4), sizes=6, noise=0.005, seed=11)
-    folder = write_sweep(tmp_path_factory.mktemp("results") / "synthetic", runs,
-                         training_curves(HOFFMANN_2022, runs, noise=0.005, seed=12))
+    folder = write_sweep(
+        tmp_path_factory.mktemp("results") / "synthetic",
+        runs,
+        training_curves(HOFFMANN_2022, runs, noise=0.005, seed=12),
+    )
     draw_png(folder / "figures" / "probe_icl.png")
     write_section(folder / "report.md", "probe", "## Checkpoint probes\n\n" + figure("probe_icl.png", "ICL score"))
     assert main([str(folder), "--n-boot", "20", "--budgets", "1e21"]) == 0  # rewrites the fit section and the page
@@ -98,8 +109,9 @@ def test_report_command_writes_a_page_with_every_figure_of_report_md(sweep):
     assert text.startswith(start)
 
 
-chromium = pytest.mark.skipif(shutil.which("chromium") is None,
-                              reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
+chromium = pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)"
+)
 
 
 @chromium
@@ -117,7 +129,9 @@ def test_the_browser_check_sees_a_broken_image_and_a_console_error(tmp_path):
     """The check above can fail: an image that does not decode and a script's error are both reported."""
     browser = pytest.importorskip("tests.browser", reason="needs playwright (pip install -e '.[test]')")
     page = tmp_path / "bad.html"
-    page.write_text('<!DOCTYPE html><img alt="broken" src="data:image/png;base64,iVBORw0KGgo=">'
-                    '<script>console.error("boom")</script>')
+    page.write_text(
+        '<!DOCTYPE html><img alt="broken" src="data:image/png;base64,iVBORw0KGgo=">'
+        '<script>console.error("boom")</script>'
+    )
     check = browser.check_page(page)
     assert check.broken == ["broken"] and check.errors == ["boom"]

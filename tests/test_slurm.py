@@ -27,9 +27,15 @@ from tests.slurm_cluster import ClusterUnavailable, SlurmCluster, start_cluster
 # The tiny sweep's two budgets at its smallest model size (the shortest runs), one SLURM job each,
 # through the shipped preset scaled down to this node: no GPU, one core and 1 GB per job.
 SWEEP = [
-    "--multirun", "sweep=tiny", "sweep.point=1", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null",
-    "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=20",
-]  # fmt: skip
+    "--multirun",
+    "sweep=tiny",
+    "sweep.point=1",
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=null",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=20",
+]
 INTERRUPTED = "flops=8e10,point=1"  # the longer of the two runs
 SIGNAL_AFTER_STEP = 8  # a checkpoint on the log-spaced schedule: training is under way
 
@@ -81,7 +87,9 @@ def test_tiny_sweep_through_the_submitit_launcher(slurm_sweep):
     assert reported == set(table.run_name)
 
 
-def test_job_signalled_before_its_time_limit_resumes_to_the_uninterrupted_digest(cluster, slurm_sweep, data_overrides, tmp_path):
+def test_job_signalled_before_its_time_limit_resumes_to_the_uninterrupted_digest(
+    cluster, slurm_sweep, data_overrides, tmp_path
+):
     reference, _ = slurm_sweep
     log = tmp_path / "launcher.log"
     args = [*SWEEP, "train.flops=8e10", f"results_root={tmp_path}", *data_overrides]
@@ -139,8 +147,14 @@ def test_two_tasks_join_jax_distributed_from_slurms_environment(cluster: SlurmCl
     env.pop("XLA_FLAGS", None)
     # No mesh.* settings: the coordinator, the process count and this process's id come from srun.
     srun = ["srun", "--ntasks=2", "--overcommit", "--label", "--kill-on-bad-exit=1", "--time=10"]
-    two = subprocess.run([*srun, sys.executable, "-m", "scaling.train", f"run_dir={tmp_path / 'two'}", *run],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    two = subprocess.run(
+        [*srun, sys.executable, "-m", "scaling.train", f"run_dir={tmp_path / 'two'}", *run],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     one, both = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
     assert both["n_devices"] == 2 and one["n_devices"] == 1

@@ -66,11 +66,21 @@ def test_run_names_are_readable_and_stable(tiny_sweep):
 @pytest.mark.slow
 def test_wsd_ladder_branches_share_the_main_runs_prefix(tmp_path, tiny_corpus_dir, cache_dir):
     args = [
-        "--multirun", "sweep=wsd_ladder", f"results_root={tmp_path}", "model.n_params=12000", "train.tokens=20480",
-        "sweep.branches=[0.5]", "data=text", f"data.path={tiny_corpus_dir}/*.txt", "data.vocab_size=300",
-        "data.val_fraction=0.2", f"data.cache_dir={cache_dir}", "data.eval_tokens=2048", "model.seq_len=32",
+        "--multirun",
+        "sweep=wsd_ladder",
+        f"results_root={tmp_path}",
+        "model.n_params=12000",
+        "train.tokens=20480",
+        "sweep.branches=[0.5]",
+        "data=text",
+        f"data.path={tiny_corpus_dir}/*.txt",
+        "data.vocab_size=300",
+        "data.val_fraction=0.2",
+        f"data.cache_dir={cache_dir}",
+        "data.eval_tokens=2048",
+        "model.seq_len=32",
         "train.batch_size=8",
-    ]  # fmt: skip
+    ]
     result = run_cli(args, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_parquet(tmp_path / "wsd_ladder" / "runs.parquet").set_index("branch_fraction")
@@ -81,5 +91,7 @@ def test_wsd_ladder_branches_share_the_main_runs_prefix(tmp_path, tiny_corpus_di
     m = pd.read_parquet(tmp_path / "wsd_ladder" / main.run_dir / "metrics.parquet").set_index("step")
     b = pd.read_parquet(tmp_path / "wsd_ladder" / branch.run_dir / "metrics.parquet").set_index("step")
     shared = [s for s in b.index if s <= start]
-    pd.testing.assert_frame_equal(b.loc[shared, ["lr", "train_loss", "eval_loss"]], m.loc[shared, ["lr", "train_loss", "eval_loss"]])
+    pd.testing.assert_frame_equal(
+        b.loc[shared, ["lr", "train_loss", "eval_loss"]], m.loc[shared, ["lr", "train_loss", "eval_loss"]]
+    )
     assert b.lr.loc[40] == pytest.approx(0.0, abs=1e-12) and m.lr.loc[40] > 0  # branch cooled down, main did not

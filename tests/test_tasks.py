@@ -44,7 +44,10 @@ def _float64_logprobs(model, prompt: tuple[int, ...], cand: tuple[int, ...]) -> 
     return logits[np.arange(len(cand)), cand] - logz
 
 
-VARIANTS = [{}, {"norm_position": "post", "position": "learned", "mlp": "swiglu", "norm": "layernorm", "tie_embeddings": False}]
+VARIANTS = [
+    {},
+    {"norm_position": "post", "position": "learned", "mlp": "swiglu", "norm": "layernorm", "tie_embeddings": False},
+]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=["pre-ln-rope", "post-ln-learned-swiglu-untied"])
@@ -102,7 +105,9 @@ def test_above_chance_needs_three_standard_errors():
 
 @pytest.fixture(scope="module")
 def suite(tiny_corpus_dir, cache_dir):
-    cfg = DataConfig(name="text", path=f"{tiny_corpus_dir}/*.txt", vocab_size=300, val_fraction=0.2, cache_dir=str(cache_dir))
+    cfg = DataConfig(
+        name="text", path=f"{tiny_corpus_dir}/*.txt", vocab_size=300, val_fraction=0.2, cache_dir=str(cache_dir)
+    )
     tokenizer = Tokenizer.from_file(load_corpus(cfg, progress=False).tokenizer_path)
     texts = heldout_texts(cfg)
     docs = tokenize(texts, tokenizer)
@@ -175,7 +180,9 @@ def test_two_step_prediction_recovers_the_largest_model_from_exact_laws():
     for n in (1e4, 3e4, 1e5, 1e6):
         for d in np.geomspace(1e5, 1e7, 8):
             loss = float(predict_loss(n, d, **law))
-            rows.append({"run": f"n{n:g}", "N": n, "D": d, "final": d == 1e7, "loss": loss, "value": float(sigmoid(loss))})
+            rows.append(
+                {"run": f"n{n:g}", "N": n, "D": d, "final": d == 1e7, "loss": loss, "value": float(sigmoid(loss))}
+            )
     prediction = two_step(pd.DataFrame(rows))
     assert prediction.target == "n1e+06"
     assert prediction.predicted_loss == pytest.approx(prediction.actual_loss, rel=1e-3)
@@ -203,7 +210,12 @@ def test_every_checkpoint_task_and_metric_has_a_row(scored):
     per_step = table.groupby("step").size()
     assert (per_step == 10).all()  # 2 choice tasks x 3 metrics + 2 generation tasks x 2
     np.testing.assert_allclose(table.flops, table.tokens * table.flops.max() / table.tokens.max())  # 6N per token
-    assert set(table.attrs["task_settings"]["tasks"]) == {"close_bracket", "induction", "recall_identifier", "next_line"}
+    assert set(table.attrs["task_settings"]["tasks"]) == {
+        "close_bracket",
+        "induction",
+        "recall_identifier",
+        "next_line",
+    }
 
 
 @pytest.mark.slow
@@ -242,4 +254,3 @@ def test_report_section_and_figure(scored):
     assert report.endswith("notes by hand\n") and report.count(start) == 1
     assert (run_dir / "figures" / "tasks_emergence.png").stat().st_size > 10_000
     assert "| close_bracket |" in report and "(figures/tasks_emergence.png)" in report
-

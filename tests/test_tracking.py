@@ -14,21 +14,33 @@ from scaling.errors import ConfigError
 from tests.helpers import run_cli
 
 pytest.importorskip("tensorboardX", reason="the tensorboard tracker needs tensorboardX (the track extra)")
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
-                                        reason="reading events back needs tensorboard (the test extra)")
+event_accumulator = pytest.importorskip(
+    "tensorboard.backend.event_processing.event_accumulator",
+    reason="reading events back needs tensorboard (the test extra)",
+)
 
 
 def read_scalars(run_dir: Path, axis: str, tag: str) -> list[tuple[int, float]]:
     """(position, value) pairs of one tag, as TensorBoard's reader presents them (purges applied)."""
-    reader = event_accumulator.EventAccumulator(str(run_dir / tracking.TENSORBOARD_DIR / axis), size_guidance={"scalars": 0})
+    reader = event_accumulator.EventAccumulator(
+        str(run_dir / tracking.TENSORBOARD_DIR / axis), size_guidance={"scalars": 0}
+    )
     reader.Reload()
     return [(event.step, event.value) for event in reader.Scalars(tag)]
 
 
 def _tracker(run_dir: Path, resumed_step: int, **kwargs) -> tracking.Tracker:
     cfg = TrackerConfig(**{"tensorboard": True, **kwargs})
-    return tracking.Tracker(cfg, run_dir, resumed_step, tokens_per_step=100, flops_per_token=6e6,
-                            config={"lr": 1e-3}, group="sweep", name="run")
+    return tracking.Tracker(
+        cfg,
+        run_dir,
+        resumed_step,
+        tokens_per_step=100,
+        flops_per_token=6e6,
+        config={"lr": 1e-3},
+        group="sweep",
+        name="run",
+    )
 
 
 def test_a_resumed_run_continues_its_curves_without_duplicate_steps(tmp_path):
@@ -95,8 +107,10 @@ def test_probe_measurements_join_the_runs_curves(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="W&B is the track extra's; CI installs it")
 def test_the_tiny_sweep_with_wandb_leaves_an_offline_run_per_run_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
-    result = run_cli(["--multirun", "sweep=tiny", f"results_root={tmp_path}", "sweep.point=0", "tracker=[tensorboard,wandb]"],
-                     timeout=600)
+    result = run_cli(
+        ["--multirun", "sweep=tiny", f"results_root={tmp_path}", "sweep.point=0", "tracker=[tensorboard,wandb]"],
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dirs = sorted((tmp_path / "tiny" / "runs").iterdir())
     assert len(run_dirs) == 2  # the two budgets at point 0

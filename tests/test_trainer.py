@@ -33,10 +33,29 @@ def test_short_run_loss_falls_and_summary_is_complete(short_run):
     assert evals.eval_loss.iloc[-1] < evals.eval_loss.iloc[0] - 1.0
     stored = json.loads((run_dir / "summary.json").read_text())
     required = {
-        "status", "params_total", "params_embedding", "params_nonembedding", "d_model", "n_layers", "n_heads",
-        "seq_len", "vocab_size", "tokens", "flops_6n", "flops_chinchilla", "steps", "final_train_loss",
-        "final_eval_loss", "wall_s", "params_digest", "corpus_hash", "tokenizer_hash", "versions", "epochs", "runtime",
-    }  # fmt: skip
+        "status",
+        "params_total",
+        "params_embedding",
+        "params_nonembedding",
+        "d_model",
+        "n_layers",
+        "n_heads",
+        "seq_len",
+        "vocab_size",
+        "tokens",
+        "flops_6n",
+        "flops_chinchilla",
+        "steps",
+        "final_train_loss",
+        "final_eval_loss",
+        "wall_s",
+        "params_digest",
+        "corpus_hash",
+        "tokenizer_hash",
+        "versions",
+        "epochs",
+        "runtime",
+    }
     assert required <= stored.keys()
     assert stored["steps"] == 40000 // (8 * 32)
     assert stored["tokens"] == stored["steps"] * 8 * 32
@@ -46,8 +65,18 @@ def test_short_run_loss_falls_and_summary_is_complete(short_run):
 def test_metrics_table_has_one_row_per_logged_step(short_run):
     run_dir, summary = short_run
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
-    assert list(metrics.columns) == ["step", "tokens", "flops", "lr", "train_loss", "eval_loss", "grad_norm",
-                                     "clipped_fraction", "tokens_per_s", "wall_s"]
+    assert list(metrics.columns) == [
+        "step",
+        "tokens",
+        "flops",
+        "lr",
+        "train_loss",
+        "eval_loss",
+        "grad_norm",
+        "clipped_fraction",
+        "tokens_per_s",
+        "wall_s",
+    ]
     assert metrics.step.is_unique and metrics.step.is_monotonic_increasing
     assert metrics.step.iloc[-1] == summary["steps"]
     train_rows = metrics.dropna(subset=["train_loss"])
@@ -77,12 +106,12 @@ def test_flops_budget_and_param_target(tmp_path, tiny_overrides):
 
 
 def test_nan_loss_marks_the_run_diverged(tmp_path, tiny_overrides):
-    cfg = compose_config([*tiny_overrides, f"run_dir={tmp_path}", "train.tokens=20000", "train.lr=1e30", "train.warmup_fraction=0"])
+    cfg = compose_config(
+        [*tiny_overrides, f"run_dir={tmp_path}", "train.tokens=20000", "train.lr=1e30", "train.warmup_fraction=0"]
+    )
     summary = train(cfg)
     assert summary["status"] == "diverged"
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
-
-
 
 
 def test_resuming_with_other_micro_batches_warns(tmp_path):
@@ -94,5 +123,3 @@ def test_resuming_with_other_micro_batches_warns(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # (prepare_run_dir stored the new value: no warning now)
         assert prepare_run_dir(cfg, tmp_path, resolved) is None
-
-

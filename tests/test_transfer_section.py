@@ -25,10 +25,17 @@ def sweep_table(sp_moves: bool = True) -> pd.DataFrame:
         for i, width in enumerate(WIDTHS):
             best = 1e-2 / 2**i if (param == "sp" and sp_moves) else 5e-3
             for lr in LRS:
-                rows.append({contract.RUN_NAME: f"{param}-{width}-{lr:g}", "status": contract.COMPLETED,
-                             "d_model": width, f"{contract.SWEPT_PREFIX}train.lr": lr,
-                             f"{contract.SWEPT_PREFIX}model.parametrization": param,
-                             contract.FINAL_EVAL_LOSS: _loss(lr, best), contract.PARAMS_TOTAL: 1000 * width})
+                rows.append(
+                    {
+                        contract.RUN_NAME: f"{param}-{width}-{lr:g}",
+                        "status": contract.COMPLETED,
+                        "d_model": width,
+                        f"{contract.SWEPT_PREFIX}train.lr": lr,
+                        f"{contract.SWEPT_PREFIX}model.parametrization": param,
+                        contract.FINAL_EVAL_LOSS: _loss(lr, best),
+                        contract.PARAMS_TOTAL: 1000 * width,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -51,7 +58,9 @@ def test_an_off_grid_optimum_is_refined_between_grid_points():
 
 def test_a_diverged_run_counts_as_the_worst_loss():
     table = sweep_table()
-    at_best = (table[f"{contract.SWEPT_PREFIX}model.parametrization"] == "mup") & (table[f"{contract.SWEPT_PREFIX}train.lr"] == 5e-3)
+    at_best = (table[f"{contract.SWEPT_PREFIX}model.parametrization"] == "mup") & (
+        table[f"{contract.SWEPT_PREFIX}train.lr"] == 5e-3
+    )
     table.loc[at_best & (table.d_model == 64), "status"] = contract.DIVERGED
     best = optima(lr_sweep(table)).set_index(["parametrization", "width"])
     assert best.loc[("mup", 64), "lr"] != 5e-3

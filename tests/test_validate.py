@@ -81,13 +81,25 @@ CASES = {
     "seed negative": (["train.seed=-1"], "train.seed", "-1"),
     "data_seed negative": (["train.data_seed=-1"], "train.data_seed", "-1"),
     "log_every zero": (["train.log_every=0"], "train.log_every", "0"),
-    "init_from not a run": (["train.init_from=/nonexistent/run", "train.init_step=0"], "train.init_from", "/nonexistent/run"),
+    "init_from not a run": (
+        ["train.init_from=/nonexistent/run", "train.init_step=0"],
+        "train.init_from",
+        "/nonexistent/run",
+    ),
     "init_step alone": (["train.init_step=5"], "train.init_step", "5"),
     "init_step not saved": (["train.init_from={parent}", "train.init_step=7"], "train.init_step", "7"),
     "keep zero": (["checkpoint.keep=0"], "checkpoint.keep", "0"),
     "rule every zero": (["checkpoint.rules=[{every:0}]"], "checkpoint.rules[0].every", "0"),
-    "rule until decreasing": (["checkpoint.rules=[{every:10,until:100},{every:5,until:50}]"], "checkpoint.rules[1].until", "50"),
-    "open rule not last": (["checkpoint.rules=[{every:10},{every:5,until:50}]"], "checkpoint.rules[0].until", "until: null"),
+    "rule until decreasing": (
+        ["checkpoint.rules=[{every:10,until:100},{every:5,until:50}]"],
+        "checkpoint.rules[1].until",
+        "50",
+    ),
+    "open rule not last": (
+        ["checkpoint.rules=[{every:10},{every:5,until:50}]"],
+        "checkpoint.rules[0].until",
+        "until: null",
+    ),
     "negative checkpoint step": (["checkpoint.steps=[-1]"], "checkpoint.steps", "-1"),
     "mesh data zero": (["mesh.data=0"], "mesh.data", "0"),
     "mesh data beyond the devices": (["mesh.data=2"], "mesh.data", "mesh.data=2"),
@@ -121,10 +133,14 @@ def _placed(text: str, places: dict[str, Path]) -> str:
 
 
 @pytest.mark.parametrize("overrides, field, shown", CASES.values(), ids=CASES.keys())
-def test_bad_value_one_line_exit_2_nothing_written(overrides, field, shown, places, tiny_overrides, tmp_path, monkeypatch, capsys):
+def test_bad_value_one_line_exit_2_nothing_written(
+    overrides, field, shown, places, tiny_overrides, tmp_path, monkeypatch, capsys
+):
     run_dir = tmp_path / "run"
     overrides = [_placed(o, places) for o in overrides]
-    code, stderr = run_in_process([f"run_dir={run_dir}", *tiny_overrides, "train.tokens=3000", *overrides], monkeypatch, capsys)
+    code, stderr = run_in_process(
+        [f"run_dir={run_dir}", *tiny_overrides, "train.tokens=3000", *overrides], monkeypatch, capsys
+    )
     assert code == 2, stderr[-2000:]
     assert "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
@@ -135,10 +151,16 @@ def test_bad_value_one_line_exit_2_nothing_written(overrides, field, shown, plac
 
 def test_counts_in_scientific_notation_are_whole_numbers():
     assert whole_numbers(["model.n_params=1e13", "train.tokens=3e5,6e5", "--multirun"]) == [
-        "model.n_params=10000000000000", "train.tokens=300000,600000", "--multirun"]
+        "model.n_params=10000000000000",
+        "train.tokens=300000,600000",
+        "--multirun",
+    ]
     # floats stay as written, and a count that is not whole is left for the type check to refuse
     assert whole_numbers(["train.lr=1e-3", "train.flops=1e11", "model.n_params=2.5"]) == [
-        "train.lr=1e-3", "train.flops=1e11", "model.n_params=2.5"]
+        "train.lr=1e-3",
+        "train.flops=1e11",
+        "model.n_params=2.5",
+    ]
 
 
 def test_every_numeric_field_has_a_case():

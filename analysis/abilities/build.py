@@ -61,8 +61,13 @@ def close_bracket(docs: list[Document], tokenizer: Tokenizer, context: int, n: i
         for i in sorted(rng.choice(len(by_closer[closer]), per_class, replace=False)):
             doc, index = by_closer[closer][i]
             items.append(Item(tuple(doc.ids[index - context : index].tolist()), choices, answer, closer))
-    return Task("close_bracket", CHOICE, "which bracket closes next, ) ] or }, its opener inside the prompt",
-                1 / len(CLOSERS), tuple(items))  # fmt: skip
+    return Task(
+        "close_bracket",
+        CHOICE,
+        "which bracket closes next, ) ] or }, its opener inside the prompt",
+        1 / len(CLOSERS),
+        tuple(items),
+    )
 
 
 def _bracket_closers(doc: Document, context: int) -> Iterator[tuple[str, int]]:
@@ -78,7 +83,12 @@ def _bracket_closers(doc: Document, context: int) -> Iterator[tuple[str, int]]:
             continue
         opened = stack.pop()[1]
         span = doc.span(pos, pos + 1)
-        if span and span[0] >= context and pos - opened >= MIN_BRACKET_CHARS and doc.offsets[span[0] - context][0] <= opened:
+        if (
+            span
+            and span[0] >= context
+            and pos - opened >= MIN_BRACKET_CHARS
+            and doc.offsets[span[0] - context][0] <= opened
+        ):
             yield char, span[0]
 
 
@@ -88,11 +98,31 @@ def induction(docs: list[Document], context: int, n: int, rng: np.random.Generat
     for i in sorted(rng.choice(len(candidates), min(n, len(candidates)), replace=False)):
         doc, start, s = candidates[i]
         window = doc.ids[start : start + context - INDUCTION_PREFIX]
-        cue, answer = window[s : s + INDUCTION_PREFIX], window[s + INDUCTION_PREFIX : s + INDUCTION_PREFIX + INDUCTION_ANSWER]
-        items.append(Item(tuple(np.concatenate([window, cue]).tolist()), (tuple(answer.tolist()),), 0,
-                          "".join(doc.text[a:b] for a, b in doc.offsets[start + s + INDUCTION_PREFIX : start + s + INDUCTION_PREFIX + INDUCTION_ANSWER])))  # fmt: skip
-    return Task("induction", GENERATE, f"copy the {INDUCTION_ANSWER} tokens that followed a {INDUCTION_PREFIX}-token "
-                "span seen once earlier in the prompt", 0.0, tuple(items))  # fmt: skip
+        cue, answer = (
+            window[s : s + INDUCTION_PREFIX],
+            window[s + INDUCTION_PREFIX : s + INDUCTION_PREFIX + INDUCTION_ANSWER],
+        )
+        items.append(
+            Item(
+                tuple(np.concatenate([window, cue]).tolist()),
+                (tuple(answer.tolist()),),
+                0,
+                "".join(
+                    doc.text[a:b]
+                    for a, b in doc.offsets[
+                        start + s + INDUCTION_PREFIX : start + s + INDUCTION_PREFIX + INDUCTION_ANSWER
+                    ]
+                ),
+            )
+        )
+    return Task(
+        "induction",
+        GENERATE,
+        f"copy the {INDUCTION_ANSWER} tokens that followed a {INDUCTION_PREFIX}-token "
+        "span seen once earlier in the prompt",
+        0.0,
+        tuple(items),
+    )
 
 
 def _induction_spans(doc: Document, context: int) -> Iterator[tuple[int, int]]:
@@ -113,10 +143,21 @@ def recall_identifier(docs: list[Document], context: int, n: int, rng: np.random
     items = []
     for i in sorted(rng.choice(len(candidates), min(n, len(candidates)), replace=False)):
         doc, (i0, i1), a = candidates[i]
-        items.append(Item(tuple(doc.ids[i0 - context : i0].tolist()), (tuple(doc.ids[i0:i1].tolist()),), 0,
-                          doc.text[a : doc.offsets[i1 - 1][1]]))  # fmt: skip
-    return Task("recall_identifier", GENERATE, "the first use of a name defined earlier in the prompt "
-                "(def, class, import, assignment)", 0.0, tuple(items))  # fmt: skip
+        items.append(
+            Item(
+                tuple(doc.ids[i0 - context : i0].tolist()),
+                (tuple(doc.ids[i0:i1].tolist()),),
+                0,
+                doc.text[a : doc.offsets[i1 - 1][1]],
+            )
+        )
+    return Task(
+        "recall_identifier",
+        GENERATE,
+        "the first use of a name defined earlier in the prompt (def, class, import, assignment)",
+        0.0,
+        tuple(items),
+    )
 
 
 def _first_uses(doc: Document, context: int) -> Iterator[tuple[tuple[int, int], int]]:
@@ -134,7 +175,12 @@ def _first_uses(doc: Document, context: int) -> Iterator[tuple[tuple[int, int], 
             continue
         a = use.start() - 1 if doc.text[use.start() - 1] == " " else use.start()  # " name" is one word token
         span = doc.span(a, use.end())
-        if span and span[0] >= context and span[1] - span[0] <= MAX_ANSWER and doc.offsets[span[0] - context][0] <= defined:
+        if (
+            span
+            and span[0] >= context
+            and span[1] - span[0] <= MAX_ANSWER
+            and doc.offsets[span[0] - context][0] <= defined
+        ):
             yield span, a
 
 
@@ -150,8 +196,13 @@ def next_line(docs: list[Document], tokenizer: Tokenizer, context: int, n: int, 
         item = pool.item(doc.ids[i0 - context : i0], doc.ids[i0:i1], doc.text[a + 1 : b], d, rng)
         if item is not None:
             items.append(item)
-    return Task("next_line", CHOICE, "the true next line against 3 lines of other files, same indentation and "
-                "token count", 1 / NEXT_LINE_CHOICES, tuple(items))  # fmt: skip
+    return Task(
+        "next_line",
+        CHOICE,
+        "the true next line against 3 lines of other files, same indentation and token count",
+        1 / NEXT_LINE_CHOICES,
+        tuple(items),
+    )
 
 
 def _line_spans(doc: Document, context: int) -> Iterator[tuple[tuple[int, int], int, int]]:
@@ -172,8 +223,12 @@ class Distractors:
     """A seeded sample of lines of the held-out files, encoded once per indentation on demand."""
 
     def __init__(self, docs: list[Document], tokenizer: Tokenizer, rng: np.random.Generator):
-        lines = [(d, line.strip()) for d, doc in enumerate(docs) for line in doc.text.split("\n")
-                 if len(line.strip()) >= MIN_LINE_CHARS]  # fmt: skip
+        lines = [
+            (d, line.strip())
+            for d, doc in enumerate(docs)
+            for line in doc.text.split("\n")
+            if len(line.strip()) >= MIN_LINE_CHARS
+        ]
         picked = sorted(rng.choice(len(lines), min(DISTRACTOR_POOL, len(lines)), replace=False)) if lines else []
         self.lines = [lines[i] for i in picked]
         self.tokenizer = tokenizer
@@ -189,7 +244,9 @@ class Distractors:
             self.by_length[indent] = buckets
         return self.by_length[indent]
 
-    def item(self, prompt: np.ndarray, answer: np.ndarray, line: str, doc_index: int, rng: np.random.Generator) -> Item | None:
+    def item(
+        self, prompt: np.ndarray, answer: np.ndarray, line: str, doc_index: int, rng: np.random.Generator
+    ) -> Item | None:
         """The item with NEXT_LINE_CHOICES - 1 lines of other files, indented like `line` and exactly as many
         tokens long; None if too few qualify."""
         indent = line[: len(line) - len(line.lstrip())]

@@ -66,11 +66,16 @@ def ladder_points(table: pd.DataFrame, task: Task, params: dict[str, int]) -> pd
     wide = table[table.task == task.name].pivot_table(index=["run", "step", "tokens"], columns="metric", values="value")
     wide = wide.reset_index()
     wide = wide[wide.tokens > 0]
-    points = pd.DataFrame({
-        "run": wide.run, "N": wide.run.map(params).astype(float), "D": wide.tokens.astype(float),
-        "final": wide.step == wide.groupby("run").step.transform("max"),
-        "loss": -wide[ANSWER_LOGPROB], "value": wide[task.discrete],
-    })  # fmt: skip
+    points = pd.DataFrame(
+        {
+            "run": wide.run,
+            "N": wide.run.map(params).astype(float),
+            "D": wide.tokens.astype(float),
+            "final": wide.step == wide.groupby("run").step.transform("max"),
+            "loss": -wide[ANSWER_LOGPROB],
+            "value": wide[task.discrete],
+        }
+    )
     return points.reset_index(drop=True)
 
 

@@ -44,8 +44,9 @@ def _chance_line(ax, task: Task, metric: str, vocab_size: int) -> None:
 
 def emergence_figure(table: pd.DataFrame, tasks: list[Task], runs: list[RunInfo], folder: Path) -> str:
     colours = _colours(runs)
-    fig, axes = plt.subplots(len(tasks), 2, figsize=(PANEL[0] * 2, PANEL[1] * len(tasks)), squeeze=False,
-                             constrained_layout=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(tasks), 2, figsize=(PANEL[0] * 2, PANEL[1] * len(tasks)), squeeze=False, constrained_layout=True
+    )
     for row, task in zip(axes, tasks):
         for ax, metric in zip(row, (task.discrete, task.continuous)):
             for run in runs:
@@ -61,10 +62,16 @@ def emergence_figure(table: pd.DataFrame, tasks: list[Task], runs: list[RunInfo]
     return _save(fig, folder, "tasks_emergence.png")
 
 
-def ladder_figure(points: dict[str, pd.DataFrame], predictions: dict[str, LadderPrediction], tasks: list[Task],
-                  folder: Path) -> str:  # fmt: skip
-    fig, axes = plt.subplots(1, max(len(predictions), 1), figsize=(PANEL[0] * max(len(predictions), 2), PANEL[1] + 0.6),
-                             squeeze=False, constrained_layout=True)  # fmt: skip
+def ladder_figure(
+    points: dict[str, pd.DataFrame], predictions: dict[str, LadderPrediction], tasks: list[Task], folder: Path
+) -> str:
+    fig, axes = plt.subplots(
+        1,
+        max(len(predictions), 1),
+        figsize=(PANEL[0] * max(len(predictions), 2), PANEL[1] + 0.6),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for ax, task in zip(axes[0], [t for t in tasks if t.name in predictions]):
         p, pts = predictions[task.name], points[task.name]
         small = pts[pts.N < p.N]
@@ -76,8 +83,11 @@ def ladder_figure(points: dict[str, pd.DataFrame], predictions: dict[str, Ladder
         ax.plot([p.predicted_loss], [p.predicted_value], "k*", ms=11, label="predicted (steps 1 + 2)")
         ax.plot([p.actual_loss], [p.actual_value], "rX", ms=9, label="measured")
         ax.axhline(task.chance, color="grey", ls="--", lw=1)
-        ax.set(xlabel="task loss (nats/token of the right answer)", ylabel=LABELS[task.discrete],
-               title=f"{task.name}: error {p.error:+.3f}")  # fmt: skip
+        ax.set(
+            xlabel="task loss (nats/token of the right answer)",
+            ylabel=LABELS[task.discrete],
+            title=f"{task.name}: error {p.error:+.3f}",
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.suptitle("Two-step prediction of the largest model's final score (OLMo ladder)")

@@ -92,7 +92,15 @@ def two_step(points: pd.DataFrame) -> LadderPrediction:
     row = target.iloc[0]
     predicted_loss = float(predict_loss(row.N, row.D, **params.as_dict()))
     return LadderPrediction(
-        target=str(row.run), N=float(row.N), D=float(row.D), loss_params=params, sigmoid=sigmoid,
-        predicted_loss=predicted_loss, actual_loss=float(row.loss), predicted_value=float(sigmoid(predicted_loss)),
-        actual_value=float(row.value), n_step1=len(late), n_step2=len(small),
-    )  # fmt: skip
+        target=str(row.run),
+        N=float(row.N),
+        D=float(row.D),
+        loss_params=params,
+        sigmoid=sigmoid,
+        predicted_loss=predicted_loss,
+        actual_loss=float(row.loss),
+        predicted_value=float(sigmoid(predicted_loss)),
+        actual_value=float(row.value),
+        n_step1=len(late),
+        n_step2=len(small),
+    )

@@ -30,7 +30,9 @@ from scaling.model import Transformer, token_losses
 LOGIT_BUDGET = 1 << 24  # floats of candidate logits per call (64 MB): sets the batch size
 
 
-def candidate_logprobs(model: Transformer, prompt_BxP: jax.Array, cands_BxCxM: jax.Array) -> tuple[jax.Array, jax.Array]:
+def candidate_logprobs(
+    model: Transformer, prompt_BxP: jax.Array, cands_BxCxM: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """(log-likelihood of each candidate token (B, C, M), whether it is the argmax (B, C, M)) after the prompt."""
     b, p = prompt_BxP.shape
     c, m = cands_BxCxM.shape[1:]
@@ -68,8 +70,9 @@ def padded_arrays(task: Task) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return prompts_NxP, cands_NxCxM, lengths_NxC, np.array([item.answer for item in task.items])
 
 
-def summarise(task: Task, logp_NxCxM: np.ndarray, is_argmax_NxCxM: np.ndarray, lengths_NxC: np.ndarray,
-              answers_N: np.ndarray) -> dict[str, float]:  # fmt: skip
+def summarise(
+    task: Task, logp_NxCxM: np.ndarray, is_argmax_NxCxM: np.ndarray, lengths_NxC: np.ndarray, answers_N: np.ndarray
+) -> dict[str, float]:
     """The task's metrics, each a mean over its items (see analysis/abilities/suite.py)."""
     valid_NxCxM = np.arange(logp_NxCxM.shape[-1]) < lengths_NxC[..., None]
     total_NxC = np.where(valid_NxCxM, logp_NxCxM, 0.0).sum(axis=-1, dtype=np.float64)
@@ -108,7 +111,9 @@ class SuiteScorer:
             out[task.name] = summarise(task, logp, is_argmax, lengths_NxC, answers_N)
         return out
 
-    def _candidates(self, state: nnx.State, prompts_NxP: np.ndarray, cands_NxCxM: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _candidates(
+        self, state: nnx.State, prompts_NxP: np.ndarray, cands_NxCxM: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The scorer over fixed-size batches (the last zero-padded) so it compiles once per task."""
         rows, n = self._rows(cands_NxCxM), len(prompts_NxP)
         logps, argmaxes = [], []

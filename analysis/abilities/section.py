@@ -20,14 +20,19 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 def _task_lines(tasks: list[Task]) -> list[str]:
     lines = ["| task | measures | scored by | chance | items | sha256 |", "|---|---|---|---|---|---|"]
     for task in tasks:
-        lines.append(f"| {task.name} | {task.measures} | {task.discrete}; {', '.join(task.metrics[1:])} "
-                     f"| {task.chance:.3g} | {len(task.items)} | `{task.hash[:16]}` |")  # fmt: skip
+        lines.append(
+            f"| {task.name} | {task.measures} | {task.discrete}; {', '.join(task.metrics[1:])} "
+            f"| {task.chance:.3g} | {len(task.items)} | `{task.hash[:16]}` |"
+        )
     return lines
 
 
 def _rise_lines(table: pd.DataFrame, tasks: list[Task], runs: list[RunInfo]) -> list[str]:
-    lines = ["| task | run | size | final discrete | final continuous | first above chance (FLOPs, step) "
-             "| continuous change done by then |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| task | run | size | final discrete | final continuous | first above chance (FLOPs, step) "
+        "| continuous change done by then |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for task in tasks:
         for run in runs:
             r = rise(table, run.name, task)
@@ -36,14 +41,19 @@ def _rise_lines(table: pd.DataFrame, tasks: list[Task], runs: list[RunInfo]) -> 
             final_continuous = series(table, run.name, task.name, task.continuous).value.iloc[-1]
             where = "never" if r.step is None else f"{r.flops:.3g} (step {r.step})"
             share = _fmt(r.continuous_share, ".0%") if r.continuous_share is not None else "-"
-            lines.append(f"| {task.name} | {run.name} | {size_label(run)} | {r.final_discrete:.3f} | "
-                         f"{final_continuous:.3f} | {where} | {share} |")  # fmt: skip
+            lines.append(
+                f"| {task.name} | {run.name} | {size_label(run)} | {r.final_discrete:.3f} | "
+                f"{final_continuous:.3f} | {where} | {share} |"
+            )
     return lines
 
 
 def _ladder_lines(predictions: dict[str, LadderPrediction], skipped: dict[str, str]) -> list[str]:
-    lines = ["| task | held-out run | task loss predicted / measured | score predicted / measured | error "
-             "| L(N, D) fit: E, A, alpha, B, beta | sigmoid: a, b, k, L0 |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| task | held-out run | task loss predicted / measured | score predicted / measured | error "
+        "| L(N, D) fit: E, A, alpha, B, beta | sigmoid: a, b, k, L0 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, p in predictions.items():
         lp, s = p.loss_params, p.sigmoid
         lines.append(
@@ -55,8 +65,15 @@ def _ladder_lines(predictions: dict[str, LadderPrediction], skipped: dict[str, s
     return lines
 
 
-def section(table: pd.DataFrame, tasks: list[Task], runs: list[RunInfo], settings: dict,
-            predictions: dict[str, LadderPrediction], skipped: dict[str, str], figures: list[str]) -> str:  # fmt: skip
+def section(
+    table: pd.DataFrame,
+    tasks: list[Task],
+    runs: list[RunInfo],
+    settings: dict,
+    predictions: dict[str, LadderPrediction],
+    skipped: dict[str, str],
+    figures: list[str],
+) -> str:
     """Markdown of the tasks section: the task set, where each ability rose, the ladder's backtest, figures."""
     runs = sorted(runs, key=lambda r: r.params)
     parts = [
@@ -66,7 +83,7 @@ def section(table: pd.DataFrame, tasks: list[Task], runs: list[RunInfo], setting
         f"the held-out documents (seed {settings['seed']}, prompts of {settings['context']} tokens, up to "
         f"{settings['n']} items each), scored at every saved checkpoint in float32. Discrete metrics: exact match of "
         f"the greedy answer, or accuracy of a multiple choice by total log-likelihood; continuous: the right answer's "
-        f"mean log-likelihood per token and the probability of the right choice. \"Above chance\": more than "
+        f'mean log-likelihood per token and the probability of the right choice. "Above chance": more than '
         f"{RISE_SIGMAS:g} binomial standard errors above the chance level.",
         "",
         *_task_lines(tasks),

@@ -33,8 +33,12 @@ class Item:
     text: str
 
     def as_dict(self) -> dict:
-        return {"prompt": list(self.prompt), "choices": [list(c) for c in self.choices], "answer": self.answer,
-                "text": self.text}  # fmt: skip
+        return {
+            "prompt": list(self.prompt),
+            "choices": [list(c) for c in self.choices],
+            "answer": self.answer,
+            "text": self.text,
+        }
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,9 @@ class Task:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return (self.discrete, ANSWER_LOGPROB) if self.kind == GENERATE else (self.discrete, CHOICE_PROB, ANSWER_LOGPROB)
+        return (
+            (self.discrete, ANSWER_LOGPROB) if self.kind == GENERATE else (self.discrete, CHOICE_PROB, ANSWER_LOGPROB)
+        )
 
     @property
     def hash(self) -> str:
@@ -67,8 +73,15 @@ class Task:
         return hashlib.sha256(f"{self.name}\0{self.kind}\0{payload}".encode()).hexdigest()
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "measures": self.measures, "chance": self.chance,
-                "hash": self.hash, "n": len(self.items), "items": [item.as_dict() for item in self.items]}  # fmt: skip
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "measures": self.measures,
+            "chance": self.chance,
+            "hash": self.hash,
+            "n": len(self.items),
+            "items": [item.as_dict() for item in self.items],
+        }
 
 
 def task_from_dict(record: dict) -> Task:

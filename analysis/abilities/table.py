@@ -60,11 +60,21 @@ def scored_steps(table: pd.DataFrame, run: str) -> set[int]:
     return set(table.step[table.run == run].astype(int))
 
 
-def rows(run: str, step: int, tokens: int, flops: float, params: int, scores: dict[str, dict[str, float]],
-         sizes: dict[str, int]) -> pd.DataFrame:  # fmt: skip
+def rows(
+    run: str,
+    step: int,
+    tokens: int,
+    flops: float,
+    params: int,
+    scores: dict[str, dict[str, float]],
+    sizes: dict[str, int],
+) -> pd.DataFrame:
     """One checkpoint's {task: {metric: value}} as table rows."""
-    records = [(run, step, tokens, flops, params, task, metric, value, sizes[task])
-               for task, values in scores.items() for metric, value in values.items()]  # fmt: skip
+    records = [
+        (run, step, tokens, flops, params, task, metric, value, sizes[task])
+        for task, values in scores.items()
+        for metric, value in values.items()
+    ]
     return pd.DataFrame(records, columns=COLUMNS).astype(dict(zip(COLUMNS, TYPES)))
 
 

@@ -56,8 +56,9 @@ def analyse(data: FitData, config: FitConfig) -> Analysis:
     fits = {
         "approach1": lambda: _approach1(data, config),
         "approach2": lambda: fit_approach2(data.runs, config.n_boot, config.seed, config.profile),
-        "approach3": lambda: fit_approach3(data.runs, config.n_boot, config.seed, config.init, config.law, config.level,
-                                           config.bootstrap),
+        "approach3": lambda: fit_approach3(
+            data.runs, config.n_boot, config.seed, config.init, config.law, config.level, config.bootstrap
+        ),
     }
     checked = {"approach1": ("a", "b"), "approach2": ("a", "b"), "approach3": law.checked_keys}
     results, skipped = {}, {}
@@ -67,8 +68,9 @@ def analyse(data: FitData, config: FitConfig) -> Analysis:
         except FitError as error:
             skipped[name] = str(error)
             continue
-        checks = interval_warnings(name.replace("approach", "approach "), result.estimate, result.samples,
-                                   config.level, checked[name])
+        checks = interval_warnings(
+            name.replace("approach", "approach "), result.estimate, result.samples, config.level, checked[name]
+        )
         results[name] = replace(result, warnings=result.warnings + tuple(checks))
     return Analysis(data, results, skipped, config, check_laws(data.runs) if config.check_laws else {})
 

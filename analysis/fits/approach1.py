@@ -29,8 +29,10 @@ from analysis.fits.result import ApproachResult, power_law_frontier
 GRID_POINTS = 200
 SMOOTH_EVALS = 5
 DEFAULT_ENVELOPE_START = 1.0  # fraction of the smallest run's final compute at which the envelope starts
-FINAL_POINTS_ONLY = ("approach 1 needs training curves (each run's metrics.parquet in a sweep folder): with final "
-                     "points only its envelope is biased; use approaches 2 and 3 for this table")
+FINAL_POINTS_ONLY = (
+    "approach 1 needs training curves (each run's metrics.parquet in a sweep folder): with final "
+    "points only its envelope is biased; use approaches 2 and 3 for this table"
+)
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,11 @@ def smooth(curves: pd.DataFrame) -> pd.DataFrame:
     0.2% noise per evaluation that moved a by -0.008; averaging 5 evaluations brings it to -0.003.
     """
     curves = curves.sort_values(["run", "C"])
-    log_loss = np.log(curves["loss"]).groupby(curves["run"]).transform(
-        lambda values: values.rolling(SMOOTH_EVALS, center=True, min_periods=1).mean())
+    log_loss = (
+        np.log(curves["loss"])
+        .groupby(curves["run"])
+        .transform(lambda values: values.rolling(SMOOTH_EVALS, center=True, min_periods=1).mean())
+    )
     return curves.assign(loss=np.exp(log_loss))
 
 
@@ -111,25 +116,39 @@ def frontier_params(env: Envelope) -> dict[str, float]:
             "model size(s), need 2: train more sizes, or longer so that curves cross"
         )
     n_law, loss_law = fit_power_law(env.flops, env.n), fit_power_law(env.flops, env.loss)
-    return {"a": n_law.exponent, "b": 1.0 - n_law.exponent, "log_k_n": n_law.log_k,
-            "loss_exponent": loss_law.exponent, "log_k_loss": loss_law.log_k}
+    return {
+        "a": n_law.exponent,
+        "b": 1.0 - n_law.exponent,
+        "log_k_n": n_law.log_k,
+        "loss_exponent": loss_law.exponent,
+        "log_k_loss": loss_law.log_k,
+    }
 
 
-def fit_approach1(runs: pd.DataFrame, curves: pd.DataFrame | None, n_boot: int, seed: int,
-                  start_fraction: float = DEFAULT_ENVELOPE_START) -> ApproachResult:
+def fit_approach1(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame | None,
+    n_boot: int,
+    seed: int,
+    start_fraction: float = DEFAULT_ENVELOPE_START,
+) -> ApproachResult:
     """Envelope power laws from `start_fraction` of the smallest final compute up, resampling whole runs."""
     if curves is None:
         raise FitError(FINAL_POINTS_ONLY)
     start = envelope_start(runs, start_fraction)
     if start > curves["C"].max():
-        raise FitError(f"approach 1: the envelope would start at {start:.3g} FLOPs, past the last run's end: "
-                       "lower --envelope-start")
+        raise FitError(
+            f"approach 1: the envelope would start at {start:.3g} FLOPs, past the last run's end: "
+            "lower --envelope-start"
+        )
     source = curve_source(runs, curves, start)
     env = envelope(source, np.ones(len(source.run_n), dtype=bool))
     estimate = frontier_params(env)
     counts = resample_counts(np.zeros(len(source.run_n)), n_boot, seed)
     samples = replicate(lambda count: frontier_params(envelope(source, count > 0)), counts, estimate)
-    notes = [f"approach 1: dropped {env.n_edge} envelope points won by the smallest or largest model"] if env.n_edge else []
+    notes = (
+        [f"approach 1: dropped {env.n_edge} envelope points won by the smallest or largest model"] if env.n_edge else []
+    )
     return ApproachResult(
         name="approach1",
         title="Approach 1: envelope of training curves",

@@ -107,8 +107,12 @@ def noise_model(profile: Profile) -> NoiseModel:
 def with_scales(models: list[NoiseModel]) -> list[NoiseModel]:
     """Each budget's noise scale: its own residual variance shrunk towards the pooled one."""
     pooled = float(np.mean(np.concatenate([m.residuals for m in models]) ** 2))
-    return [replace(m, scale=float(np.sqrt((np.sum(m.residuals**2) + SHRINK_DOF * pooled) / (m.residuals.size + SHRINK_DOF))))
-            for m in models]
+    return [
+        replace(
+            m, scale=float(np.sqrt((np.sum(m.residuals**2) + SHRINK_DOF * pooled) / (m.residuals.size + SHRINK_DOF)))
+        )
+        for m in models
+    ]
 
 
 def between_budget_variance(log_c: np.ndarray, y: np.ndarray, se: np.ndarray) -> float:
@@ -122,8 +126,9 @@ def between_budget_variance(log_c: np.ndarray, y: np.ndarray, se: np.ndarray) ->
     return max(0.0, (q - (log_c.size - 2)) / c) if c > 0 else 0.0
 
 
-def frontier_params(log_c: np.ndarray, log_n_opt: np.ndarray, loss_opt: np.ndarray,
-                    weight: np.ndarray) -> dict[str, np.ndarray]:
+def frontier_params(
+    log_c: np.ndarray, log_n_opt: np.ndarray, loss_opt: np.ndarray, weight: np.ndarray
+) -> dict[str, np.ndarray]:
     """Power laws through minima (R, B): N_opt weighted, L_opt unweighted; NaN rows with under MIN_BUDGETS minima."""
     enough = np.isfinite(log_n_opt).sum(axis=1) >= MIN_BUDGETS
     log_k_n, a = fit_lines(log_c, log_n_opt, np.broadcast_to(weight, log_n_opt.shape))
@@ -132,8 +137,9 @@ def frontier_params(log_c: np.ndarray, log_n_opt: np.ndarray, loss_opt: np.ndarr
     return {key: np.where(enough, value, np.nan) for key, value in columns.items()}
 
 
-def _replicate_minima(kind: str, profiles: list[Profile], models: list[NoiseModel], n_boot: int,
-                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _replicate_minima(
+    kind: str, profiles: list[Profile], models: list[NoiseModel], n_boot: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """log N_opt and L_opt (n_boot, B) of each budget's replicates; NaN where a replicate has no minimum."""
     rng = np.random.default_rng(seed)
     shapes = np.concatenate([m.residuals / m.scale for m in models if m.scale > 0] or [np.zeros(1)])
@@ -180,8 +186,10 @@ def fit_approach2(runs: pd.DataFrame, n_boot: int, seed: int, profile: str = DEF
     profiles, skipped = fit_minima(runs, profile)
     if len(profiles) < MIN_BUDGETS:
         reasons = "; ".join(reason.removeprefix("approach 2: ") for reason in notes + skipped)
-        raise FitError(f"approach 2 needs at least {MIN_BUDGETS} budgets with a clear IsoFLOP minimum, found "
-                       f"{len(profiles)}" + (f" ({reasons})" if reasons else ""))
+        raise FitError(
+            f"approach 2 needs at least {MIN_BUDGETS} budgets with a clear IsoFLOP minimum, found "
+            f"{len(profiles)}" + (f" ({reasons})" if reasons else "")
+        )
     models = with_scales([noise_model(p) for p in profiles])
     boot_log_n, boot_loss = _replicate_minima(profile, profiles, models, n_boot, seed)
     se = _standard_errors(boot_log_n)
@@ -193,10 +201,13 @@ def fit_approach2(runs: pd.DataFrame, n_boot: int, seed: int, profile: str = DEF
     estimate = frontier_params(log_c, log_n_opt[None], np.array([[p.loss_opt for p in profiles]]), weight)
     samples = frontier_params(log_c, boot_log_n + jitter, boot_loss, weight)
     if tau2 > 0:
-        notes.append(f"approach 2: the minima scatter about the power law by {np.sqrt(tau2):.3g} in log N beyond "
-                     "their bootstrap errors; the weights and intervals include that scatter")
-    profiles = [replace(p, se_log_n_opt=float(np.sqrt(s**2 + tau2)) if np.isfinite(s) else np.nan)
-                for p, s in zip(profiles, se)]
+        notes.append(
+            f"approach 2: the minima scatter about the power law by {np.sqrt(tau2):.3g} in log N beyond "
+            "their bootstrap errors; the weights and intervals include that scatter"
+        )
+    profiles = [
+        replace(p, se_log_n_opt=float(np.sqrt(s**2 + tau2)) if np.isfinite(s) else np.nan) for p, s in zip(profiles, se)
+    ]
     return ApproachResult(
         name="approach2",
         title=f"Approach 2: IsoFLOP profiles ({profile})",

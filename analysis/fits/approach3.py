@@ -119,8 +119,9 @@ def hoffmann_starts(data: LawData) -> np.ndarray:
     return np.column_stack([a - alpha * data.centre_n, b - beta * data.centre_d, e, alpha, beta])
 
 
-def _polish_best(law: Law, starts: np.ndarray, data: LawData, count: np.ndarray,
-                 target: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+def _polish_best(
+    law: Law, starts: np.ndarray, data: LawData, count: np.ndarray, target: np.ndarray | None = None
+) -> tuple[np.ndarray, ...]:
     """Polish starts (R, S, P) against counts and target log losses (R, n); per row, the best start's
     (theta, objective, converged)."""
     rows, n_starts, size = starts.shape
@@ -151,7 +152,9 @@ def fit_law(law: Law, data: LawData, init: Init = "varpro") -> LawFit:
     theta, value, converged = polish(law, starts, data, np.broadcast_to(count, (len(starts), count.size)))
     best = int(np.argmin(value))
     # At most FULL_FIT_STARTS optima seed the refits (Hoffmann's 4,500 starts reach many degenerate ones).
-    optima = distinct_optima(theta[converged], value[converged])[:FULL_FIT_STARTS] if converged.any() else theta[best][None]
+    optima = (
+        distinct_optima(theta[converged], value[converged])[:FULL_FIT_STARTS] if converged.any() else theta[best][None]
+    )
     return LawFit(law, theta[best], data, float(value[best]), bool(converged[best]), optima)
 
 
@@ -198,8 +201,10 @@ def vanishing_terms(law: Law, params: dict, N, D, loss, epochs=1.0) -> list[str]
     for name, term in law.terms(params, N, D, epochs).items():
         spread = float(np.ptp(term))
         if spread < VANISHING_SHARE * mean_loss:
-            notes.append(f"{name} varies by only {spread:.2g} nats over the runs ({spread / mean_loss:.2%} of the loss): "
-                         "it vanishes, so its coefficient and exponent are not identified; add runs that vary it")
+            notes.append(
+                f"{name} varies by only {spread:.2g} nats over the runs ({spread / mean_loss:.2%} of the loss): "
+                "it vanishes, so its coefficient and exponent are not identified; add runs that vary it"
+            )
     if "E" in params and params["E"] < VANISHING_SHARE * mean_loss:
         notes.append(f"E = {params['E']:.2g} vanishes: the irreducible loss is not identified by these runs")
     return notes
@@ -222,23 +227,32 @@ def identification_notes(law: Law, fit: LawFit, boot_theta: np.ndarray, samples:
     notes = []
     for j, (theta_name, key) in enumerate(zip(law.theta_names, law.theta_keys)):
         low, high = percentile_interval(samples[key], level)
-        ends = [end for end, hit in (("lower", q_low[j] <= lower[j] + tol[j]), ("upper", q_high[j] >= upper[j] - tol[j]))
-                if hit]
+        ends = [
+            end
+            for end, hit in (("lower", q_low[j] <= lower[j] + tol[j]), ("upper", q_high[j] >= upper[j] - tol[j]))
+            if hit
+        ]
         if ends:
-            notes.append(f"{key}: its {level:.0%} interval [{low:.3g}, {high:.3g}] reaches the {' and '.join(ends)} end "
-                         f"of its search range ({theta_name} in [{lower[j]:.3g}, {upper[j]:.3g}]): the runs do not "
-                         f"identify {key}")
+            notes.append(
+                f"{key}: its {level:.0%} interval [{low:.3g}, {high:.3g}] reaches the {' and '.join(ends)} end "
+                f"of its search range ({theta_name} in [{lower[j]:.3g}, {upper[j]:.3g}]): the runs do not "
+                f"identify {key}"
+            )
         elif key in law.scale_names and high > MAX_SCALE_SPREAD * low:
-            notes.append(f"{key}: its {level:.0%} interval [{low:.3g}, {high:.3g}] spans more than "
-                         f"{np.log10(MAX_SCALE_SPREAD):.0f} decades: the runs do not identify {key}")
+            notes.append(
+                f"{key}: its {level:.0%} interval [{low:.3g}, {high:.3g}] spans more than "
+                f"{np.log10(MAX_SCALE_SPREAD):.0f} decades: the runs do not identify {key}"
+            )
     return notes
 
 
 def _bound_notes(law: Law, fit: LawFit) -> list[str]:
     lower, upper = law.bounds(fit.data)
-    return [f"{name} = {value:.4g} sits on its bound [{low:.3g}, {high:.3g}]"
-            for name, value, low, high in zip(law.theta_names, fit.theta, lower, upper)
-            if np.isclose(value, [low, high], rtol=1e-6, atol=1e-9).any()]
+    return [
+        f"{name} = {value:.4g} sits on its bound [{low:.3g}, {high:.3g}]"
+        for name, value, low, high in zip(law.theta_names, fit.theta, lower, upper)
+        if np.isclose(value, [low, high], rtol=1e-6, atol=1e-9).any()
+    ]
 
 
 def run_columns(runs: pd.DataFrame) -> tuple[np.ndarray, ...]:
@@ -255,8 +269,15 @@ def bootstrap_refits(fit: LawFit, n_boot: int, seed: int, bootstrap: Bootstrap) 
     return refit(fit, np.ones((n_boot, n)), replicate_targets(fit, n_boot, seed))
 
 
-def fit_approach3(runs: pd.DataFrame, n_boot: int, seed: int, init: Init = "varpro", law_name: str = DEFAULT_LAW,
-                  level: float = DEFAULT_LEVEL, bootstrap: Bootstrap = "residuals") -> ApproachResult:
+def fit_approach3(
+    runs: pd.DataFrame,
+    n_boot: int,
+    seed: int,
+    init: Init = "varpro",
+    law_name: str = DEFAULT_LAW,
+    level: float = DEFAULT_LEVEL,
+    bootstrap: Bootstrap = "residuals",
+) -> ApproachResult:
     """Fit the law to all runs, then refit each bootstrap replicate."""
     law = law_by_name(law_name)
     N, D, loss, epochs = run_columns(runs)
@@ -264,14 +285,21 @@ def fit_approach3(runs: pd.DataFrame, n_boot: int, seed: int, init: Init = "varp
     main = fit_law(law, data, init)
     boot_theta, converged = bootstrap_refits(main, n_boot, seed, bootstrap)
     samples = law.named(boot_theta, data)
-    warnings = [f"approach 3: {note}" for note in (*_bound_notes(law, main),
-                                                   *vanishing_terms(law, main.params, N, D, loss, epochs),
-                                                   *identification_notes(law, main, boot_theta, samples, level))]
+    warnings = [
+        f"approach 3: {note}"
+        for note in (
+            *_bound_notes(law, main),
+            *vanishing_terms(law, main.params, N, D, loss, epochs),
+            *identification_notes(law, main, boot_theta, samples, level),
+        )
+    ]
     if not main.converged:
         warnings.append(f"approach 3: the fit stopped after {MAX_STEPS} steps without converging")
     if (~converged).any():
-        warnings.append(f"approach 3: {int((~converged).sum())} of {n_boot} bootstrap refits stopped after {MAX_STEPS} "
-                        "steps without converging; they are kept in the intervals")
+        warnings.append(
+            f"approach 3: {int((~converged).sum())} of {n_boot} bootstrap refits stopped after {MAX_STEPS} "
+            "steps without converging; they are kept in the intervals"
+        )
     flat = _vanishing_share(law, samples, N, D, loss, epochs)
     if flat > WARN_FRACTION:
         warnings.append(f"approach 3: in {flat:.0%} of bootstrap refits a term of the law is flat over the runs")

@@ -87,8 +87,10 @@ def fitted_on(runs: pd.DataFrame, fit_runs: set[str], expression: str) -> Holdou
     """Hold out every run not in fit_runs (the runs an expression selected for fitting)."""
     mask = ~runs["run"].isin(fit_runs).to_numpy()
     if mask.all() or not mask.any():
-        raise FitError(f"--fit-where {expression!r} selects {int((~mask).sum())} of {len(runs)} runs: it must leave "
-                       "some runs to fit and some to predict")
+        raise FitError(
+            f"--fit-where {expression!r} selects {int((~mask).sum())} of {len(runs)} runs: it must leave "
+            "some runs to fit and some to predict"
+        )
     return Holdout(mask, f"the {int(mask.sum())} runs outside --fit-where {expression!r}")
 
 
@@ -103,8 +105,9 @@ def default_holdout(runs: pd.DataFrame) -> Holdout:
     return largest(runs, max(1, int(round(DEFAULT_HOLDOUT_SHARE * len(runs)))))
 
 
-def prediction_interval(result: ApproachResult, runs: pd.DataFrame, level: float = DEFAULT_LEVEL,
-                        seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def prediction_interval(
+    result: ApproachResult, runs: pd.DataFrame, level: float = DEFAULT_LEVEL, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predicted loss and its `level` prediction interval (parameters and one run's noise) for each run."""
     fit = result.details
     N, D, _, epochs = run_columns(runs)
@@ -115,20 +118,37 @@ def prediction_interval(result: ApproachResult, runs: pd.DataFrame, level: float
     return fit.predict(N, D, epochs), low, high
 
 
-def backtest(runs: pd.DataFrame, holdout: Holdout, law: str = "chinchilla", n_boot: int = DEFAULT_N_BOOT,
-             seed: int = 0, level: float = DEFAULT_LEVEL, init: Init = "varpro",
-             bootstrap: Bootstrap = "residuals") -> Backtest:
+def backtest(
+    runs: pd.DataFrame,
+    holdout: Holdout,
+    law: str = "chinchilla",
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+    init: Init = "varpro",
+    bootstrap: Bootstrap = "residuals",
+) -> Backtest:
     """Fit `law` (approach 3) on the runs not held out, then predict each held-out run with an interval."""
     train, test = runs[~holdout.mask].reset_index(drop=True), runs[holdout.mask].reset_index(drop=True)
     result = fit_approach3(train, n_boot, seed, init, law, level, bootstrap)
     predicted, low, high = prediction_interval(result, test, level, seed)
     observed = test["loss"].to_numpy(float)
     _, _, _, epochs = run_columns(test)
-    predictions = pd.DataFrame({
-        "run": test["run"].astype(str), "N": test["N"], "D": test["D"], "C": test["C"], "epochs": epochs,
-        "observed": observed, "predicted": predicted, "low": low, "high": high,
-        "relative_error": (predicted - observed) / observed, "interval_held": (low <= observed) & (observed <= high),
-    })
+    predictions = pd.DataFrame(
+        {
+            "run": test["run"].astype(str),
+            "N": test["N"],
+            "D": test["D"],
+            "C": test["C"],
+            "epochs": epochs,
+            "observed": observed,
+            "predicted": predicted,
+            "low": low,
+            "high": high,
+            "relative_error": (predicted - observed) / observed,
+            "interval_held": (low <= observed) & (observed <= high),
+        }
+    )
     return Backtest(law, holdout.description, level, result, predictions)
 
 
@@ -139,8 +159,9 @@ def check_law(runs: pd.DataFrame, holdout: Holdout, law_name: str) -> LawCheck:
     keep = ~holdout.mask
     fit = fit_law(law, prepare(law, N[keep], D[keep], loss[keep], epochs[keep]))
     error = np.abs(fit.predict(N[~keep], D[~keep], epochs[~keep]) - loss[~keep]) / loss[~keep]
-    return LawCheck(law_name, holdout.description, int(keep.sum()), int((~keep).sum()), float(error.mean()),
-                    float(error.max()))
+    return LawCheck(
+        law_name, holdout.description, int(keep.sum()), int((~keep).sum()), float(error.mean()), float(error.max())
+    )
 
 
 def check_laws(runs: pd.DataFrame) -> dict[str, LawCheck | str]:

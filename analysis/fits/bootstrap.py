@@ -57,14 +57,20 @@ def percentile_interval(values: np.ndarray, level: float) -> tuple[np.ndarray, n
     return low, high
 
 
-def interval_warnings(name: str, estimate: dict[str, float], samples: dict[str, np.ndarray], level: float,
-                      keys: tuple[str, ...] = CHECKED_KEYS) -> list[str]:
+def interval_warnings(
+    name: str,
+    estimate: dict[str, float],
+    samples: dict[str, np.ndarray],
+    level: float,
+    keys: tuple[str, ...] = CHECKED_KEYS,
+) -> list[str]:
     """Warnings about refits that failed and exponent intervals (`keys`) too narrow to be believed."""
     warnings = []
     failed = np.isnan(samples[keys[0]]).mean()
     if failed > WARN_FRACTION:
-        warnings.append(f"{name}: {failed:.0%} of bootstrap refits failed; the intervals use the rest "
-                        "and may be too narrow")
+        warnings.append(
+            f"{name}: {failed:.0%} of bootstrap refits failed; the intervals use the rest and may be too narrow"
+        )
     for key in keys:
         low, high = percentile_interval(samples[key], level)
         if high - low < NARROW_RELATIVE_WIDTH * abs(estimate[key]):

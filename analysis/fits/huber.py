@@ -29,8 +29,9 @@ MAX_DAMPING = 1e10
 OUTSIDE_WEIGHT = 0.01  # past this, no step however short improves the objective: the row is at its optimum
 
 
-def evaluate(law: Law, theta: np.ndarray, data: LawData, count: np.ndarray,
-             target: np.ndarray) -> tuple[np.ndarray, ...]:
+def evaluate(
+    law: Law, theta: np.ndarray, data: LawData, count: np.ndarray, target: np.ndarray
+) -> tuple[np.ndarray, ...]:
     """Objective (K,), gradient (K, P) and Gauss-Newton Hessian (K, P, P) for K rows of theta, each fitted to
     its row of counts and of target log losses (K, n)."""
     log_pred, jac = law.log_predict(theta, data)
@@ -59,8 +60,14 @@ def _step(hess: np.ndarray, grad: np.ndarray, damping: np.ndarray, held: np.ndar
     return np.linalg.solve(damped, -(grad * free)[..., None])[..., 0]
 
 
-def polish(law: Law, theta: np.ndarray, data: LawData, count: np.ndarray, target: np.ndarray | None = None,
-           max_steps: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def polish(
+    law: Law,
+    theta: np.ndarray,
+    data: LawData,
+    count: np.ndarray,
+    target: np.ndarray | None = None,
+    max_steps: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Levenberg-Marquardt from every row of theta (K, P) at once (at most MAX_STEPS steps unless told), each
     row fitted to its counts and target log losses (K, n; default the data's); returns (theta, objective,
     converged)."""

@@ -71,8 +71,9 @@ def _softmax(*z: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     return np.log(total), [wi / total for wi in w]
 
 
-def variable_projection(basis: np.ndarray, target: np.ndarray, weight: np.ndarray, count: np.ndarray,
-                        scale: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def variable_projection(
+    basis: np.ndarray, target: np.ndarray, weight: np.ndarray, count: np.ndarray, scale: np.ndarray | float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Weighted least squares target ~ basis @ coef at every grid point: (coef (G, m), score (G,)).
 
     basis (G, n, m), target and weight (G, n) or (n,), count (n,) how often each run enters. Scores
@@ -183,8 +184,9 @@ class Chinchilla(Law):
         return self._project(data, count, alpha, beta, v)
 
     def _project(self, data, count, alpha, beta, v):
-        basis = np.stack([np.ones((alpha.size, data.u.size)), np.exp(-alpha[:, None] * data.u),
-                          np.exp(-beta[:, None] * v)], axis=-1)
+        basis = np.stack(
+            [np.ones((alpha.size, data.u.size)), np.exp(-alpha[:, None] * data.u), np.exp(-beta[:, None] * v)], axis=-1
+        )
         # Relative residuals (fit - L)/L approximate log-space ones, so rows are weighted by 1/L.
         loss = np.exp(data.log_loss)
         coef, score = variable_projection(basis, loss, 1.0 / loss, count)
@@ -193,15 +195,22 @@ class Chinchilla(Law):
 
     def named(self, theta, data):
         a_c, b_c, e, alpha, beta = (theta[..., i] for i in range(5))
-        return {"E": np.exp(e), "A": np.exp(a_c + alpha * data.centre_n), "B": np.exp(b_c + beta * data.centre_d),
-                "alpha": alpha, "beta": beta}
+        return {
+            "E": np.exp(e),
+            "A": np.exp(a_c + alpha * data.centre_n),
+            "B": np.exp(b_c + beta * data.centre_d),
+            "alpha": alpha,
+            "beta": beta,
+        }
 
     def loss(self, params, N, D, epochs=1.0):
         return params["E"] + params["A"] / np.power(N, params["alpha"]) + params["B"] / np.power(D, params["beta"])
 
     def terms(self, params, N, D, epochs=1.0):
-        return {"the N term A/N^alpha": params["A"] / np.power(N, params["alpha"]),
-                "the D term B/D^beta": params["B"] / np.power(D, params["beta"])}
+        return {
+            "the N term A/N^alpha": params["A"] / np.power(N, params["alpha"]),
+            "the D term B/D^beta": params["B"] / np.power(D, params["beta"]),
+        }
 
     def allocation(self, params):
         a, b = allocation_exponents(params["alpha"], params["beta"])
@@ -245,8 +254,10 @@ class Tied(Chinchilla):
         return super().loss(self._both(params), N, D)
 
     def terms(self, params, N, D, epochs=1.0):
-        return {"the N term A/N^alpha": params["A"] / np.power(N, params["alpha"]),
-                "the D term B/D^alpha": params["B"] / np.power(D, params["alpha"])}
+        return {
+            "the N term A/N^alpha": params["A"] / np.power(N, params["alpha"]),
+            "the D term B/D^alpha": params["B"] / np.power(D, params["alpha"]),
+        }
 
     def allocation(self, params):
         return super().allocation(self._both(params))
@@ -271,8 +282,10 @@ class DataConstrained(Chinchilla):
 
     def check_data(self, data):
         if not (data.repeats > 0).any():
-            raise FitError("law data_constrained needs runs that repeated their data (epochs > 1); every run here "
-                           "saw each token once: pass --epochs-col NAME, or use --law chinchilla")
+            raise FitError(
+                "law data_constrained needs runs that repeated their data (epochs > 1); every run here "
+                "saw each token once: pass --epochs-col NAME, or use --law chinchilla"
+            )
 
     def _v(self, theta, data):
         r_star = np.exp(theta[:, 5:6])
@@ -328,8 +341,10 @@ class Kaplan(Law):
         # log L / alpha_D is the log of the bracket, so its terms reach log(max L) / (smallest alpha_D).
         high = float(data.log_loss.max()) / self.ALPHA_D_BOUNDS[0] + LOG_SCALE_HEADROOM
         low = -high
-        return (np.array([low, low, self.RATIO_BOUNDS[0], self.ALPHA_D_BOUNDS[0]]),
-                np.array([high, high, self.RATIO_BOUNDS[1], self.ALPHA_D_BOUNDS[1]]))
+        return (
+            np.array([low, low, self.RATIO_BOUNDS[0], self.ALPHA_D_BOUNDS[0]]),
+            np.array([high, high, self.RATIO_BOUNDS[1], self.ALPHA_D_BOUNDS[1]]),
+        )
 
     def log_predict(self, theta, data):
         m, d, ratio, alpha_d = (column[:, None] for column in theta.T)
@@ -349,8 +364,12 @@ class Kaplan(Law):
 
     def named(self, theta, data):
         m, d, ratio, alpha_d = (theta[..., i] for i in range(4))
-        return {"N_c": np.exp(m / ratio + data.centre_n), "D_c": np.exp(d + data.centre_d),
-                "alpha_N": ratio * alpha_d, "alpha_D": alpha_d}
+        return {
+            "N_c": np.exp(m / ratio + data.centre_n),
+            "D_c": np.exp(d + data.centre_d),
+            "alpha_N": ratio * alpha_d,
+            "alpha_D": alpha_d,
+        }
 
     def _pieces(self, params: Mapping, N, D) -> tuple[np.ndarray, np.ndarray]:
         ratio = params["alpha_N"] / params["alpha_D"]
@@ -364,8 +383,10 @@ class Kaplan(Law):
         """Each piece's share of the bracket, times the loss: how much of L it carries at each run."""
         n_piece, d_piece = self._pieces(params, N, D)
         loss = np.power(n_piece + d_piece, params["alpha_D"])
-        return {"the N term (N_c/N)^(alpha_N/alpha_D)": loss * n_piece / (n_piece + d_piece),
-                "the D term D_c/D": loss * d_piece / (n_piece + d_piece)}
+        return {
+            "the N term (N_c/N)^(alpha_N/alpha_D)": loss * n_piece / (n_piece + d_piece),
+            "the D term D_c/D": loss * d_piece / (n_piece + d_piece),
+        }
 
     def allocation(self, params):
         """Minimising the bracket along 6ND = C: N_opt = (p N_c^p (C/6) / D_c)^(1/(p+1)), so a = 1/(p+1)."""

@@ -82,8 +82,11 @@ def _parabola_minima(log_n: np.ndarray, loss: np.ndarray) -> Minima:
     low, high = log_n.min() - centre, log_n.max() - centre
     flat, lowest = c2 <= 0, np.argmin(loss, axis=1)
     # A profile that opens downward but falls towards one end still says which way to extend.
-    code = np.select([flat & (lowest == 0), flat & (lowest == log_n.size - 1), flat, x_opt < low, x_opt > high],
-                     [BELOW, ABOVE, FLAT, BELOW, ABOVE], OK)
+    code = np.select(
+        [flat & (lowest == 0), flat & (lowest == log_n.size - 1), flat, x_opt < low, x_opt > high],
+        [BELOW, ABOVE, FLAT, BELOW, ABOVE],
+        OK,
+    )
     loss_opt = np.where(code == OK, c0 - c1**2 / (4 * np.where(c2 > 0, c2, 1.0)), np.nan)
     return Minima(np.where(code == OK, centre + x_opt, np.nan), loss_opt, code)
 
@@ -113,8 +116,9 @@ def _akima_minima(log_n: np.ndarray, loss: np.ndarray) -> Minima:
     best = np.argmin(values, axis=0)
     code = np.select([best == 0, best == grid.size - 1], [BELOW, ABOVE], OK)
     ok = code == OK
-    return Minima(np.where(ok, grid[best], np.nan), np.where(ok, np.exp(values[best, np.arange(len(best))]), np.nan),
-                  code)
+    return Minima(
+        np.where(ok, grid[best], np.nan), np.where(ok, np.exp(values[best, np.arange(len(best))]), np.nan), code
+    )
 
 
 ESTIMATORS = {"parabola": _parabola_minima, "local": _local_minima, "akima": _akima_minima}
@@ -134,13 +138,19 @@ def failure_message(code: int, budget: float, log_n: np.ndarray) -> str:
     if sizes < MIN_SIZES:
         return f"budget {budget:.3g} FLOPs: runs at {sizes} distinct model sizes, need {MIN_SIZES}: add sizes"
     if code == BELOW:
-        return (f"budget {budget:.3g} FLOPs: the IsoFLOP minimum lies outside the sampled sizes, below N = "
-                f"{np.exp(log_n.min()):.3g}: extend the grid to smaller models")
+        return (
+            f"budget {budget:.3g} FLOPs: the IsoFLOP minimum lies outside the sampled sizes, below N = "
+            f"{np.exp(log_n.min()):.3g}: extend the grid to smaller models"
+        )
     if code == ABOVE:
-        return (f"budget {budget:.3g} FLOPs: the IsoFLOP minimum lies outside the sampled sizes, above N = "
-                f"{np.exp(log_n.max()):.3g}: extend the grid to larger models")
-    return (f"budget {budget:.3g} FLOPs: the IsoFLOP profile opens downward or is flat; add runs on both sides "
-            "of the optimum")
+        return (
+            f"budget {budget:.3g} FLOPs: the IsoFLOP minimum lies outside the sampled sizes, above N = "
+            f"{np.exp(log_n.max()):.3g}: extend the grid to larger models"
+        )
+    return (
+        f"budget {budget:.3g} FLOPs: the IsoFLOP profile opens downward or is flat; add runs on both sides "
+        "of the optimum"
+    )
 
 
 def _curve(kind: str, log_n: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, Callable]:

@@ -45,4 +45,3 @@ def power_law_frontier(params: Mapping[str, Any], C: np.ndarray) -> tuple[np.nda
     n_opt = evaluate_power_law(C, params["log_k_n"], params["a"])
     loss = evaluate_power_law(C, params["log_k_loss"], params["loss_exponent"])
     return n_opt, tokens_from_flops(C, n_opt), loss
-

@@ -21,38 +21,82 @@ def noisy_loss(params: LossParams, N: np.ndarray, D: np.ndarray, noise: float, r
     return predict_loss(N, D, **params.as_dict()) * np.exp(noise * rng.standard_normal(np.shape(N)))
 
 
-def isoflop_runs(params: LossParams, budgets: np.ndarray, sizes: int = 9, span_decades: float = 1.2,
-                 noise: float = 0.0, seed: int = 0) -> pd.DataFrame:
+def isoflop_runs(
+    params: LossParams,
+    budgets: np.ndarray,
+    sizes: int = 9,
+    span_decades: float = 1.2,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> pd.DataFrame:
     """An IsoFLOP sweep: at each budget, `sizes` models log-spaced across `span_decades` around the true N_opt."""
     rng = np.random.default_rng(seed)
     offsets = np.logspace(-span_decades / 2, span_decades / 2, sizes)
     budget = np.repeat(np.asarray(budgets, float), sizes)
     N = np.round(np.outer(compute_optimal(budgets, **params.as_dict())[0], offsets).ravel())
     D = np.round(tokens_from_flops(budget, N))
-    return pd.DataFrame({"run": [f"run{i:04d}" for i in range(N.size)], "N": N, "D": D,
-                         "C": FLOPS_PER_PARAM_TOKEN * N * D, "loss": noisy_loss(params, N, D, noise, rng),
-                         "budget": budget})
+    return pd.DataFrame(
+        {
+            "run": [f"run{i:04d}" for i in range(N.size)],
+            "N": N,
+            "D": D,
+            "C": FLOPS_PER_PARAM_TOKEN * N * D,
+            "loss": noisy_loss(params, N, D, noise, rng),
+            "budget": budget,
+        }
+    )
 
 
-def training_curves(params: LossParams, runs: pd.DataFrame, evals: int = 20, first_fraction: float = 0.02,
-                    noise: float = 0.0, seed: int = 0) -> pd.DataFrame:
+def training_curves(
+    params: LossParams,
+    runs: pd.DataFrame,
+    evals: int = 20,
+    first_fraction: float = 0.02,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Each run's eval curve: L(N, tokens so far) at `evals` points log-spaced up to its final D."""
     rng = np.random.default_rng(seed)
     fractions = np.geomspace(first_fraction, 1.0, evals)
     pieces = []
     for run in runs.itertuples():
         D = np.round(run.D * fractions)
-        pieces.append(pd.DataFrame({"run": run.run, "N": run.N, "D": D, "C": FLOPS_PER_PARAM_TOKEN * run.N * D,
-                                    "loss": noisy_loss(params, np.full(evals, run.N), D, noise, rng)}))
+        pieces.append(
+            pd.DataFrame(
+                {
+                    "run": run.run,
+                    "N": run.N,
+                    "D": D,
+                    "C": FLOPS_PER_PARAM_TOKEN * run.N * D,
+                    "loss": noisy_loss(params, np.full(evals, run.N), D, noise, rng),
+                }
+            )
+        )
     return pd.concat(pieces, ignore_index=True)
 
 
-def law_runs(law: Law, params: dict, N: np.ndarray, D: np.ndarray, epochs: np.ndarray | float = 1.0,
-             noise: float = 0.0, seed: int = 0) -> pd.DataFrame:
+def law_runs(
+    law: Law,
+    params: dict,
+    N: np.ndarray,
+    D: np.ndarray,
+    epochs: np.ndarray | float = 1.0,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Runs at the given (N, D, epochs) whose loss is `law` with `params`, times exp(noise * standard normal)."""
     rng = np.random.default_rng(seed)
     N, D = np.asarray(N, float), np.asarray(D, float)
     epochs = np.broadcast_to(np.asarray(epochs, float), N.shape)
     loss = law.loss(params, N, D, epochs) * np.exp(noise * rng.standard_normal(N.shape))
-    return pd.DataFrame({"run": [f"run{i:04d}" for i in range(N.size)], "N": N, "D": D,
-                         "C": FLOPS_PER_PARAM_TOKEN * N * D, "loss": loss, "budget": np.nan, "epochs": epochs})
+    return pd.DataFrame(
+        {
+            "run": [f"run{i:04d}" for i in range(N.size)],
+            "N": N,
+            "D": D,
+            "C": FLOPS_PER_PARAM_TOKEN * N * D,
+            "loss": loss,
+            "budget": np.nan,
+            "epochs": epochs,
+        }
+    )

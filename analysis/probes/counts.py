@@ -45,7 +45,9 @@ class SeenCounts:
         self.unigram += np.bincount(token, minlength=self.vocab_size)
         keys, counts = np.unique(self._key(prev, token), return_counts=True)
         merged, inverse = np.unique(np.concatenate([self.pair_keys, keys]), return_inverse=True)
-        self.pair_counts = np.bincount(inverse, np.concatenate([self.pair_counts, counts]), len(merged)).astype(np.int64)
+        self.pair_counts = np.bincount(inverse, np.concatenate([self.pair_counts, counts]), len(merged)).astype(
+            np.int64
+        )
         self.pair_keys = merged
 
     def _key(self, prev: np.ndarray, token: np.ndarray) -> np.ndarray:

@@ -70,7 +70,9 @@ class ProbeSettings:
             )
         outside = [s for s in self.forget_steps if not 1 <= s <= run.steps]
         if outside:
-            raise InputError(f"--forget-steps: {outside} outside 1..{run.steps} of {run.name}; give steps the run trained")
+            raise InputError(
+                f"--forget-steps: {outside} outside 1..{run.steps} of {run.name}; give steps the run trained"
+            )
 
 
 def icl_bands(seq_len: int) -> tuple[range, range]:

@@ -67,8 +67,10 @@ def find_run_dirs(path: Path) -> list[Path]:
         raise InputError(f"PATH: {path / contract.RUNS_TABLE} lists no runs; train the sweep first")
     missing = [str(run_dir) for run_dir in run_dirs if not contract.is_run_dir(run_dir)]
     if missing:
-        raise InputError(f"PATH: {path / contract.RUNS_TABLE} lists {missing[0]}, which has no "
-                         f"{contract.CONFIG_FILE}; re-run the sweep")
+        raise InputError(
+            f"PATH: {path / contract.RUNS_TABLE} lists {missing[0]}, which has no "
+            f"{contract.CONFIG_FILE}; re-run the sweep"
+        )
     return run_dirs
 
 
@@ -119,7 +121,11 @@ def open_data(run: RunInfo) -> RunStream:
     """The run's corpus and data order; refused in one line when the corpus rebuilt now is not the one it
     trained on (data=pystdlib under another Python, a text glob matching other files)."""
     corpus = load_corpus(run.data, progress=False)
-    check_same_data(read_config(run.run_dir), corpus.meta, run.run_dir,
-                    "probe it where its data can be rebuilt as it was (data=pystdlib: the Python it trained with)")
+    check_same_data(
+        read_config(run.run_dir),
+        corpus.meta,
+        run.run_dir,
+        "probe it where its data can be rebuilt as it was (data=pystdlib: the Python it trained with)",
+    )
     order = DataOrder(run.data_seed, run.batch_size, n_sequences(len(corpus.train), run.seq_len), run.data_order)
     return RunStream(corpus, order, run.seq_len)

@@ -58,7 +58,14 @@ def measured(table: pd.DataFrame, run: str) -> set[tuple[int, str]]:
 def rows(run: str, step: int, tokens: int, probe: str, values: dict[str, float]) -> pd.DataFrame:
     """One probe's measurements at one checkpoint as table rows."""
     frame = pd.DataFrame(
-        {"run": run, "step": step, "tokens": tokens, "probe": probe, "key": list(values), "value": list(values.values())}
+        {
+            "run": run,
+            "step": step,
+            "tokens": tokens,
+            "probe": probe,
+            "key": list(values),
+            "value": list(values.values()),
+        }
     )
     return frame.astype(dict(zip(COLUMNS, TYPES)))
 

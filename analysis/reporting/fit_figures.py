@@ -81,24 +81,57 @@ def plot_isoflops(details: IsoflopDetails, path: Path) -> Path:
         n = np.geomspace(runs["N"].min(), runs["N"].max(), 100)
         ax.plot(n, parabola.at(np.log(n)), color=colour, lw=1.5)
         n_opt, se = np.exp(parabola.log_n_opt), parabola.se_log_n_opt
-        ax.errorbar(n_opt, parabola.loss_opt, xerr=[[n_opt - n_opt * np.exp(-se)], [n_opt * np.exp(se) - n_opt]],
-                    color=colour, ecolor="black", elinewidth=1.2, marker="*", ms=14, mec="black", capsize=4, zorder=3)
-    ax.set(xscale="log", xlabel=N_LABEL, ylabel=LOSS_LABEL,
-           title=f"IsoFLOP profiles ({details.kind}) per budget, minimum marked (approach 2)")
+        ax.errorbar(
+            n_opt,
+            parabola.loss_opt,
+            xerr=[[n_opt - n_opt * np.exp(-se)], [n_opt * np.exp(se) - n_opt]],
+            color=colour,
+            ecolor="black",
+            elinewidth=1.2,
+            marker="*",
+            ms=14,
+            mec="black",
+            capsize=4,
+            zorder=3,
+        )
+    ax.set(
+        xscale="log",
+        xlabel=N_LABEL,
+        ylabel=LOSS_LABEL,
+        title=f"IsoFLOP profiles ({details.kind}) per budget, minimum marked (approach 2)",
+    )
     # Colour says the budget (legend on the right); the legend below says what each kind of mark is.
-    fig.legend(loc="outside right upper", fontsize=8, ncol=2 if len(fitted) > 12 else 1, title="colour: budget",
-               title_fontsize=8)
-    marks = [Line2D([], [], color="grey", marker="o", ls="none", ms=5, label="run: final loss"),
-             Line2D([], [], color="grey", lw=1.5, label=f"profile ({details.kind}) fitted to a budget's runs"),
-             ax.errorbar([], [], xerr=[], color="grey", ecolor="black", marker="*", ms=11, mec="black", capsize=4,
-                         label="minimum; bar: N_opt ± 1 standard error")]
+    fig.legend(
+        loc="outside right upper",
+        fontsize=8,
+        ncol=2 if len(fitted) > 12 else 1,
+        title="colour: budget",
+        title_fontsize=8,
+    )
+    marks = [
+        Line2D([], [], color="grey", marker="o", ls="none", ms=5, label="run: final loss"),
+        Line2D([], [], color="grey", lw=1.5, label=f"profile ({details.kind}) fitted to a budget's runs"),
+        ax.errorbar(
+            [],
+            [],
+            xerr=[],
+            color="grey",
+            ecolor="black",
+            marker="*",
+            ms=11,
+            mec="black",
+            capsize=4,
+            label="minimum; bar: N_opt ± 1 standard error",
+        ),
+    ]
     fig.legend(handles=marks, loc="outside lower center", ncol=3, fontsize=8)
     return _save(fig, path)
 
 
 @_styled
-def plot_frontier(results: dict[str, ApproachResult], flops: np.ndarray, data_max: float, level: float,
-                  path: Path) -> Path:
+def plot_frontier(
+    results: dict[str, ApproachResult], flops: np.ndarray, data_max: float, level: float, path: Path
+) -> Path:
     """N_opt(C) and D_opt(C) for every approach with its interval band, beside the published lines."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 6.8), layout="constrained")
     handles = []
@@ -117,8 +150,9 @@ def plot_frontier(results: dict[str, ApproachResult], flops: np.ndarray, data_ma
     handles.append((beyond, "beyond our largest run: our fits extrapolated"))
     axes[0].set_ylabel(N_LABEL)
     axes[1].set_ylabel(D_LABEL)
-    fig.legend(*zip(*handles), loc="outside lower center", ncol=2, fontsize=8,
-               handler_map={tuple: HandlerTuple(ndivide=1)})
+    fig.legend(
+        *zip(*handles), loc="outside lower center", ncol=2, fontsize=8, handler_map={tuple: HandlerTuple(ndivide=1)}
+    )
     fig.suptitle("Compute-optimal frontier: fitted allocation of compute between N and D")
     return _save(fig, path)
 
@@ -131,15 +165,27 @@ def _mark_data(axes: np.ndarray, results: dict[str, ApproachResult]) -> list[tup
         env = results["approach1"].details.envelope
         for ax, value in zip(axes, (env.n, tokens_from_flops(env.flops, env.n))):
             points = ax.scatter(env.flops, value, s=6, color=APPROACH_COLOURS["approach1"], alpha=0.5)
-        handles.append((points, "approach 1 data: the run with the lowest loss at each C, one dot per evaluation "
-                                "(a bar where one run stays the best)"))
+        handles.append(
+            (
+                points,
+                "approach 1 data: the run with the lowest loss at each C, one dot per evaluation "
+                "(a bar where one run stays the best)",
+            )
+        )
     if "approach2" in results:
         for p in results["approach2"].details.profiles:
             n_opt = np.exp(p.log_n_opt)
             for ax, value in zip(axes, (n_opt, tokens_from_flops(p.budget, n_opt))):
-                minimum = ax.errorbar(p.budget, value, yerr=[[value - value * np.exp(-p.se_log_n_opt)],
-                                                             [value * np.exp(p.se_log_n_opt) - value]],
-                                      color=APPROACH_COLOURS["approach2"], marker="o", ms=5, mec="black", capsize=2)
+                minimum = ax.errorbar(
+                    p.budget,
+                    value,
+                    yerr=[[value - value * np.exp(-p.se_log_n_opt)], [value * np.exp(p.se_log_n_opt) - value]],
+                    color=APPROACH_COLOURS["approach2"],
+                    marker="o",
+                    ms=5,
+                    mec="black",
+                    capsize=2,
+                )
         handles.append((minimum, "approach 2 data: each budget's IsoFLOP minimum, bar ± 1 standard error"))
     return handles
 
@@ -156,8 +202,10 @@ def _draw_published(axes: np.ndarray, flops: np.ndarray) -> list[tuple]:
         if label == RULE_LABEL:  # a rule of thumb, not a fit to data: no range to keep to
             parts = [(np.ones_like(inside), "-.", 1.0, f"{label} (Chinchilla's rule of thumb)")]
         else:
-            parts = [(inside, "--", 1.0, f"{label}, within its data ({_flops(low)}-{_flops(high)} FLOPs)"),
-                     (outside, ":", 0.6, f"{label}, extrapolated outside its data ({_flops(low)}-{_flops(high)} FLOPs)")]
+            parts = [
+                (inside, "--", 1.0, f"{label}, within its data ({_flops(low)}-{_flops(high)} FLOPs)"),
+                (outside, ":", 0.6, f"{label}, extrapolated outside its data ({_flops(low)}-{_flops(high)} FLOPs)"),
+            ]
         for mask, style, alpha, text in parts:
             if mask.sum() < 2:
                 continue
@@ -197,11 +245,26 @@ def plot_contours(result: ApproachResult, runs: pd.DataFrame, path: Path) -> Pat
     for i, budget in enumerate(budgets):
         ax.plot(n, tokens_from_flops(budget, n), color="black", lw=0.8, ls="--", alpha=0.6, label=None if i else label)
     # White with a black rim: visible on every shade of the filled contours, which already give the loss.
-    ax.scatter(runs["N"], runs["D"], color="white", s=30, edgecolors="black", linewidths=1.0, zorder=3,
-               label="runs: the (N, D) each was trained at")
+    ax.scatter(
+        runs["N"],
+        runs["D"],
+        color="white",
+        s=30,
+        edgecolors="black",
+        linewidths=1.0,
+        zorder=3,
+        label="runs: the (N, D) each was trained at",
+    )
     fig.colorbar(filled, ax=ax, label=f"fitted L(N, D), {LOSS_LABEL}", format="%.2f")
-    ax.set(xscale="log", yscale="log", xlim=(n.min(), n.max()), ylim=(d.min(), d.max()), xlabel=N_LABEL,
-           ylabel=D_LABEL, title="Fitted L(N, D) (approach 3); contour lines labelled with the loss")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlim=(n.min(), n.max()),
+        ylim=(d.min(), d.max()),
+        xlabel=N_LABEL,
+        ylabel=D_LABEL,
+        title="Fitted L(N, D) (approach 3); contour lines labelled with the loss",
+    )
     ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
     return _save(fig, path)
 
@@ -238,10 +301,22 @@ def plot_curves(details: EnvelopeDetails, path: Path) -> Path:
     norm = _size_norm(points["N"])
     _draw_curves(ax, points, norm)
     if details.start > points["C"].min():
-        ax.axvspan(points["C"].min(), details.start, color="grey", alpha=0.15, lw=0,
-                   label=f"left out of the envelope: C < {_flops(details.start)} FLOPs")
-    ax.scatter(env.flops, env.loss, color="black", s=8, zorder=3,
-               label="lower envelope, less the stretches won by the smallest or largest model")
+        ax.axvspan(
+            points["C"].min(),
+            details.start,
+            color="grey",
+            alpha=0.15,
+            lw=0,
+            label=f"left out of the envelope: C < {_flops(details.start)} FLOPs",
+        )
+    ax.scatter(
+        env.flops,
+        env.loss,
+        color="black",
+        s=8,
+        zorder=3,
+        label="lower envelope, less the stretches won by the smallest or largest model",
+    )
     _size_axes(fig, ax, norm, "Approach 1: training curves and envelope")
     return _save(fig, path)
 
@@ -253,8 +328,16 @@ def plot_runs(runs: pd.DataFrame, curves: pd.DataFrame | None, path: Path) -> Pa
     norm = _size_norm(runs["N"])
     if curves is not None:
         _draw_curves(ax, curves, norm)
-    ax.scatter(runs["C"], runs["loss"], color=_size_colour(runs["N"], norm), s=18, edgecolors="black",
-               linewidths=0.4, zorder=3, label="final evaluation of one run (colour: N)")
+    ax.scatter(
+        runs["C"],
+        runs["loss"],
+        color=_size_colour(runs["N"], norm),
+        s=18,
+        edgecolors="black",
+        linewidths=0.4,
+        zorder=3,
+        label="final evaluation of one run (colour: N)",
+    )
     _size_axes(fig, ax, norm, f"Runs: {'training curves' if curves is not None else 'final points'} (no fit)")
     return _save(fig, path)
 
@@ -265,13 +348,25 @@ def plot_observed_vs_predicted(result: ApproachResult, runs: pd.DataFrame, path:
     predicted = result.details.predict(runs["N"], runs["D"], runs["epochs"].fillna(1.0))
     residual = np.log(runs["loss"]) - np.log(predicted)
     fig, ax = plt.subplots(figsize=(6.5, 6))
-    points = ax.scatter(runs["loss"], predicted, c=runs["C"], norm=LogNorm(), cmap="cividis", s=20, edgecolors="black",
-                        linewidths=0.4, label="one run (colour: its compute C)")
+    points = ax.scatter(
+        runs["loss"],
+        predicted,
+        c=runs["C"],
+        norm=LogNorm(),
+        cmap="cividis",
+        s=20,
+        edgecolors="black",
+        linewidths=0.4,
+        label="one run (colour: its compute C)",
+    )
     low, high = min(runs["loss"].min(), predicted.min()), max(runs["loss"].max(), predicted.max())
     ax.plot([low, high], [low, high], color="crimson", lw=1, label="predicted = observed")
     fig.colorbar(points, ax=ax, label=FLOPS_LABEL)
-    ax.set(xlabel=f"observed {LOSS_LABEL}", ylabel=f"predicted {LOSS_LABEL}",
-           title=f"Approach 3 fit: RMS log residual {np.sqrt(np.mean(residual**2)):.4f}")
+    ax.set(
+        xlabel=f"observed {LOSS_LABEL}",
+        ylabel=f"predicted {LOSS_LABEL}",
+        title=f"Approach 3 fit: RMS log residual {np.sqrt(np.mean(residual**2)):.4f}",
+    )
     ax.legend(fontsize=9)
     return _save(fig, path)
 
@@ -284,34 +379,64 @@ def make_figures(analysis: Analysis, figures: Path) -> list[tuple[str, str]]:
     results, runs, made = analysis.results, analysis.data.runs, []
     if "approach2" in results:
         plot_isoflops(results["approach2"].details, figures / "isoflop.png")
-        made.append(("isoflop.png", "IsoFLOP profiles (approach 2): each run's final loss against N, one colour per "
-                     "compute budget; the curve is the profile fitted to a budget's runs (estimator named in the title), the star its "
-                     "minimum and the horizontal bar N_opt ± 1 standard error"))
+        made.append(
+            (
+                "isoflop.png",
+                "IsoFLOP profiles (approach 2): each run's final loss against N, one colour per "
+                "compute budget; the curve is the profile fitted to a budget's runs (estimator named in the title), the star its "
+                "minimum and the horizontal bar N_opt ± 1 standard error",
+            )
+        )
     if not results:  # too few runs for any fit: still show what trained
         plot_runs(runs, analysis.data.curves, figures / "runs.png")
-        return [("runs.png", "Every run's loss against compute, coloured by N (training curves where recorded, dots "
-                             "for the final evaluations); no approach could be fitted")]
+        return [
+            (
+                "runs.png",
+                "Every run's loss against compute, coloured by N (training curves where recorded, dots "
+                "for the final evaluations); no approach could be fitted",
+            )
+        ]
     lowest = runs["C"].min()
     if "approach1" in results:  # reach down to the envelope points approach 1 was fitted to
         lowest = min(lowest, results["approach1"].details.envelope.flops.min())
     flops = np.geomspace(lowest, max(runs["C"].max(), analysis.budgets.max()), 120)
     plot_frontier(results, flops, runs["C"].max(), analysis.config.level, figures / "frontier.png")
     low, high = (_flops(c) for c in PUBLISHED_FIT_FLOPS)
-    made.append(("frontier.png", f"Compute-optimal N_opt(C) (left) and D_opt(C) (right) of each approach with its "
-                 f"{analysis.config.level:.0%} bootstrap band, and the points approaches 1 and 2 fitted their power laws "
-                 f"to; the published lines are dashed over the compute they were fitted on ({low}-{high} FLOPs) and "
-                 "dotted where extrapolated; grey: beyond our largest run"))
+    made.append(
+        (
+            "frontier.png",
+            f"Compute-optimal N_opt(C) (left) and D_opt(C) (right) of each approach with its "
+            f"{analysis.config.level:.0%} bootstrap band, and the points approaches 1 and 2 fitted their power laws "
+            f"to; the published lines are dashed over the compute they were fitted on ({low}-{high} FLOPs) and "
+            "dotted where extrapolated; grey: beyond our largest run",
+        )
+    )
     if "approach3" in results:
         plot_contours(results["approach3"], runs, figures / "contours.png")
-        made.append(("contours.png", "Contours of the fitted L(N, D) (approach 3), labelled with the loss, with the "
-                     "efficient frontier (red), lines of constant compute C = 6ND (dashed) and the (N, D) of every run "
-                     "(white circles)"))
+        made.append(
+            (
+                "contours.png",
+                "Contours of the fitted L(N, D) (approach 3), labelled with the loss, with the "
+                "efficient frontier (red), lines of constant compute C = 6ND (dashed) and the (N, D) of every run "
+                "(white circles)",
+            )
+        )
         plot_observed_vs_predicted(results["approach3"], runs, figures / "observed_vs_predicted.png")
-        made.append(("observed_vs_predicted.png", "Each run's observed final loss against the approach-3 prediction, "
-                     "coloured by compute; on the red diagonal the fit would be exact"))
+        made.append(
+            (
+                "observed_vs_predicted.png",
+                "Each run's observed final loss against the approach-3 prediction, "
+                "coloured by compute; on the red diagonal the fit would be exact",
+            )
+        )
     if "approach1" in results:
         plot_curves(results["approach1"].details, figures / "curves.png")
-        made.append(("curves.png", "Approach 1: every run's loss against compute, coloured by N, and the lower "
-                     "envelope its power laws are fitted to (black dots); the grey span before the envelope starts "
-                     "is left out"))
+        made.append(
+            (
+                "curves.png",
+                "Approach 1: every run's loss against compute, coloured by N, and the lower "
+                "envelope its power laws are fitted to (black dots); the grey span before the envelope starts "
+                "is left out",
+            )
+        )
     return made

@@ -13,14 +13,14 @@ from analysis.reporting.document import figure
 
 BOOTSTRAP_NOTES = {
     "residuals": "keeps every run and redraws its log loss as the fit plus a kernel-smoothed draw from the fit's "
-                 "residuals (calibrated when the law holds; `--bootstrap runs` resamples runs instead, safer when "
-                 "the law may misfit).",
+    "residuals (calibrated when the law holds; `--bootstrap runs` resamples runs instead, safer when "
+    "the law may misfit).",
     "runs": "resamples runs (`--bootstrap runs`): wider than the default residual bootstrap when the law holds, "
-            "safer when it may not.",
+    "safer when it may not.",
 }
 PROFILE_NOTES = {
     "local": f"a parabola in log N through the {LOCAL_SIZES} sizes nearest each budget's lowest loss, so the window "
-             "follows the minimum (the least biased estimator we measured; benchmarks/RESULTS.md)",
+    "follows the minimum (the least biased estimator we measured; benchmarks/RESULTS.md)",
     "parabola": "a parabola in log N through all of each budget's sizes (Hoffmann et al. 2022)",
     "akima": "Akima interpolation of log loss in log N (Porian et al. 2024)",
 }
@@ -34,22 +34,36 @@ def _interval(result: ApproachResult, key: str, level: float) -> str:
 def allocation_section(analysis: Analysis) -> list[str]:
     """Exponents a and b of every approach, beside Hoffmann et al.'s Table 2."""
     level = analysis.config.level
-    lines = ["## Compute-optimal allocation: N_opt ∝ C^a, D_opt ∝ C^b", "",
-             "| approach | a | b | Hoffmann et al. 2022: a | b | bootstrap refits failed |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "## Compute-optimal allocation: N_opt ∝ C^a, D_opt ∝ C^b",
+        "",
+        "| approach | a | b | Hoffmann et al. 2022: a | b | bootstrap refits failed |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, result in analysis.results.items():
         a, a_ci, b, b_ci = HOFFMANN_TABLE2[name]
         published = f"{a} [{a_ci[0]}, {a_ci[1]}] | {b} [{b_ci[0]}, {b_ci[1]}]"
-        lines.append(f"| {result.title} | {_interval(result, 'a', level)} | {_interval(result, 'b', level)} | "
-                     f"{published} | {result.n_failed} of {result.n_boot} |")
-    return lines + ["", f"Intervals: {level:.0%} bootstrap percentile intervals over {analysis.config.n_boot} refits; "
-                        "failed refits are counted above and left out. Approach 1 resamples runs. Approach 2 keeps "
-                        "every run and redraws its loss from a curve more flexible than the profile estimator's (a "
-                        "cubic in log N where a budget has 6 sizes), times (1 + noise drawn from that curve's "
-                        "residuals, scaled to each budget), then finds the minimum exactly as on the data, so the "
-                        "estimator's misfit shows in the intervals. Approach 3 "
-                        + BOOTSTRAP_NOTES[analysis.config.bootstrap] + " Hoffmann's are their published 10th-90th "
-                        "percentiles."] + profile_note(analysis) + envelope_note(analysis)
+        lines.append(
+            f"| {result.title} | {_interval(result, 'a', level)} | {_interval(result, 'b', level)} | "
+            f"{published} | {result.n_failed} of {result.n_boot} |"
+        )
+    return (
+        lines
+        + [
+            "",
+            f"Intervals: {level:.0%} bootstrap percentile intervals over {analysis.config.n_boot} refits; "
+            "failed refits are counted above and left out. Approach 1 resamples runs. Approach 2 keeps "
+            "every run and redraws its loss from a curve more flexible than the profile estimator's (a "
+            "cubic in log N where a budget has 6 sizes), times (1 + noise drawn from that curve's "
+            "residuals, scaled to each budget), then finds the minimum exactly as on the data, so the "
+            "estimator's misfit shows in the intervals. Approach 3 "
+            + BOOTSTRAP_NOTES[analysis.config.bootstrap]
+            + " Hoffmann's are their published 10th-90th "
+            "percentiles.",
+        ]
+        + profile_note(analysis)
+        + envelope_note(analysis)
+    )
 
 
 def profile_note(analysis: Analysis) -> list[str]:
@@ -57,7 +71,10 @@ def profile_note(analysis: Analysis) -> list[str]:
     if "approach2" not in analysis.results:
         return []
     details = analysis.results["approach2"].details
-    return ["", f"Approach 2 finds each budget's minimum with `--profile {details.kind}`: {PROFILE_NOTES[details.kind]}."]
+    return [
+        "",
+        f"Approach 2 finds each budget's minimum with `--profile {details.kind}`: {PROFILE_NOTES[details.kind]}.",
+    ]
 
 
 def envelope_note(analysis: Analysis) -> list[str]:
@@ -65,10 +82,13 @@ def envelope_note(analysis: Analysis) -> list[str]:
     if "approach1" not in analysis.results:
         return []
     start = analysis.results["approach1"].details.start
-    return ["", f"Approach 1 uses the envelope from C = {start:.3g} FLOPs, {analysis.config.envelope_start:g} x the "
-                "smallest run's final compute (--envelope-start). Before that no run has finished, and every run "
-                "starts on the same plateau near ln(vocabulary size), where initialisation and cost per token pick "
-                "the winner, not compute-optimality."]
+    return [
+        "",
+        f"Approach 1 uses the envelope from C = {start:.3g} FLOPs, {analysis.config.envelope_start:g} x the "
+        "smallest run's final compute (--envelope-start). Before that no run has finished, and every run "
+        "starts on the same plateau near ln(vocabulary size), where initialisation and cost per token pick "
+        "the winner, not compute-optimality.",
+    ]
 
 
 def approach3_section(analysis: Analysis) -> list[str]:
@@ -80,18 +100,25 @@ def approach3_section(analysis: Analysis) -> list[str]:
     lines = [f"## Approach 3: L(N, D), law `{law.name}`: {law.formula} ({law.citation})", ""]
     if law.name == DEFAULT_LAW:
         published = (with_allocation(law, HOFFMANN_2022.as_dict()), with_allocation(law, BESIROGLU_2024.as_dict()))
-        lines += [f"| parameter | estimate [{level:.0%} interval] | Hoffmann et al. 2022 | Besiroglu et al. 2024 |",
-                  "|---|---|---|---|"]
-        lines += [f"| {key} | {_interval(result, key, level)} | {published[0][key]:.4g} | {published[1][key]:.4g} |"
-                  for key in result.estimate]
+        lines += [
+            f"| parameter | estimate [{level:.0%} interval] | Hoffmann et al. 2022 | Besiroglu et al. 2024 |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {key} | {_interval(result, key, level)} | {published[0][key]:.4g} | {published[1][key]:.4g} |"
+            for key in result.estimate
+        ]
     else:
         lines += [f"| parameter | estimate [{level:.0%} interval] |", "|---|---|"]
         lines += [f"| {key} | {_interval(result, key, level)} |" for key in result.estimate]
     starts = "variable-projection starts" if analysis.config.init == "varpro" else "Hoffmann et al.'s grid of starts"
     note = f" The frontier: {law.frontier_note}." if law.frontier_note else ""
-    return lines + ["", "G is the coefficient in N_opt = G (C/6)^a. Fit: Huber loss (delta 1e-3) on log L, summed over "
-                        f"runs (Besiroglu et al. 2024), from {starts}; bootstrap refits start from every distinct "
-                        "optimum those starts reached, and each runs to convergence." + note]
+    return lines + [
+        "",
+        "G is the coefficient in N_opt = G (C/6)^a. Fit: Huber loss (delta 1e-3) on log L, summed over "
+        f"runs (Besiroglu et al. 2024), from {starts}; bootstrap refits start from every distinct "
+        "optimum those starts reached, and each runs to convergence." + note,
+    ]
 
 
 def law_check_section(analysis: Analysis) -> list[str]:
@@ -100,12 +127,21 @@ def law_check_section(analysis: Analysis) -> list[str]:
     held = next((c.holdout for c in checks.values() if isinstance(c, LawCheck)), None)
     if held is None:
         return []
-    lines = ["## Which law extrapolates", "", f"Each law is fitted without {held}, then asked for their loss "
-             "(`python -m analysis.backtest` gives the same with prediction intervals).", "",
-             "| law | formula | mean abs. relative error | max |", "|---|---|---|---|"]
+    lines = [
+        "## Which law extrapolates",
+        "",
+        f"Each law is fitted without {held}, then asked for their loss "
+        "(`python -m analysis.backtest` gives the same with prediction intervals).",
+        "",
+        "| law | formula | mean abs. relative error | max |",
+        "|---|---|---|---|",
+    ]
     for name, check in checks.items():
-        cells = (f"{check.mean_abs_relative_error:.2%} | {check.max_abs_relative_error:.2%}"
-                 if isinstance(check, LawCheck) else f"not fitted: {check} | ")
+        cells = (
+            f"{check.mean_abs_relative_error:.2%} | {check.max_abs_relative_error:.2%}"
+            if isinstance(check, LawCheck)
+            else f"not fitted: {check} | "
+        )
         lines.append(f"| {name} | {LAWS[name].formula} | {cells} |")
     return lines
 
@@ -116,12 +152,19 @@ def convention_section(analysis: Analysis, other: Analysis | None) -> list[str]:
         return []
     level = analysis.config.level
     pair = {analysis.data.convention: analysis, other.data.convention: other}
-    lines = ["## Parameter convention: total against non-embedding N", "",
-             "Porian et al. (2024) showed that counting N with or without embeddings alone shifts the exponent.", "",
-             "| approach | a, N = total | a, N = non-embedding |", "|---|---|---|"]
+    lines = [
+        "## Parameter convention: total against non-embedding N",
+        "",
+        "Porian et al. (2024) showed that counting N with or without embeddings alone shifts the exponent.",
+        "",
+        "| approach | a, N = total | a, N = non-embedding |",
+        "|---|---|---|",
+    ]
     for name, result in analysis.results.items():
-        cells = [_interval(pair[c].results[name], "a", level) if name in pair[c].results else "not fitted"
-                 for c in ("total", "nonembedding")]
+        cells = [
+            _interval(pair[c].results[name], "a", level) if name in pair[c].results else "not fitted"
+            for c in ("total", "nonembedding")
+        ]
         lines.append(f"| {result.title} | {cells[0]} | {cells[1]} |")
     return lines
 
@@ -129,15 +172,26 @@ def convention_section(analysis: Analysis, other: Analysis | None) -> list[str]:
 def extrapolation_section(analysis: Analysis) -> list[str]:
     """N_opt, D_opt, loss and D/N at the requested budgets, per approach."""
     level = analysis.config.level
-    lines = ["## Extrapolation", "", f"{level:.0%} intervals. Approaches 1 and 2 predict loss with a pure power law "
-             "fitted to the envelope or minima (no irreducible term), so far beyond the data it is optimistic."]
+    lines = [
+        "## Extrapolation",
+        "",
+        f"{level:.0%} intervals. Approaches 1 and 2 predict loss with a pure power law "
+        "fitted to the envelope or minima (no irreducible term), so far beyond the data it is optimistic.",
+    ]
     for result in analysis.results.values():
         table = frontier_table(result, analysis.budgets, level)
-        lines += ["", f"**{result.title}**", "", "| C (FLOPs) | N_opt | D_opt | loss | tokens per parameter |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"**{result.title}**",
+            "",
+            "| C (FLOPs) | N_opt | D_opt | loss | tokens per parameter |",
+            "|---|---|---|---|---|",
+        ]
         for row in table.to_dict(orient="records"):
-            cells = [f"{row[q]:.3g} [{row[q + '_low']:.3g}, {row[q + '_high']:.3g}]"
-                     for q in ("N_opt", "D_opt", "loss", "tokens_per_param")]
+            cells = [
+                f"{row[q]:.3g} [{row[q + '_low']:.3g}, {row[q + '_high']:.3g}]"
+                for q in ("N_opt", "D_opt", "loss", "tokens_per_param")
+            ]
             lines.append(f"| {row['C']:.3g} | " + " | ".join(cells) + " |")
     return lines
 
@@ -145,10 +199,15 @@ def extrapolation_section(analysis: Analysis) -> list[str]:
 def render(analysis: Analysis, other: Analysis | None, figures: list[tuple[str, str]]) -> str:
     """The fit section of report.md (its markers are added by `document.write_section`)."""
     data = analysis.data
-    n_meaning = {"total": "total parameters", "nonembedding": "non-embedding parameters"}.get(data.convention,
-                                                                                               data.convention)
-    lines = [f"# Scaling-law fit: {data.source}", "",
-             f"{len(data.runs)} runs; N = **{n_meaning}**; D = training tokens; C = 6 N D.", ""]
+    n_meaning = {"total": "total parameters", "nonembedding": "non-embedding parameters"}.get(
+        data.convention, data.convention
+    )
+    lines = [
+        f"# Scaling-law fit: {data.source}",
+        "",
+        f"{len(data.runs)} runs; N = **{n_meaning}**; D = training tokens; C = 6 N D.",
+        "",
+    ]
     lines += [f"- {note}" for note in data.notes]
     if analysis.results:
         lines += [""] + allocation_section(analysis) + [""] + approach3_section(analysis)

@@ -19,8 +19,13 @@ from markdown_it.token import Token
 from analysis.reporting.document import split_sections
 from scaling.files import write_text
 
-IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
-               ".svg": "image/svg+xml"}
+IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+}
 # Nothing loads from outside the page and no script runs; `data:` images are the embedded figures.
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STYLE = """
@@ -85,7 +90,9 @@ def _anchor_headings(tokens: list[Token], first: int) -> list[tuple[str, str, st
 
 
 def _contents(headings: list[tuple[str, str, str]]) -> str:
-    items = "".join(f'<li class="{tag}"><a href="#{anchor}">{html.escape(text)}</a></li>' for anchor, tag, text in headings)
+    items = "".join(
+        f'<li class="{tag}"><a href="#{anchor}">{html.escape(text)}</a></li>' for anchor, tag, text in headings
+    )
     return f"<nav><strong>Contents</strong><ul>{items}</ul></nav>" if headings else ""
 
 
@@ -99,11 +106,13 @@ def render_page(document: str, folder: Path, title: str) -> str:
         kind = f'id="{name}"' if name else 'class="notes"'
         sections.append(f"<section {kind}>\n{md.renderer.render(tokens, md.options, {})}</section>")
     body = "\n".join(sections)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f'<title>{html.escape(title)}</title>\n<link rel="icon" href="data:,">\n<style>{STYLE}</style>\n</head>\n'
-            f"<body>\n<main>\n{_contents(headings)}\n{body}\n</main>\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<title>{html.escape(title)}</title>\n<link rel="icon" href="data:,">\n<style>{STYLE}</style>\n</head>\n'
+        f"<body>\n<main>\n{_contents(headings)}\n{body}\n</main>\n</body>\n</html>\n"
+    )
 
 
 def write_page(report: Path) -> Path:

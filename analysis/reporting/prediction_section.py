@@ -43,11 +43,20 @@ def predictions(analysis: Analysis, result: ApproachResult | None) -> pd.DataFra
         return None
     predicted, low, high = prediction_interval(result, held, analysis.config.level, analysis.config.seed)
     observed = held["loss"].to_numpy(float)
-    return pd.DataFrame({
-        "run": held["run"], "N": held["N"], "D": held["D"], "C": held["C"], "observed": observed,
-        "predicted": predicted, "low": low, "high": high, "relative_error": (observed - predicted) / predicted,
-        "interval_held": (low <= observed) & (observed <= high),
-    })
+    return pd.DataFrame(
+        {
+            "run": held["run"],
+            "N": held["N"],
+            "D": held["D"],
+            "C": held["C"],
+            "observed": observed,
+            "predicted": predicted,
+            "low": low,
+            "high": high,
+            "relative_error": (observed - predicted) / predicted,
+            "interval_held": (low <= observed) & (observed <= high),
+        }
+    )
 
 
 def law_errors(analysis: Analysis) -> dict[str, float | str]:
@@ -83,21 +92,45 @@ def plot(analysis: Analysis, result: ApproachResult, table: pd.DataFrame, path: 
     ax.plot(flops, line, color="C0", label=f"fitted law ({result.details.law.name}) on its compute-optimal frontier")
     ax.fill_between(flops, low, high, color="C0", alpha=0.18, label=f"{level:.0%} prediction interval")
     ax.axvline(runs["C"].max(), color="0.7", lw=0.8, ls=":")
-    ax.scatter(table["C"], table["observed"], marker="*", s=180, color="black", label="held-out run, measured", zorder=4)
-    ax.set(xscale="log", xlabel="training compute C = 6ND (FLOPs)", ylabel="final eval loss (nats/token)",
-           title="Predict, then verify: a run beyond every fitted budget")
+    ax.scatter(
+        table["C"], table["observed"], marker="*", s=180, color="black", label="held-out run, measured", zorder=4
+    )
+    ax.set(
+        xscale="log",
+        xlabel="training compute C = 6ND (FLOPs)",
+        ylabel="final eval loss (nats/token)",
+        title="Predict, then verify: a run beyond every fitted budget",
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper right")
     # The zoom: at the whole curve's scale, the prediction's interval is smaller than the star.
     at = np.arange(len(table))
-    zoom.errorbar(at, table["predicted"], yerr=[table["predicted"] - table["low"], table["high"] - table["predicted"]],
-                  fmt="o", color="C3", capsize=8, label=f"predicted, {level:.0%} interval")
+    zoom.errorbar(
+        at,
+        table["predicted"],
+        yerr=[table["predicted"] - table["low"], table["high"] - table["predicted"]],
+        fmt="o",
+        color="C3",
+        capsize=8,
+        label=f"predicted, {level:.0%} interval",
+    )
     zoom.scatter(at, table["observed"], marker="*", s=180, color="black", label="measured", zorder=3)
     for i, row in enumerate(table.itertuples()):
-        zoom.annotate(f"{row.relative_error:+.2%}", (i, row.observed), xytext=(10, 0), textcoords="offset points",
-                      va="center", fontsize=9)
-    zoom.set(xticks=at, xticklabels=[f"C = {c:.2g}" for c in table["C"]], xlim=(-0.8, len(table) - 0.2),
-             ylabel="final eval loss (nats/token)", title="held-out run, close up")
+        zoom.annotate(
+            f"{row.relative_error:+.2%}",
+            (i, row.observed),
+            xytext=(10, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=9,
+        )
+    zoom.set(
+        xticks=at,
+        xticklabels=[f"C = {c:.2g}" for c in table["C"]],
+        xlim=(-0.8, len(table) - 0.2),
+        ylabel="final eval loss (nats/token)",
+        title="held-out run, close up",
+    )
     zoom.grid(alpha=0.3, axis="y")
     zoom.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -113,34 +146,62 @@ def section(analysis: Analysis, folder: Path, figures: Path) -> str | None:
     result = predictor(analysis)
     table = predictions(analysis, result)
     if table is None:
-        return "\n".join(lines + [f"The held-out run trained, but {PREDICTOR} did not fit, so nothing predicts its loss: "
-                                  + "; ".join(analysis.skipped.values()) + "."])
+        return "\n".join(
+            lines
+            + [
+                f"The held-out run trained, but {PREDICTOR} did not fit, so nothing predicts its loss: "
+                + "; ".join(analysis.skipped.values())
+                + "."
+            ]
+        )
     placed = plan(folder)
     if placed:
-        lines += [f"After the grid, the fits ({placed['approach']}) put the compute-optimal size at "
-                  f"{placed['budget']:.3g} FLOPs at N = {placed['n_opt_predicted']:,.0f}; the run trained at the "
-                  "ladder rung nearest it, on C / (6 N) tokens.", ""]
+        lines += [
+            f"After the grid, the fits ({placed['approach']}) put the compute-optimal size at "
+            f"{placed['budget']:.3g} FLOPs at N = {placed['n_opt_predicted']:,.0f}; the run trained at the "
+            "ladder rung nearest it, on C / (6 N) tokens.",
+            "",
+        ]
     level, law = f"{analysis.config.level:.0%}", result.details.law.name
     lines += [f"The prediction is approach 3 under the `{law}` law (`--law` chooses another).", ""]
-    lines += [f"| run | N | D | C | predicted loss | {level} prediction interval | measured | error | inside |",
-              "|---|---:|---:|---:|---:|---|---:|---:|---|"]
+    lines += [
+        f"| run | N | D | C | predicted loss | {level} prediction interval | measured | error | inside |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
     for row in table.itertuples():
-        lines.append(f"| {row.run} | {row.N:,.0f} | {row.D:,.0f} | {row.C:.3g} | {row.predicted:.4f} | "
-                     f"[{row.low:.4f}, {row.high:.4f}] | {row.observed:.4f} | {row.relative_error:+.2%} | "
-                     f"{'yes' if row.interval_held else '**no**'} |")
-    lines += ["", "Error is (measured - predicted) / predicted. The interval is for one new run: the bootstrap's "
-              "parameter uncertainty times one run's noise about the law.", ""]
+        lines.append(
+            f"| {row.run} | {row.N:,.0f} | {row.D:,.0f} | {row.C:.3g} | {row.predicted:.4f} | "
+            f"[{row.low:.4f}, {row.high:.4f}] | {row.observed:.4f} | {row.relative_error:+.2%} | "
+            f"{'yes' if row.interval_held else '**no**'} |"
+        )
+    lines += [
+        "",
+        "Error is (measured - predicted) / predicted. The interval is for one new run: the bootstrap's "
+        "parameter uncertainty times one run's noise about the law.",
+        "",
+    ]
     errors = law_errors(analysis)
-    lines += [f"The same runs under every law of `--law` (point estimates; the interval above is for `{law}`):", "",
-              "| law | absolute error on the held-out run |", "|---|---:|"]
-    lines += [f"| {name} | {error:.2%} |" if isinstance(error, float) else f"| {name} | not fitted ({error}) |"
-              for name, error in errors.items()]
+    lines += [
+        f"The same runs under every law of `--law` (point estimates; the interval above is for `{law}`):",
+        "",
+        "| law | absolute error on the held-out run |",
+        "|---|---:|",
+    ]
+    lines += [
+        f"| {name} | {error:.2%} |" if isinstance(error, float) else f"| {name} | not fitted ({error}) |"
+        for name, error in errors.items()
+    ]
     lines.append("")
     figures.mkdir(parents=True, exist_ok=True)
     plot(analysis, result, table, figures / FIGURE)
-    lines.append(figure(FIGURE, f"each fitted run's final loss (grey) against compute; the law fitted to them "
-                                f"(approach 3, {law}) along its compute-optimal frontier with its {level} prediction band; "
-                                "the held-out run's measured loss (star); dotted: the largest fitted compute. Right: "
-                                "close up, the prediction (red, with its interval) and the measured loss, labelled with "
-                                "the error"))
+    lines.append(
+        figure(
+            FIGURE,
+            f"each fitted run's final loss (grey) against compute; the law fitted to them "
+            f"(approach 3, {law}) along its compute-optimal frontier with its {level} prediction band; "
+            "the held-out run's measured loss (star); dotted: the largest fitted compute. Right: "
+            "close up, the prediction (red, with its interval) and the measured loss, labelled with "
+            "the error",
+        )
+    )
     return "\n".join(lines)

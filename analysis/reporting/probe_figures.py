@@ -27,7 +27,7 @@ from analysis.probes.measure import (
     VAL_LOSS,
     band_label,
     icl_bands,
-)  # fmt: skip
+)
 from analysis.probes.runs import RunInfo
 from analysis.probes.stats import poisson_quantiles
 from analysis.probes.table import probe_values
@@ -153,7 +153,10 @@ def _no_data(ax, message: str) -> None:
 def memorisation_figure(table: pd.DataFrame, runs: list[RunInfo], folder: Path) -> str:
     fig, axes = _panels(3)
     colours = _size_colours(runs)
-    panels = (("memorised_fraction", "fraction memorised (score = 1)"), ("mean_score", "mean share of continuation matched"))
+    panels = (
+        ("memorised_fraction", "fraction memorised (score = 1)"),
+        ("mean_score", "mean share of continuation matched"),
+    )
     for ax, (key, ylabel) in zip(axes[0], panels):
         _per_size_lines(ax, table, runs, MEMORISATION, key)
         for run in runs:
@@ -185,16 +188,22 @@ def uniformity_figure(table: pd.DataFrame, runs: list[RunInfo], folder: Path) ->
     tested = [run for run in runs if tests[run.name] is not None and tests[run.name].memorised_B.sum() > 0]
     fig, axes = _panels(2, rows=max(1, len(tested)))
     if not tested:
-        _no_data(axes[0, 0], "no memorised sequence among the samples at\nthe final checkpoint of any run: nothing to test")
+        _no_data(
+            axes[0, 0], "no memorised sequence among the samples at\nthe final checkpoint of any run: nothing to test"
+        )
         axes[0, 1].set_axis_off()
     for (bars, qq), run in zip(axes, tested):
         test = tests[run.name]
         bins = np.arange(1, len(test.memorised_B) + 1)
         bars.bar(bins, test.memorised_B, color="tab:blue", alpha=0.7, label="memorised")
-        bars.hlines(test.expected_B, bins - 0.4, bins + 0.4, colors="black", linestyles="--", label="expected if uniform")
+        bars.hlines(
+            test.expected_B, bins - 0.4, bins + 0.4, colors="black", linestyles="--", label="expected if uniform"
+        )
         bars.set_xticks(bins)
         bars.set(xlabel="bin of training order (early -> late, equal samples)", ylabel="memorised sequences")
-        bars.set_title(f"{size_label(run)}: chi2 = {test.statistic:.1f} (dof {test.dof}), p = {test.p_value:.2g}", fontsize=10)
+        bars.set_title(
+            f"{size_label(run)}: chi2 = {test.statistic:.1f} (dof {test.dof}), p = {test.p_value:.2g}", fontsize=10
+        )
         bars.legend(fontsize=8)
         theory = poisson_quantiles(len(test.memorised_B), test.memorised_B.mean())
         qq.plot(theory, np.sort(test.memorised_B), "o", label="one bin of training order")
@@ -209,7 +218,11 @@ def uniformity_figure(table: pd.DataFrame, runs: list[RunInfo], folder: Path) ->
 
 def term_frequency_figure(table: pd.DataFrame, runs: list[RunInfo], folder: Path) -> str:
     fig, axes = _panels(len(runs), rows=2)
-    losses, counts, norm = probe_values(table, TERM_FREQUENCY), probe_values(table, TERM_FREQUENCY_TOKENS), _token_norm(table)
+    losses, counts, norm = (
+        probe_values(table, TERM_FREQUENCY),
+        probe_values(table, TERM_FREQUENCY_TOKENS),
+        _token_norm(table),
+    )
     merged = losses.merge(counts, on=["run", "step", "tokens", "key"], suffixes=("", "_n"))
     merged = merged[merged.value_n >= MIN_BIN_TOKENS]
     for row, kind in enumerate(("unigram", "bigram")):
@@ -224,7 +237,11 @@ def term_frequency_figure(table: pd.DataFrame, runs: list[RunInfo], folder: Path
                 ax.plot(x, checkpoint.value.to_numpy()[order], marker="o", ms=3, color=colour, lw=1)
             what = "token" if kind == "unigram" else "(previous, next) token pair"
             ax.set_xscale("log")
-            ax.set(xlabel="occurrences in data seen + 1 (log)", ylabel="mean loss (nats)", title=f"{size_label(run)}: by {what}")
+            ax.set(
+                xlabel="occurrences in data seen + 1 (log)",
+                ylabel="mean loss (nats)",
+                title=f"{size_label(run)}: by {what}",
+            )
             ax.grid(alpha=0.3, which="both")
     fig.colorbar(plt.cm.ScalarMappable(norm, plt.cm.plasma), ax=axes[:, -1], label="tokens seen by the checkpoint")
     fig.suptitle("Loss on held-out tokens by how often they occurred in the training data seen so far")
@@ -260,21 +277,42 @@ def forgetting_figure(table: pd.DataFrame, runs: list[RunInfo], folder: Path) ->
 
 
 FIGURES = (
-    (loss_figure, "validation loss against tokens seen, one colour per size (left), and loss by position in the "
-                  "context at the final checkpoint (right)"),
-    (loss_by_position_figure, "loss by position in the context at every checkpoint, coloured by the tokens the "
-                              "checkpoint had seen, one panel per size"),
-    (icl_figure, "in-context learning score against tokens seen, one colour per size; below the grey zero line the "
-                 "context helps"),
-    (memorisation_figure, "memorised fraction and mean score of sampled training sequences (solid) against held-out "
-                          "ones, the chance level (dotted); right: each checkpoint's memorised set as a predictor of the "
-                          "final one's (precision solid, recall dashed)"),
-    (uniformity_figure, "memorised sequences per bin of training order against the count expected if uniform "
-                        "(dashed), with a Q-Q plot against a Poisson fit"),
-    (term_frequency_figure, "loss on held-out tokens against how often the token (top) and the token pair (bottom) "
-                            "occurred in the data seen, coloured by the checkpoint's tokens seen"),
-    (forgetting_figure, "loss on the exact batch trained at each chosen (dotted) step, at every checkpoint (top), and "
-                        "the same minus the held-out loss (bottom)"),
+    (
+        loss_figure,
+        "validation loss against tokens seen, one colour per size (left), and loss by position in the "
+        "context at the final checkpoint (right)",
+    ),
+    (
+        loss_by_position_figure,
+        "loss by position in the context at every checkpoint, coloured by the tokens the "
+        "checkpoint had seen, one panel per size",
+    ),
+    (
+        icl_figure,
+        "in-context learning score against tokens seen, one colour per size; below the grey zero line the "
+        "context helps",
+    ),
+    (
+        memorisation_figure,
+        "memorised fraction and mean score of sampled training sequences (solid) against held-out "
+        "ones, the chance level (dotted); right: each checkpoint's memorised set as a predictor of the "
+        "final one's (precision solid, recall dashed)",
+    ),
+    (
+        uniformity_figure,
+        "memorised sequences per bin of training order against the count expected if uniform "
+        "(dashed), with a Q-Q plot against a Poisson fit",
+    ),
+    (
+        term_frequency_figure,
+        "loss on held-out tokens against how often the token (top) and the token pair (bottom) "
+        "occurred in the data seen, coloured by the checkpoint's tokens seen",
+    ),
+    (
+        forgetting_figure,
+        "loss on the exact batch trained at each chosen (dotted) step, at every checkpoint (top), and "
+        "the same minus the held-out loss (bottom)",
+    ),
 )
 
 

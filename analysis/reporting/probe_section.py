@@ -17,7 +17,7 @@ from analysis.probes.measure import (
     ProbeSettings,
     band_label,
     icl_bands,
-)  # fmt: skip
+)
 from analysis.probes.runs import RunInfo
 from analysis.probes.table import probe_values
 from analysis.reporting.document import figure
@@ -60,7 +60,9 @@ def _prediction_lines(table: pd.DataFrame, runs: list[RunInfo]) -> list[str]:
         pr = results.checkpoint_prediction(table, run.name)
         earlier = pr[pr.step < pr.step.max()].dropna(subset=["precision"]) if len(pr) else pr
         for row in earlier.tail(3).itertuples():  # the latest earlier checkpoints: the informative ones
-            lines.append(f"| {run.name} step {row.step} | {run.name} final | {_fmt(row.precision)} | {_fmt(row.recall)} |")
+            lines.append(
+                f"| {run.name} step {row.step} | {run.name} final | {_fmt(row.precision)} | {_fmt(row.recall)} |"
+            )
     for p in results.size_prediction(table, runs):
         lines.append(f"| {p.run} final | {p.target} final | {_fmt(p.precision)} | {_fmt(p.recall)} |")
     return lines

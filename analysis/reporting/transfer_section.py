@@ -19,7 +19,11 @@ import pandas as pd
 from analysis.reporting.document import figure
 from scaling import contract
 
-LR, WIDTH, PARAMETRIZATION = f"{contract.SWEPT_PREFIX}train.lr", "d_model", f"{contract.SWEPT_PREFIX}model.parametrization"
+LR, WIDTH, PARAMETRIZATION = (
+    f"{contract.SWEPT_PREFIX}train.lr",
+    "d_model",
+    f"{contract.SWEPT_PREFIX}model.parametrization",
+)
 FIGURE = "lr_transfer.png"
 NAMES = {"sp": "SP", "mup": "muP"}
 
@@ -29,10 +33,18 @@ def lr_sweep(table: pd.DataFrame) -> pd.DataFrame | None:
     if LR not in table.columns or table[LR].nunique() < 3 or WIDTH not in table.columns:
         return None
     loss = table[contract.FINAL_EVAL_LOSS].where(table["status"] == contract.COMPLETED)  # diverged: no loss
-    return pd.DataFrame({
-        "parametrization": table[PARAMETRIZATION] if PARAMETRIZATION in table.columns else "sp",
-        "width": table[WIDTH].astype(int), "lr": table[LR].astype(float), "loss": loss.astype(float),
-    }).sort_values(["parametrization", "width", "lr"]).reset_index(drop=True)
+    return (
+        pd.DataFrame(
+            {
+                "parametrization": table[PARAMETRIZATION] if PARAMETRIZATION in table.columns else "sp",
+                "width": table[WIDTH].astype(int),
+                "lr": table[LR].astype(float),
+                "loss": loss.astype(float),
+            }
+        )
+        .sort_values(["parametrization", "width", "lr"])
+        .reset_index(drop=True)
+    )
 
 
 def optima(runs: pd.DataFrame) -> pd.DataFrame:
@@ -43,8 +55,16 @@ def optima(runs: pd.DataFrame) -> pd.DataFrame:
         loss = group.set_index("lr")["loss"].reindex(grid).to_numpy()
         finite = np.where(np.isfinite(loss), loss, np.inf)
         i = int(np.argmin(finite))
-        rows.append({"parametrization": param, "width": width, "index": i, "lr": grid[i], "loss": finite[i],
-                     "lr_refined": _refine(np.log(grid), finite, i)})
+        rows.append(
+            {
+                "parametrization": param,
+                "width": width,
+                "index": i,
+                "lr": grid[i],
+                "loss": finite[i],
+                "lr_refined": _refine(np.log(grid), finite, i),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -76,8 +96,12 @@ def plot(runs: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
                 top = best[(best["parametrization"] == param) & (best["width"] == width)].iloc[0]
                 ax.plot(top["lr"], top["loss"], marker="*", ms=15, mec="black", color=colours[width], ls="none")
             ax.plot([], [], marker="*", ms=12, mec="black", color="white", ls="none", label="lowest loss of each width")
-            ax.set(xscale="log", xlabel="peak learning rate", title=f"{NAMES.get(param, param)}: final eval loss against lr",
-                   ylim=(finite.min() - 0.05, min(finite.max(), finite.min() + 1.5) + 0.05))
+            ax.set(
+                xscale="log",
+                xlabel="peak learning rate",
+                title=f"{NAMES.get(param, param)}: final eval loss against lr",
+                ylim=(finite.min() - 0.05, min(finite.max(), finite.min() + 1.5) + 0.05),
+            )
             ax.legend(fontsize=8)
         axes[0][0].set_ylabel("final eval loss (nats/token)")
         fig.tight_layout()
@@ -93,21 +117,34 @@ def section(runs: pd.DataFrame, figures: Path) -> str:
     moves = transfers(best)
     grid = np.sort(runs["lr"].unique())
     step = grid[1] / grid[0] if len(grid) > 1 else math.nan
-    lines = ["# Learning-rate transfer across widths", "",
-             f"Each width trained at {len(grid)} learning rates a factor {step:.3g} apart; the optimum is the grid point "
-             "of lowest final eval loss, refined by a parabola in log lr through it and its neighbours. muP (Yang et al. "
-             "2022) should keep the optimum in place as width grows; SP moves it.", "",
-             "| parametrization | d_model | best lr (grid) | refined | final eval loss |", "|---|---|---|---|---|"]
+    lines = [
+        "# Learning-rate transfer across widths",
+        "",
+        f"Each width trained at {len(grid)} learning rates a factor {step:.3g} apart; the optimum is the grid point "
+        "of lowest final eval loss, refined by a parabola in log lr through it and its neighbours. muP (Yang et al. "
+        "2022) should keep the optimum in place as width grows; SP moves it.",
+        "",
+        "| parametrization | d_model | best lr (grid) | refined | final eval loss |",
+        "|---|---|---|---|---|",
+    ]
     for row in best.itertuples():
         lines.append(f"| {row.parametrization} | {row.width} | {row.lr:.3g} | {row.lr_refined:.3g} | {row.loss:.4f} |")
     lines.append("")
     for param, move in moves.items():
         verdict = "holds (at most one grid step)" if move <= 1 else "does not hold"
-        lines.append(f"- **{NAMES.get(param, param)}**: across d_model {', '.join(map(str, sorted(runs['width'].unique())))} the "
-                     f"optimum moves by {move} grid step{'s' if move != 1 else ''}: transfer {verdict}.")
+        lines.append(
+            f"- **{NAMES.get(param, param)}**: across d_model {', '.join(map(str, sorted(runs['width'].unique())))} the "
+            f"optimum moves by {move} grid step{'s' if move != 1 else ''}: transfer {verdict}."
+        )
     unfinished = runs["loss"].isna().sum()
     if unfinished:
         lines.append(f"- {unfinished} runs did not complete (diverged or failed) and count as the worst loss.")
-    lines += ["", figure(FIGURE, "Final eval loss against peak learning rate, one line per width and one panel per "
-                                 "parametrization; stars mark each width's lowest loss")]
+    lines += [
+        "",
+        figure(
+            FIGURE,
+            "Final eval loss against peak learning rate, one line per width and one panel per "
+            "parametrization; stars mark each width's lowest loss",
+        ),
+    ]
     return "\n".join(lines)

@@ -106,8 +106,11 @@ def rebuild(folder: Path, build: Callable[[Path], None], damage: str) -> None:
                 shutil.rmtree(folder)  # (a process that mapped the old files keeps reading them)
             _build(folder, build)
     except PermissionError as err:
-        raise ConfigError("data.cache_dir", f"the corpus cache {folder} is damaged ({damage}) and cannot be rebuilt "
-                          f"here ({err.strerror})", "delete that folder, or point data.cache_dir at a writable one") from err  # fmt: skip
+        raise ConfigError(
+            "data.cache_dir",
+            f"the corpus cache {folder} is damaged ({damage}) and cannot be rebuilt here ({err.strerror})",
+            "delete that folder, or point data.cache_dir at a writable one",
+        ) from err
 
 
 def _build(folder: Path, build: Callable[[Path], None]) -> None:

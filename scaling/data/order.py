@@ -50,7 +50,9 @@ def run_order(requested: str | None, started_with: str | None) -> str:
 
     A request that differs from the order a run started with is refused later, by the stored-config check."""
     if requested is not None and requested not in ORDERS:
-        raise ConfigError("data.order", f"unknown order {requested!r}", f"use one of {', '.join(ORDERS)} (or leave it unset)")
+        raise ConfigError(
+            "data.order", f"unknown order {requested!r}", f"use one of {', '.join(ORDERS)} (or leave it unset)"
+        )
     return requested or started_with or NEWEST_ORDER
 
 

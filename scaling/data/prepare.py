@@ -59,8 +59,14 @@ def prepare(cfg: DataConfig, root: Path, sources: list[Source], folder: Path, pr
             "both splits need whole documents: add files (.jsonl: one per line) or change data.val_fraction",
         )
     tokenizer.save(str(folder / "tokenizer.json"))
-    bar = tqdm(total=sum(s.size for s in sources), unit="B", unit_scale=True, desc="tokenizing",
-               disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        total=sum(s.size for s in sources),
+        unit="B",
+        unit_scale=True,
+        desc="tokenizing",
+        disable=not progress,
+        file=sys.stderr,
+    )
     with bar:
         stats = _write_tokens(tokenizer, documents(_tracked(sources, bar), cfg), cfg, folder)
     meta = {

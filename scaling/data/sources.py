@@ -111,6 +111,8 @@ def _jsonl_documents(source: Source, text: str, field: str) -> Iterator[tuple[st
             raise ConfigError("data.path", f"{where} is not valid JSON ({err.msg})", "fix or remove that line")
         value = record.get(field) if isinstance(record, dict) else None
         if not isinstance(value, str):
-            raise ConfigError("data.jsonl_field", f"{where} has no string field {field!r}", "name the key holding the text")
+            raise ConfigError(
+                "data.jsonl_field", f"{where} has no string field {field!r}", "name the key holding the text"
+            )
         if value:
             yield f"{source.relpath}:{number}", value

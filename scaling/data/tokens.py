@@ -73,7 +73,9 @@ def _open_token_file(path: str | None, dtype_name: str, field: str) -> np.ndarra
     else:
         tokens = np.memmap(file, _raw_dtype(dtype_name, file), mode="r")
     if tokens.ndim != 1 or tokens.dtype.kind not in "iu" or tokens.size < 2:
-        raise ConfigError(field, f"{path} holds {tokens.dtype} of shape {tokens.shape}", "give a 1-D array of integer token ids")
+        raise ConfigError(
+            field, f"{path} holds {tokens.dtype} of shape {tokens.shape}", "give a 1-D array of integer token ids"
+        )
     return tokens
 
 
@@ -85,14 +87,19 @@ def _raw_dtype(name: str, file: Path) -> np.dtype:
     if dtype.kind not in "iu":
         raise ConfigError("data.token_dtype", f"{name!r} is not an integer dtype", "e.g. uint16 or uint32")
     if file.stat().st_size % dtype.itemsize:
-        raise ConfigError("data.token_dtype", f"{file} is not a whole number of {name} values", "give the dtype it was written with")
+        raise ConfigError(
+            "data.token_dtype", f"{file} is not a whole number of {name} values", "give the dtype it was written with"
+        )
     return dtype
 
 
 def _check_ids(path: str, scan: dict, vocab_size: int) -> None:
     if scan["max_id"] >= vocab_size:
-        raise ConfigError("data.vocab_size", f"{vocab_size} but {path} holds token id {scan['max_id']}",
-                          f"set data.vocab_size to at least {scan['max_id'] + 1}")
+        raise ConfigError(
+            "data.vocab_size",
+            f"{vocab_size} but {path} holds token id {scan['max_id']}",
+            f"set data.vocab_size to at least {scan['max_id'] + 1}",
+        )
     if scan["min_id"] < 0:
         raise ConfigError("data.path", f"{path} holds negative token id {scan['min_id']}", "token ids start at 0")
 
