@@ -94,7 +94,9 @@ def _forget_steps(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a comma-separated list of steps, e.g. 64,256")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 'auto' or a comma-separated list of steps, e.g. 64,256"
+        ) from None
 
 
 def parser() -> OneLineParser:

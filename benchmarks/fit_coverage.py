@@ -146,13 +146,16 @@ def run(repeats: int, n_boot: int, designs: list[str], laws: list[str]) -> pd.Da
         for law in laws:
             draws = [draw(law, design, 1000 * seed + 7) for seed in range(repeats)]
             key, truth = target(law, truth_of(law, design))
-            results = [attempt(lambda r=r, s=s: fit_approach3(r, n_boot, s, law_name=law)) for s, r in enumerate(draws)]
+            results = [
+                attempt(lambda r=r, s=s, law=law: fit_approach3(r, n_boot, s, law_name=law))
+                for s, r in enumerate(draws)
+            ]
             rows.append(
                 {"design": name, "approach": "3", "law / profile": law, "quantity": key, **score(results, key, truth)}
             )
             if law == "chinchilla":
                 results = [
-                    attempt(lambda r=r, s=s: fit_approach3(r, n_boot, s, law_name=law, bootstrap="runs"))
+                    attempt(lambda r=r, s=s, law=law: fit_approach3(r, n_boot, s, law_name=law, bootstrap="runs"))
                     for s, r in enumerate(draws)
                 ]
                 rows.append(
@@ -166,7 +169,8 @@ def run(repeats: int, n_boot: int, designs: list[str], laws: list[str]) -> pd.Da
                 )
                 for profile in PROFILES:
                     results = [
-                        attempt(lambda r=r, s=s: fit_approach2(r, n_boot, s, profile)) for s, r in enumerate(draws)
+                        attempt(lambda r=r, s=s, profile=profile: fit_approach2(r, n_boot, s, profile))
+                        for s, r in enumerate(draws)
                     ]
                     rows.append(
                         {

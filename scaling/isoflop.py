@@ -181,7 +181,7 @@ def _expand(override) -> list[Any]:
 
 def sweep_grid(config) -> list[GridPoint]:
     """The IsoFLOP grid a composed sweep config (with its hydra node) will run."""
-    cfg = to_dataclass(OmegaConf.masked_copy(config, [k for k in config.keys() if k not in ("hydra", "run_dir")]))
+    cfg = to_dataclass(OmegaConf.masked_copy(config, [k for k in config if k not in ("hydra", "run_dir")]))
     budgets = [float(c) for c in sweep_values(config, "train.flops")]
     points = [int(k) for k in sweep_values(config, "sweep.point")]
     tokens_per_step = cfg.train.batch_size * cfg.model.seq_len

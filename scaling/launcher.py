@@ -62,7 +62,7 @@ class PackingLauncher(Launcher):
         groups: dict[tuple, list[tuple[int, object, dict]]] = {}
         runtime = None
         for i, config in enumerate(configs):
-            cfg = to_dataclass(OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"]))
+            cfg = to_dataclass(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
             cfg, swept, dropped = plan_job(cfg, config.hydra.sweeper.get("params"), config.hydra.overrides.task)
             if dropped or cfg.sweep.branches or sweep.completed_summary(cfg) is not None:
                 continue

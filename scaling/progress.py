@@ -63,7 +63,7 @@ def job_overrides(config: DictConfig) -> list[list[tuple[str, Any]]]:
 def planned_runs(config: DictConfig, plan_job, make_plan) -> list[PlannedRun]:
     """Every run the sweep will train (dropped grid points left out). `plan_job` and `make_plan` name
     and plan a job as the jobs themselves do (passed in, so this module stays below the CLI)."""
-    base = OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"])
+    base = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     runs = []
     for combo in job_overrides(config):
         node = base.copy()

@@ -374,7 +374,7 @@ class SweepCallback(Callback):
         keys = naming_keys(config.sweep.vary, (config.hydra.sweeper.get("params") or {}).keys())
         if "sweep.point" in keys:
             print(describe_sweep_grid(config), file=sys.stderr)
-        cfg = to_dataclass(OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"]))
+        cfg = to_dataclass(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
         progress.announce(
             sweep_dir(cfg),
             cfg.sweep.launch,
@@ -399,7 +399,7 @@ class SweepCallback(Callback):
 
 def run_holdout(config: DictConfig) -> dict | None:
     """After the grid: fit it, then train the held-out run the fits place (scaling/holdout.py)."""
-    cfg = to_dataclass(OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"]))
+    cfg = to_dataclass(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
     budgets = [float(c) for c in sweep_values(config, "train.flops")]
     budget = holdout_budget(budgets, cfg.sweep.holdout_factor)
     vocab = cfg.data.vocab_size

@@ -463,4 +463,4 @@ def _valid_keys_hint(schema, section: str) -> str:
     node = OmegaConf.select(schema, section) if section else schema
     if node is None or not OmegaConf.is_config(node):
         return "see scaling/config.py for the valid keys"
-    return "valid keys: " + ", ".join(f"{section + '.' if section else ''}{k}" for k in node.keys())
+    return "valid keys: " + ", ".join(f"{section + '.' if section else ''}{k}" for k in node)

@@ -8,6 +8,7 @@ children of the test process, so stopping them never touches anything else on th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -55,10 +56,9 @@ class SlurmCluster:
     def stop(self) -> None:
         """Cancel every job, wait until the queue is empty, then stop the daemons (newest first)."""
         if any(name == "slurmctld" for name, _ in self.daemons):
-            try:
+            # If the controller is already gone, its jobs' processes die with slurmd below.
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
                 _cancel_all(self)
-            except (subprocess.SubprocessError, OSError):
-                pass  # the controller is already gone; its jobs' processes die with slurmd below
         for _, proc in reversed(self.daemons):
             proc.terminate()
             try:

@@ -80,10 +80,10 @@ def two_step(points: pd.DataFrame) -> LadderPrediction:
 
     The run with the largest N is held out and predicted from the others."""
     target_n = points.N.max()
-    small, target = points[points.N < target_n], points[(points.N == target_n) & points.final]
+    small, target = points[target_n > points.N], points[(target_n == points.N) & points.final]
     if target.empty or small.N.nunique() < 3:
         raise FitError("the two-step prediction needs 3 smaller model sizes and the largest one's final checkpoint")
-    late = small[small.D >= FIRST_SHARE * small.groupby("run").D.transform("max")]
+    late = small[FIRST_SHARE * small.groupby("run").D.transform("max") <= small.D]
     late = late[late.D > 0]
     law = law_by_name("chinchilla")
     fit = fit_law(law, prepare(law, late.N.to_numpy(float), late.D.to_numpy(float), late.loss.to_numpy(float), None))

@@ -140,7 +140,9 @@ class Law(ABC):
         return n_opt, d_opt, self.loss(params, n_opt, d_opt)
 
     def check_data(self, data: LawData) -> None:
-        """FitError when the runs cannot identify this law at all (one line, naming what is missing)."""
+        """FitError when the runs cannot identify this law at all (one line, naming what is missing).
+        Most laws need nothing beyond the checks every fit makes, so the default checks nothing."""
+        return None
 
     def _log_scale_bounds(self, data: LawData, count: int) -> tuple[np.ndarray, np.ndarray]:
         low = float(data.log_loss.min()) - LOG_SCALE_FLOOR

@@ -96,7 +96,9 @@ def _read_text(source: Source, cfg: DataConfig) -> str | None:
     except UnicodeDecodeError:
         if cfg.name == "pystdlib":  # a few test modules are deliberately in other encodings
             return None
-        raise ConfigError("data.path", f"{source.path} is not UTF-8 text", "re-encode it or leave it out of the glob")
+        raise ConfigError(
+            "data.path", f"{source.path} is not UTF-8 text", "re-encode it or leave it out of the glob"
+        ) from None
 
 
 def _jsonl_documents(source: Source, text: str, field: str) -> Iterator[tuple[str, str]]:
@@ -108,7 +110,9 @@ def _jsonl_documents(source: Source, text: str, field: str) -> Iterator[tuple[st
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ConfigError("data.path", f"{where} is not valid JSON ({err.msg})", "fix or remove that line")
+            raise ConfigError(
+                "data.path", f"{where} is not valid JSON ({err.msg})", "fix or remove that line"
+            ) from None
         value = record.get(field) if isinstance(record, dict) else None
         if not isinstance(value, str):
             raise ConfigError(
