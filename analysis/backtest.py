@@ -14,15 +14,16 @@ import argparse
 import json
 import sys
 
-from analysis.cli import add_law_options, finite_or_none, input_parser, read_input, run
-from analysis.errors import FitError, InputError
-from analysis.fits.backtest import (
+from analysis.command import finite_or_none, run
+from analysis.failures import FitError, InputError
+from analysis.fits.prediction import (
     Backtest,
     backtest,
     default_holdout,
     fitted_on,
     largest,
 )
+from analysis.fitting import add_law_options, input_parser, read_input
 
 
 def holdout_of(args: argparse.Namespace, runs):

@@ -14,11 +14,13 @@ import argparse
 import json
 import sys
 
-from analysis.cli import finite_or_none, fit_parser, load_and_analyse, run
+from analysis.command import finite_or_none, run
 from analysis.fits.analyse import Analysis
-from analysis.fits.backtest import LawCheck
 from analysis.fits.extrapolate import frontier_table
 from analysis.fits.laws import LAWS
+from analysis.fits.prediction import LawCheck
+from analysis.fitting import fit_parser, load_and_analyse
+from scaling import contract
 from scaling.runtime import initialize
 
 
@@ -44,7 +46,7 @@ def to_json(analysis: Analysis) -> dict:
             "ci": {key: list(result.interval(key, level)) for key in result.estimate},
             "n_boot_failed": result.n_failed,
             "warnings": list(result.warnings),
-            "extrapolation": extrapolation.to_dict(orient="records"),
+            contract.FIT_EXTRAPOLATION: extrapolation.to_dict(orient="records"),
         }
     if "approach3" in out:
         law = LAWS[analysis.config.law]

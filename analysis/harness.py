@@ -13,7 +13,7 @@ Importing this module registers ScalingLM as "scaling". Three ways to get it imp
   lm_eval run --plugins analysis.harness --model scaling ...   (the same releases, explicitly)
 
 The checkpoint runs in JAX (float32) through our own model: loglikelihood in fixed-shape batches of
-full forward passes, greedy generation with the KV-cache decoder (scaling/decode.py). Only greedy
+full forward passes, greedy generation with the KV-cache decoder (scaling/model/decode.py). Only greedy
 generation exists; a request for sampling is refused rather than silently decoded greedily.
 This module imports lm_eval (an optional extra, `hf`), so nothing of ours imports it.
 """
@@ -30,11 +30,11 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tokenizers import Tokenizer
 
-from scaling.checkpoint import load_model
-from scaling.decode import make_greedy_decoder
 from scaling.export import tokenizer_files
-from scaling.model import token_losses
+from scaling.model.decode import make_greedy_decoder
+from scaling.model.transformer import token_losses
 from scaling.runtime import initialize
+from scaling.training.checkpoint import load_model
 
 DEFAULT_MAX_GEN_TOKS = 64
 

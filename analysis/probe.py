@@ -11,27 +11,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import pandas as pd
-from flax import nnx
 
-from analysis.cli import OneLineParser
-from analysis.cli import run as run_command
-from analysis.errors import InputError
+from analysis.command import OneLineParser
+from analysis.command import run as run_command
+from analysis.failures import InputError
+from analysis.measurements import TableSpec, measure_run, measured_runs, publish
 from analysis.probes.measure import UNITS, CheckpointProbes, ProbeSettings
-from analysis.probes.runs import RunInfo, find_run_dirs, open_data, read_run
-from analysis.probes.table import TABLE_FILE, measured, read_table, rows, write_table
-from analysis.reporting.document import write_section
-from analysis.reporting.page import write_page
-from analysis.reporting.probe_figures import write_figures
-from analysis.reporting.probe_section import section
+from analysis.probes.probe_figures import write_figures
+from analysis.probes.probe_section import section
+from analysis.probes.probe_table import measured, probe_table, rows
+from analysis.trained_runs import RunInfo, find_run_dirs, open_data, read_run
 from scaling import contract
-from scaling.checkpoint import DamagedCheckpoint, load_model
 from scaling.runtime import initialize
-from scaling.tracking import ProbeLog
+from scaling.training.tracking import ProbeLog
 
 
 def todo(run: RunInfo, table: pd.DataFrame) -> dict[int, set[str]]:
@@ -43,30 +38,25 @@ def todo(run: RunInfo, table: pd.DataFrame) -> dict[int, set[str]]:
     return {step: units for step, units in missing.items() if units}
 
 
-def probe_run(run: RunInfo, table: pd.DataFrame, settings: ProbeSettings, table_path: Path) -> pd.DataFrame:
-    """Measure what `run` still lacks, saving the table after every checkpoint so a kill loses little."""
+def probe_run(run: RunInfo, table: pd.DataFrame, settings: ProbeSettings, spec: TableSpec) -> pd.DataFrame:
+    """Measure what `run` still lacks (analysis/measurements.py writes the table after every checkpoint)."""
     missing = todo(run, table)
     if not missing:
         return table
-    start, data, probes = time.perf_counter(), open_data(run), None
+    data, probes = open_data(run), None
     tensorboard = ProbeLog(run.run_dir, 6 * run.params)  # training's curves use 6N FLOPs per token
-    for step, tokens in run.checkpoints:
-        if step not in missing:
-            continue
-        try:
-            graphdef, state = nnx.split(load_model(run.run_dir, step))
-        except DamagedCheckpoint as err:  # verified as training verifies it; the files are left as they are
-            warnings.warn(f"{run.name}: {err}; not probed")
-            continue
+
+    def measure(step: int, tokens: int, graphdef, state) -> pd.DataFrame:
+        nonlocal probes
         probes = probes or CheckpointProbes(run, data, settings, graphdef)
         measured_now = probes.measure(state, step, missing[step])
-        new = [rows(run.name, step, tokens, probe, values) for probe, values in measured_now.items() if values]
         for probe, values in measured_now.items():
             tensorboard.log(step, tokens, probe, values or {})
-        table = pd.concat([table, *new], ignore_index=True)
-        write_table(table_path, table, settings.as_dict())
+        new = [rows(run.name, step, tokens, probe, values) for probe, values in measured_now.items() if values]
+        return pd.concat(new, ignore_index=True) if new else spec.empty()
+
+    table = measure_run(run, missing, measure, table, spec, settings.as_dict(), "probed")
     tensorboard.close()
-    print(f"{run.name}: probed {len(missing)} checkpoints in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     return table
 
 
@@ -75,16 +65,13 @@ def probe_path(path: Path, settings: ProbeSettings) -> pd.DataFrame:
     runs = [read_run(run_dir) for run_dir in find_run_dirs(path)]
     for run in runs:
         settings.check(run)
-    table_path = path / TABLE_FILE
-    table = read_table(table_path, settings.as_dict())
+    spec = probe_table(path)
+    table = spec.read(settings.as_dict())
     for run in runs:
-        table = probe_run(run, table, settings, table_path)
-    probed = [run for run in runs if (table.run == run.name).any()]
-    if not probed:
-        raise InputError(f"PATH: no run under {path} has a saved checkpoint; train with checkpoint.enabled=true")
+        table = probe_run(run, table, settings, spec)
+    probed = measured_runs(path, runs, table)
     figures = write_figures(table, probed, path / contract.FIGURES_DIR)
-    write_section(path / contract.REPORT_FILE, "probe", section(table, probed, settings, figures))
-    write_page(path / contract.REPORT_FILE)
+    publish(path, "probe", section(table, probed, settings, figures))
     return table
 
 
@@ -122,7 +109,7 @@ def probe(args: argparse.Namespace) -> int:
             raise InputError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(settings, name)}")
     probe_path(args.path, settings)
     wrote = (
-        f"{args.path / TABLE_FILE}, {args.path / contract.FIGURES_DIR}/probe_*.png, the probe section of "
+        f"{args.path / contract.PROBES_TABLE}, {args.path / contract.FIGURES_DIR}/probe_*.png, the probe section of "
         f"{args.path / contract.REPORT_FILE} and {(args.path / contract.REPORT_FILE).with_suffix('.html')}"
     )
     print(f"wrote {wrote}", file=sys.stderr)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.cli import fit_parser, load_and_analyse, read_and_analyse, run
-from analysis.errors import InputError
+from analysis.command import run
+from analysis.failures import InputError
 from analysis.fits.analyse import Analysis
+from analysis.fitting import fit_parser, load_and_analyse, read_and_analyse
 from analysis.reporting.document import write_section
 from analysis.reporting.fit_figures import make_figures
 from analysis.reporting.fit_section import render

@@ -11,33 +11,30 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from flax import nnx
 from tokenizers import Tokenizer
 
-from analysis.abilities import table as tables
+from analysis.abilities import task_table as tables
 from analysis.abilities.build import MAX_ANSWER, build_suite
 from analysis.abilities.documents import heldout_texts, tokenize
 from analysis.abilities.emergence import ladder_points
-from analysis.abilities.figures import emergence_figure, ladder_figure
-from analysis.abilities.ladder import two_step
 from analysis.abilities.score import SuiteScorer
-from analysis.abilities.section import section
 from analysis.abilities.suite import Task
-from analysis.cli import OneLineParser
-from analysis.cli import run as run_command
-from analysis.errors import FitError, InputError
-from analysis.probes.runs import RunInfo, find_run_dirs, read_run
-from analysis.reporting.document import write_section
+from analysis.abilities.task_figures import emergence_figure, ladder_figure
+from analysis.abilities.task_section import section
+from analysis.abilities.two_step import two_step
+from analysis.command import OneLineParser, positive_int
+from analysis.command import run as run_command
+from analysis.failures import FitError, InputError
+from analysis.measurements import TableSpec, measure_run, measured_runs, publish
+from analysis.trained_runs import RunInfo, find_run_dirs, read_run
 from scaling import contract
-from scaling.checkpoint import load_model
 from scaling.data.load import load_corpus
-from scaling.rundir import read_config
 from scaling.runtime import initialize
+from scaling.training.rundir import read_config
 
 MIN_CONTEXT = 16
 
@@ -92,23 +89,22 @@ def flops_per_token(run: RunInfo) -> float:
     return float(read_config(run.run_dir)[contract.DERIVED_SECTION]["flops_per_token"]["6n"])
 
 
-def score_run(run: RunInfo, table: pd.DataFrame, tasks: list[Task], settings: dict, table_path: Path) -> pd.DataFrame:
-    """Score the checkpoints `run` still lacks, saving the table after each so a kill loses little."""
+def score_run(run: RunInfo, table: pd.DataFrame, tasks: list[Task], settings: dict, spec: TableSpec) -> pd.DataFrame:
+    """Score the checkpoints `run` still lacks (analysis/measurements.py writes the table after each)."""
     done = tables.scored_steps(table, run.name)
-    missing = [(step, tokens) for step, tokens in run.checkpoints if step not in done]
+    missing = {step for step, _ in run.checkpoints if step not in done}
     if not missing:
         return table
-    start, scorer, per_token = time.perf_counter(), None, flops_per_token(run)
+    scorer, per_token = None, flops_per_token(run)
     sizes = {task.name: len(task.items) for task in tasks}
-    for step, tokens in missing:
-        # float32 whatever the training dtype: scores then do not depend on the machine that scores
-        graphdef, state = nnx.split(load_model(run.run_dir, step, compute_dtype="float32"))
+
+    def measure(step: int, tokens: int, graphdef, state) -> pd.DataFrame:
+        nonlocal scorer
         scorer = scorer or SuiteScorer(graphdef, tasks, run.vocab_size)
-        new = tables.rows(run.name, step, tokens, tokens * per_token, run.params, scorer.score(state), sizes)
-        table = pd.concat([table, new], ignore_index=True)
-        tables.write_table(table_path, table, settings)
-    print(f"{run.name}: scored {len(missing)} checkpoints in {time.perf_counter() - start:.1f}s", file=sys.stderr)
-    return table
+        return tables.rows(run.name, step, tokens, tokens * per_token, run.params, scorer.score(state), sizes)
+
+    # float32 whatever the training dtype: scores then do not depend on the machine that scores
+    return measure_run(run, missing, measure, table, spec, settings, "scored", compute_dtype="float32")
 
 
 def predictions(table: pd.DataFrame, tasks: list[Task], runs: list[RunInfo]) -> tuple[dict, dict, dict[str, str]]:
@@ -136,38 +132,30 @@ def score_path(path: Path, settings: TaskSettings) -> pd.DataFrame:
             f"train on a corpus with more held-out text (data.val_fraction)"
         )
     table_settings = {**header, "tasks": {task.name: task.hash for task in tasks}}
-    table_path = path / tables.TABLE_FILE
-    table = tables.read_table(table_path, table_settings)  # refuses before anything is written
+    spec = tables.task_table(path)
+    table = spec.read(table_settings)  # refuses before anything is written
     tables.write_task_set(path / tables.TASK_SET_FILE, header, tasks)
     for run in runs:
-        table = score_run(run, table, tasks, table_settings, table_path)
-    scored_runs = [run for run in runs if (table.run == run.name).any()]
-    if not scored_runs:
-        raise InputError(f"PATH: no run under {path} has a saved checkpoint; train with checkpoint.enabled=true")
+        table = score_run(run, table, tasks, table_settings, spec)
+    scored_runs = measured_runs(path, runs, table)
     points, fitted, skipped = predictions(table, scored, scored_runs)
     figures = [emergence_figure(table, scored, scored_runs, path / contract.FIGURES_DIR)]
     if fitted:
         figures.append(ladder_figure(points, fitted, scored, path / contract.FIGURES_DIR))
     body = section(table, scored, scored_runs, header, fitted, skipped, figures)
-    write_section(path / contract.REPORT_FILE, "tasks", body)
+    publish(path, "tasks", body)
     return table
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return int(text)
 
 
 def parser() -> OneLineParser:
     defaults = TaskSettings()
     parser = OneLineParser(prog="python -m analysis.tasks", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a run folder or a sweep folder (results/NAME)")
-    parser.add_argument("--n", type=_positive, default=defaults.n, help="items per task")
+    parser.add_argument("--n", type=positive_int, default=defaults.n, help="items per task")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed that draws the items")
     parser.add_argument(
         "--context",
-        type=_positive,
+        type=positive_int,
         default=defaults.context,
         help=f"prompt tokens (default: the shortest run's context minus {MAX_ANSWER})",
     )
@@ -177,7 +165,7 @@ def parser() -> OneLineParser:
 def tasks_command(args: argparse.Namespace) -> int:
     score_path(args.path, TaskSettings(args.n, args.seed, args.context))
     print(
-        f"wrote {args.path / tables.TABLE_FILE}, {args.path / tables.TASK_SET_FILE}, "
+        f"wrote {args.path / contract.TASKS_TABLE}, {args.path / tables.TASK_SET_FILE}, "
         f"{args.path / contract.FIGURES_DIR}/tasks_*.png and the tasks section of {args.path / contract.REPORT_FILE}",
         file=sys.stderr,
     )

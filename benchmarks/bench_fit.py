@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.fit_input import Columns, load
 from analysis.fits.approach3 import fit_approach3, fit_law, prepare
 from analysis.fits.laws import LAWS
 from analysis.fits.synthetic import law_runs
-from analysis.runs import Columns, load
 
 EPOCH_CSV = Path(__file__).resolve().parent.parent / "tests" / "data" / "svg_extracted_data.csv"
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.errors import FitError
+from analysis.failures import FitError
 from analysis.fits.approach1 import fit_approach1
 from analysis.fits.approach2 import fit_approach2
 from analysis.fits.approach3 import fit_approach3

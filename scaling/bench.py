@@ -27,29 +27,29 @@ import numpy as np
 from flax import nnx
 from omegaconf import DictConfig
 
-from scaling.attention import resolve_attention_impl
 from scaling.cli import validated_entry
 from scaling.config import RunConfig, replace, to_dataclass
 from scaling.errors import ConfigError, exit_with
-from scaling.layers import resolve_compute_dtype
-from scaling.model import build_model
-from scaling.mup import optimizer_multipliers
-from scaling.optimizer import make_optimizer, optimizer_factory
+from scaling.model.attention import resolve_attention_impl
+from scaling.model.layers import resolve_compute_dtype
+from scaling.model.mup import optimizer_multipliers
+from scaling.model.transformer import build_model
 from scaling.peak import cpu_name, peak_flops
-from scaling.plan import make_plan
-from scaling.provenance import environment
+from scaling.planning.plan import make_plan
 from scaling.runtime import cache_root, initialize
-from scaling.schedule import schedule_values
-from scaling.step import make_packed_step
-from scaling.steptime import random_batches, time_steps
-from scaling.validate import validate_config
+from scaling.training.optimizer import make_optimizer, optimizer_factory
+from scaling.training.provenance import environment
+from scaling.training.schedule import schedule_values
+from scaling.training.step import make_packed_step
+from scaling.training.steptime import random_batches, time_steps
+from scaling.training.validate import validate_config
 
 FLOPS_CONVENTION = "chinchilla: forward+backward, attention included, causal mask not halved"
 
 
 def time_packed_steps(cfg: RunConfig, plan, k: int) -> list[float]:
     """Seconds per step of K runs of this shape trained together in one vmapped program
-    (scaling/packed.py), each with its own initialisation and batches."""
+    (scaling/training/packed.py), each with its own initialisation and batches."""
     models = [build_model(plan.model, plan.vocab_size, cfg.train.seed + i) for i in range(k)]
     graphdef = nnx.split(models[0], nnx.Param)[0]
     params = jax.tree.map(lambda *x: jnp.stack(x), *[nnx.to_pure_dict(nnx.split(m, nnx.Param)[1]) for m in models])

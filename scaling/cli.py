@@ -21,20 +21,21 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from scaling import sweep
 from scaling.config import RunConfig, register_configs, to_dataclass
 from scaling.errors import ConfigError, Stop, exit_with
+from scaling.overrides import check_overrides, whole_numbers
 from scaling.runtime import initialize
-from scaling.trainer import train
-from scaling.validate import check_overrides, whole_numbers
+from scaling.sweeping import jobs
+from scaling.sweeping.naming import NOT_NAMING
+from scaling.training.trainer import train
 
 
 def sweep_job(cfg: RunConfig, hydra_cfg) -> dict:
     """A multirun job: name the run, drop a grid point that cannot train, else train it in this process
     (a launcher's worker trains its jobs one after another, reusing imports, corpus and compiled steps)."""
     runtime = initialize(cfg.compilation_cache, job=hydra_cfg.job.num)
-    cfg, swept, drop_reason = sweep.plan_job(cfg, hydra_cfg.sweeper.get("params"), hydra_cfg.overrides.task)
-    return sweep.run_job(cfg, swept, drop_reason, runtime)
+    cfg, swept, drop_reason = jobs.plan_job(cfg, hydra_cfg.sweeper.get("params"), hydra_cfg.overrides.task)
+    return jobs.run_job(cfg, swept, drop_reason, runtime)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sweeps", config_name="config")
@@ -60,7 +61,7 @@ def launch_overrides(overrides: list[str]) -> list[str]:
     """What a launching command adds for its jobs: the keys it sweeps on the command line (they name
     each run's folder) and an id for this launch (its outcomes are tallied at the end)."""
     parsed = OverridesParser.create().parse_overrides(overrides)
-    swept = sorted({o.key_or_group for o in parsed if o.is_sweep_override()} - sweep.NOT_NAMING)
+    swept = sorted({o.key_or_group for o in parsed if o.is_sweep_override()} - NOT_NAMING)
     launch = f"{time.time():.6f}-{os.getpid()}"
     return [f"sweep.vary=[{','.join(swept)}]", f"sweep.launch={launch}"]
 

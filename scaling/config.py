@@ -25,7 +25,7 @@ class ModelConfig:
     # `ladder.shape_for_params` picks d_model/n_layers/n_heads from the family below and the three
     # fields above are ignored.
     n_params: Optional[int] = None
-    # The model family that parameter targets and IsoFLOP ladders draw shapes from (scaling/ladder.py):
+    # The model family that parameter targets and IsoFLOP ladders draw shapes from (scaling/planning/ladder.py):
     # heads of `head_dim` channels, at least `min_layers` layers, d_model / n_layers near `aspect_ratio`.
     head_dim: int = 8
     aspect_ratio: float = 32.0
@@ -40,7 +40,7 @@ class ModelConfig:
     init_std: float = 0.02
     rope_theta: float = 10000.0
     # sp (standard) | mup (Yang et al. 2022): init, per-parameter Adam lr, logit and attention multipliers
-    # scale with d_model / base_width so that a learning rate tuned at the base width transfers (scaling/mup.py).
+    # scale with d_model / base_width so that a learning rate tuned at the base width transfers (scaling/model/mup.py).
     parametrization: str = "sp"
     base_width: int = 32
     compute_dtype: str = "auto"  # auto (bf16 on GPU/TPU, fp32 on CPU) | float32 | bfloat16
@@ -74,7 +74,7 @@ class TrainConfig:
     flops: Optional[float] = None  # C; D = C / (6 N_total)
     batch_size: int = 16  # sequences per optimiser step
     # Micro-batches per step, accumulated inside jit. None: chosen for the backend (on CPU, ~512-token
-    # micro-batches, which keep activations in cache; see scaling.plan.micro_batches).
+    # micro-batches, which keep activations in cache; see scaling.planning.plan.micro_batches).
     grad_accum: Optional[int] = None
     lr: float = 1e-3
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio exactly at the last step
@@ -137,10 +137,10 @@ class SweepConfig:
     tokens_per_param: float = 20.0  # IsoFLOP: where the grid is centred (Chinchilla's D/N = 20)
     # WSD ladder: budgets, as fractions of train.tokens, reached by cooldown branches of one run.
     branches: list[float] = field(default_factory=list)
-    # Predict, then verify (scaling/holdout.py): after the grid, one run at this factor times the
+    # Predict, then verify (scaling/sweeping/holdout.py): after the grid, one run at this factor times the
     # largest budget, at the size the fits call optimal; 0 for none.
     holdout_factor: float = 0.0
-    # hydra/launcher=packed: how many runs of one shape train in one vmapped program (scaling/packed.py);
+    # hydra/launcher=packed: how many runs of one shape train in one vmapped program (scaling/training/packed.py);
     # 0 chooses (1 on CPU, where packing measured slower; 8 on accelerators).
     pack: int = 0
     # Set by the launching command (scaling/cli.py), never by hand: the keys a command-line multirun
@@ -151,7 +151,7 @@ class SweepConfig:
 
 @dataclass
 class TrackerConfig:
-    """Experiment trackers a run writes to besides metrics.parquet (scaling/tracking.py); pick them with
+    """Experiment trackers a run writes to besides metrics.parquet (scaling/training/tracking.py); pick them with
     the config group: tracker=tensorboard (default), tracker=wandb, tracker=[tensorboard,wandb], tracker=none."""
 
     tensorboard: bool = False
@@ -202,6 +202,13 @@ def to_dataclass(cfg: Any) -> RunConfig:
         return cfg
     node = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
     return OmegaConf.to_object(node)  # type: ignore[return-value]
+
+
+def run_config(node: Any, drop: tuple[str, ...] = ()) -> RunConfig:
+    """The RunConfig of a composed Hydra node: every section but Hydra's own (and `drop`)."""
+    from omegaconf import OmegaConf
+
+    return to_dataclass(OmegaConf.masked_copy(node, [k for k in node if k not in ("hydra", *drop)]))
 
 
 def replace(cfg: RunConfig, **sections: dict[str, Any]) -> RunConfig:

@@ -15,7 +15,7 @@ pulling in JAX.
       metrics.parquet                 one row per logged step (METRIC_COLUMNS)
       summary.json                    status and everything a scaling fit needs about the run
       checkpoints/<step>/             Orbax checkpoints; damaged ones move to checkpoints_damaged/
-      training.lock                   held by the one process training the run (scaling/rundir.py)
+      training.lock                   held by the one process training the run (scaling/training/rundir.py)
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ COMPLETED, DIVERGED, FAILED, PREEMPTED = "completed", "diverged", "failed", "pre
 # A run that ended one of these ways is finished: relaunching it trains nothing (a diverged run would
 # diverge again, bit for bit). Only completed runs enter the fits.
 FINISHED = (COMPLETED, DIVERGED)
-# A diverged run's summary says where (scaling/divergence.py): the logged step at which its smoothed
+# A diverged run's summary says where (scaling/training/divergence.py): the logged step at which its smoothed
 # train loss first left its running best for good, and why.
 DIVERGED_STEP, DIVERGED_REASON = "diverged_step", "diverged_reason"
 # The hash of the tokens a run trained on. One name everywhere: corpus metadata, config.yaml's data
@@ -74,9 +74,16 @@ TASKS_TABLE = "tasks.parquet"
 # runs.parquet columns beyond the summary's: the run's folder name, its folder relative to the sweep
 # folder, the sweep's name, the IsoFLOP budget (FLOPs) when it has one, and `swept.<key>` per swept value.
 RUN_NAME, RUN_DIR, SWEEP, BUDGET, SWEPT_PREFIX = "run_name", "run_dir", "sweep", "budget", "swept."
-# The predict-then-verify run (scaling/holdout.py): marked in runs.parquet so fits leave it out, and
+# The predict-then-verify run (scaling/sweeping/holdout.py): marked in runs.parquet so fits leave it out, and
 # the plan it was trained from (fitted optimum, budget, grid point) beside the table.
 HOLDOUT, HOLDOUT_FILE = "holdout", "holdout.json"
+
+# ---- the fit's JSON (`python -m analysis.fit --format json`), which the held-out step reads ----
+# Training never imports analysis: scaling/sweeping/holdout.py runs the fit as a command and reads these keys.
+# One entry per fitted approach (FIT_APPROACH2, FIT_APPROACH3, ...), each with an `extrapolation` list: one row
+# per requested budget, holding the compute-optimal parameter count under `N_opt`.
+FIT_APPROACH2, FIT_APPROACH3 = "approach2", "approach3"
+FIT_EXTRAPOLATION, FIT_N_OPT = "extrapolation", "N_opt"
 
 
 def run_dir_in_sweep(sweep_folder: Path | str, entry: str) -> Path:

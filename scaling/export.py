@@ -35,16 +35,16 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 from scaling import contract
-from scaling.checkpoint import load_model, saved_steps
 from scaling.config import DataConfig, ModelConfig
 from scaling.data.load import load_corpus
 from scaling.data.prepare import EOT
 from scaling.errors import ConfigError, exit_with
-from scaling.rundir import read_config
-from scaling.sizing import ffn_dim
+from scaling.model.sizing import ffn_dim
+from scaling.training.checkpoint import load_model, saved_steps
+from scaling.training.rundir import read_config
 
 WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
-RMSNORM_EPS, LAYERNORM_EPS = 1e-6, 1e-5  # scaling/layers.py: Norm
+RMSNORM_EPS, LAYERNORM_EPS = 1e-6, 1e-5  # scaling/model/layers.py: Norm
 
 
 @dataclass(frozen=True)

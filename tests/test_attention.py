@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scaling.attention import apply_rope, causal_attention, rope_tables
+from scaling.model.attention import apply_rope, causal_attention, rope_tables
 
 
 def _attention_reference(q, k, v):

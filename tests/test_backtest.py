@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from analysis.backtest import main
-from analysis.errors import FitError
-from analysis.fits.backtest import (
+from analysis.failures import FitError
+from analysis.fit_input import Columns, load
+from analysis.fits.prediction import (
     backtest,
     check_laws,
     default_holdout,
@@ -19,7 +20,6 @@ from analysis.fits.backtest import (
 )
 from analysis.fits.reference import HOFFMANN_2022
 from analysis.fits.synthetic import isoflop_runs
-from analysis.runs import Columns, load
 
 GADRE_CSV = Path(__file__).parent / "data" / "gadre2024_rpj_c4_eval.csv"
 GADRE_FLAGS = ["--n-col", "params", "--d-col", "tokens", "--loss-col", "loss_c4_val"]

@@ -8,8 +8,8 @@ import pytest
 
 from scaling.bench import FLOPS_CONVENTION
 from scaling.config import ModelConfig
+from scaling.model.sizing import flops_per_token, param_count
 from scaling.peak import DATASHEET_PEAK_FLOPS
-from scaling.sizing import flops_per_token, param_count
 from tests.helpers import run_cli
 
 TINY = dict(d_model=32, n_layers=2, n_heads=2, seq_len=32)

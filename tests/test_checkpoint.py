@@ -16,15 +16,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling.checkpoint import (
+from scaling.config import CheckpointConfig, CheckpointRule
+from scaling.training.checkpoint import (
     list_checkpoints,
     load_model,
     saved_steps,
     schedule,
     should_save,
 )
-from scaling.config import CheckpointConfig, CheckpointRule
-from scaling.trainer import Trainer, train
+from scaling.training.trainer import Trainer, train
 from tests.helpers import REPO, compose_config, run_cli
 
 STEPS = 150  # train.tokens / (batch 8 x seq 32)

@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis.probes.runs import open_data, read_run
-from scaling import runbook as runbook_module
-from scaling import rundir
+from analysis.trained_runs import open_data, read_run
 from scaling.config import DataConfig
 from scaling.data import tokens as token_files
 from scaling.data.load import load_corpus
@@ -39,7 +37,9 @@ from scaling.data.order import (
     warn_if_repeats,
 )
 from scaling.errors import ConfigError
-from scaling.trainer import prepare_run_dir, train, with_run_order
+from scaling.training import runbook as runbook_module
+from scaling.training import rundir
+from scaling.training.trainer import prepare_run_dir, train, with_run_order
 from tests.helpers import compose_config
 
 MASK64 = (1 << 64) - 1

@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.fit_input import load
 from analysis.fits.reference import HOFFMANN_2022
 from analysis.fits.synthetic import isoflop_runs
-from analysis.runs import load
 from scaling import contract
-from scaling.divergence import PATIENCE, RATIO, DivergenceMonitor, first_divergence
-from scaling.trainer import Trainer, train
+from scaling.training.divergence import PATIENCE, RATIO, DivergenceMonitor, first_divergence
+from scaling.training.trainer import Trainer, train
 from tests.helpers import compose_config, write_sweep
 
 VOCAB = 300

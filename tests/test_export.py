@@ -10,10 +10,10 @@ import pytest
 from tokenizers import Tokenizer
 
 from scaling import export
-from scaling.checkpoint import load_model
 from scaling.config import ModelConfig
 from scaling.errors import ConfigError
-from scaling.trainer import train
+from scaling.training.checkpoint import load_model
+from scaling.training.trainer import train
 from tests.helpers import compose_config
 
 HAS_HF = all(importlib.util.find_spec(name) for name in ("torch", "transformers"))

@@ -17,14 +17,16 @@ import pytest
 from flax import nnx
 
 from analysis import fit, probe, report
-from scaling import checkpoint, contract, sweep
+from scaling import contract
 from scaling.config import CheckpointConfig, DataConfig
 from scaling.data.cache import verify
 from scaling.data.load import load_corpus
 from scaling.errors import ConfigError
-from scaling.model import build_model
-from scaling.rundir import read_config
-from scaling.trainer import train
+from scaling.model.transformer import build_model
+from scaling.sweeping import runs_table
+from scaling.training import checkpoint
+from scaling.training.rundir import read_config
+from scaling.training.trainer import train
 from tests.helpers import REPO, compose_config, run_cli, run_in_process, tree_digest
 
 TINY_RUN = ["train.tokens=6000", "train.log_every=5"]  # 23 steps: checkpoints 0, 1, 2, 4, 8, 16, 23
@@ -260,7 +262,7 @@ def test_truncated_table_is_rebuilt_from_the_run_directories(two_launches, tiny_
     folder, _ = two_launches
     path = folder / contract.RUNS_TABLE
     original = pd.read_parquet(path).sort_values(contract.RUN_NAME).reset_index(drop=True)
-    rebuilt = pd.DataFrame(sweep.rebuilt_rows(folder)).sort_values(contract.RUN_NAME).reset_index(drop=True)
+    rebuilt = pd.DataFrame(runs_table.rebuilt_rows(folder)).sort_values(contract.RUN_NAME).reset_index(drop=True)
     pd.testing.assert_frame_equal(rebuilt[original.columns], original, check_dtype=False)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     assert report.main([str(folder)]) == 2  # analysis says how to rebuild it

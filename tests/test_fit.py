@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.errors import InputError
+from analysis.failures import InputError
 from analysis.fit import main
+from analysis.fit_input import Columns, load
 from analysis.fits.analyse import FitConfig, analyse
 from analysis.fits.reference import HOFFMANN_2022
 from analysis.fits.synthetic import isoflop_runs, training_curves
-from analysis.runs import Columns, load
 from scaling import contract
 from tests.helpers import write_sweep
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.errors import FitError
+from analysis.failures import FitError
 from analysis.fits.approach1 import FINAL_POINTS_ONLY, fit_approach1
 from analysis.fits.lossmodel import LossParams, allocation_exponents
 from analysis.fits.reference import HOFFMANN_2022

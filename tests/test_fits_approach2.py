@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.errors import FitError
+from analysis.failures import FitError
 from analysis.fits.approach2 import (
     between_budget_variance,
     budget_groups,

@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.errors import FitError
+from analysis.failures import FitError
+from analysis.fit_input import Columns, load
 from analysis.fits import approach3, huber
 from analysis.fits.approach3 import fit_approach3, fit_law, prepare, vanishing_terms
 from analysis.fits.laws import LAWS, law_data
 from analysis.fits.lossmodel import LossParams, allocation_exponents
 from analysis.fits.reference import BESIROGLU_2024, HOFFMANN_2022
 from analysis.fits.synthetic import isoflop_runs
-from analysis.runs import Columns, load
 
 DATA = Path(__file__).parent / "data"
 EPOCH_COLUMNS = Columns(n="Model Size", flops="Training FLOP", loss="loss")

@@ -4,7 +4,7 @@ and each law recovering its own known parameters (exactly without noise, within 
 import numpy as np
 import pytest
 
-from analysis.errors import FitError
+from analysis.failures import FitError
 from analysis.fits.approach3 import fit_approach3, fit_law, prepare
 from analysis.fits.laws import LAWS, law_data
 from analysis.fits.lossmodel import allocation_coefficient, compute_optimal

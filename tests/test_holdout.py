@@ -10,10 +10,11 @@ import pytest
 
 from analysis.fits.lossmodel import LossParams, compute_optimal
 from analysis.fits.synthetic import isoflop_runs, training_curves
+from scaling import contract
 from scaling.config import ModelConfig
-from scaling.holdout import fit_sweep, fitted_optimum, holdout_budget, holdout_point
-from scaling.isoflop import expected_optimum, grid_ladder
-from scaling.ladder import nearest_rung
+from scaling.planning.grids import expected_optimum, grid_ladder
+from scaling.planning.ladder import nearest_rung
+from scaling.sweeping.holdout import fit_sweep, fitted_optimum, holdout_budget, holdout_point
 from tests.helpers import write_sweep
 
 MODEL = ModelConfig(seq_len=64, head_dim=4, aspect_ratio=16)
@@ -47,7 +48,11 @@ def test_on_a_synthetic_sweep_the_held_out_run_lands_at_the_true_optimum(tmp_pat
     folder = write_sweep(tmp_path / "demo", runs, training_curves(truth, runs, noise=0.002, seed=1))
     budget = holdout_budget(budgets, 4)
     rungs = grid_ladder(MODEL, VOCAB, SPACING, [budget], [3])
-    plan = holdout_point(fit_sweep(folder, budget), budget, rungs)
+    fit = fit_sweep(folder, budget)
+    # The keys training reads from the fit's JSON are named in the contract (training never imports analysis).
+    for approach in (contract.FIT_APPROACH2, contract.FIT_APPROACH3):
+        assert fit[approach][contract.FIT_EXTRAPOLATION][0][contract.FIT_N_OPT] > 0
+    plan = holdout_point(fit, budget, rungs)
     true_n = float(compute_optimal(budget, **truth.as_dict())[0])
     centre = nearest_rung(rungs, expected_optimum(budget)).index
     assert plan.approach == "approach3" and plan.n_opt == pytest.approx(true_n, rel=0.15)

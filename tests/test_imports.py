@@ -18,7 +18,7 @@ from tests.helpers import REPO
 
 PACKAGES = ("scaling", "analysis")
 # Modules every other module may lean on: they import nothing of the project themselves.
-FOUNDATIONS = ("scaling.config", "scaling.contract", "scaling.errors", "scaling.files", "analysis.errors")
+FOUNDATIONS = ("scaling.config", "scaling.contract", "scaling.errors", "scaling.files", "analysis.failures")
 # Leaves that import an optional extra at their top (they need it, and nothing of ours imports them):
 # left out of the environment check, since the extra may be absent, and since lm_eval's own import
 # sets HF_XET_HIGH_PERFORMANCE.
@@ -110,6 +110,59 @@ def test_training_never_imports_analysis():
     assert not {m: t for m, t in offenders.items() if t}
 
 
+# The rooms of scaling/, lowest first: a room may import the foundations and the rooms below it, never one
+# above. What one model is (model/) knows nothing of how it is trained; a plan of runs (planning/) is
+# arithmetic on shapes and budgets; one run (training/) knows nothing of the sweep it may belong to
+# (sweeping/); the corpus (data/) knows nothing of models. The commands at the root sit above them all.
+ROOMS = ("scaling.data", "scaling.model", "scaling.planning", "scaling.training", "scaling.sweeping")
+# The root modules the rooms may lean on (the rest of the root are the commands and their helpers).
+BASE = ("scaling.config", "scaling.contract", "scaling.errors", "scaling.files", "scaling.runtime", "scaling.diskspace")
+ALLOWED = {
+    "scaling.data": set(),
+    "scaling.model": set(),
+    "scaling.planning": {"scaling.model"},
+    "scaling.training": {"scaling.data", "scaling.model", "scaling.planning"},
+    "scaling.sweeping": {"scaling.data", "scaling.model", "scaling.planning", "scaling.training"},
+}
+
+
+def room_of(module: str) -> str | None:
+    return next((room for room in ROOMS if module == room or module.startswith(room + ".")), None)
+
+
+def room_violations(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    found = {}
+    for module, targets in graph.items():
+        room = room_of(module)
+        if room is None:
+            continue
+        bad = [
+            t
+            for t in sorted(targets)
+            if t.startswith("scaling")
+            and room_of(t) != room
+            and not (room_of(t) in ALLOWED[room] or t in BASE or t == "scaling")
+        ]
+        if bad:
+            found[module] = bad
+    return found
+
+
+def test_each_room_imports_only_the_rooms_below_it():
+    assert room_violations(import_graph()) == {}
+
+
+def test_the_room_rule_sees_a_model_that_imports_training():
+    graph = {"scaling.model.transformer": {"scaling.training.trainer", "scaling.config"}}
+    assert room_violations(graph) == {"scaling.model.transformer": ["scaling.training.trainer"]}
+
+
+def test_base_modules_import_only_foundations():
+    graph = import_graph()
+    for module in BASE:
+        assert graph[module] <= set(FOUNDATIONS), module
+
+
 def test_fits_import_no_training_code_even_indirectly():
     graph = import_graph()
     for module in (m for m in graph if m.startswith("analysis.fits")):
@@ -129,13 +182,35 @@ def test_project_imports_are_at_the_top_of_each_file():
 
 
 ENV_CHECK = """
-import importlib, json, os, sys
+import importlib, json, logging, os, sys
+# Third-party libraries are imported first: what their own import does (orbax adds a root log handler) is not
+# what is checked, only what our modules do beyond it.
+import jax, matplotlib, orbax.checkpoint, flax.nnx, optax, hydra  # noqa: E401
+
+
+def state():
+    loggers = {name: getattr(log, "level", None) for name, log in logging.root.manager.loggerDict.items()}
+    return {
+        "environ": dict(os.environ),
+        "jax": {k: repr(v) for k, v in jax.config.values.items()},
+        "backend": repr(dict.__getitem__(matplotlib.rcParams, "backend")),
+        "loggers": {k: v for k, v in {**loggers, "root": logging.root.level}.items() if v},
+        "handlers": len(logging.root.handlers),
+    }
+
+
 changed = {}
 for name in json.loads(sys.argv[1]):
-    before = dict(os.environ)
+    before = state()
     importlib.import_module(name)
-    if dict(os.environ) != before:
-        changed[name] = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
+    after = state()
+    diff = []
+    for part in ("environ", "jax", "loggers"):
+        old, new = before[part], after[part]
+        diff += [f"{part}:{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    diff += [part for part in ("backend", "handlers") if before[part] != after[part]]
+    if diff:
+        changed[name] = diff
 print(json.dumps(changed))
 """
 
@@ -150,8 +225,9 @@ def environment_changes(names: list[str], cwd: Path) -> dict[str, list[str]]:
 
 
 def test_importing_any_module_leaves_the_environment_unchanged():
-    """Side effects (XLA flags, logging, plotting backends) belong to `runtime.initialize`, which the
-    entry points call; importing a module must not set them."""
+    """Side effects (environment variables such as XLA flags, JAX's config, matplotlib's backend, logger
+    levels and handlers) belong to `runtime.initialize`, which the entry points call; importing a module
+    must not set them."""
     assert environment_changes(sorted(set(project_modules()) - set(OPTIONAL_LEAVES)), REPO) == {}
 
 
@@ -161,6 +237,14 @@ def test_modules_with_optional_imports_are_leaves(module):
     assert module in graph and not [importer for importer, targets in graph.items() if module in targets]
 
 
-def test_the_environment_check_sees_a_module_that_sets_a_variable(tmp_path):
-    (tmp_path / "sets_env.py").write_text("import os\nos.environ['SCALING_TEST_SIDE_EFFECT'] = '1'\n")
-    assert environment_changes(["json", "sets_env"], tmp_path) == {"sets_env": ["SCALING_TEST_SIDE_EFFECT"]}
+def test_the_environment_check_sees_each_kind_of_side_effect(tmp_path):
+    effects = {
+        "sets_env": ("import os\nos.environ['SCALING_TEST_SIDE_EFFECT'] = '1'\n", ["environ:SCALING_TEST_SIDE_EFFECT"]),
+        "sets_jax": ("import jax\njax.config.update('jax_enable_x64', True)\n", ["jax:jax_enable_x64"]),
+        "sets_backend": ("import matplotlib\nmatplotlib.use('Agg')\n", ["backend"]),
+        "sets_level": ("import logging\nlogging.getLogger('absl').setLevel(logging.ERROR)\n", ["loggers:absl"]),
+    }
+    for name, (source, _) in effects.items():
+        (tmp_path / f"{name}.py").write_text(source)
+    expected = {name: diff for name, (_, diff) in effects.items()}
+    assert environment_changes(["json", *effects], tmp_path) == expected

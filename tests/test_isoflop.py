@@ -9,14 +9,14 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from scaling.config import ModelConfig, register_configs
-from scaling.isoflop import (
+from scaling.model.sizing import param_count
+from scaling.planning.grids import (
     expected_optimum,
     grid_point,
     isoflop_grid,
     offsets,
     sweep_grid,
 )
-from scaling.sizing import param_count
 
 
 def _compose_sweep(name: str, overrides: list[str] = ()) -> object:

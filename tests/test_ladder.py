@@ -9,8 +9,8 @@ import pytest
 
 from scaling.config import ModelConfig
 from scaling.errors import ConfigError
-from scaling.ladder import SIZE_TOLERANCE, ladder, shape_for_params, smallest
-from scaling.sizing import param_count
+from scaling.model.sizing import param_count
+from scaling.planning.ladder import SIZE_TOLERANCE, ladder, shape_for_params, smallest
 
 # The shipped families: the CPU sweeps' (sweeps/sweep/isoflop_base.yaml), the default, and a GPU one.
 FAMILIES = {

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from scaling.config import ModelConfig
-from scaling.layers import Linear, Norm, token_sum
+from scaling.model.layers import Linear, Norm, token_sum
 
 BASE = ModelConfig(d_model=32, n_layers=2, n_heads=4, seq_len=16, compute_dtype="float32")
 

@@ -16,9 +16,9 @@ import pytest
 from flax import nnx
 from tokenizers import Tokenizer
 
-from scaling.checkpoint import load_model
 from scaling.export import tokenizer_files
-from scaling.trainer import train
+from scaling.training.checkpoint import load_model
+from scaling.training.trainer import train
 from tests.helpers import REPO, compose_config
 
 pytestmark = pytest.mark.skipif(

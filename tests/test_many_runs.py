@@ -10,7 +10,7 @@ import pytest
 
 from scaling import contract
 from scaling.runtime import initialize
-from scaling.sweep import train_here
+from scaling.sweeping.jobs import train_here
 from tests.helpers import compose_config, run_cli
 
 RUNS = 20

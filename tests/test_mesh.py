@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scaling.mesh import slurm_step_tasks
+from scaling.training.mesh import slurm_step_tasks
 from tests.helpers import REPO
 
 RUN = ["train.tokens=10240", "train.batch_size=16", "train.log_every=5"]
@@ -64,7 +64,7 @@ def test_checkpoint_saved_on_eight_devices_restores_on_one(tmp_path, tiny_overri
     rebuilds it with its multipliers from config.yaml)."""
     summary = _run_on(8, tmp_path, [*tiny_overrides, *MUP], ["mesh.data=2", "mesh.fsdp=4"])
     code = (
-        "import sys; from scaling.checkpoint import load_model, params_digest; from flax import nnx;"
+        "import sys; from scaling.training.checkpoint import load_model, params_digest; from flax import nnx;"
         "m = load_model(sys.argv[1]); print(params_digest(nnx.to_pure_dict(nnx.state(m, nnx.Param))))"
     )
     result = subprocess.run(

@@ -12,8 +12,8 @@ import pytest
 from flax import nnx
 
 from scaling.config import ModelConfig
-from scaling.model import build_model, count_params, token_losses
-from scaling.sizing import param_count
+from scaling.model.sizing import param_count
+from scaling.model.transformer import build_model, count_params, token_losses
 
 VOCAB = 97
 BASE = ModelConfig(d_model=32, n_layers=2, n_heads=4, seq_len=16, compute_dtype="float32")

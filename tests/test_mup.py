@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scaling import mup
-from scaling.attention import rope_tables
-from scaling.checkpoint import load_model
 from scaling.config import ModelConfig, TrainConfig
 from scaling.data.load import load_corpus
 from scaling.data.order import eval_set
-from scaling.model import build_model, token_losses
-from scaling.optimizer import make_optimizer, optimizer_factory
-from scaling.schedule import schedule_values
-from scaling.step import eval_chunks, make_train_step
-from scaling.trainer import train
+from scaling.model import mup
+from scaling.model.attention import rope_tables
+from scaling.model.transformer import build_model, token_losses
+from scaling.training.checkpoint import load_model
+from scaling.training.optimizer import make_optimizer, optimizer_factory
+from scaling.training.schedule import schedule_values
+from scaling.training.step import eval_chunks, make_train_step
+from scaling.training.trainer import train
 from tests.helpers import compose_config
 from tests.test_checkpoint import _assert_same_run, _preempted_then_resumed
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from scaling.config import TrainConfig
-from scaling.optimizer import make_optimizer
-from scaling.schedule import SCHEDULES, learning_rate, schedule_lr, schedule_values
+from scaling.training.optimizer import make_optimizer
+from scaling.training.schedule import SCHEDULES, learning_rate, schedule_lr, schedule_values
 
 TOTAL = 1000
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from scaling import contract
-from scaling.checkpoint import saved_steps
-from scaling.packed import auto_pack, train_pack
-from scaling.trainer import train
+from scaling.training.checkpoint import saved_steps
+from scaling.training.packed import auto_pack, train_pack
+from scaling.training.trainer import train
 from tests.helpers import compose_config, run_cli
 
 # Same shape and optimiser constants; different seeds, data seeds, learning rates and lengths.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scaling.config import ModelConfig
-from scaling.plan import micro_batches
+from scaling.planning.plan import micro_batches
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from analysis import report
+from analysis.fit_input import load
 from analysis.fits.lossmodel import LossParams, compute_optimal, predict_loss
 from analysis.fits.synthetic import isoflop_runs, training_curves
-from analysis.runs import load
 from scaling import contract
 from tests.helpers import write_sweep
 

@@ -14,15 +14,15 @@ from flax import nnx
 from analysis import probe
 from analysis.probes.counts import SeenCounts, bin_range, frequency_bin
 from analysis.probes.measure import FORGETTING, MEMORISATION_HELDOUT, MEMORISATION_SCORE
-from analysis.probes.runs import RunStream
 from analysis.probes.stats import uniformity_test
 from analysis.reporting.document import markers
+from analysis.trained_runs import RunStream
 from scaling.config import ModelConfig
 from scaling.data.corpus import Corpus
 from scaling.data.order import DataOrder
-from scaling.decode import make_greedy_decoder
-from scaling.model import build_model
-from scaling.trainer import train
+from scaling.model.decode import make_greedy_decoder
+from scaling.model.transformer import build_model
+from scaling.training.trainer import train
 from tests.helpers import compose_config
 
 VOCAB = 97

@@ -10,10 +10,11 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import open_dict
 
-from scaling import contract, progress
+from scaling import contract
 from scaling.config import register_configs
 from scaling.files import write_json
-from scaling.sweep import plan_job, plan_run
+from scaling.sweeping import progress
+from scaling.sweeping.jobs import plan_job, plan_run
 from tests.helpers import run_cli
 
 

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.fit_input import load
 from analysis.fits.reference import HOFFMANN_2022, PUBLISHED_FIT_FLOPS
 from analysis.fits.synthetic import isoflop_runs, training_curves
 from analysis.report import main
 from analysis.reporting.document import markers, split_sections, write_section
 from analysis.reporting.fit_figures import _draw_published
-from analysis.runs import load
 from tests.helpers import REPO, write_sweep
 
 FIGURES = ["isoflop.png", "frontier.png", "contours.png", "curves.png", "observed_vs_predicted.png"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scaling.config import TrainConfig
-from scaling.schedule import decay_start, learning_rate, warmup_steps
+from scaling.training.schedule import decay_start, learning_rate, warmup_steps
 
 TOTAL = 1000
 

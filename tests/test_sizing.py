@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from scaling.config import ModelConfig
-from scaling.sizing import chinchilla_forward_flops, flops_per_token, param_count
+from scaling.model.sizing import chinchilla_forward_flops, flops_per_token, param_count
 
 SMALL = ModelConfig(d_model=4, n_layers=1, n_heads=2, seq_len=8, d_ff=16)
 
@@ -50,6 +50,6 @@ def test_untied_head_counts_as_nonembedding_and_learned_positions_as_embedding()
 
 def test_swiglu_default_width_is_rounded_eight_thirds():
     cfg = dataclasses.replace(SMALL, d_model=96, d_ff=None, mlp="swiglu")
-    from scaling.sizing import ffn_dim
+    from scaling.model.sizing import ffn_dim
 
     assert ffn_dim(cfg) == 256  # 8/3 * 96 = 256

@@ -9,10 +9,10 @@ import pytest
 from flax import nnx
 
 from scaling.config import ModelConfig, TrainConfig
-from scaling.model import build_model
-from scaling.optimizer import make_optimizer, optimizer_factory
-from scaling.schedule import schedule_values
-from scaling.step import loss_fn, make_eval, make_train_step
+from scaling.model.transformer import build_model
+from scaling.training.optimizer import make_optimizer, optimizer_factory
+from scaling.training.schedule import schedule_values
+from scaling.training.step import loss_fn, make_eval, make_train_step
 
 VOCAB = 61
 TRAIN = TrainConfig(lr=1e-2, warmup_fraction=0.0)

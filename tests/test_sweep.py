@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scaling.sweep import record
+from scaling.sweeping.runs_table import record
 from tests.helpers import run_cli
 
 

@@ -14,17 +14,17 @@ from analysis import tasks as tasks_command
 from analysis.abilities.build import CLOSERS, INDUCTION_PREFIX, MAX_ANSWER, build_suite
 from analysis.abilities.documents import heldout_texts, tokenize
 from analysis.abilities.emergence import above_chance
-from analysis.abilities.ladder import Sigmoid, fit_sigmoid, two_step
 from analysis.abilities.score import SuiteScorer, candidate_logprobs, summarise
 from analysis.abilities.suite import CHOICE, GENERATE, Item, Task
-from analysis.errors import InputError
+from analysis.abilities.two_step import Sigmoid, fit_sigmoid, two_step
+from analysis.failures import InputError
 from analysis.fits.lossmodel import predict_loss
 from analysis.reporting.document import markers
 from scaling.config import DataConfig, ModelConfig
 from scaling.data.load import load_corpus
-from scaling.decode import make_greedy_decoder
-from scaling.model import build_model
-from scaling.trainer import train
+from scaling.model.decode import make_greedy_decoder
+from scaling.model.transformer import build_model
+from scaling.training.trainer import train
 from tests.helpers import compose_config
 
 VOCAB, P = 97, 12

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from scaling import tracking
 from scaling.config import TrackerConfig
 from scaling.errors import ConfigError
+from scaling.training import tracking
 from tests.helpers import run_cli
 
 pytest.importorskip("tensorboardX", reason="the tensorboard tracker needs tensorboardX (the track extra)")

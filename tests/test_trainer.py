@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from scaling import rundir
-from scaling.relaunch import prepare_run_dir
-from scaling.trainer import train
+from scaling.training import rundir
+from scaling.training.relaunch import prepare_run_dir
+from scaling.training.trainer import train
 from tests.helpers import compose_config
 
 

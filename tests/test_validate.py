@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaling.validate import BOUNDS, CHOICES, Range, whole_numbers
+from scaling.overrides import whole_numbers
+from scaling.training.validate import BOUNDS, CHOICES, Range
 from tests.helpers import run_in_process
 
 # case -> (overrides, field named in the message, the value as the message shows it)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Tokenizer
 
-from analysis.errors import InputError
+from analysis.failures import InputError
 from scaling.config import DataConfig
 from scaling.data.sources import documents, is_validation, stdlib_sources, text_sources
 

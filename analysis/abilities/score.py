@@ -6,7 +6,7 @@ short continuations, not four full sequences. From the logits at the candidates'
 their log-likelihoods and whether each token is the argmax. Exact match needs no decoding loop:
 greedy decoding emits the answer exactly when every answer token is the argmax given the prompt and
 the answer tokens before it (what `is_argmax` reads), which the tests check against the greedy
-decoder of scaling/decode.py.
+decoder of scaling/model/decode.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from analysis.abilities.suite import (
     EXACT_MATCH,
     Task,
 )
-from scaling.model import Transformer, token_losses
+from scaling.model.transformer import Transformer, token_losses
 
 LOGIT_BUDGET = 1 << 24  # floats of candidate logits per call (64 MB): sets the batch size
 

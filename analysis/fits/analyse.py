@@ -4,15 +4,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from analysis.errors import FitError
+from analysis.failures import FitError
 from analysis.fits.approach1 import DEFAULT_ENVELOPE_START, fit_approach1
 from analysis.fits.approach2 import fit_approach2
 from analysis.fits.approach3 import Bootstrap, Init, fit_approach3, law_by_name
-from analysis.fits.backtest import LawCheck, check_laws
 from analysis.fits.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT, interval_warnings
-from analysis.fits.data import FitData
 from analysis.fits.extrapolate import default_budgets
+from analysis.fits.fit_data import FitData
 from analysis.fits.laws import DEFAULT_LAW
+from analysis.fits.prediction import LawCheck, check_laws
 from analysis.fits.profiles import DEFAULT_PROFILE
 from analysis.fits.result import ApproachResult
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.errors import FitError
+from analysis.failures import FitError
 from analysis.fits.bootstrap import replicate, resample_counts
 from analysis.fits.powerlaw import fit_power_law
 from analysis.fits.result import ApproachResult, power_law_frontier

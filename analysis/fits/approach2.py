@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from analysis.errors import FitError
+from analysis.failures import FitError
 from analysis.fits.powerlaw import fit_lines
 from analysis.fits.profiles import (
     DEFAULT_PROFILE,

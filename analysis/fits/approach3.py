@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from analysis.errors import FitError
+from analysis.failures import FitError
 from analysis.fits.bootstrap import (
     DEFAULT_LEVEL,
     WARN_FRACTION,

@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from analysis.errors import FitError
+from analysis.failures import FitError
 
 DEFAULT_N_BOOT = 1000
 # Hoffmann et al. (2022) and Besiroglu et al. (2024) both report 10th-90th percentile intervals.

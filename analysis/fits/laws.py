@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.errors import FitError
+from analysis.failures import FitError
 from analysis.fits.lossmodel import (
     allocation_coefficient,
     allocation_exponents,

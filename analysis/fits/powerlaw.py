@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from analysis.errors import FitError
+from analysis.failures import FitError
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.interpolate import Akima1DInterpolator
 
-from analysis.errors import FitError
+from analysis.failures import FitError
 
 PROFILES = ("local", "parabola", "akima")
 DEFAULT_PROFILE = "local"

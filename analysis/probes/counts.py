@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.probes.runs import RunStream
+from analysis.trained_runs import RunStream
 
 CHUNK_TOKENS = 1 << 21  # tokens gathered per read: bounds memory whatever the step size
 MIN_BIN_TOKENS = 20  # bins with fewer evaluation tokens are too noisy to plot

@@ -18,12 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from analysis.errors import InputError
+from analysis.failures import InputError
 from analysis.probes.counts import SeenCounts, binned_losses
-from analysis.probes.runs import RunInfo, RunStream
+from analysis.trained_runs import RunInfo, RunStream
 from scaling.data.order import eval_set
-from scaling.decode import make_greedy_decoder
-from scaling.model import token_losses
+from scaling.model.decode import make_greedy_decoder
+from scaling.model.transformer import token_losses
 
 VAL_LOSS, LOSS_BY_POSITION, ICL_SCORE = "val_loss", "loss_by_position", "icl_score"
 TERM_FREQUENCY, TERM_FREQUENCY_TOKENS = "term_frequency", "term_frequency_tokens"

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.probes.measure import MEMORISATION_SCORE
-from analysis.probes.runs import RunInfo
+from analysis.probes.probe_table import probe_values
 from analysis.probes.stats import (
     Uniformity,
     default_bins,
     precision_recall,
     uniformity_test,
 )
-from analysis.probes.table import probe_values
+from analysis.trained_runs import RunInfo
 
 
 def series(table: pd.DataFrame, probe: str, key: str, run: str) -> pd.DataFrame:

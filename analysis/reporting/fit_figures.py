@@ -1,72 +1,38 @@
 """The report's figures, one function each, written as PNG with labelled axes and units and a legend
 entry for every kind of mark, since a figure read without its caption must still say what it shows."""
 
-import functools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
-from matplotlib.colors import LogNorm, Normalize
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FormatStrFormatter
 
 from analysis.fits.analyse import Analysis
-from analysis.fits.approach1 import EnvelopeDetails
 from analysis.fits.approach2 import IsoflopDetails
 from analysis.fits.bootstrap import percentile_interval
 from analysis.fits.lossmodel import tokens_from_flops
 from analysis.fits.reference import PUBLISHED_FIT_FLOPS, RULE_LABEL, reference_frontiers
 from analysis.fits.result import ApproachResult
+from analysis.reporting.curve_figures import plot_curves, plot_runs
+from analysis.reporting.figure_style import (
+    D_LABEL,
+    FLOPS_LABEL,
+    LOSS_LABEL,
+    N_LABEL,
+    budget_label,
+    flops_text,
+    save,
+    styled,
+)
+from analysis.reporting.law_figures import plot_contours, plot_observed_vs_predicted
 
 APPROACH_COLOURS = {"approach1": "tab:blue", "approach2": "tab:orange", "approach3": "tab:green"}
 REFERENCE_COLOURS = ("black", "tab:red", "dimgrey")
-FLOPS_LABEL = "training compute C (FLOPs)"
-N_LABEL = "parameters N"
-D_LABEL = "training tokens D"
-LOSS_LABEL = "loss (nats/token)"
-DPI = 130
 FIGURE_FILES = ("isoflop.png", "frontier.png", "contours.png", "observed_vs_predicted.png", "curves.png", "runs.png")
 
-STYLE = {"font.size": 11, "axes.grid": True, "grid.alpha": 0.3}
 
-
-def _styled(plot):
-    """Draw under our font size and grid without changing matplotlib's settings for anyone else."""
-
-    @functools.wraps(plot)
-    def styled(*args, **kwargs):
-        with plt.rc_context(STYLE):
-            return plot(*args, **kwargs)
-
-    return styled
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    if fig.get_layout_engine() is None:  # a figure with its legend outside the axes lays itself out
-        fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
-
-
-def _plain_log_y(ax: plt.Axes) -> None:
-    """Loss on a log axis reads better as 2.5, 3.0 than as 3 x 10^0."""
-    for formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-        formatter(FormatStrFormatter("%.1f"))
-
-
-def _flops(value: float) -> str:
-    """A compute value as people write it: 1.4e18, not 1.4e+18."""
-    return f"{value:.2g}".replace("e+", "e")
-
-
-def _budget_label(budget: float) -> str:
-    return f"C = {_flops(budget)} FLOPs"
-
-
-@_styled
+@styled
 def plot_isoflops(details: IsoflopDetails, path: Path) -> Path:
     """Loss against N at each budget, the fitted profile, and its minimum with a +-1 s.e. bar in N."""
     fig, ax = plt.subplots(figsize=(9.5, 6), layout="constrained")
@@ -77,7 +43,7 @@ def plot_isoflops(details: IsoflopDetails, path: Path) -> Path:
     colours = plt.cm.viridis(np.linspace(0.0, 0.9, len(fitted)))
     for (budget, parabola), colour in zip(sorted(fitted.items()), colours):
         runs = details.runs[details.runs["group"] == budget]
-        ax.scatter(runs["N"], runs["loss"], color=colour, s=22, label=_budget_label(budget))
+        ax.scatter(runs["N"], runs["loss"], color=colour, s=22, label=budget_label(budget))
         n = np.geomspace(runs["N"].min(), runs["N"].max(), 100)
         ax.plot(n, parabola.at(np.log(n)), color=colour, lw=1.5)
         n_opt, se = np.exp(parabola.log_n_opt), parabola.se_log_n_opt
@@ -125,10 +91,10 @@ def plot_isoflops(details: IsoflopDetails, path: Path) -> Path:
         ),
     ]
     fig.legend(handles=marks, loc="outside lower center", ncol=3, fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-@_styled
+@styled
 def plot_frontier(
     results: dict[str, ApproachResult], flops: np.ndarray, data_max: float, level: float, path: Path
 ) -> Path:
@@ -154,7 +120,7 @@ def plot_frontier(
         *zip(*handles), loc="outside lower center", ncol=2, fontsize=8, handler_map={tuple: HandlerTuple(ndivide=1)}
     )
     fig.suptitle("Compute-optimal frontier: fitted allocation of compute between N and D")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _mark_data(axes: np.ndarray, results: dict[str, ApproachResult]) -> list[tuple]:
@@ -203,8 +169,13 @@ def _draw_published(axes: np.ndarray, flops: np.ndarray) -> list[tuple]:
             parts = [(np.ones_like(inside), "-.", 1.0, f"{label} (Chinchilla's rule of thumb)")]
         else:
             parts = [
-                (inside, "--", 1.0, f"{label}, within its data ({_flops(low)}-{_flops(high)} FLOPs)"),
-                (outside, ":", 0.6, f"{label}, extrapolated outside its data ({_flops(low)}-{_flops(high)} FLOPs)"),
+                (inside, "--", 1.0, f"{label}, within its data ({flops_text(low)}-{flops_text(high)} FLOPs)"),
+                (
+                    outside,
+                    ":",
+                    0.6,
+                    f"{label}, extrapolated outside its data ({flops_text(low)}-{flops_text(high)} FLOPs)",
+                ),
             ]
         for mask, style, alpha, text in parts:
             if mask.sum() < 2:
@@ -213,162 +184,6 @@ def _draw_published(axes: np.ndarray, flops: np.ndarray) -> list[tuple]:
                 drawn = ax.plot(c, np.where(mask, value, np.nan), color=colour, ls=style, lw=1.3, alpha=alpha)[0]
             handles.append((drawn, text))
     return handles
-
-
-def _round_budgets(low: float, high: float) -> np.ndarray:
-    """A few compute values across [low, high] to draw as lines of constant C: whole decades when the
-    runs span two or more, else three values spread over the span."""
-    decades = 10.0 ** np.arange(np.ceil(np.log10(low)), np.floor(np.log10(high)) + 1)
-    if len(decades) < 2:
-        return np.geomspace(low, high, 3)
-    return decades[:: int(np.ceil(len(decades) / 5))]
-
-
-@_styled
-def plot_contours(result: ApproachResult, runs: pd.DataFrame, path: Path) -> Path:
-    """Loss contours of the fitted L(N, D), the efficient frontier, IsoFLOP lines, and the runs."""
-    n = np.geomspace(runs["N"].min() / 3, runs["N"].max() * 3, 200)
-    d = np.geomspace(runs["D"].min() / 3, runs["D"].max() * 3, 200)
-    grid_n, grid_d = np.meshgrid(n, d)
-    loss = result.details.predict(grid_n, grid_d)
-    norm = Normalize(vmin=loss.min(), vmax=np.percentile(loss, 95))
-    fig, ax = plt.subplots(figsize=(8, 6))
-    levels = np.geomspace(loss.min() * 1.002, np.percentile(loss, 95), 14)
-    filled = ax.contourf(grid_n, grid_d, loss, levels=levels, norm=norm, cmap="viridis_r", alpha=0.55, extend="max")
-    lines = ax.contour(grid_n, grid_d, loss, levels=levels, norm=norm, cmap="viridis_r", linewidths=0.8)
-    ax.clabel(lines, fmt="%.2f", fontsize=7)
-    flops = np.geomspace(6 * n.min() * d.min(), 6 * n.max() * d.max(), 200)
-    n_opt, d_opt, _ = result.frontier(result.estimate, flops)
-    ax.plot(n_opt, d_opt, color="crimson", lw=2.5, label="efficient frontier N_opt(C), D_opt(C)")
-    budgets = _round_budgets(runs["C"].min(), runs["C"].max())
-    label = "constant compute C = 6ND at " + ", ".join(_flops(b) for b in budgets) + " FLOPs"
-    for i, budget in enumerate(budgets):
-        ax.plot(n, tokens_from_flops(budget, n), color="black", lw=0.8, ls="--", alpha=0.6, label=None if i else label)
-    # White with a black rim: visible on every shade of the filled contours, which already give the loss.
-    ax.scatter(
-        runs["N"],
-        runs["D"],
-        color="white",
-        s=30,
-        edgecolors="black",
-        linewidths=1.0,
-        zorder=3,
-        label="runs: the (N, D) each was trained at",
-    )
-    fig.colorbar(filled, ax=ax, label=f"fitted L(N, D), {LOSS_LABEL}", format="%.2f")
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlim=(n.min(), n.max()),
-        ylim=(d.min(), d.max()),
-        xlabel=N_LABEL,
-        ylabel=D_LABEL,
-        title="Fitted L(N, D) (approach 3); contour lines labelled with the loss",
-    )
-    ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
-    return _save(fig, path)
-
-
-def _size_norm(n: pd.Series) -> Normalize:
-    """Colour scale of model size N: logarithmic, or linear when every run has one size (no log range)."""
-    return LogNorm(n.min(), n.max()) if n.max() > n.min() else Normalize(0, 2 * n.max())
-
-
-def _size_colour(n, norm: Normalize):
-    return plt.cm.plasma(norm(n) * 0.9)  # the top of plasma is too pale to see on white
-
-
-def _draw_curves(ax: plt.Axes, curves: pd.DataFrame, norm: Normalize) -> None:
-    """Each run's loss against compute as one line in its size's colour, and one neutral legend entry for all."""
-    for _, curve in curves.sort_values("C").groupby("run"):
-        ax.plot(curve["C"], curve["loss"], color=_size_colour(curve["N"].iloc[0], norm), lw=0.9, alpha=0.85)
-    ax.plot([], [], color="grey", lw=0.9, label="training curve of one run (colour: N)")
-
-
-def _size_axes(fig: plt.Figure, ax: plt.Axes, norm: Normalize, title: str) -> None:
-    """Loss against compute on log axes, with the colour bar of N and the legend."""
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="plasma"), ax=ax, label=N_LABEL)
-    ax.set(xscale="log", yscale="log", xlabel=FLOPS_LABEL, ylabel=LOSS_LABEL, title=title)
-    _plain_log_y(ax)
-    ax.legend(fontsize=9)
-
-
-@_styled
-def plot_curves(details: EnvelopeDetails, path: Path) -> Path:
-    """Each run's loss against compute coloured by N, the lower envelope approach 1 fits, and what it leaves out."""
-    points, env = details.points, details.envelope
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    norm = _size_norm(points["N"])
-    _draw_curves(ax, points, norm)
-    if details.start > points["C"].min():
-        ax.axvspan(
-            points["C"].min(),
-            details.start,
-            color="grey",
-            alpha=0.15,
-            lw=0,
-            label=f"left out of the envelope: C < {_flops(details.start)} FLOPs",
-        )
-    ax.scatter(
-        env.flops,
-        env.loss,
-        color="black",
-        s=8,
-        zorder=3,
-        label="lower envelope, less the stretches won by the smallest or largest model",
-    )
-    _size_axes(fig, ax, norm, "Approach 1: training curves and envelope")
-    return _save(fig, path)
-
-
-@_styled
-def plot_runs(runs: pd.DataFrame, curves: pd.DataFrame | None, path: Path) -> Path:
-    """Each run's loss against compute coloured by N, with no fit: what the report shows when approach 1 cannot run."""
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    norm = _size_norm(runs["N"])
-    if curves is not None:
-        _draw_curves(ax, curves, norm)
-    ax.scatter(
-        runs["C"],
-        runs["loss"],
-        color=_size_colour(runs["N"], norm),
-        s=18,
-        edgecolors="black",
-        linewidths=0.4,
-        zorder=3,
-        label="final evaluation of one run (colour: N)",
-    )
-    _size_axes(fig, ax, norm, f"Runs: {'training curves' if curves is not None else 'final points'} (no fit)")
-    return _save(fig, path)
-
-
-@_styled
-def plot_observed_vs_predicted(result: ApproachResult, runs: pd.DataFrame, path: Path) -> Path:
-    """Observed final loss against the fitted L(N, D), coloured by compute; the diagonal is a perfect fit."""
-    predicted = result.details.predict(runs["N"], runs["D"], runs["epochs"].fillna(1.0))
-    residual = np.log(runs["loss"]) - np.log(predicted)
-    fig, ax = plt.subplots(figsize=(6.5, 6))
-    points = ax.scatter(
-        runs["loss"],
-        predicted,
-        c=runs["C"],
-        norm=LogNorm(),
-        cmap="cividis",
-        s=20,
-        edgecolors="black",
-        linewidths=0.4,
-        label="one run (colour: its compute C)",
-    )
-    low, high = min(runs["loss"].min(), predicted.min()), max(runs["loss"].max(), predicted.max())
-    ax.plot([low, high], [low, high], color="crimson", lw=1, label="predicted = observed")
-    fig.colorbar(points, ax=ax, label=FLOPS_LABEL)
-    ax.set(
-        xlabel=f"observed {LOSS_LABEL}",
-        ylabel=f"predicted {LOSS_LABEL}",
-        title=f"Approach 3 fit: RMS log residual {np.sqrt(np.mean(residual**2)):.4f}",
-    )
-    ax.legend(fontsize=9)
-    return _save(fig, path)
 
 
 def make_figures(analysis: Analysis, figures: Path) -> list[tuple[str, str]]:
@@ -401,7 +216,7 @@ def make_figures(analysis: Analysis, figures: Path) -> list[tuple[str, str]]:
         lowest = min(lowest, results["approach1"].details.envelope.flops.min())
     flops = np.geomspace(lowest, max(runs["C"].max(), analysis.budgets.max()), 120)
     plot_frontier(results, flops, runs["C"].max(), analysis.config.level, figures / "frontier.png")
-    low, high = (_flops(c) for c in PUBLISHED_FIT_FLOPS)
+    low, high = (flops_text(c) for c in PUBLISHED_FIT_FLOPS)
     made.append(
         (
             "frontier.png",

@@ -3,9 +3,9 @@ extrapolations, figures, warnings, and what could not be fitted."""
 
 from analysis.fits.analyse import Analysis
 from analysis.fits.approach3 import with_allocation
-from analysis.fits.backtest import LawCheck
 from analysis.fits.extrapolate import frontier_table
 from analysis.fits.laws import DEFAULT_LAW, LAWS
+from analysis.fits.prediction import LawCheck
 from analysis.fits.profiles import LOCAL_SIZES
 from analysis.fits.reference import BESIROGLU_2024, HOFFMANN_2022, HOFFMANN_TABLE2
 from analysis.fits.result import ApproachResult

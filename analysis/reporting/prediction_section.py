@@ -1,10 +1,10 @@
 """The report's "prediction" section: the fits' prediction for a sweep's held-out run, then its outcome.
 
 A sweep with `sweep.holdout_factor` trains, after its grid, one run at a budget beyond every fitted
-one, at the size the fits called compute-optimal (scaling/holdout.py). The fits never see it
-(analysis/runs.py). Here a parametric law (approach 3) predicts its loss with a prediction interval
+one, at the size the fits called compute-optimal (scaling/sweeping/holdout.py). The fits never see it
+(analysis/fit_input.py). Here a parametric law (approach 3) predicts its loss with a prediction interval
 for one new run (parameter uncertainty from the bootstrap times one run's noise about the law,
-analysis/fits/backtest.py), and the measured loss is set beside it: the OLMo ladder's check that a law
+analysis/fits/prediction.py), and the measured loss is set beside it: the OLMo ladder's check that a law
 fitted on small runs predicts a larger one (Bhagia et al. 2024, "Establishing Task Scaling Laws via
 Compute-Efficient Model Ladders"). Every other law's error on the held-out run is listed beside it.
 """
@@ -16,10 +16,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.errors import FitError
+from analysis.failures import FitError
 from analysis.fits.analyse import Analysis
-from analysis.fits.backtest import Holdout, check_law, prediction_interval
 from analysis.fits.laws import LAWS
+from analysis.fits.prediction import Holdout, check_law, prediction_interval
 from analysis.fits.result import ApproachResult
 from analysis.reporting.document import figure
 from scaling import contract

@@ -1,0 +1,45 @@
+"""One command-line style for every analysis command: argparse whose errors are one line, and one
+way to turn bad input into `error: ...` on stderr with exit status 2 (never a traceback)."""
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+
+from analysis.failures import InputError
+from scaling.errors import EXIT_BAD_INPUT, ConfigError
+
+
+def run(main: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Call `main(args)`; bad input (ours, or a training-side ConfigError) becomes one line and exit 2."""
+    try:
+        return main(args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+    except ConfigError as error:
+        print(error.line(), file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (exit 2), like every other input error here."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def finite_or_none(value):
+    """NaN and infinity are not JSON: write them as null (in nested dicts and lists)."""
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_or_none(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,237 @@
+"""Load runs into one canonical table: a sweep folder (results/NAME) or any CSV/parquet table of runs.
+
+Canonical columns: run, N (parameters), D (tokens), C = 6 N D (FLOPs), loss, budget (FLOPs; NaN when
+unknown), epochs (passes over the training data; NaN when unknown, read as 1). Our own runs also bring
+training curves (run, N, D, C, loss at each evaluation).
+Only the files are read, by the names in scaling/contract.py; no training code is imported.
+"""
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from analysis.failures import InputError
+from analysis.fits.fit_data import FitData
+from analysis.fits.lossmodel import FLOPS_PER_PARAM_TOKEN, tokens_from_flops
+from scaling import contract
+
+ParamsConvention = Literal["total", "nonembedding"]
+# The summary field a run records its passes over the data in (scaling/training/trainer.py writes it; the contract
+# does not name it yet).
+EPOCHS = "epochs"
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Column names in an outside table (--n-col, --d-col, --flops-col, --loss-col, --budget-col, --epochs-col)."""
+
+    n: str = "N"
+    d: str = "D"
+    flops: str | None = None
+    loss: str = "loss"
+    budget: str | None = None
+    epochs: str | None = None
+
+
+def load(
+    path: Path | str, columns: Columns = Columns(), params: ParamsConvention = "total", where: str | None = None
+) -> FitData:
+    """Read PATH (sweep folder, runs.parquet, or outside CSV/parquet) into canonical runs."""
+    path = Path(path)
+    table, folder = _read(path)
+    table = _filter(table, where)
+    if contract.PARAMS_TOTAL in table.columns and contract.FINAL_EVAL_LOSS in table.columns:
+        return _load_sweep(table, folder, params, path)
+    data = _load_outside(table, columns, path)
+    if params != "total":
+        return replace(
+            data,
+            notes=data.notes + (f"--params {params} applies to sweep tables only; N is {data.convention} as given",),
+        )
+    return data
+
+
+def _read(path: Path) -> tuple[pd.DataFrame, Path]:
+    if path.is_dir():
+        if not (path / contract.RUNS_TABLE).is_file():
+            raise InputError(
+                f"{path} has no {contract.RUNS_TABLE}: pass a sweep folder (results/NAME) or a CSV/parquet table"
+            )
+        path = path / contract.RUNS_TABLE
+    if not path.is_file():
+        raise InputError(f"{path} does not exist: pass a sweep folder (results/NAME) or a CSV/parquet table")
+    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
+    if path.suffix not in readers:
+        raise InputError(f"{path}: unknown table type {path.suffix!r}; use a .csv or .parquet file")
+    try:
+        return readers[path.suffix](path), path.parent
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: cannot read the table ({str(error).splitlines()[0]}){rebuild_hint(path)}") from error
+
+
+def rebuild_hint(path: Path) -> str:
+    """For a sweep's own runs.parquet: it is derived data, and relaunching the sweep rebuilds it."""
+    if path.name != contract.RUNS_TABLE or not (path.parent / contract.RUNS_SUBDIR).is_dir():
+        return ""
+    return (
+        "; it is derived data: relaunch the sweep's command, which trains nothing already finished and "
+        "rebuilds the table from the run directories' summary.json files"
+    )
+
+
+def _filter(table: pd.DataFrame, where: str | None) -> pd.DataFrame:
+    if not where:
+        return table
+    try:
+        return table.query(where)
+    except Exception as error:  # pandas raises many types for a bad expression; all mean the same to a user
+        columns = ", ".join(map(str, table.columns))
+        raise InputError(f"--where {where!r} is not a valid pandas query on columns {columns}: {error}") from error
+
+
+def _require(table: pd.DataFrame, column: str, fix: str) -> None:
+    if column not in table.columns:
+        columns = ", ".join(map(str, table.columns))
+        raise InputError(f"column {column!r} not found (columns: {columns}); {fix}")
+
+
+def _load_sweep(table: pd.DataFrame, folder: Path, params: ParamsConvention, path: Path) -> FitData:
+    """Our runs.parquet: completed runs only, N by the chosen convention, curves from each run's metrics."""
+    n_column = {"total": contract.PARAMS_TOTAL, "nonembedding": contract.PARAMS_NONEMBEDDING}[params]
+    missing = [c for c in (contract.RUN_NAME, "status", n_column, "tokens") if c not in table.columns]
+    if missing:
+        raise InputError(f"{path}: a sweep table needs columns {', '.join(missing)} (see the sweep contract)")
+    completed = table[table["status"] == contract.COMPLETED]
+    others = table.loc[table["status"] != contract.COMPLETED, "status"].value_counts()
+    dropped = ", ".join(f"{count} {status}" for status, count in others.items()) or "none"
+    # A held-out run tests the fits' prediction, so it must never be fitted (scaling/sweeping/holdout.py).
+    held = completed[contract.HOLDOUT].fillna(False).astype(bool) if contract.HOLDOUT in completed else None
+    held_rows = completed[held] if held is not None else completed.iloc[:0]
+    completed = completed[~held] if held is not None else completed
+    notes = [f"using {len(completed)} completed runs of {len(table)} (left out: {dropped})"] + _diverged_note(table)
+    if len(held_rows):
+        notes.append(
+            f"held out to test the prediction, so not fitted: {', '.join(held_rows[contract.RUN_NAME].astype(str))}"
+        )
+    runs, dropped = _valid(_canonical(completed, n_column), f"{n_column}, tokens or final_eval_loss")
+    run_dirs = (
+        dict(zip(completed[contract.RUN_NAME].astype(str), completed[contract.RUN_DIR]))
+        if contract.RUN_DIR in completed
+        else {}
+    )
+    curves, curve_notes = _load_curves(runs, folder, run_dirs)
+    held_out = _canonical(held_rows, n_column) if len(held_rows) else None
+    return FitData(runs, curves, path, params, tuple(notes + dropped + curve_notes), ours=True, held_out=held_out)
+
+
+def _canonical(rows: pd.DataFrame, n_column: str) -> pd.DataFrame:
+    """Sweep-table rows as canonical runs (N by the chosen convention)."""
+    N = rows[n_column].to_numpy(float)
+    D = rows["tokens"].to_numpy(float)
+    return pd.DataFrame(
+        {
+            "run": rows[contract.RUN_NAME].astype(str).to_numpy(),
+            "N": N,
+            "D": D,
+            "C": FLOPS_PER_PARAM_TOKEN * N * D,
+            "loss": rows[contract.FINAL_EVAL_LOSS].to_numpy(float),
+            "budget": rows[contract.BUDGET].to_numpy(float) if contract.BUDGET in rows else np.nan,
+            "epochs": rows[EPOCHS].to_numpy(float) if EPOCHS in rows else np.nan,
+        }
+    )
+
+
+def _diverged_note(table: pd.DataFrame) -> list[str]:
+    """Name the diverged runs (and where their loss blew up): they are left out, and a reader should know which."""
+    diverged = table[table["status"] == contract.DIVERGED]
+    if diverged.empty:
+        return []
+    steps = (
+        diverged[contract.DIVERGED_STEP] if contract.DIVERGED_STEP in diverged else pd.Series(np.nan, diverged.index)
+    )
+    named = [
+        f"{run} (at step {step:.0f})" if np.isfinite(step) else str(run)
+        for run, step in zip(diverged[contract.RUN_NAME], steps.astype(float))
+    ]
+    return [f"diverged, so left out of every fit: {', '.join(named)}"]
+
+
+def _load_curves(runs: pd.DataFrame, folder: Path, run_dirs: dict) -> tuple[pd.DataFrame | None, list[str]]:
+    """Each run's eval-loss curve, with C = 6 N tokens under the chosen N; runs without a table are named."""
+    pieces, missing = [], []
+    for run, n in zip(runs["run"], runs["N"]):
+        entry = run_dirs.get(run)
+        run_dir = contract.run_dir_in_sweep(
+            folder, entry if isinstance(entry, str) else f"{contract.RUNS_SUBDIR}/{run}"
+        )
+        metrics_path = run_dir / contract.METRICS_FILE
+        if not metrics_path.is_file():
+            missing.append(run)
+            continue
+        metrics = pd.read_parquet(metrics_path, columns=["tokens", "eval_loss"]).dropna()
+        metrics = metrics[(metrics["tokens"] > 0) & (metrics["eval_loss"] > 0)]
+        D = metrics["tokens"].to_numpy(float)
+        pieces.append(
+            pd.DataFrame(
+                {
+                    "run": run,
+                    "N": n,
+                    "D": D,
+                    "C": FLOPS_PER_PARAM_TOKEN * n * D,
+                    "loss": metrics["eval_loss"].to_numpy(float),
+                }
+            )
+        )
+    named = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+    notes = (
+        [f"no {contract.METRICS_FILE} for {len(missing)} runs ({named}): approach 1 leaves them out"] if missing else []
+    )
+    return (pd.concat(pieces, ignore_index=True) if pieces else None), notes
+
+
+def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
+    """Any table: N and loss columns, plus D or FLOPs (D = C / 6N), and optionally budget and epochs columns."""
+    _require(table, columns.n, "pass --n-col NAME")
+    _require(table, columns.loss, "pass --loss-col NAME")
+    N = table[columns.n].to_numpy(float)
+    if columns.flops is not None:
+        _require(table, columns.flops, "pass --flops-col NAME")
+        D = tokens_from_flops(table[columns.flops].to_numpy(float), N)
+    else:
+        _require(table, columns.d, "pass --d-col NAME, or --flops-col NAME to derive D = C / (6 N)")
+        D = table[columns.d].to_numpy(float)
+    for column, flag in ((columns.budget, "--budget-col"), (columns.epochs, "--epochs-col")):
+        if column is not None:
+            _require(table, column, f"pass {flag} NAME")
+    runs = pd.DataFrame(
+        {
+            "run": table.index.astype(str),
+            "N": N,
+            "D": D,
+            "C": FLOPS_PER_PARAM_TOKEN * N * D,
+            "loss": table[columns.loss].to_numpy(float),
+            "budget": table[columns.budget].to_numpy(float) if columns.budget else np.nan,
+            "epochs": table[columns.epochs].to_numpy(float) if columns.epochs else np.nan,
+        }
+    )
+    runs, dropped = _valid(runs, f"{columns.n}, {columns.flops or columns.d} or {columns.loss}")
+    return FitData(runs, None, path, f"column {columns.n!r}", tuple([f"using {len(runs)} rows"] + dropped), ours=False)
+
+
+def _valid(runs: pd.DataFrame, what: str) -> tuple[pd.DataFrame, list[str]]:
+    """Drop rows whose N, D or loss is missing or not positive; fail if none is left."""
+    values = runs[["N", "D", "loss"]].to_numpy(float)
+    missing, non_positive = (
+        ~np.isfinite(values).all(axis=1),
+        np.isfinite(values).all(axis=1) & ~(values > 0).all(axis=1),
+    )
+    good = ~missing & ~non_positive
+    if not good.any():
+        raise InputError(f"no row has positive, finite {what}: check the columns and units")
+    counts = {"a missing or infinite value": int(missing.sum()), "a value <= 0": int(non_positive.sum())}
+    why = ", ".join(f"{count} with {reason}" for reason, count in counts.items() if count)
+    notes = [f"dropped {int((~good).sum())} rows of {len(runs)} for their {what} ({why})"] if not good.all() else []
+    return runs[good].reset_index(drop=True), notes

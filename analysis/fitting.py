@@ -1,0 +1,157 @@
+"""What the fitting commands (analysis.fit, analysis.report, analysis.backtest) share: the options that name
+the input table, its columns and rows, the law and its bootstrap, and the read-then-fit pipeline."""
+
+import argparse
+
+from analysis.command import OneLineParser, positive_int
+from analysis.failures import InputError
+from analysis.fit_input import Columns, load
+from analysis.fits.analyse import Analysis, FitConfig, analyse
+from analysis.fits.approach1 import DEFAULT_ENVELOPE_START
+from analysis.fits.approach3 import BOOTSTRAPS
+from analysis.fits.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT
+from analysis.fits.fit_data import FitData
+from analysis.fits.laws import DEFAULT_LAW, LAWS
+from analysis.fits.profiles import DEFAULT_PROFILE, PROFILES
+
+
+def input_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The input options every fitting command shares: which table, which columns, which rows."""
+    parser = OneLineParser(prog=prog, description=description)
+    parser.add_argument("path", help="sweep folder (results/NAME) or a CSV/parquet table of runs")
+    parser.add_argument("--n-col", default="N", help="outside tables: column of parameters N")
+    parser.add_argument("--d-col", default="D", help="outside tables: column of training tokens D")
+    parser.add_argument("--flops-col", help="outside tables: column of training FLOPs C (then D = C / 6N)")
+    parser.add_argument("--loss-col", default="loss", help="outside tables: column of final loss")
+    parser.add_argument("--budget-col", help="outside tables: column of IsoFLOP budgets (else grouped by C)")
+    parser.add_argument(
+        "--epochs-col", help="outside tables: column of passes over the data (for --law data_constrained)"
+    )
+    parser.add_argument("--where", help='pandas query to select rows, e.g. "loss < 3.4"')
+    parser.add_argument(
+        "--params",
+        choices=["total", "nonembedding"],
+        default="total",
+        help="sweep folders: count N as total (Chinchilla) or non-embedding parameters",
+    )
+    return parser
+
+
+def add_law_options(parser: argparse.ArgumentParser) -> None:
+    """Bootstrap and approach-3 options: the law, its starts, refits, seed and interval level."""
+    parser.add_argument(
+        "--law",
+        choices=list(LAWS),
+        default=DEFAULT_LAW,
+        help="approach-3 law: chinchilla (Hoffmann 2022), tied (Gadre 2024), kaplan (Kaplan 2020), "
+        "data_constrained (Muennighoff 2023, needs epochs)",
+    )
+    parser.add_argument("--n-boot", type=positive_int, default=DEFAULT_N_BOOT, help="bootstrap refits per approach")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--level", type=_fraction, default=DEFAULT_LEVEL, help="interval level (0.8: 10th-90th)")
+    parser.add_argument(
+        "--init",
+        choices=["varpro", "grid"],
+        default="varpro",
+        help="approach-3 starts: variable projection, or Hoffmann et al.'s 4,500-point grid (chinchilla only; slow)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        choices=list(BOOTSTRAPS),
+        default=BOOTSTRAPS[0],
+        help="approach-3 intervals: redraw each run's loss from the fit's smoothed residuals "
+        "(calibrated when the law holds), or resample runs (safer when the law may misfit "
+        "or N and D are uncertain)",
+    )
+
+
+def fit_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """Input and fit options shared by analysis.fit and analysis.report."""
+    parser = input_parser(prog, description)
+    add_law_options(parser)
+    parser.add_argument("--budgets", type=_float_list, default=(), help="extrapolate to these FLOPs, e.g. 1e21,1e23")
+    parser.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default=DEFAULT_PROFILE,
+        help="approach-2 IsoFLOP minimum: local (parabola through the 7 sizes nearest the lowest "
+        "loss), parabola (all sizes), akima (Akima interpolation, Porian et al. 2024)",
+    )
+    parser.add_argument(
+        "--envelope-start",
+        type=_non_negative,
+        default=DEFAULT_ENVELOPE_START,
+        help="approach 1: use the envelope from this fraction of the smallest run's final compute "
+        "(0: from the first evaluation, plateau included)",
+    )
+    return parser
+
+
+def _number(text: str) -> float:
+    """The number written in text, or NaN so that the caller's range check rejects it in its own words."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def _non_negative(text: str) -> float:
+    value = _number(text)
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 such as 1 or 0.5, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _number(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a level between 0 and 1 such as 0.8, got {text!r}")
+    return value
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(item) for item in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive comma-separated FLOPs like 1e21,1e23, got {text!r}")
+    return values
+
+
+def read_input(args: argparse.Namespace, where: str | None = None) -> FitData:
+    """Read the input named on the command line (rows selected by --where, and by `where` too if given)."""
+    columns = Columns(
+        n=args.n_col,
+        d=args.d_col,
+        flops=args.flops_col,
+        loss=args.loss_col,
+        budget=args.budget_col,
+        epochs=args.epochs_col,
+    )
+    selection = " and ".join(f"({w})" for w in (args.where, where) if w) or None
+    return load(args.path, columns, args.params, selection)
+
+
+def read_and_analyse(args: argparse.Namespace) -> Analysis:
+    """Read the input named on the command line and fit what can be fitted (InputError on bad input)."""
+    config = FitConfig(
+        args.n_boot,
+        args.seed,
+        args.level,
+        args.budgets,
+        args.init,
+        args.envelope_start,
+        args.law,
+        args.profile,
+        bootstrap=args.bootstrap,
+    )
+    return analyse(read_input(args), config)
+
+
+def load_and_analyse(args: argparse.Namespace) -> Analysis:
+    """As `read_and_analyse`, and InputError if nothing could be fitted."""
+    analysis = read_and_analyse(args)
+    if not analysis.results:
+        raise InputError("nothing could be fitted: " + "; ".join([*analysis.skipped.values(), *analysis.data.notes]))
+    return analysis

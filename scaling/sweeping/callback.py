@@ -1,0 +1,57 @@
+"""Hydra's hooks around a sweep: the plan (grid, runs, FLOPs, estimated time) before its jobs start, then the
+held-out run and a tally of this launch's outcomes after them."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from scaling import contract
+from scaling.config import run_config
+from scaling.planning.grids import describe_sweep_grid
+from scaling.sweeping import progress
+from scaling.sweeping.holdout import run_holdout
+from scaling.sweeping.jobs import plan_job, plan_run
+from scaling.sweeping.naming import naming_keys, sweep_dir
+from scaling.sweeping.runs_table import OUTCOMES, completed_summary
+from scaling.training.steptime import time_steps
+
+
+class SweepCallback(Callback):
+    """Prints the plan before a sweep and a tally of this launch's outcomes after it."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        print(
+            f"sweep {config.sweep.name}: results in {Path(config.results_root) / str(config.sweep.name)}",
+            file=sys.stderr,
+        )
+        keys = naming_keys(config.sweep.vary, (config.hydra.sweeper.get("params") or {}).keys())
+        if "sweep.point" in keys:
+            print(describe_sweep_grid(config), file=sys.stderr)
+        cfg = run_config(config)
+        progress.announce(
+            sweep_dir(cfg),
+            cfg.sweep.launch,
+            lambda: [
+                run for run in progress.planned_runs(config, plan_job, plan_run) if completed_summary(run.cfg) is None
+            ],
+            lambda c, p: statistics.median(time_steps(c, p, progress.TIMED_STEPS, warmup=1)),
+        )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.sweep.holdout_factor > 1:
+            run_holdout(config)
+        path = Path(config.results_root) / str(config.sweep.name) / contract.LAUNCH_LOG
+        entries = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        mine = [e for e in entries if e["launch"] == (config.sweep.launch or "")]
+        counts = {k: sum(e["outcome"] == k for e in mine) for k in OUTCOMES}
+        tally = ", ".join(f"{v} {k}" for k, v in counts.items() if v or k in ("trained", "skipped", "failed"))
+        print(
+            f"sweep {config.sweep.name} finished: {tally}; table: {path.parent / contract.RUNS_TABLE}", file=sys.stderr
+        )

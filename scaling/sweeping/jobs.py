@@ -1,0 +1,133 @@
+"""One sweep job, from its config to its row in the runs table: name the run, drop a grid point that
+cannot train, skip a finished run, else train it in this process.
+
+A run's failure is recorded (in its summary, the table and the launch log), never raised, so one bad run
+never takes the others down. Two things stop a whole job: a full disk (every later run would meet it
+too) and a preemption (the run checkpointed; submitit requeues the job and its relaunch resumes it).
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from scaling import contract, diskspace
+from scaling.config import RunConfig
+from scaling.data.load import load_corpus
+from scaling.errors import EXIT_DISK_FULL, ConfigError, DiskFull, RunBusy, Stop
+from scaling.planning.plan import isoflop_point, make_plan
+from scaling.sweeping import progress
+from scaling.sweeping.naming import named_run, naming_keys, sweep_dir, swept_values
+from scaling.sweeping.runs_table import completed_summary, log_outcome, record, table_row
+from scaling.sweeping.wsd import wsd_ladder
+from scaling.training import rundir
+from scaling.training.trainer import train
+from scaling.training.validate import validate_config
+
+
+def plan_job(cfg: RunConfig, sweeper_params, task_overrides) -> tuple[RunConfig, dict, str | None]:
+    """A multirun job's run: named from its swept values, and why it cannot train (None if it can)."""
+    validate_config(cfg)
+    keys = naming_keys(cfg.sweep.vary, (sweeper_params or {}).keys())
+    swept = swept_values(keys, task_overrides)
+    cfg = named_run(cfg, swept)
+    drop_reason = None
+    if cfg.sweep.point is not None:
+        corpus = load_corpus(cfg.data, progress=cfg.progress)
+        drop_reason = isoflop_point(cfg, corpus.vocab_size, max_tokens=len(corpus.train)).dropped
+    return cfg, swept, drop_reason
+
+
+def plan_run(cfg: RunConfig):
+    """A run's plan (size, tokens, steps) as its job will make it."""
+    return make_plan(cfg, load_corpus(cfg.data, progress=False).vocab_size)
+
+
+def run_job(cfg: RunConfig, swept: dict[str, Any], drop_reason: str | None, runtime: dict[str, Any]) -> dict:
+    """One multirun job (a WSD ladder job trains its main run, then its branches), in this process."""
+    if drop_reason:
+        name = Path(cfg.run_dir).name
+        print(f"[{cfg.sweep.name}] {name}: dropped ({drop_reason})", file=sys.stderr)
+        log_outcome(sweep_dir(cfg), cfg.sweep.launch, name, "dropped", None)
+        return {"status": "dropped", "reason": drop_reason}
+    if cfg.sweep.branches:
+        return {Path(c.run_dir).name: run_one(c, swept, extra, runtime) for c, extra in wsd_ladder(cfg)}
+    return run_one(cfg, swept, {}, runtime)
+
+
+ROW_BYTES = 64 * 1024  # room for one more row of runs.parquet and launches.jsonl
+
+
+class DiskFullStop(Stop):
+    """A run found the disk full (it said where, in one line): the sweep stops there."""
+
+    exit_code = EXIT_DISK_FULL
+
+
+class Preempted(Stop):
+    """A run was preempted and checkpointed: the job stops, and its relaunch (submitit requeues it)
+    resumes the run. Exit 0: nothing went wrong."""
+
+    exit_code = 0
+
+
+def train_here(cfg: RunConfig, swept: dict[str, Any], runtime: dict[str, Any]) -> dict:
+    """Train one run of the sweep in this process; its failure is recorded, not raised, so one bad run
+    never takes the others down. A full disk stops the sweep (every later run would meet it too)."""
+    try:
+        return train(cfg, runtime, swept)
+    except DiskFull as err:
+        print(err.line(), file=sys.stderr)
+        raise DiskFullStop(
+            f"error: [{cfg.sweep.name}] {Path(cfg.run_dir).name}: stopped the sweep, the disk is full"
+        ) from err
+    except RunBusy as err:
+        print(err.line(), file=sys.stderr)
+        return {"status": "busy", "error": "another launch is training it and records its row"}
+    except ConfigError as err:
+        print(err.line(), file=sys.stderr)
+        return {"status": contract.FAILED, "error": err.line()}
+    except Exception as err:  # noqa: BLE001 - recorded in the run's summary and the table, and shown in full
+        traceback.print_exc()
+        summary = {"status": contract.FAILED, "error": repr(err)[:2000]}
+        if Path(cfg.run_dir).is_dir():
+            rundir.write_summary(Path(cfg.run_dir), summary)
+        return summary
+
+
+def run_one(
+    cfg: RunConfig, swept: dict[str, Any], extra: dict[str, Any], runtime: dict[str, Any], trained: dict | None = None
+) -> dict:
+    """Skip if done, else train here (or take the summary of a pack that trained it); record the table
+    row and print one line.
+
+    A run another launch is training (its lock is held) is left to that launch, which records it."""
+    folder, name = sweep_dir(cfg), Path(cfg.run_dir).name
+    summary = trained or completed_summary(cfg)
+    outcome = "trained" if trained and trained.get("status") == contract.COMPLETED else "skipped"
+    if trained is not None and outcome != "trained":
+        outcome = trained.get("status", contract.FAILED)
+    if summary is None:
+        summary = train_here(cfg, swept, runtime)
+        outcome = "trained" if summary.get("status") == contract.COMPLETED else summary.get("status", contract.FAILED)
+    table = folder / contract.RUNS_TABLE
+    with diskspace.reported(folder, (table.stat().st_size if table.exists() else 0) + ROW_BYTES):
+        if contract.PARAMS_TOTAL in summary:
+            record(folder, {**table_row(summary, cfg, swept, folder), **extra})
+        log_outcome(folder, cfg.sweep.launch, name, outcome, summary)
+    print(f"[{cfg.sweep.name}] {name}: {outcome} {_describe(summary)}", file=sys.stderr)
+    where = progress.line(folder, cfg.sweep.launch)
+    if where:
+        print(f"[{cfg.sweep.name}] {where}", file=sys.stderr)
+    if summary.get("status") == contract.PREEMPTED:
+        raise Preempted(f"[{cfg.sweep.name}] {name}: preempted, checkpointed; the relaunched job resumes it")
+    return summary
+
+
+def _describe(s: dict) -> str:
+    if contract.PARAMS_TOTAL not in s:
+        return s.get("error", "")
+    where = f" at step {s[contract.DIVERGED_STEP]}" if contract.DIVERGED_STEP in s else ""
+    return f"N={s['params_total']:,} D={s['tokens']:,} eval_loss={s['final_eval_loss']:.4f} ({s['wall_s']:.0f}s){where}"

@@ -1,0 +1,213 @@
+"""One run's bookkeeping, whatever trains it: its data order, metrics rows, checkpoints, divergence
+rule, trackers and summary. The single-run trainer (scaling/training/trainer.py) and the packed trainer
+(scaling/training/packed.py, several runs of one shape in one program) both keep one `RunBook` per run, so a
+run directory is written the same way however the run was trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from scaling import contract, diskspace
+from scaling.config import RunConfig
+from scaling.data.corpus import Corpus
+from scaling.data.order import DataOrder, n_sequences, sequences
+from scaling.errors import ConfigError
+from scaling.model.attention import resolve_attention_impl
+from scaling.planning.plan import Plan
+from scaling.training import checkpoint, rundir
+from scaling.training.divergence import DivergenceMonitor
+from scaling.training.mesh import is_writer
+from scaling.training.provenance import environment
+from scaling.training.schedule import learning_rate
+from scaling.training.tracking import Tracker
+
+
+class RunBook:
+    """Everything one run writes, and the state a resume rebuilds (step, rows, divergence rule)."""
+
+    def __init__(self, cfg: RunConfig, plan: Plan, corpus: Corpus, run_dir: Path):
+        self.cfg, self.plan, self.corpus, self.run_dir = cfg, plan, corpus, run_dir
+        self.order = DataOrder(
+            seed=cfg.train.data_seed if cfg.train.data_seed is not None else cfg.train.seed,
+            batch_size=cfg.train.batch_size,
+            n_seqs=n_sequences(len(corpus.train), plan.model.seq_len),
+            kind=cfg.data.order,
+        )
+        self.mngr = checkpoint.manager(run_dir, cfg.checkpoint)
+        self.checkpoint_bytes = checkpoint.size_estimate(plan.params.total)
+        self.monitor = DivergenceMonitor(plan.vocab_size)
+        self.rows: list[dict] = []
+        self.step, self.wall_before = 0, 0.0
+        self.tracker: Tracker | None = None
+
+    def batch(self, step: int) -> np.ndarray:
+        """(B, T + 1) token windows of `step`: a pure function of the run's data seed and the step."""
+        return sequences(self.corpus.train, self.order.indices(step), self.plan.model.seq_len)
+
+    def resume(self, abstract: dict[str, Any]) -> dict[str, Any] | None:
+        """The newest good checkpoint of this run, else `train.init_from`'s step (a WSD branch), else None;
+        the run's step, wall time, metrics rows and divergence state are set to match it."""
+        restored = checkpoint.restore_latest(self.mngr, abstract)
+        source = self.run_dir
+        if restored is None and self.cfg.train.init_from is not None:
+            source = Path(self.cfg.train.init_from)
+            try:
+                restored = checkpoint.restore_step(source, self.cfg.train.init_step, abstract)
+            except checkpoint.DamagedCheckpoint as err:
+                raise ConfigError(
+                    "train.init_from",
+                    f"{err} in {source}",
+                    "relaunch that run (it saves the step anew) or start from another step",
+                ) from err
+        if restored is None:
+            return None
+        self.step, self.wall_before = restored["record"]["step"], restored["record"].get("wall_s", 0.0)
+        self.rows = rundir.read_metrics(source, self.step).to_dict("records")
+        for row in self.rows:  # the divergence rule's state is a function of the losses logged so far
+            if not math.isnan(row["train_loss"]):
+                self.monitor.add(row["step"], row["train_loss"])
+        print(f"resuming {self.run_dir} from step {self.step} of {source}", file=sys.stderr)
+        return restored
+
+    def start(self, swept: dict[str, Any] | None = None) -> None:
+        """Open the trackers (after a resume, so that they continue the curves from the resumed step)."""
+        if is_writer() and (self.cfg.tracker.tensorboard or self.cfg.tracker.wandb):
+            config = {**_flat(dataclasses.asdict(self.cfg)), **(swept or {})}
+            self.tracker = Tracker(
+                self.cfg.tracker,
+                self.run_dir,
+                self.step,
+                self.plan.tokens_per_step,
+                self.plan.flops_per_token["6n"],
+                config,
+                self.cfg.sweep.name,
+                self.run_dir.name,
+            )
+
+    def row(self, step: int, **values) -> dict:
+        tokens = step * self.plan.tokens_per_step
+        with jax.default_device(
+            jax.local_devices(backend="cpu")[0]
+        ):  # on an accelerator it would queue behind the step in flight
+            lr = float(learning_rate(self.cfg.train, self.plan.steps, step))
+        base = {"step": step, "tokens": tokens, "flops": tokens * self.plan.flops_per_token["6n"], "lr": lr}
+        blank = {name: math.nan for name in contract.METRIC_COLUMNS if name not in base}
+        return {**base, **blank, **values}
+
+    def log_train(
+        self, step: int, loss: float, grad_norm: float, clipped: float, tokens_per_s: float, wall_s: float
+    ) -> bool:
+        """Record a logged step; False once the run has diverged (scaling/training/divergence.py)."""
+        row = self.row(
+            step,
+            train_loss=loss,
+            grad_norm=grad_norm,
+            clipped_fraction=clipped,
+            tokens_per_s=tokens_per_s,
+            wall_s=wall_s,
+        )
+        self.rows.append(row)
+        if self.tracker is not None:
+            self.tracker.log(
+                step,
+                {
+                    "train/loss": loss,
+                    "train/lr": row["lr"],
+                    "train/grad_norm": grad_norm,
+                    "train/clipped_fraction": clipped,
+                    "train/tokens_per_s": tokens_per_s,
+                },
+            )
+        return self.monitor.add(step, loss) is None
+
+    def save(self, step: int, params: Any, opt_state: Any, eval_loss: float, wall_s: float) -> None:
+        """A checkpoint on the schedule, with its evaluation, and the metrics table so far."""
+        self.rows.append(self.row(step, eval_loss=eval_loss, wall_s=wall_s))
+        if self.tracker is not None:
+            self.tracker.log(step, {"eval/loss": eval_loss})
+        record = {"tokens": step * self.plan.tokens_per_step, "wall_s": wall_s, "eval_loss": eval_loss}
+        self.require_space()
+        checkpoint.save(self.mngr, step, params, opt_state, record)
+        if is_writer():
+            rundir.write_metrics(self.run_dir, self.rows)
+
+    def save_for_preemption(self, step: int, params: Any, opt_state: Any, wall_s: float) -> None:
+        """A step off the schedule: no evaluation (it would add a row an uninterrupted run lacks,
+        and the grace period before SIGKILL is short); removed once the run completes."""
+        record = {"tokens": step * self.plan.tokens_per_step, "wall_s": wall_s, "preemption": True}
+        self.require_space()
+        checkpoint.save(self.mngr, step, params, opt_state, record)
+
+    def require_space(self) -> None:
+        """DiskFull, in one line, before a checkpoint that cannot fit (with room for a save still in
+        flight). One process only: in a multi-process job the processes could read different free
+        space and disagree, so there a full disk is reported when the save itself fails."""
+        if jax.process_count() == 1:
+            in_flight = 2 if self.mngr.is_saving_in_progress() else 1
+            diskspace.require_free(self.run_dir / contract.CHECKPOINT_DIR, in_flight * self.checkpoint_bytes)
+
+    def close(self, status: str) -> str:
+        """Wait for saves; a completed run drops the checkpoints preemption added off the schedule.
+        Returns the final status (a completed run whose loss ended too high is diverged after all)."""
+        if status == contract.COMPLETED and self.monitor.finish() is not None:
+            status = contract.DIVERGED
+        self.mngr.wait_until_finished()
+        if status == contract.COMPLETED:  # the folder then matches an uninterrupted run's
+            checkpoint.drop_off_schedule(self.mngr, self.cfg.checkpoint, self.plan.steps)
+            self.mngr.wait_until_finished()
+        self.mngr.close()
+        if is_writer():
+            rundir.write_metrics(self.run_dir, self.rows)
+        return status
+
+    def summary(self, status: str, wall_s: float, params: Any, compile_s: float, runtime: dict[str, Any]) -> dict:
+        """summary.json: everything a scaling fit needs about the run, and what ran where."""
+        df = rundir.metrics_frame(self.rows)
+        train, evals = df.dropna(subset=["train_loss"]), df.dropna(subset=["eval_loss"])
+        plan, meta = self.plan, self.corpus.meta
+        diverged = self.monitor.verdict
+        summary = {
+            "status": status,
+            **({contract.DIVERGED_STEP: diverged.step, contract.DIVERGED_REASON: diverged.reason} if diverged else {}),
+            "run_dir": str(self.run_dir),
+            **{k: v for k, v in plan.as_dict().items() if k not in ("model_shape", "flops_per_token")},
+            **plan.as_dict()["model_shape"],
+            "tokens_trained": self.step * plan.tokens_per_step,
+            "steps_done": self.step,
+            "flops_6n": plan.tokens * plan.flops_per_token["6n"],
+            "flops_6n_nonembedding": plan.tokens * plan.flops_per_token["6n_nonembedding"],
+            "flops_chinchilla": plan.tokens * plan.flops_per_token["chinchilla"],
+            "epochs": self.order.epochs(self.step),
+            "final_train_loss": float(train.train_loss.iloc[-1]) if len(train) else math.nan,
+            "final_eval_loss": float(evals.eval_loss.iloc[-1]) if len(evals) else math.nan,
+            "wall_s": wall_s,
+            "compile_s": compile_s,
+            contract.PARAMS_DIGEST: checkpoint.params_digest(params),
+            contract.CORPUS_HASH: meta.get(contract.CORPUS_HASH),
+            contract.TOKENIZER_HASH: meta.get(contract.TOKENIZER_HASH),
+            "attention_impl": resolve_attention_impl(plan.model),
+            **environment(),
+            "runtime": runtime,
+        }
+        if self.tracker is not None:
+            self.tracker.finish(_flat(dataclasses.asdict(self.cfg)), summary)
+        return summary
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1e-3}} -> {"train.lr": 1e-3}: the config as hyperparameters."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -1,0 +1,178 @@
+"""Reading and writing a run directory's files (named in scaling/contract.py), atomically.
+
+run_dir/
+  config.yaml       the resolved RunConfig plus derived numbers (a relaunch must match it)
+  metrics.parquet   one row per logged step: step, tokens, flops, lr, train_loss, eval_loss, ...
+  summary.json      status and everything a scaling fit needs about the run
+  checkpoints/      Orbax checkpoints (scaling/training/checkpoint.py)
+  training.lock     held (flock) by the one process training the run
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from scaling import contract
+from scaling.data.order import UNRECORDED_ORDER
+from scaling.errors import ConfigError, RunBusy
+from scaling.files import (
+    atomic_write,
+    read_json,
+    unwritable_reason,
+    write_json,
+    write_text,
+)
+
+# Fields that may change between launches without changing what is trained: a whole section
+# ("bench") or one dotted field ("sweep.launch").
+VOLATILE_FIELDS = {
+    "progress",
+    "overwrite",
+    "debug",
+    "run_dir",
+    "results_root",
+    "compilation_cache",
+    "bench",
+    "tracker",
+    "sweep.vary",
+    "sweep.launch",
+}
+# Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
+# it (or with null) implies: a run started before data.order existed trained with the `permutation`
+# order. A launch that leaves such a field unset (null) keeps the stored run's value.
+ADDED_FIELDS = {"data.order": UNRECORDED_ORDER}
+
+
+def check_writable(run_dir: Path) -> None:
+    """A one-line error when the run directory could not be created or written; creates nothing."""
+    reason = unwritable_reason(run_dir)
+    if reason is not None:
+        raise ConfigError("run_dir", f"cannot write to {run_dir} ({reason})", "pass a writable run_dir=DIR")
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Held while this process trains the run, so two launches of one sweep never write the same
+    checkpoints: the second gets RunBusy (naming the holder) at once instead of waiting. The kernel
+    releases an flock when its holder dies, so a killed run never leaves a stale lock."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / contract.RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "holder unknown"
+            raise RunBusy(str(run_dir), holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0
+        )
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def check_same_data(stored: dict, meta: dict, run_dir: Path, fix: str) -> None:
+    """The corpus and tokenizer a run trained on must be the ones opened now: the config alone does not
+    say so (data=pystdlib is the running Python's standard library; a text glob may match new files)."""
+    before = stored.get(contract.DATA_SECTION) or {}
+    for key in (contract.CORPUS_HASH, contract.TOKENIZER_HASH):
+        if key in before and before[key] != meta.get(key):
+            raise ConfigError(
+                f"data ({key})",
+                f"{run_dir} trained on {key} {_short(before[key])} but the data opened now has {_short(meta.get(key))}",
+                fix,
+            )
+
+
+def _short(digest: str | None) -> str:
+    return str(digest)[:16] if digest else "none"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _volatile(name: str) -> bool:
+    return name.split(".")[0] in VOLATILE_FIELDS or ".".join(name.split(".")[:2]) in VOLATILE_FIELDS
+
+
+def config_fields(resolved: dict) -> dict[str, object]:
+    """A config.yaml's config section by dotted name, with the value it implies for a field it predates."""
+    fields = _flatten(resolved.get(contract.CONFIG_SECTION, {}))
+    fields.update({name: value for name, value in ADDED_FIELDS.items() if fields.get(name) is None})
+    return fields
+
+
+def config_differences(stored: dict, current: dict) -> list[str]:
+    """Dotted names of the fields whose values differ, ignoring fields that do not affect training."""
+    a = {k: v for k, v in config_fields(stored).items() if not _volatile(k)}
+    b = {k: v for k, v in _flatten(current.get(contract.CONFIG_SECTION, {})).items() if not _volatile(k)}
+    b.update({name: a.get(name) for name in ADDED_FIELDS if b.get(name) is None})  # unset: as the run started
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def recorded_order(stored: dict | None) -> str | None:
+    """The data order a stored config.yaml says its run trained with (None: no run there yet)."""
+    return None if stored is None else str(config_fields(stored)["data.order"])
+
+
+def read_config(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / contract.CONFIG_FILE
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+def write_config(run_dir: Path, resolved: dict) -> None:
+    write_text(run_dir / contract.CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    return read_json(Path(run_dir) / contract.SUMMARY_FILE)
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    write_json(Path(run_dir) / contract.SUMMARY_FILE, summary)
+
+
+def read_metrics(run_dir: Path, up_to_step: int | None = None) -> pd.DataFrame:
+    """The metrics table, cut at `up_to_step` when resuming so no step is duplicated."""
+    path = run_dir / contract.METRICS_FILE
+    if not path.exists():
+        return pd.DataFrame(columns=contract.METRIC_COLUMNS)
+    df = pd.read_parquet(path)
+    return df[df.step <= up_to_step] if up_to_step is not None else df
+
+
+def metrics_frame(rows: list[dict]) -> pd.DataFrame:
+    """One row per step: a step's train-loss row and eval row are merged."""
+    df = pd.DataFrame(rows, columns=contract.METRIC_COLUMNS).astype({"step": "int64", "tokens": "int64"})
+    return df.groupby("step", as_index=False).last()
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    df = metrics_frame(rows)
+    atomic_write(run_dir / contract.METRICS_FILE, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def clear(run_dir: Path) -> None:
+    """overwrite=true: remove what a previous run wrote (only our own files and checkpoints)."""
+    for name in (contract.CONFIG_FILE, contract.METRICS_FILE, contract.SUMMARY_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / contract.CHECKPOINT_DIR, ignore_errors=True)
