@@ -425,7 +425,9 @@ class Farseer(Law):
     EXPONENT_STARTS = (-0.3, 0.3)
     MAX_LOG_RATE = 30.0  # cap on log A(N) so exp cannot overflow on a wild step
     FRONTIER_GRID = 241
-    FRONTIER_HALF_WIDTH = 12.0  # the frontier search spans D/N from e^-24 to e^24
+    # The frontier is searched between these tokens per parameter: the law, fitted to runs between ~1 and
+    # ~1,000, can have a spurious second minimum far outside them (on a real sweep, one at D/N ~ 1e-8).
+    FRONTIER_TOKENS_PER_PARAM = (1e-2, 1e5)
 
     def bounds(self, data):
         low_c, high_c = self.COEF_BOUNDS
@@ -540,13 +542,14 @@ class Farseer(Law):
 
     def frontier(self, params, C):
         """Minimise L along 6ND = C on a grid in log N, then by golden-section search around the best point.
-        Parameters are floats or replicate columns (R, 1)."""
+        Parameters are floats or replicate columns (R, 1). A minimum at the end of the search range is
+        returned there."""
         C = np.asarray(C, float)
         p = {key: np.expand_dims(np.asarray(value, float), -1) for key, value in params.items()}
-        step = 2.0 * self.FRONTIER_HALF_WIDTH / (self.FRONTIER_GRID - 1)
-        grid = 0.5 * np.log(C / 6.0)[:, None] + np.linspace(
-            -self.FRONTIER_HALF_WIDTH, self.FRONTIER_HALF_WIDTH, self.FRONTIER_GRID
-        )
+        low_ratio, high_ratio = np.log(self.FRONTIER_TOKENS_PER_PARAM)
+        offsets = np.linspace(-0.5 * high_ratio, -0.5 * low_ratio, self.FRONTIER_GRID)  # log N - log(C/6) / 2
+        step = offsets[1] - offsets[0]
+        grid = 0.5 * np.log(C / 6.0)[:, None] + offsets
 
         def along(log_n: np.ndarray) -> np.ndarray:
             values = self.loss(p, np.exp(log_n), C[:, None] / (6.0 * np.exp(log_n)))

@@ -166,6 +166,7 @@ def calibrate(
     seed: int = 0,
     init: Init = "varpro",
     bootstrap: Bootstrap = "residuals",
+    n_boot: int = CALIBRATION_BOOT,
 ) -> Calibration | None:
     """Conformal scores from the law's rollout over `runs` (those to be fitted), or None with too few steps."""
     steps = rollout_steps(runs)
@@ -174,7 +175,7 @@ def calibrate(
         fitted, target = runs[steps.runs_upto(k)], runs[steps.of_run == k]
         try:
             result = fit_approach3(
-                fitted, CALIBRATION_BOOT, seed + k, init, law, bootstrap=bootstrap, objective=objective
+                fitted, min(n_boot, CALIBRATION_BOOT), seed + k, init, law, bootstrap=bootstrap, objective=objective
             )
         except FitError:
             continue
@@ -199,7 +200,7 @@ def backtest(
     train, test = runs[~holdout.mask].reset_index(drop=True), runs[holdout.mask].reset_index(drop=True)
     choice = resolve_law(train, law, objective)
     result = fit_approach3(train, n_boot, seed, init, choice.law, level, bootstrap, objective)
-    calibration = calibrate(train, choice.law, objective, seed, init, bootstrap)
+    calibration = calibrate(train, choice.law, objective, seed, init, bootstrap, n_boot)
     predicted, low, high = prediction_interval(result, test, level, seed, calibration)
     observed = test["loss"].to_numpy(float)
     _, _, _, epochs = run_columns(test)
@@ -228,3 +229,22 @@ def check_law(runs: pd.DataFrame, holdout: Holdout, law_name: str, objective: Ob
     keep = ~holdout.mask
     fit = fit_law(law, prepare(law, N[keep], D[keep], loss[keep], epochs[keep]), "varpro", objective)
     return float(np.mean(np.abs(fit.predict(N[~keep], D[~keep], epochs[~keep]) - loss[~keep]) / loss[~keep]))
+
+
+def leave_one_out(
+    runs: pd.DataFrame, targets: pd.DataFrame, law: str, objective: Objective = DEFAULT_OBJECTIVE
+) -> np.ndarray:
+    """(n_runs, n_targets) point predictions of the targets by the law refitted without each run in turn:
+    how far one run moves a prediction, which a bootstrap that keeps every run cannot show."""
+    model = law_by_name(law)
+    N, D, loss, epochs = run_columns(runs)
+    tN, tD, _, t_epochs = run_columns(targets)
+    out = np.full((len(runs), len(targets)), np.nan)
+    for i in range(len(runs)):
+        keep = np.arange(len(runs)) != i
+        try:
+            fit = fit_law(model, prepare(model, N[keep], D[keep], loss[keep], epochs[keep]), "varpro", objective)
+        except FitError:
+            continue
+        out[i] = fit.predict(tN, tD, t_epochs)
+    return out

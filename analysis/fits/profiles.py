@@ -27,7 +27,7 @@ from scipy.interpolate import Akima1DInterpolator
 from analysis.failures import FitError
 
 PROFILES = ("local", "parabola", "akima")
-DEFAULT_PROFILE = "local"
+DEFAULT_PROFILE = "akima"
 LOCAL_SIZES = 7
 MIN_SIZES = 4  # a parabola has 3 coefficients; a fourth size leaves a residual to gauge the noise by
 AKIMA_REFINE = 25
@@ -110,7 +110,18 @@ def _akima_grid(log_n: np.ndarray) -> np.ndarray:
     return np.linspace(log_n.min(), log_n.max(), AKIMA_REFINE * (log_n.size - 1) + 1)
 
 
+def _distinct(log_n: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sizes made distinct for an interpolant: runs at one size become one, at their geometric mean loss."""
+    sizes, inverse = np.unique(log_n, return_inverse=True)
+    if sizes.size == log_n.size:
+        return log_n, loss
+    share = np.zeros((log_n.size, sizes.size))
+    share[np.arange(log_n.size), inverse] = 1.0
+    return sizes, np.exp(np.log(loss) @ (share / share.sum(axis=0)))
+
+
 def _akima_minima(log_n: np.ndarray, loss: np.ndarray) -> Minima:
+    log_n, loss = _distinct(log_n, loss)
     grid = _akima_grid(log_n)
     values = Akima1DInterpolator(log_n, np.log(loss).T, axis=0)(grid)  # (G, R)
     best = np.argmin(values, axis=0)
@@ -156,7 +167,8 @@ def failure_message(code: int, budget: float, log_n: np.ndarray) -> str:
 def _curve(kind: str, log_n: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, Callable]:
     """The runs the estimator's curve uses, and the curve itself, for plotting one budget."""
     if kind == "akima":
-        interpolator = Akima1DInterpolator(log_n, np.log(loss))
+        sizes, mean_loss = _distinct(log_n, loss[None])
+        interpolator = Akima1DInterpolator(sizes, np.log(mean_loss[0]))
         return np.ones(log_n.size, dtype=bool), lambda x: np.exp(interpolator(x))
     used = np.zeros(log_n.size, dtype=bool)
     used[local_window(log_n, int(np.argmin(loss))) if kind == "local" else np.arange(log_n.size)] = True

@@ -33,6 +33,7 @@ from analysis.fits.profiles import DEFAULT_PROFILE
 
 MIN_FITTED = 3  # a law with a floor and two exponents needs three steps to say anything about a fourth
 MIN_RUNS_PER_BUDGET = 3  # compute clusters smaller than this are not IsoFLOP budgets
+MAX_SIZE_STEPS = 8  # without budgets, more distinct sizes than this are grouped into this many steps
 APPROACH2, FRONTIER = "approach 2 (power law)", "frontier E + k C^-g"
 AUTO = "auto"
 FALLBACK_LAW = "chinchilla"  # the default's law when the runs are too few to roll out
@@ -43,16 +44,18 @@ class Steps:
     """The runs' steps in order: IsoFLOP budgets (FLOPs) or model sizes (N), and each run's step (-1: none)."""
 
     kind: str  # "budget" or "size"
-    values: np.ndarray
+    values: np.ndarray  # each step's budget, or its (largest) size
     of_run: np.ndarray
+    grouped: bool = False  # sizes grouped into ranges (each step: sizes up to its value)
 
     def runs_upto(self, k: int) -> np.ndarray:
         """Mask of the runs in the first k steps."""
         return (self.of_run >= 0) & (self.of_run < k)
 
     def label(self, k: int) -> str:
-        unit = "FLOPs" if self.kind == "budget" else "parameters"
-        return f"{'C' if self.kind == 'budget' else 'N'} = {self.values[k]:.3g} {unit}"
+        if self.kind == "budget":
+            return f"C = {self.values[k]:.3g} FLOPs"
+        return f"N {'<=' if self.grouped else '='} {self.values[k]:.3g}"
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,15 @@ def rollout_steps(runs: pd.DataFrame) -> Steps:
     if runs["budget"].notna().any() or (budgets.size and sizes.min() >= MIN_RUNS_PER_BUDGET):
         of_run = np.where(np.isfinite(groups), np.searchsorted(budgets, np.nan_to_num(groups)), -1)
         return Steps("budget", budgets, of_run)
-    sizes = np.unique(runs["N"].to_numpy(float))
-    return Steps("size", sizes, np.searchsorted(sizes, runs["N"].to_numpy(float)))
+    N = runs["N"].to_numpy(float)
+    sizes = np.unique(N)
+    if sizes.size <= MAX_SIZE_STEPS:
+        return Steps("size", sizes, np.searchsorted(sizes, N))
+    # Not a ladder of a few sizes (e.g. points read off a figure, each at its own N): equal-count groups by N,
+    # each step named by its largest size.
+    edges = np.quantile(np.log(N), np.linspace(0.0, 1.0, MAX_SIZE_STEPS + 1))[1:-1]
+    of_run = np.searchsorted(edges, np.log(N), side="right")
+    return Steps("size", np.array([N[of_run == k].max() for k in range(MAX_SIZE_STEPS)]), of_run, grouped=True)
 
 
 def require_steps(steps: Steps, what: str) -> None:
