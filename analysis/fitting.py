@@ -2,7 +2,6 @@
 the input table, its columns and rows, the law and its bootstrap, and the read-then-fit pipeline."""
 
 import argparse
-import math
 from dataclasses import asdict
 
 from analysis.command import OneLineParser, positive_int
@@ -16,7 +15,7 @@ from analysis.fits.fit_data import FitData
 from analysis.fits.huber import DEFAULT_LOSS, HUBER_C, LOSSES, Objective
 from analysis.fits.laws import LAWS
 from analysis.fits.profiles import DEFAULT_PROFILE, PROFILES
-from analysis.fits.rollout import AUTO, LawChoice
+from analysis.fits.rollout import AUTO, LawChoice, percent
 
 
 def input_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -220,11 +219,7 @@ def rollout_lines(choice: LawChoice) -> list[str]:
             continue
         lines.append(
             f"  {row.predictor:>24}  {row.fitted:>2}  {row.target:>26}  {row.n_predicted:>4}  "
-            f"{_percent(row.mean_abs_error):>12}  {_percent(row.mean_error, '+'):>10}  "
-            f"{_percent(row.best_loss_error, '+'):>9}"
+            f"{percent(row.mean_abs_error):>12}  {percent(row.mean_error, '+'):>10}  "
+            f"{percent(row.best_loss_error, '+'):>9}"
         )
     return lines + [f"  chosen: {choice.note}"]
-
-
-def _percent(value: float, sign: str = "") -> str:
-    return "-" if not math.isfinite(value) else f"{value:{sign}.2%}"

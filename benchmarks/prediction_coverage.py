@@ -6,7 +6,7 @@
 Parts:
 - predict: 6 budgets (1e18 to 3e20) x 9 sizes over +-0.6 decades around the true optimum, 0.5% noise; the
   largest budget held out and predicted by `analysis.backtest`'s default (the law chosen by the rollout,
-  intervals widened by the rollout's conformal scores) and by the old default (chinchilla, bootstrap
+  intervals widened by the rollout's conformal scores) and by the old default (chinchilla, Huber delta 1e-3, bootstrap
   intervals only). Sweeps are drawn from chinchilla (the old default's law: correct), from kaplan and
   from Farseer fitted to Marin's dclm sweep (misspecified for chinchilla). Reported: the share of
   held-out runs inside their 80% intervals, and the mean |relative error|.
@@ -69,15 +69,20 @@ def predict(repeats: int, n_boot: int) -> pd.DataFrame:
 
 
 def _held_out(runs: pd.DataFrame, n_boot: int, seed: int, law: str | None, calibrated: bool):
-    """Whether each held-out run fell inside its interval, its |relative error|, and the law fitted."""
+    """Whether each held-out run fell inside its interval, its |relative error|, and the law fitted: by
+    `analysis.backtest`'s default, or (a law named, not calibrated) by the old default, approach 3 and its
+    bootstrap interval alone."""
     holdout = default_holdout(runs)
-    result = backtest(runs, holdout, law, n_boot, seed)
     test = runs[holdout.mask]
-    predicted, low, high = prediction_interval(
-        result.fit, test, LEVEL, seed, result.calibration if calibrated else None
-    )
+    if calibrated:
+        result = backtest(runs, holdout, law, n_boot, seed)
+        fit, calibration, law = result.fit, result.calibration, result.law
+    else:
+        old = Objective("epoch")  # the old default loss: Huber with delta 1e-3
+        fit, calibration = fit_approach3(runs[~holdout.mask], n_boot, seed, law_name=law, objective=old), None
+    predicted, low, high = prediction_interval(fit, test, LEVEL, seed, calibration)
     observed = test["loss"].to_numpy(float)
-    return (low <= observed) & (observed <= high), np.abs(predicted - observed) / observed, result.law
+    return (low <= observed) & (observed <= high), np.abs(predicted - observed) / observed, law
 
 
 def choice(repeats: int) -> pd.DataFrame:

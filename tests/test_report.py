@@ -87,7 +87,7 @@ def test_report_opens_with_the_answer_and_when_not_to_trust_it(sweep, report):
     assert "**When not to trust these numbers:**" in summary and "rolled out, `" in summary
     assert "(figures/rollout.png)" in report and (sweep / "figures" / "rollout.png").read_bytes()[:8] == PNG_MAGIC
     html = (sweep / "report.html").read_text()
-    assert html.index("When not to trust these numbers") < html.index("Compute-optimal allocation")
+    assert html.index("When not to trust these numbers") < html.index("Hoffmann et al. 2022: a")
 
 
 def test_a_parameter_whose_interval_spans_a_decade_is_flagged_unidentified():

@@ -1,6 +1,6 @@
 """Approach 2: IsoFLOP profiles (Hoffmann et al. 2022, section 3.2).
 
-For each compute budget, a profile estimator (profiles.py; `local` by default) finds N_opt(C) along
+For each compute budget, a profile estimator (profiles.py; `akima` by default) finds N_opt(C) along
 log N; power laws N_opt = k C^a and D_opt = C/(6 N_opt) = k' C^b follow (so b = 1 - a exactly).
 
 Intervals come from a bootstrap that includes the estimator's misfit. Each budget's "truth" in the

@@ -1,30 +1,30 @@
 """Approach 3: fit a parametric law L(N, D) to every run (Hoffmann et al. 2022, section 3.3).
 
-The law is chosen by name (laws.py: chinchilla, tied, kaplan, data_constrained); the objective and the
-optimiser are in huber.py. The full fit starts from the best few points of the law's variable-projection
+The law is chosen by name (laws.py: chinchilla, tied, kaplan, data_constrained, farseer; `auto` is
+resolved before, by rollout.py); the objective and the optimiser are in huber.py. The full fit starts from the best few points of the law's variable-projection
 grid (or, for chinchilla, Hoffmann's 4,500-point grid); each bootstrap refit starts from every distinct
 optimum those starts reached, so a replicate that prefers another basin can still reach it.
 
 Intervals come from a smoothed residual bootstrap. The runs' sizes and token counts are a design the
 experimenter chose, so each replicate keeps them and redraws every run's log loss as the fitted law plus
 a draw from the fit's residuals (leverage-corrected, pooled), smoothed by a Gaussian kernel. With
-delta = 1e-3 and ~1% noise the Huber fit behaves like least absolute deviations, whose spread depends on
-the noise density near zero, so the draws must have that density right (De Angelis, Hall & Young 1993).
-Nominal 80% intervals for a, on 100 synthetic sweeps per design (benchmarks/RESULTS.md), held the
-truth: smoothed residual draws 76-84% of the time (4 designs, chinchilla law; 73-85% over every law);
+delta = 1e-3 (`--loss epoch`) and ~1% noise the Huber fit behaves like least absolute deviations, whose
+spread depends on the noise density near zero, so the draws must have that density right (De Angelis,
+Hall & Young 1993). Nominal 80% intervals for a, on 100 synthetic sweeps per design with that delta
+(benchmarks/RESULTS.md, issue 15), held the truth: smoothed residual draws 76-84% of the time (4 designs,
+chinchilla law; 73-85% over every law);
 plain residual draws 74-79%; each run's own residual with a random sign (a wild bootstrap) 66-76%; the
 same times a standard normal 43-44%; resampling runs, which redraws the design too, 86-95%.
 
 The residual bootstrap assumes the law's form and exact N and D. Where they are in doubt (the law
 misfits, or N and D were read off a plot) resampling runs (`--bootstrap runs`) is the safer choice: on
 Epoch's points extracted from Hoffmann et al.'s figure it gives an 80% interval for a twice as wide,
-[0.491, 0.542] against [0.502, 0.527]. `analysis.backtest` and the per-law extrapolation check show a
-misfit.
+[0.491, 0.542] against [0.502, 0.527]. `analysis.backtest` and the rollout (rollout.py) show a misfit.
 
 Every refit runs to convergence (huber.MAX_STEPS is a safety net, and a refit that reaches it is counted
 in a warning, never silently kept); the warnings also name each parameter the runs do not identify: its
 interval reaches the end of the search range, a scale spans more than two decades, or one term of the
-law is flat over the runs.
+law is flat over the runs (the report's summary flags any interval over one decade).
 """
 
 import itertools

@@ -158,6 +158,11 @@ def minima_rollout(steps: Steps, loss_opt: np.ndarray, best: np.ndarray) -> list
     return rows
 
 
+def percent(value: float, sign: str = "") -> str:
+    """A relative error as a percentage (sign "+" to always show one), or "-" where there is none."""
+    return "-" if not np.isfinite(value) else f"{value:{sign}.2%}"
+
+
 def _row(name: str, k: int, steps: Steps, predicted: np.ndarray, observed: np.ndarray, best_error: float) -> RolloutRow:
     error = predicted / observed - 1.0 if predicted.size else np.array([np.nan])
     log_error = np.log(predicted / observed) if predicted.size else np.array([np.nan])

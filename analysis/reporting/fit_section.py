@@ -20,9 +20,10 @@ BOOTSTRAP_NOTES = {
 }
 PROFILE_NOTES = {
     "local": f"a parabola in log N through the {LOCAL_SIZES} sizes nearest each budget's lowest loss, so the window "
-    "follows the minimum (the least biased estimator we measured; benchmarks/RESULTS.md)",
+    "follows the minimum",
     "parabola": "a parabola in log N through all of each budget's sizes (Hoffmann et al. 2022)",
-    "akima": "Akima interpolation of log loss in log N (Porian et al. 2024)",
+    "akima": "Akima interpolation of log loss in log N (Porian et al. 2024; the default: the least biased "
+    "estimator we measured on profiles whose shape is not a parabola's, benchmarks/RESULTS.md)",
 }
 
 
@@ -54,11 +55,10 @@ def allocation_section(analysis: Analysis) -> list[str]:
             f"Intervals: {level:.0%} bootstrap percentile intervals over {analysis.config.n_boot} refits; "
             "failed refits are counted above and left out. Approach 1 resamples runs. Approach 2 keeps "
             "every run and redraws its loss from a curve more flexible than the profile estimator's (a "
-            "cubic in log N where a budget has 6 sizes), times (1 + noise drawn from that curve's "
-            "residuals, scaled to each budget), then finds the minimum exactly as on the data, so the "
-            "estimator's misfit shows in the intervals. Approach 3 "
-            + BOOTSTRAP_NOTES[analysis.config.bootstrap]
-            + " Hoffmann's are their published 10th-90th "
+            "cubic in log N through the sizes near each budget's lowest loss), times (1 + noise drawn from "
+            "that curve's residuals, scaled to each budget), then finds the minimum exactly as on the data, so "
+            "the estimator's misfit shows in the intervals; the replicates are centred on the estimate. "
+            "Approach 3 " + BOOTSTRAP_NOTES[analysis.config.bootstrap] + " Hoffmann's are their published 10th-90th "
             "percentiles.",
         ]
         + profile_note(analysis)

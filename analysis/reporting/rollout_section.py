@@ -1,21 +1,16 @@
 """The rollout in the report: every predictor fitted on the first k steps and judged on step k+1, as a table
 and a figure (Bhagia et al. 2024; analysis/fits/rollout.py)."""
 
-import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from analysis.fits.analyse import Analysis
-from analysis.fits.rollout import RolloutRow
+from analysis.fits.rollout import RolloutRow, percent
 from analysis.reporting.figure_style import save, styled
 
 FIGURE = "rollout.png"
-
-
-def _percent(value: float, sign: str = "") -> str:
-    return "-" if not math.isfinite(value) else f"{value:{sign}.2%}"
 
 
 def table(analysis: Analysis) -> list[str]:
@@ -40,8 +35,8 @@ def table(analysis: Analysis) -> list[str]:
             lines.append(f"| {row.predictor} | {row.fitted} | {row.target} | not fitted: {row.note} | | | |")
             continue
         lines.append(
-            f"| {row.predictor} | {row.fitted} | {row.target} | {row.n_predicted} | {_percent(row.mean_abs_error)} | "
-            f"{_percent(row.mean_error, '+')} | {_percent(row.best_loss_error, '+')} |"
+            f"| {row.predictor} | {row.fitted} | {row.target} | {row.n_predicted} | {percent(row.mean_abs_error)} | "
+            f"{percent(row.mean_error, '+')} | {percent(row.best_loss_error, '+')} |"
         )
     return lines + ["", f"Approach 3 fits {choice.note}."]
 
