@@ -418,7 +418,7 @@ class Farseer(Law):
     theta_names = ("a1 (N centred)", "b1", "alpha", "a2 (N centred)", "b2", "beta", "a3 (N centred)", "b3", "gamma")
     theta_keys = ("a1", "b1", "alpha", "a2", "b2", "beta", "a3", "b3", "gamma")
     scale_names = ()
-    full_fit_starts = 12
+    full_fit_starts = 5  # the per-size start and four from the Chinchilla grid's best point
     MIN_SIZES = 4  # each N-dependent part has three parameters: four sizes leave one to check them by
     # Fewer runs let the nine parameters chase noise: on 4 x 5 synthetic sweeps a rollout of one step then
     # sometimes chose Farseer over the true law, and its frontier was off by two decades in N.
@@ -482,7 +482,7 @@ class Farseer(Law):
         """Starts from per-size fits, as Li et al. fit the law in stages, and from the Chinchilla law's grid."""
         per_size = self._per_size_starts(data, count)
         theta, score = LAWS["chinchilla"].grid_starts(data, count)
-        best = np.argsort(score, kind="stable")[:3]
+        best = np.argsort(score, kind="stable")[:1]
         params = LAWS["chinchilla"].named(theta[best], data)
         starts, scores = [], []
         for i, j in enumerate(best):
@@ -506,20 +506,14 @@ class Farseer(Law):
         rows = []
         for x in np.unique(data.u):
             at = (data.u == x) & (count > 0)
-            if np.unique(data.v[at]).size < 3:
-                continue
-            log_d, loss = data.v[at] + data.centre_d, np.exp(data.log_loss[at])
-            basis = np.stack(
-                [np.ones((EXPONENT_GRID.size, log_d.size)), np.exp(-EXPONENT_GRID[:, None] * log_d)], axis=-1
-            )
-            coef, score = variable_projection(basis, loss, 1.0 / loss, count[at])
-            best = int(np.argmin(score))
-            if np.isfinite(score[best]):
-                rows.append((x, np.log(EXPONENT_GRID[best]), np.log(coef[best, 1]), np.log(coef[best, 0])))
+            if np.unique(data.v[at]).size >= 3:
+                fitted = _saturating_in_d(data.v[at] + data.centre_d, np.exp(data.log_loss[at]), count[at])
+                if fitted is not None:
+                    rows.append((x, *np.log(fitted)))
         if len(rows) < self.MIN_SIZES:
             return []
         x, log_rate, log_b, log_e = np.array(rows).T
-        powers = np.linspace(*self.EXPONENT_BOUNDS, 31)
+        powers = np.linspace(*self.EXPONENT_BOUNDS, 121)
         fits = [_curve_in_n(x, y, powers) for y in (log_rate, log_b, log_e)]
         best = [f[np.argmin(f[:, 3])] for f in fits]
         return [
@@ -588,6 +582,31 @@ class Farseer(Law):
         if not scalar:
             a, g = a.reshape(np.shape(params["C_ref"])), g.reshape(np.shape(params["C_ref"]))
         return {"a": a, "b": 1.0 - a, "G": g}
+
+
+def _saturating_in_d(log_d: np.ndarray, loss: np.ndarray, count: np.ndarray) -> tuple[float, ...] | None:
+    """(A, B, E) of L = E + B D^-A at one size: variable projection over A on the exponent grid, refined by
+    golden-section search between the best grid point's neighbours; None if no A gives E, B > 0."""
+
+    def solve(rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        basis = np.stack([np.ones((rate.size, log_d.size)), np.exp(-rate[:, None] * log_d)], axis=-1)
+        return variable_projection(basis, loss, 1.0 / loss, count)
+
+    _, score = solve(EXPONENT_GRID)
+    best = int(np.argmin(score))
+    if not np.isfinite(score[best]):
+        return None
+    low, high = EXPONENT_GRID[max(best - 1, 0)], EXPONENT_GRID[min(best + 1, EXPONENT_GRID.size - 1)]
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(40):
+        left, right = high - ratio * (high - low), low + ratio * (high - low)
+        if solve(np.array([left]))[1][0] < solve(np.array([right]))[1][0]:
+            high = right
+        else:
+            low = left
+    rate = 0.5 * (low + high)
+    coef, score = solve(np.array([rate]))
+    return (rate, coef[0, 1], coef[0, 0]) if np.isfinite(score[0]) else None
 
 
 def _curve_in_n(x: np.ndarray, y: np.ndarray, powers: np.ndarray) -> np.ndarray:
