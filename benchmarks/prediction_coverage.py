@@ -6,10 +6,11 @@
 Parts:
 - predict: 6 budgets (1e18 to 3e20) x 9 sizes over +-0.6 decades around the true optimum, 0.5% noise; the
   largest budget held out and predicted by `analysis.backtest`'s default (the law chosen by the rollout,
-  intervals widened by the rollout's conformal scores) and by the old default (chinchilla, Huber delta 1e-3, bootstrap
-  intervals only). Sweeps are drawn from chinchilla (the old default's law: correct), from kaplan and
-  from Farseer fitted to Marin's dclm sweep (misspecified for chinchilla). Reported: the share of
-  held-out runs inside their 80% intervals, and the mean |relative error|.
+  intervals widened by the rollout's conformal scores), by chinchilla with the same conformal intervals (the
+  law choice alone), and by the old default (chinchilla, Huber delta 1e-3, bootstrap intervals only). Sweeps
+  are drawn from chinchilla (the old default's law: correct), from kaplan and from Farseer fitted to Marin's
+  dclm sweep (misspecified for chinchilla). Reported: the share of held-out runs inside their 80% intervals,
+  and the mean |relative error|.
 - choice: how often the rollout picks the law each sweep was drawn from, on the same design, for draws
   from chinchilla, tied, kaplan and farseer (well separated laws).
 - loss: approach 3's allocation exponent a under each `--loss` (huber: delta relative to the residuals;
@@ -43,6 +44,7 @@ def predict(repeats: int, n_boot: int) -> pd.DataFrame:
     for law in GENERATORS:
         for label, fixed, calibrated in (
             ("default: rollout's law, conformal intervals", None, True),
+            ("chinchilla, conformal intervals", "chinchilla", True),
             ("old default: chinchilla, bootstrap only", "chinchilla", False),
         ):
             held, errors, chosen = [], [], []
