@@ -187,10 +187,11 @@ def load_and_analyse(args: argparse.Namespace) -> Analysis:
     """As `read_and_analyse`, and InputError if nothing could be fitted, or if the law asked for by name
     could not be fitted."""
     analysis = read_and_analyse(args)
-    if not analysis.results:
-        raise InputError("nothing could be fitted: " + "; ".join([*analysis.skipped.values(), *analysis.data.notes]))
+    # The law named first: its reason is the one the user can act on, whatever else could not be fitted.
     if args.law is not None and "approach3" in analysis.skipped:
         raise InputError(f"--law {args.law}: {analysis.skipped['approach3']}")
+    if not analysis.results:
+        raise InputError("nothing could be fitted: " + "; ".join([*analysis.skipped.values(), *analysis.data.notes]))
     return analysis
 
 

@@ -75,6 +75,15 @@ def test_auto_with_too_few_budgets_and_a_law_that_cannot_be_fitted_exit_2(tmp_pa
     assert "too few to roll out" in json.loads(capsys.readouterr().out)["rollout"]["how"]
 
 
+def test_a_named_law_that_cannot_be_fitted_is_the_one_line_even_when_nothing_else_fits(capsys):
+    """Gadre et al.'s table has no IsoFLOP budgets or curves either: the law's own reason comes first."""
+    table = Path(__file__).parent / "data" / "gadre2024_rw_c4_eval.csv"
+    assert main([str(table), "--law", "data_constrained", "--n-boot", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --law data_constrained: law data_constrained needs runs that repeated")
+    assert err.count("\n") == 1 and "approach 2" not in err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
