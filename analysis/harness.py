@@ -12,6 +12,12 @@ Importing this module registers ScalingLM as "scaling". Three ways to get it imp
         0.4.13 and earlier have no such discovery.
   lm_eval run --plugins analysis.harness --model scaling ...   (the same releases, explicitly)
 
+`--model_args` takes path (a run directory), step (default: the newest checkpoint), batch_size and
+max_gen_toks. lm-eval cuts the string at every comma; a piece that names none of these keys is put
+back into the value before it, so a run folder named before run names lost their commas
+(`path=results/demo/runs/flops=4e11,point=0`) is still read whole. A path that is not a run, or a step
+it did not save, is one line naming it (exit 2) under `python -m analysis.harness`.
+
 The checkpoint runs in JAX (float32) through our own model: loglikelihood in fixed-shape batches of
 full forward passes, greedy generation with the KV-cache decoder (scaling/model/decode.py). Only greedy
 generation exists; a request for sampling is refused rather than silently decoded greedily.
@@ -30,13 +36,48 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tokenizers import Tokenizer
 
+from scaling import contract
+from scaling.errors import ConfigError, exit_with
 from scaling.export import tokenizer_files
 from scaling.model.decode import make_greedy_decoder
 from scaling.model.transformer import token_losses
 from scaling.runtime import initialize
-from scaling.training.checkpoint import load_model
+from scaling.training.checkpoint import load_model, saved_steps
 
 DEFAULT_MAX_GEN_TOKS = 64
+MODEL_ARGS = ("path", "step", "batch_size", "max_gen_toks")
+
+
+def model_args(text: str) -> dict[str, str]:
+    """`--model_args` as key -> value, where a comma-separated piece that names none of MODEL_ARGS
+    belongs to the value before it (a path with commas); a first piece naming none is refused."""
+    args: dict[str, str] = {}
+    key = None
+    for piece in (p for p in text.split(",") if p):
+        name, equals, value = piece.partition("=")
+        if equals and name in MODEL_ARGS:
+            key, args[name] = name, value
+        elif key is None:
+            raise ConfigError("--model_args", f"{piece!r} is none of {', '.join(MODEL_ARGS)}", "pass path=RUN_DIR")
+        else:
+            args[key] += "," + piece
+    return args
+
+
+def checked_step(path: str, step: int | str | None) -> int:
+    """The checkpoint to score: `step`, or the newest; a ConfigError naming the path or the step if there is none."""
+    if not contract.is_run_dir(path):
+        raise ConfigError(
+            "--model_args path", f"{path} is not a run directory (no {contract.CONFIG_FILE})", "pass path=RUN_DIR"
+        )
+    steps = saved_steps(path)
+    if not steps:
+        raise ConfigError("--model_args path", f"{path} has no complete checkpoint", "train the run first")
+    if step in (None, "", "None"):
+        return steps[-1]
+    if not str(step).isdigit() or int(step) not in steps:
+        raise ConfigError("--model_args step", f"{step} is not a saved checkpoint of {path}", f"use one of {steps}")
+    return int(step)
 
 
 @register_model("scaling")
@@ -49,11 +90,10 @@ class ScalingLM(TemplateLM):
         step: int | str | None = None,
         batch_size: int | str = 16,
         max_gen_toks: int | str = DEFAULT_MAX_GEN_TOKS,
-        **_ignored,
+        **_lm_eval_settings,  # what lm-eval passes every model (device, max_batch_size): JAX picks its device
     ):
         super().__init__()
-        step = None if step in (None, "", "None") else int(step)
-        model = load_model(path, step, compute_dtype="float32")
+        model = load_model(path, checked_step(path, step), compute_dtype="float32")
         self.graphdef, self.state = nnx.split(model)
         self.seq_len, self.vocab_size = model.cfg.seq_len, model.vocab_size
         tokenizer_path, self.eot = tokenizer_files(path)
@@ -61,6 +101,12 @@ class ScalingLM(TemplateLM):
         self.rows, self.max_gen_toks = int(batch_size), int(max_gen_toks)
         self.scores = jax.jit(self._scores)
         self.decoders: dict[int, object] = {}
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> ScalingLM:
+        """lm-eval's constructor from `--model_args`, parsed by `model_args` (paths with commas read whole)."""
+        settings = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        return cls(**{**model_args(arg_string), **settings})
 
     def _scores(self, state: nnx.State, inputs_BxT: jax.Array, targets_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(log-likelihood of each target (B, T), whether it is the argmax (B, T))."""
@@ -134,6 +180,14 @@ class ScalingLM(TemplateLM):
         return out
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """lm-eval's command line with ScalingLM registered; our bad input is one line, exit 2."""
     initialize()
-    cli_evaluate()
+    try:
+        cli_evaluate()
+    except ConfigError as err:
+        exit_with(err)
+
+
+if __name__ == "__main__":
+    main()
