@@ -34,7 +34,7 @@ class ModelConfig:
     norm_position: str = "pre"  # pre | post
     norm: str = "rmsnorm"  # rmsnorm | layernorm
     position: str = "rope"  # rope | learned
-    mlp: str = "gelu"  # gelu | swiglu
+    mlp: str = "swiglu"  # swiglu (Llama's; measured better than gelu at equal parameters and FLOPs) | gelu
     tie_embeddings: bool = True
     use_bias: bool = False
     init_std: float = 0.02
