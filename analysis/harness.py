@@ -12,11 +12,11 @@ Importing this module registers ScalingLM as "scaling". Three ways to get it imp
         0.4.13 and earlier have no such discovery.
   lm_eval run --plugins analysis.harness --model scaling ...   (the same releases, explicitly)
 
-`--model_args` takes path (a run directory), step (default: the newest checkpoint), batch_size and
-max_gen_toks. lm-eval cuts the string at every comma; a piece that names none of these keys is put
-back into the value before it, so a run folder named before run names lost their commas
-(`path=results/demo/runs/flops=4e11,point=0`) is still read whole. A path that is not a run, or a step
-it did not save, is one line naming it (exit 2) under `python -m analysis.harness`.
+`--model_args` takes path (a run directory), step (default: the newest checkpoint) and max_gen_toks;
+the batch is lm-eval's `--batch_size`. Sweep runs are named without commas, since lm-eval cuts
+`--model_args` at every one; a run folder named before (`flops=4e11,point=0`) is passed as JSON,
+`--model_args '{"path": "results/demo/runs/flops=4e11,point=0"}'`. A path that is not a run, a step it
+did not save, or an argument we do not take is one line naming it (exit 2) under `python -m analysis.harness`.
 
 The checkpoint runs in JAX (float32) through our own model: loglikelihood in fixed-shape batches of
 full forward passes, greedy generation with the KV-cache decoder (scaling/model/decode.py). Only greedy
@@ -45,30 +45,24 @@ from scaling.runtime import initialize
 from scaling.training.checkpoint import load_model, saved_steps
 
 DEFAULT_MAX_GEN_TOKS = 64
-MODEL_ARGS = ("path", "step", "batch_size", "max_gen_toks")
+DEFAULT_BATCH = 16  # rows per forward pass when lm-eval's --batch_size is unset or "auto"
+MODEL_ARGS = ("path", "step", "max_gen_toks")
 
 
-def model_args(text: str) -> dict[str, str]:
-    """`--model_args` as key -> value, where a comma-separated piece that names none of MODEL_ARGS
-    belongs to the value before it (a path with commas); a first piece naming none is refused."""
-    args: dict[str, str] = {}
-    key = None
-    for piece in (p for p in text.split(",") if p):
-        name, equals, value = piece.partition("=")
-        if equals and name in MODEL_ARGS:
-            key, args[name] = name, value
-        elif key is None:
-            raise ConfigError("--model_args", f"{piece!r} is none of {', '.join(MODEL_ARGS)}", "pass path=RUN_DIR")
-        else:
-            args[key] += "," + piece
-    return args
-
-
-def checked_step(path: str, step: int | str | None) -> int:
-    """The checkpoint to score: `step`, or the newest; a ConfigError naming the path or the step if there is none."""
+def checked_step(path: str, step: int | str | None, unknown: dict) -> int:
+    """The checkpoint to score: `step`, or the newest. A ConfigError naming the path, the step, or the
+    arguments (`unknown`) that are none of ours; when the path is no run and lm-eval passed other
+    arguments, it most likely cut a path with commas, and the fix says how to pass it whole."""
     if not contract.is_run_dir(path):
+        fix = "pass path=RUN_DIR"
+        if unknown:
+            cut = ", ".join(f"{key}={value}" for key, value in unknown.items())
+            fix = f'lm-eval cut the path at its commas (it passed {cut} too): pass it as JSON, --model_args \'{{"path": "..."}}\''
+        raise ConfigError("--model_args path", f"{path} is not a run directory (no {contract.CONFIG_FILE})", fix)
+    if unknown:
+        names = ", ".join(unknown)
         raise ConfigError(
-            "--model_args path", f"{path} is not a run directory (no {contract.CONFIG_FILE})", "pass path=RUN_DIR"
+            "--model_args", f"{names}: not arguments of the scaling model", f"use {', '.join(MODEL_ARGS)}"
         )
     steps = saved_steps(path)
     if not steps:
@@ -80,6 +74,12 @@ def checked_step(path: str, step: int | str | None) -> int:
     return int(step)
 
 
+def batch_rows(batch_size: int | str | None) -> int:
+    """lm-eval's --batch_size as rows per forward pass ('auto' and unset: DEFAULT_BATCH)."""
+    text = str(batch_size)
+    return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_BATCH
+
+
 @register_model("scaling")
 class ScalingLM(TemplateLM):
     """One checkpoint of one run (`path`, `step`: default the newest) as an lm-eval language model."""
@@ -88,25 +88,23 @@ class ScalingLM(TemplateLM):
         self,
         path: str,
         step: int | str | None = None,
-        batch_size: int | str = 16,
         max_gen_toks: int | str = DEFAULT_MAX_GEN_TOKS,
-        **_lm_eval_settings,  # what lm-eval passes every model (device, max_batch_size): JAX picks its device
+        # lm-eval passes these three to every model (its --batch_size, ...); JAX picks its own device.
+        batch_size: int | str | None = None,
+        max_batch_size: int | None = None,
+        device: str | None = None,
+        **unknown,
     ):
         super().__init__()
-        model = load_model(path, checked_step(path, step), compute_dtype="float32")
+        path = str(path)
+        model = load_model(path, checked_step(path, step, unknown), compute_dtype="float32")
         self.graphdef, self.state = nnx.split(model)
         self.seq_len, self.vocab_size = model.cfg.seq_len, model.vocab_size
         tokenizer_path, self.eot = tokenizer_files(path)
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        self.rows, self.max_gen_toks = int(batch_size), int(max_gen_toks)
+        self.rows, self.max_gen_toks = batch_rows(batch_size), int(max_gen_toks)
         self.scores = jax.jit(self._scores)
         self.decoders: dict[int, object] = {}
-
-    @classmethod
-    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> ScalingLM:
-        """lm-eval's constructor from `--model_args`, parsed by `model_args` (paths with commas read whole)."""
-        settings = {k: v for k, v in (additional_config or {}).items() if v is not None}
-        return cls(**{**model_args(arg_string), **settings})
 
     def _scores(self, state: nnx.State, inputs_BxT: jax.Array, targets_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(log-likelihood of each target (B, T), whether it is the argmax (B, T))."""

@@ -38,6 +38,7 @@ def run_dir(tmp_path_factory, tiny_overrides):
     model on 36k tokens), named as every sweep names its runs."""
     root = tmp_path_factory.mktemp("lm_eval")
     sweep = ["sweep.tokens_per_param=1", "train.flops=2.4e9", "sweep.point=-1", f"results_root={root}"]
+    sweep.append("model.seq_len=64")  # room for the longest task prompt, so nothing is cut from the left
     result = run_cli(["--multirun", "sweep=tiny", *tiny_overrides, *sweep], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = list((root / "tiny" / contract.RUNS_SUBDIR).iterdir())
@@ -122,12 +123,14 @@ def harness_cli(model_args: str, out_dir, *tasks: str) -> subprocess.CompletedPr
     command = [sys.executable, "-m", "analysis.harness", "run", "--model", "scaling", "--model_args", model_args]
     command += ["--tasks", *tasks, "--include_path", "analysis/lm_eval_tasks", "--output_path", str(out_dir)]
     env = {**os.environ, **OFFLINE, "HF_DATASETS_CACHE": str(out_dir / "datasets")}
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    return subprocess.run(
+        command + ["--batch_size", "4"], capture_output=True, text=True, cwd=REPO, env=env, timeout=600
+    )
 
 
 def test_lm_eval_command_line_scores_a_sweep_run_on_the_local_tasks(run_dir, tmp_path):
     step = saved_steps(run_dir)[-2]  # not the newest: the step is read from --model_args
-    result = harness_cli(f"path={run_dir},step={step},batch_size=4", tmp_path / "out", "python_mc", "python_gen")
+    result = harness_cli(f"path={run_dir},step={step}", tmp_path / "out", "python_mc", "python_gen")
     assert result.returncode == 0, result.stderr[-3000:]
     [path] = list((tmp_path / "out").rglob("results*.json"))
     results = json.loads(path.read_text())["results"]
@@ -153,26 +156,21 @@ def test_a_path_that_is_no_run_is_one_line_naming_it(tmp_path):
     )
 
 
-def test_model_args_read_a_path_with_commas_whole():
-    from analysis.harness import model_args
-
-    assert model_args("path=results/demo/runs/holdout,flops=1.6e12,point=-3,step=64") == {
-        "path": "results/demo/runs/holdout,flops=1.6e12,point=-3",
-        "step": "64",
-    }
-    assert model_args("path=r/flops-4e11_point-0,batch_size=8") == {"path": "r/flops-4e11_point-0", "batch_size": "8"}
-    with pytest.raises(ConfigError, match="--model_args"):
-        model_args("run=r")
-
-
-def test_a_run_folder_named_the_old_way_is_scored(run_dir, tmp_path):
-    """A sweep run made before run names lost their commas, passed the way lm-eval passes it."""
+def test_a_run_folder_named_the_old_way_is_scored_when_passed_whole(run_dir, tmp_path):
+    """A sweep run made before run names lost their commas: as lm-eval's CLI hands over `--model_args
+    '{"path": ...}'` (JSON), it is scored; cut at its commas (`path=...,step=...`), it is one line saying so."""
     from analysis.harness import ScalingLM
 
     old = tmp_path / "flops=2.4e9,point=-1"
     old.symlink_to(run_dir, target_is_directory=True)
     step = saved_steps(run_dir)[-1]
-    lm = ScalingLM.create_from_arg_string(f"path={old},step={step}", {"batch_size": 2, "device": None})
+    lm = ScalingLM.create_from_arg_obj({"path": str(old), "step": step}, {"batch_size": 2, "device": None})
     assert lm.rows == 2 and lm.seq_len == load_model(run_dir).cfg.seq_len
+    with pytest.raises(
+        ConfigError, match="lm-eval cut the path at its commas \\(it passed point=-1 too\\): pass it as JSON"
+    ):
+        ScalingLM(path=str(tmp_path / "flops=2.4e9"), point=-1)
     with pytest.raises(ConfigError, match=f"--model_args step: 12345 is not a saved checkpoint of {old}"):
-        ScalingLM.create_from_arg_string(f"path={old},step=12345")
+        ScalingLM(path=str(old), step=12345)
+    with pytest.raises(ConfigError, match="--model_args: stp: not arguments of the scaling model"):
+        ScalingLM(path=str(old), stp=3)
