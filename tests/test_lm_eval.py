@@ -39,6 +39,7 @@ def run_dir(tmp_path_factory, tiny_overrides):
     root = tmp_path_factory.mktemp("lm_eval")
     sweep = ["sweep.tokens_per_param=1", "train.flops=2.4e9", "sweep.point=-1", f"results_root={root}"]
     sweep.append("model.seq_len=64")  # room for the longest task prompt, so nothing is cut from the left
+    sweep += ["model.parametrization=mup", "model.base_width=8"]  # as the demo: muP, here at twice the base width
     result = run_cli(["--multirun", "sweep=tiny", *tiny_overrides, *sweep], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = list((root / "tiny" / contract.RUNS_SUBDIR).iterdir())
@@ -118,9 +119,11 @@ def test_generate_until_is_the_greedy_decode_cut_at_the_stop_string(run_dir):
         lm.generate_until([Instance("generate_until", {}, (prompt, {"do_sample": True, "temperature": 1.0}), 0)])
 
 
-def harness_cli(model_args: str, out_dir, *tasks: str) -> subprocess.CompletedProcess:
-    """lm-eval's command line as the README prints it, from the repository root."""
-    command = [sys.executable, "-m", "analysis.harness", "run", "--model", "scaling", "--model_args", model_args]
+def harness_cli(model_args: str, out_dir, *tasks: str, model: str = "scaling") -> subprocess.CompletedProcess:
+    """lm-eval's command line as the README prints it, from the repository root: through our harness
+    (`--model scaling`, a run), or lm-eval's own (`--model hf`, an export)."""
+    module = "analysis.harness" if model == "scaling" else "lm_eval"
+    command = [sys.executable, "-m", module, "run", "--model", model, "--model_args", model_args]
     command += ["--tasks", *tasks, "--include_path", "analysis/lm_eval_tasks", "--output_path", str(out_dir)]
     env = {**os.environ, **OFFLINE, "HF_DATASETS_CACHE": str(out_dir / "datasets")}
     return subprocess.run(
@@ -135,6 +138,12 @@ def test_lm_eval_command_line_scores_a_sweep_run_on_the_local_tasks(run_dir, tmp
     [path] = list((tmp_path / "out").rglob("results*.json"))
     results = json.loads(path.read_text())["results"]
     # The accuracy lm-eval reports is the one the float64 reference gives at that step.
+    assert results["python_mc"]["acc,none"] == pytest.approx(reference_accuracy(run_dir, step))
+    assert "exact_match,none" in results["python_gen"]
+
+
+def reference_accuracy(run_dir, step: int | None = None) -> float:
+    """python_mc's accuracy by the float64 reference: the choice of highest log-likelihood, as lm-eval's acc."""
     model = Reference(run_dir, step)
     tokenizer = Tokenizer.from_file(str(tokenizer_files(run_dir)[0]))
     right = [
@@ -144,8 +153,21 @@ def test_lm_eval_command_line_scores_a_sweep_run_on_the_local_tasks(run_dir, tmp
         == doc["label"]
         for doc in MC_DOCS
     ]
-    assert results["python_mc"]["acc,none"] == pytest.approx(np.mean(right))
-    assert "exact_match,none" in results["python_gen"]
+    return float(np.mean(right))
+
+
+@pytest.mark.slow
+def test_lm_evals_own_hf_backend_scores_the_export_alike(run_dir, tmp_path):
+    """The README's last command: the exported run (muP folded into a plain Llama) in lm-eval's `--model hf`."""
+    from scaling.export import export
+
+    out = export(run_dir, None, tmp_path / "hf")
+    result = harness_cli(f"pretrained={out}", tmp_path / "out", "python_mc", model="hf")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [path] = list((tmp_path / "out").rglob("results*.json"))
+    assert json.loads(path.read_text())["results"]["python_mc"]["acc,none"] == pytest.approx(
+        reference_accuracy(run_dir)
+    )
 
 
 def test_a_path_that_is_no_run_is_one_line_naming_it(tmp_path):
