@@ -63,12 +63,14 @@ def run_name(swept: dict[str, Any], legacy: bool = False) -> str:
 
 
 def pair(key: str, value: Any, legacy: bool = False) -> str:
+    """'key-value', any character of the value outside UNSAFE's set as '_' ('key=value' when `legacy`)."""
     if legacy:
         return f"{key}{LEGACY_VALUE_SEP}{_compact(value)}"
     return f"{key}{VALUE_SEP}{UNSAFE.sub('_', _compact(value))}"
 
 
 def is_legacy(name: str) -> bool:
+    """Whether a run name is in the old style (new names never hold ',' or '=')."""
     return LEGACY_PAIR_SEP in name or LEGACY_VALUE_SEP in name
 
 
