@@ -22,6 +22,9 @@ ParamsConvention = Literal["total", "nonembedding"]
 # The summary field a run records its passes over the data in (scaling/training/trainer.py writes it; the contract
 # does not name it yet).
 EPOCHS = "epochs"
+# Names outside tables commonly give N and D (Gadre et al.'s tables: params, tokens), used when the default
+# N or D column is missing and exactly one of these is there.
+COMMON_NAMES = {"n": ("params", "parameters", "n_params"), "d": ("tokens", "n_tokens")}
 
 
 @dataclass(frozen=True)
@@ -192,8 +195,29 @@ def _load_curves(runs: pd.DataFrame, folder: Path, run_dirs: dict) -> tuple[pd.D
     return (pd.concat(pieces, ignore_index=True) if pieces else None), notes
 
 
+def _with_common_names(table: pd.DataFrame, columns: Columns) -> tuple[Columns, list[str]]:
+    """Columns left at their default names that the table lacks, taken from the one column the table has under a
+    common name for the same thing (params for N, tokens for D, one loss_* column for the loss), and a
+    `budget` column as the IsoFLOP budgets; each such choice is noted."""
+    chosen, notes = {}, []
+    candidates = {
+        "n": [name for name in COMMON_NAMES["n"] if name in table.columns],
+        "d": [name for name in COMMON_NAMES["d"] if name in table.columns],
+        "loss": [str(name) for name in table.columns if str(name).startswith("loss_")],
+    }
+    for field, default in (("n", "N"), ("d", "D"), ("loss", "loss")):
+        if getattr(columns, field) == default and default not in table.columns and len(candidates[field]) == 1:
+            chosen[field] = candidates[field][0]
+            notes.append(f"no column {default!r}: using {chosen[field]!r} (pass --{field}-col to choose)")
+    if columns.budget is None and "budget" in table.columns:
+        chosen["budget"] = "budget"
+        notes.append("IsoFLOP budgets from the column 'budget' (pass --budget-col to choose another)")
+    return replace(columns, **chosen), notes
+
+
 def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
     """Any table: N and loss columns, plus D or FLOPs (D = C / 6N), and optionally budget and epochs columns."""
+    columns, named = _with_common_names(table, columns)
     _require(table, columns.n, "pass --n-col NAME")
     _require(table, columns.loss, "pass --loss-col NAME")
     N = table[columns.n].to_numpy(float)
@@ -218,7 +242,8 @@ def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
         }
     )
     runs, dropped = _valid(runs, f"{columns.n}, {columns.flops or columns.d} or {columns.loss}")
-    return FitData(runs, None, path, f"column {columns.n!r}", tuple([f"using {len(runs)} rows"] + dropped), ours=False)
+    notes = tuple([f"using {len(runs)} rows"] + named + dropped)
+    return FitData(runs, None, path, f"column {columns.n!r}", notes, ours=False)
 
 
 def _valid(runs: pd.DataFrame, what: str) -> tuple[pd.DataFrame, list[str]]:

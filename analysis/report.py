@@ -21,7 +21,9 @@ from analysis.reporting.document import write_section
 from analysis.reporting.fit_figures import make_figures
 from analysis.reporting.fit_section import render
 from analysis.reporting.page import write_page
+from analysis.reporting.prediction_section import predictions, predictor
 from analysis.reporting.prediction_section import section as prediction_section
+from analysis.reporting.summary_section import section as summary_section
 from analysis.reporting.transfer_section import lr_sweep
 from analysis.reporting.transfer_section import section as transfer_section
 from scaling import contract
@@ -68,7 +70,9 @@ def report(args: argparse.Namespace) -> int:
     analysis = read_and_analyse(args)
     figures = make_figures(analysis, folder / contract.FIGURES_DIR)
     write_section(folder / contract.REPORT_FILE, "fit", render(analysis, other_convention(args, analysis), figures))
-    predicted = prediction_section(analysis, Path(args.path), folder / contract.FIGURES_DIR)
+    held = predictions(analysis, predictor(analysis))
+    write_section(folder / contract.REPORT_FILE, "summary", summary_section(analysis, held))
+    predicted = prediction_section(analysis, Path(args.path), folder / contract.FIGURES_DIR, held)
     if predicted is not None:
         write_section(folder / contract.REPORT_FILE, "prediction", predicted)
     page = write_page(folder / contract.REPORT_FILE)

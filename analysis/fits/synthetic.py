@@ -1,6 +1,11 @@
 """Synthetic runs drawn from a known law: the ground truth that tests and the benchmarks check fits against.
 
 Noise is multiplicative (log-normal), matching the log-space residuals approach 3 fits.
+
+FARSEER_MARIN_DCLM is a real-like law to draw sweeps from that no simpler law here matches: Farseer
+(Li et al. 2025) as approach 3 fits it (`--law farseer`, default loss) to all six budgets of Marin's dclm
+IsoFLOP sweep (the QC-kept runs of tests/data/isoflop_real_marin.csv). Its IsoFLOP profiles change shape
+with scale and its compute-optimal frontier is not a power law.
 """
 
 import numpy as np
@@ -14,6 +19,18 @@ from analysis.fits.lossmodel import (
     predict_loss,
     tokens_from_flops,
 )
+
+FARSEER_MARIN_DCLM = {
+    "a1": 339719.0,
+    "b1": -1.62369,
+    "alpha": -0.68421,
+    "a2": 511913000.0,
+    "b2": 4.68126,
+    "beta": -0.989939,
+    "a3": 70.7415,
+    "b3": 0.308648,
+    "gamma": -0.227775,
+}
 
 
 def noisy_loss(params: LossParams, N: np.ndarray, D: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
