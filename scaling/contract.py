@@ -61,6 +61,12 @@ CORPUS_HASH = "corpus_hash"
 TOKENIZER_HASH = "tokenizer_hash"
 PARAMS_TOTAL, PARAMS_NONEMBEDDING = "params_total", "params_nonembedding"
 FINAL_EVAL_LOSS = "final_eval_loss"
+# Its standard error over validation documents (scaling/data/eval_set.py), and which eval set gave it: runs whose
+# EVAL_DIGEST differs were evaluated on different windows and their losses do not compare.
+FINAL_EVAL_LOSS_SE, EVAL_SET, EVAL_DIGEST = "final_eval_loss_se", "eval_set", "eval_digest"
+# The run's seed (initialisation; the data order follows it unless train.data_seed is set): a sweep with
+# sweep.seeds=K trains every grid point at K of them.
+SEED = "seed"
 PARAMS_DIGEST = "params_digest"
 
 # ---- one sweep folder ----

@@ -75,7 +75,7 @@ def test_wsd_ladder_branches_share_the_main_runs_prefix(tmp_path, tiny_corpus_di
         "data=text",
         f"data.path={tiny_corpus_dir}/*.txt",
         "data.vocab_size=300",
-        "data.val_fraction=0.2",
+        "data.val_fraction=0.3",
         f"data.cache_dir={cache_dir}",
         "data.eval_tokens=2048",
         "model.seq_len=32",

@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from scaling import contract
+from scaling.data.eval_set import UNRECORDED_EVAL_SET
 from scaling.data.order import UNRECORDED_ORDER
 from scaling.errors import ConfigError, RunBusy
 from scaling.files import (
@@ -49,8 +50,9 @@ VOLATILE_FIELDS = {
 }
 # Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
 # it (or with null) implies: a run started before data.order existed trained with the `permutation`
-# order. A launch that leaves such a field unset (null) keeps the stored run's value.
-ADDED_FIELDS = {"data.order": UNRECORDED_ORDER}
+# order, and one started before data.eval_set was evaluated on spread `windows`. A launch that leaves
+# such a field unset (null) keeps the stored run's value. eval_max_doc_share never shaped a windows set.
+ADDED_FIELDS = {"data.order": UNRECORDED_ORDER, "data.eval_set": UNRECORDED_EVAL_SET, "data.eval_max_doc_share": 0.05}
 
 
 def check_writable(run_dir: Path) -> None:
@@ -132,6 +134,11 @@ def config_differences(stored: dict, current: dict) -> list[str]:
 def recorded_order(stored: dict | None) -> str | None:
     """The data order a stored config.yaml says its run trained with (None: no run there yet)."""
     return None if stored is None else str(config_fields(stored)["data.order"])
+
+
+def recorded_eval_set(stored: dict | None) -> str | None:
+    """The eval set a stored config.yaml says its run was evaluated on (None: no run there yet)."""
+    return None if stored is None else str(config_fields(stored)["data.eval_set"])
 
 
 def read_config(run_dir: Path) -> dict | None:
