@@ -147,6 +147,11 @@ class SweepConfig:
     point: Optional[int] = None  # IsoFLOP: offset of this model size from the expected optimum
     spacing: float = 2.0  # IsoFLOP: ratio between neighbouring sizes
     tokens_per_param: float = 20.0  # IsoFLOP: where the grid is centred (Chinchilla's D/N = 20)
+    # Seeds: every grid point trains at `seeds` seeds (train.seed, and the data order that follows it),
+    # train.seed + seeds x seed_offset + k for k < seeds, so seed_offset=1 is a second design that shares
+    # no seed with the first (scaling/sweeping/jobs.py). A run at a seed other than train.seed is named by it.
+    seeds: int = 1
+    seed_offset: int = 0
     # WSD ladder: budgets, as fractions of train.tokens, reached by cooldown branches of one run.
     branches: list[float] = field(default_factory=list)
     # Predict, then verify (scaling/sweeping/holdout.py): after the grid, one run at this factor times the

@@ -47,6 +47,8 @@ VOLATILE_FIELDS = {
     "tracker",
     "sweep.vary",
     "sweep.launch",
+    "sweep.seeds",  # (a run's own seed is train.seed; these say how the sweep chose it)
+    "sweep.seed_offset",
 }
 # Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
 # it (or with null) implies: a run started before data.order existed trained with the `permutation`

@@ -109,6 +109,8 @@ BOUNDS: dict[str, Range] = {
     "sweep.spacing": Range(1, example="2.0"),
     "sweep.tokens_per_param": Range(0, example="20"),
     "sweep.holdout_factor": Range(0, low_closed=True, example="4 (or 0: no held-out run)"),
+    "sweep.seeds": Range(0, example="3 (every grid point at three seeds)"),
+    "sweep.seed_offset": Range(0, low_closed=True, example="1 (a second design, sharing no seed with the first)"),
 }
 
 
