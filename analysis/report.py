@@ -20,7 +20,9 @@ from analysis.fitting import fit_parser, load_and_analyse, read_and_analyse
 from analysis.reporting.document import write_section
 from analysis.reporting.fit_figures import make_figures
 from analysis.reporting.fit_section import render
+from analysis.reporting.noise_section import section as noise_section
 from analysis.reporting.page import write_page
+from analysis.reporting.placement_section import section as placement_section
 from analysis.reporting.prediction_section import section as prediction_section
 from analysis.reporting.transfer_section import lr_sweep
 from analysis.reporting.transfer_section import section as transfer_section
@@ -68,9 +70,14 @@ def report(args: argparse.Namespace) -> int:
     analysis = read_and_analyse(args)
     figures = make_figures(analysis, folder / contract.FIGURES_DIR)
     write_section(folder / contract.REPORT_FILE, "fit", render(analysis, other_convention(args, analysis), figures))
-    predicted = prediction_section(analysis, Path(args.path), folder / contract.FIGURES_DIR)
-    if predicted is not None:
-        write_section(folder / contract.REPORT_FILE, "prediction", predicted)
+    written = {
+        "prediction": prediction_section(analysis, Path(args.path), folder / contract.FIGURES_DIR),
+        "placement": placement_section(analysis, folder / contract.FIGURES_DIR),
+        "noise": noise_section(analysis, report_folder(Path(args.path))),
+    }
+    for name, text in written.items():
+        if text is not None:
+            write_section(folder / contract.REPORT_FILE, name, text)
     page = write_page(folder / contract.REPORT_FILE)
     if not analysis.results:  # the report is still written (the runs figure), but say plainly that nothing was fitted
         print("warning: nothing could be fitted: " + "; ".join(analysis.skipped.values()), file=sys.stderr)

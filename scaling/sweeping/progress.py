@@ -69,7 +69,7 @@ def planned_runs(config: DictConfig, plan_job, make_plan) -> list[PlannedRun]:
         node = base.copy()
         for key, value in combo:
             OmegaConf.update(node, key, value, merge=False)
-        task = [f"{key}={value}" for key, value in combo]
+        task = [f"{key}={'null' if value is None else value}" for key, value in combo]  # as Hydra writes it
         seeded, dropped = plan_job(to_dataclass(node), config.hydra.sweeper.get("params"), task)
         if dropped:
             continue

@@ -46,6 +46,7 @@ class RunBook:
             cfg.data, corpus.val, corpus.meta.get("eot_id"), plan.model.seq_len, cfg.train.batch_size
         )
         self.eval_se, self.eval_seconds = math.nan, []  # the last evaluation's error; each one's time
+        self.window_losses: np.ndarray | None = None  # the last evaluation's loss per window
         self.mngr = checkpoint.manager(run_dir, cfg.checkpoint)
         self.checkpoint_bytes = checkpoint.size_estimate(plan.params.total)
         self.monitor = DivergenceMonitor(plan.vocab_size)
@@ -135,7 +136,8 @@ class RunBook:
 
     def evaluated(self, window_losses_N: np.ndarray, seconds: float) -> float:
         """An evaluation's loss, from the loss of every window; its error over documents and its time are kept."""
-        loss, self.eval_se = loss_and_se(window_losses_N[: len(self.eval_set.document_N)], self.eval_set.document_N)
+        self.window_losses = window_losses_N[: len(self.eval_set.document_N)]
+        loss, self.eval_se = loss_and_se(self.window_losses, self.eval_set.document_N)
         self.eval_seconds.append(seconds)
         return loss
 
@@ -149,6 +151,8 @@ class RunBook:
         checkpoint.save(self.mngr, step, params, opt_state, record)
         if is_writer():
             rundir.write_metrics(self.run_dir, self.rows)
+            if self.window_losses is not None:
+                rundir.write_eval_windows(self.run_dir, self.eval_set.document_N, self.window_losses)
 
     def save_for_preemption(self, step: int, params: Any, opt_state: Any, wall_s: float) -> None:
         """A step off the schedule: no evaluation (it would add a row an uninterrupted run lacks,

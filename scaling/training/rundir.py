@@ -180,8 +180,14 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     atomic_write(run_dir / contract.METRICS_FILE, lambda tmp: df.to_parquet(tmp, index=False))
 
 
+def write_eval_windows(run_dir: Path, document_N, loss_N) -> None:
+    """The latest evaluation's loss on every window, with the document it comes from."""
+    df = pd.DataFrame(dict(zip(contract.EVAL_WINDOW_COLUMNS, (document_N, loss_N))))
+    atomic_write(run_dir / contract.EVAL_WINDOWS_FILE, lambda tmp: df.to_parquet(tmp, index=False))
+
+
 def clear(run_dir: Path) -> None:
     """overwrite=true: remove what a previous run wrote (only our own files and checkpoints)."""
-    for name in (contract.CONFIG_FILE, contract.METRICS_FILE, contract.SUMMARY_FILE):
+    for name in (contract.CONFIG_FILE, contract.METRICS_FILE, contract.SUMMARY_FILE, contract.EVAL_WINDOWS_FILE):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / contract.CHECKPOINT_DIR, ignore_errors=True)
