@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from scaling.config import DataConfig
@@ -175,3 +176,18 @@ def test_bad_eval_set_input_is_one_line_and_exit_2(tmp_path, tiny_overrides, mon
     assert not (tmp_path / "run").exists()  # refused before anything was written
     code, err = run_in_process([*args, "data.eval_set=sampled"], monkeypatch, capsys)
     assert code == 2 and "data.eval_set" in err
+
+
+def test_a_run_on_the_windows_set_of_older_runs_still_scores_its_whole_batches(tmp_path, tiny_overrides):
+    """62 windows in batches of 8: the 56 of the whole batches are scored, as before documents existed."""
+    args = [
+        f"run_dir={tmp_path}",
+        *tiny_overrides,
+        "train.tokens=2048",
+        "data.eval_set=windows",
+        "data.eval_tokens=2000",
+    ]
+    summary = train(compose_config(args))
+    assert summary["status"] == "completed" and summary["eval_set"] == WINDOWS and summary["eval_windows"] == 62
+    windows = pd.read_parquet(tmp_path / "eval_windows.parquet")
+    assert len(windows) == 56 and windows["loss"].mean() == pytest.approx(summary["final_eval_loss"], rel=1e-6)

@@ -136,10 +136,16 @@ class RunBook:
 
     def evaluated(self, window_losses_N: np.ndarray, seconds: float) -> float:
         """An evaluation's loss, from the loss of every window; its error over documents and its time are kept."""
+        # (a `windows` set of runs made before documents may end in a partial batch, which is not scored)
         self.window_losses = window_losses_N[: len(self.eval_set.document_N)]
-        loss, self.eval_se = loss_and_se(self.window_losses, self.eval_set.document_N)
+        loss, self.eval_se = loss_and_se(self.window_losses, self.scored_documents)
         self.eval_seconds.append(seconds)
         return loss
+
+    @property
+    def scored_documents(self) -> np.ndarray:
+        """The document of each window the last evaluation scored."""
+        return self.eval_set.document_N[: len(self.window_losses)]
 
     def save(self, step: int, params: Any, opt_state: Any, eval_loss: float, wall_s: float) -> None:
         """A checkpoint on the schedule, with its evaluation, and the metrics table so far."""
@@ -152,7 +158,7 @@ class RunBook:
         if is_writer():
             rundir.write_metrics(self.run_dir, self.rows)
             if self.window_losses is not None:
-                rundir.write_eval_windows(self.run_dir, self.eval_set.document_N, self.window_losses)
+                rundir.write_eval_windows(self.run_dir, self.scored_documents, self.window_losses)
 
     def save_for_preemption(self, step: int, params: Any, opt_state: Any, wall_s: float) -> None:
         """A step off the schedule: no evaluation (it would add a row an uninterrupted run lacks,
