@@ -1,8 +1,10 @@
 """Load runs into one canonical table: a sweep folder (results/NAME) or any CSV/parquet table of runs.
 
 Canonical columns: run, N (parameters), D (tokens), C = 6 N D (FLOPs), loss, budget (FLOPs; NaN when
-unknown), epochs (passes over the training data; NaN when unknown, read as 1). Our own runs also bring
-training curves (run, N, D, C, loss at each evaluation).
+unknown), epochs (passes over the training data; NaN when unknown, read as 1), seed (NaN when unknown) and
+loss_se (the loss's standard error over evaluation documents; NaN when unknown). Runs sharing N and D are one
+grid point at several seeds (analysis/fits/seeds.py). Our own runs also bring training curves (run, N, D, C,
+loss at each evaluation).
 Only the files are read, by the names in scaling/contract.py; no training code is imported.
 """
 
@@ -115,6 +117,7 @@ def _load_sweep(table: pd.DataFrame, folder: Path, params: ParamsConvention, pat
     held_rows = completed[held] if held is not None else completed.iloc[:0]
     completed = completed[~held] if held is not None else completed
     notes = [f"using {len(completed)} completed runs of {len(table)} (left out: {dropped})"] + _diverged_note(table)
+    notes += eval_set_note(completed)
     if len(held_rows):
         notes.append(
             f"held out to test the prediction, so not fitted: {', '.join(held_rows[contract.RUN_NAME].astype(str))}"
@@ -143,8 +146,29 @@ def _canonical(rows: pd.DataFrame, n_column: str) -> pd.DataFrame:
             "loss": rows[contract.FINAL_EVAL_LOSS].to_numpy(float),
             "budget": rows[contract.BUDGET].to_numpy(float) if contract.BUDGET in rows else np.nan,
             "epochs": rows[EPOCHS].to_numpy(float) if EPOCHS in rows else np.nan,
+            "seed": rows[contract.SEED].to_numpy(float) if contract.SEED in rows else np.nan,
+            "loss_se": rows[contract.FINAL_EVAL_LOSS_SE].to_numpy(float)
+            if contract.FINAL_EVAL_LOSS_SE in rows
+            else np.nan,
         }
     )
+
+
+def eval_set_note(table: pd.DataFrame) -> list[str]:
+    """Say so when the runs were evaluated on different eval sets (another kind, size or data): their losses
+    do not compare, and a fit through them mixes two measurements."""
+    if contract.EVAL_DIGEST not in table:
+        return []
+    digests = table[contract.EVAL_DIGEST].fillna("none recorded (made before eval sets were recorded)")
+    if digests.nunique() < 2:
+        return []
+    kinds = table[contract.EVAL_SET].fillna("windows") if contract.EVAL_SET in table else digests
+    counts = ", ".join(f"{count} on {digest} ({kind})" for (digest, kind), count in
+                       pd.Series(list(zip(digests, kinds))).value_counts().items())  # fmt: skip
+    return [
+        f"warning: these runs were evaluated on {digests.nunique()} different eval sets ({counts}): their losses do "
+        "not compare; relaunch the sweep with one data.eval_set (or overwrite=true for the odd runs)"
+    ]
 
 
 def _diverged_note(table: pd.DataFrame) -> list[str]:
@@ -239,6 +263,8 @@ def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
             "loss": table[columns.loss].to_numpy(float),
             "budget": table[columns.budget].to_numpy(float) if columns.budget else np.nan,
             "epochs": table[columns.epochs].to_numpy(float) if columns.epochs else np.nan,
+            "seed": np.nan,
+            "loss_se": np.nan,
         }
     )
     runs, dropped = _valid(runs, f"{columns.n}, {columns.flops or columns.d} or {columns.loss}")

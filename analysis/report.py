@@ -20,7 +20,9 @@ from analysis.fitting import fit_parser, load_and_analyse, read_and_analyse
 from analysis.reporting.document import write_section
 from analysis.reporting.fit_figures import make_figures
 from analysis.reporting.fit_section import render
+from analysis.reporting.noise_section import section as noise_section
 from analysis.reporting.page import write_page
+from analysis.reporting.placement_section import section as placement_section
 from analysis.reporting.prediction_section import predictions, predictor
 from analysis.reporting.prediction_section import section as prediction_section
 from analysis.reporting.summary_section import section as summary_section
@@ -71,10 +73,15 @@ def report(args: argparse.Namespace) -> int:
     figures = make_figures(analysis, folder / contract.FIGURES_DIR)
     write_section(folder / contract.REPORT_FILE, "fit", render(analysis, other_convention(args, analysis), figures))
     held = predictions(analysis, predictor(analysis))
-    write_section(folder / contract.REPORT_FILE, "summary", summary_section(analysis, held))
-    predicted = prediction_section(analysis, Path(args.path), folder / contract.FIGURES_DIR, held)
-    if predicted is not None:
-        write_section(folder / contract.REPORT_FILE, "prediction", predicted)
+    written = {
+        "summary": summary_section(analysis, held),
+        "prediction": prediction_section(analysis, Path(args.path), folder / contract.FIGURES_DIR, held),
+        "placement": placement_section(analysis, folder / contract.FIGURES_DIR),
+        "noise": noise_section(analysis, report_folder(Path(args.path))),
+    }
+    for name, text in written.items():
+        if text is not None:
+            write_section(folder / contract.REPORT_FILE, name, text)
     page = write_page(folder / contract.REPORT_FILE)
     if not analysis.results:  # the report is still written (the runs figure), but say plainly that nothing was fitted
         print("warning: nothing could be fitted: " + "; ".join(analysis.skipped.values()), file=sys.stderr)

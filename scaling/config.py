@@ -58,8 +58,15 @@ class DataConfig:
     val_path: Optional[str] = None  # tokens: optional held-out token file
     token_dtype: str = "uint16"  # tokens: dtype of a raw .bin file
     jsonl_field: str = "text"
-    val_fraction: float = 0.01  # share of files (pystdlib/text) or tail tokens (tokens) held out
+    # Share of files (pystdlib/text) or tail tokens (tokens) held out. 5%: the standard library's 1% held
+    # 17 documents, too few for an evaluation set with no document over 5% of it.
+    val_fraction: float = 0.05
     eval_tokens: int = 65536  # size of the fixed held-out evaluation set
+    # No validation document gives more than this share of the evaluation set (scaling/data/eval_set.py).
+    eval_max_doc_share: float = 0.05
+    # The evaluation set (scaling/data/eval_set.py): documents | windows (that of runs made before this field).
+    # Unset: a resumed run keeps the set it started with, a new run takes documents; config.yaml records it.
+    eval_set: Optional[str] = None
     cache_dir: Optional[str] = None  # default: $SCALING_CACHE or ~/.cache/scaling
     # The data order (scaling/data/order.py): feistel | permutation (that of runs made before this field).
     # Unset: a resumed run keeps the order it started with, a new run takes feistel; config.yaml records it.
@@ -88,6 +95,11 @@ class TrainConfig:
     b2: float = 0.95
     eps: float = 1e-8
     weight_decay: float = 0.1
+    # Weight decay by timescale (Wang & Aitchison 2024): AdamW's weights are an exponential moving average of
+    # its updates over about 1 / (lr x weight_decay) steps. Set, this is that timescale as a fraction of the
+    # run's steps, and the weight decay becomes 1 / (lr x timescale x steps) (train.weight_decay is ignored),
+    # so runs of every length are regularised alike. A WSD branch keeps the decay of the run it starts from.
+    weight_decay_timescale: Optional[float] = None
     grad_clip: float = 1.0
     seed: int = 0  # parameter initialisation
     data_seed: Optional[int] = None  # data order; defaults to seed
@@ -135,6 +147,11 @@ class SweepConfig:
     point: Optional[int] = None  # IsoFLOP: offset of this model size from the expected optimum
     spacing: float = 2.0  # IsoFLOP: ratio between neighbouring sizes
     tokens_per_param: float = 20.0  # IsoFLOP: where the grid is centred (Chinchilla's D/N = 20)
+    # Seeds: every grid point trains at `seeds` seeds (train.seed, and the data order that follows it),
+    # train.seed + seeds x seed_offset + k for k < seeds, so seed_offset=1 is a second design that shares
+    # no seed with the first (scaling/sweeping/jobs.py). A run at a seed other than train.seed is named by it.
+    seeds: int = 1
+    seed_offset: int = 0
     # WSD ladder: budgets, as fractions of train.tokens, reached by cooldown branches of one run.
     branches: list[float] = field(default_factory=list)
     # Predict, then verify (scaling/sweeping/holdout.py): after the grid, one run at this factor times the

@@ -27,7 +27,6 @@ from scaling.data.order import (
     ORDERS,
     PERMUTATION,
     DataOrder,
-    eval_set,
     feistel,
     feistel_keys,
     half_bits,
@@ -416,7 +415,7 @@ def test_an_old_run_resumes_and_is_probed_with_the_order_it_trained_with(tmp_pat
     np.testing.assert_array_equal(open_data(run).update_batch(8), open_data(read_run(reference)).update_batch(8))
 
 
-# ---- windows, evaluation set, warnings ----
+# ---- windows, warnings ----
 
 
 def test_sequences_are_the_fixed_windows():
@@ -444,16 +443,6 @@ def test_sequences_from_a_memmap(tmp_path):
 def test_too_short_for_one_sequence_names_the_field():
     with pytest.raises(ConfigError, match="model.seq_len"):
         n_sequences(64, seq_len=64)
-
-
-def test_eval_set_is_fixed_spread_and_capped():
-    val = np.arange(1001, dtype=np.uint16)
-    small = eval_set(val, seq_len=10, n_tokens=50)
-    assert small.shape == (5, 11)
-    np.testing.assert_array_equal(small[:, 0], [0, 200, 400, 600, 800])
-    np.testing.assert_array_equal(eval_set(val, 10, 50), small)
-    assert eval_set(val, 10, n_tokens=10**9).shape == (100, 11)
-    assert eval_set(val, 10, n_tokens=1).shape == (1, 11)
 
 
 def test_warn_if_repeats():

@@ -203,10 +203,3 @@ def sequences(tokens: np.ndarray, seq_ids: np.ndarray, seq_len: int) -> np.ndarr
     """(len(seq_ids), seq_len + 1) int32 windows, gathered from the memmap in one fancy-indexed read."""
     index_NL = np.asarray(seq_ids, dtype=np.int64)[:, None] * seq_len + np.arange(seq_len + 1)
     return np.asarray(tokens)[index_NL].astype(np.int32)
-
-
-def eval_set(val_tokens: np.ndarray, seq_len: int, n_tokens: int) -> np.ndarray:
-    """The fixed held-out windows (about `n_tokens` tokens), spread evenly over the validation split."""
-    available = n_sequences(len(val_tokens), seq_len)
-    count = min(available, max(1, n_tokens // seq_len))
-    return sequences(val_tokens, np.arange(count) * available // count, seq_len)

@@ -27,7 +27,7 @@ from scaling.files import write_json
 from scaling.planning.grids import CHINCHILLA_TOKENS_PER_PARAM, expected_optimum, grid_ladder, sweep_values
 from scaling.planning.ladder import Rung, nearest_rung
 from scaling.runtime import initialize
-from scaling.sweeping.jobs import run_one
+from scaling.sweeping.jobs import run_one, seeded_runs
 from scaling.sweeping.naming import run_folder, run_name, sweep_dir
 
 # Which fit names the held-out size: the parametric fit when it converged, else the IsoFLOP minima.
@@ -111,6 +111,7 @@ def run_holdout(config: DictConfig) -> dict | None:
         return None
     swept = {"train.flops": plan.budget, "sweep.point": plan.point}
     cfg = cfg_replace(cfg, train={"flops": plan.budget, "tokens": None}, sweep={"point": plan.point})
+    cfg, swept = seeded_runs(cfg, swept)[0]  # one run, at the design's first seed
     name, legacy = f"{HOLDOUT_PREFIX}{run_name(swept)}", f"{LEGACY_HOLDOUT_PREFIX}{run_name(swept, legacy=True)}"
     cfg = dataclasses.replace(cfg, run_dir=str(run_folder(sweep_dir(cfg) / contract.RUNS_SUBDIR, name, legacy)))
     write_json(sweep_dir(cfg) / contract.HOLDOUT_FILE, {**plan.as_dict(), "run_name": Path(cfg.run_dir).name})

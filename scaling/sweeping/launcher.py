@@ -58,18 +58,24 @@ class PackingLauncher(Launcher):
         return config
 
     def _train_packs(self, configs: list[DictConfig]) -> dict[int, dict]:
-        """Train every group of packable jobs, `sweep.pack` at a time; the job index -> its recorded summary."""
+        """Train every group of packable runs, `sweep.pack` at a time; the job index -> what its task returns.
+        A job some of whose runs (seeds) trained in a pack trains the rest here too, so its task has them all."""
         groups: dict[tuple, list[tuple[int, object, dict]]] = {}
-        runtime = None
+        job_runs, runtime = {}, None
         for i, config in enumerate(configs):
-            cfg = run_config(config)
-            cfg, swept, dropped = plan_job(cfg, config.hydra.sweeper.get("params"), config.hydra.overrides.task)
-            if dropped or cfg.sweep.branches or completed_summary(cfg) is not None:
+            runs, dropped = plan_job(
+                run_config(config), config.hydra.sweeper.get("params"), config.hydra.overrides.task
+            )
+            if dropped or any(cfg.sweep.branches for cfg, _ in runs):
                 continue
-            runtime = runtime or initialize(cfg.compilation_cache)
-            plan = make_plan(cfg, load_corpus(cfg.data, progress=False).vocab_size)
-            groups.setdefault(pack_key(cfg, plan), []).append((i, cfg, swept))
-        trained = {}
+            job_runs[i] = runs
+            for cfg, swept in runs:
+                if completed_summary(cfg) is not None:
+                    continue
+                runtime = runtime or initialize(cfg.compilation_cache)
+                plan = make_plan(cfg, load_corpus(cfg.data, progress=False).vocab_size)
+                groups.setdefault(pack_key(cfg, plan), []).append((i, cfg, swept))
+        trained: dict[int, dict[str, dict]] = {}
         for members in groups.values():
             size = auto_pack(members[0][1].sweep.pack)
             for start in range(0, len(members), size):
@@ -79,5 +85,11 @@ class PackingLauncher(Launcher):
                 log.info(f"packing {len(pack)} runs in one program")
                 summaries = train_pack([cfg for _, cfg, _ in pack], runtime, [swept for _, _, swept in pack])
                 for (i, cfg, swept), summary in zip(pack, summaries):
-                    trained[i] = run_one(cfg, swept, {}, runtime, trained=summary)
-        return trained
+                    trained.setdefault(i, {})[Path(cfg.run_dir).name] = run_one(
+                        cfg, swept, {}, runtime, trained=summary
+                    )
+        for i, done in trained.items():
+            for cfg, swept in job_runs[i]:
+                if Path(cfg.run_dir).name not in done:
+                    done[Path(cfg.run_dir).name] = run_one(cfg, swept, {}, runtime)
+        return {i: done if len(done) > 1 else next(iter(done.values())) for i, done in trained.items()}

@@ -101,6 +101,8 @@ def named_run(cfg: RunConfig, swept: dict[str, Any]) -> RunConfig:
 
 
 def _compact(value: Any) -> str:
+    if value is None:
+        return "null"  # as Hydra writes it
     if isinstance(value, float):
         text = f"{value:.4g}"
         return text.replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
@@ -108,6 +110,10 @@ def _compact(value: Any) -> str:
 
 
 def _number_or_text(value: str) -> Any:
+    """The swept value as its type: a number, None for Hydra's null (so that a column of the runs table
+    swept over null and numbers keeps one type), else the text."""
+    if value == "null":
+        return None
     for cast in (int, float):
         try:
             return cast(value)

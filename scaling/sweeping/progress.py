@@ -70,13 +70,14 @@ def planned_runs(config: DictConfig, plan_job, make_plan) -> list[PlannedRun]:
         node = base.copy()
         for key, value in combo:
             OmegaConf.update(node, key, value, merge=False)
-        task = [f"{key}={value}" for key, value in combo]
-        cfg, _, dropped = plan_job(to_dataclass(node), config.hydra.sweeper.get("params"), task)
+        task = [f"{key}={'null' if value is None else value}" for key, value in combo]  # as Hydra writes it
+        seeded, dropped = plan_job(to_dataclass(node), config.hydra.sweeper.get("params"), task)
         if dropped:
             continue
-        plan = make_plan(cfg)
-        per_step = plan.tokens_per_step * 6 * plan.params.total
-        runs.append(PlannedRun(Path(cfg.run_dir).name, per_step * plan.steps, plan.steps, per_step, cfg, plan))
+        for cfg, _ in seeded:
+            plan = make_plan(cfg)
+            per_step = plan.tokens_per_step * 6 * plan.params.total
+            runs.append(PlannedRun(Path(cfg.run_dir).name, per_step * plan.steps, plan.steps, per_step, cfg, plan))
     return runs
 
 

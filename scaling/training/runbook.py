@@ -18,6 +18,7 @@ import numpy as np
 from scaling import contract, diskspace
 from scaling.config import RunConfig
 from scaling.data.corpus import Corpus
+from scaling.data.eval_set import loss_and_se, run_eval_windows
 from scaling.data.order import DataOrder, n_sequences, sequences
 from scaling.errors import ConfigError
 from scaling.model.attention import resolve_attention_impl
@@ -26,7 +27,7 @@ from scaling.training import checkpoint, rundir
 from scaling.training.divergence import DivergenceMonitor
 from scaling.training.mesh import is_writer
 from scaling.training.provenance import environment
-from scaling.training.schedule import learning_rate
+from scaling.training.schedule import learning_rate, weight_decay
 from scaling.training.tracking import Tracker
 
 
@@ -41,6 +42,11 @@ class RunBook:
             n_seqs=n_sequences(len(corpus.train), plan.model.seq_len),
             kind=cfg.data.order,
         )
+        self.eval_set = run_eval_windows(
+            cfg.data, corpus.val, corpus.meta.get("eot_id"), plan.model.seq_len, cfg.train.batch_size
+        )
+        self.eval_se, self.eval_seconds = math.nan, []  # the last evaluation's error; each one's time
+        self.window_losses: np.ndarray | None = None  # the last evaluation's loss per window
         self.mngr = checkpoint.manager(run_dir, cfg.checkpoint)
         self.checkpoint_bytes = checkpoint.size_estimate(plan.params.total)
         self.monitor = DivergenceMonitor(plan.vocab_size)
@@ -128,6 +134,19 @@ class RunBook:
             )
         return self.monitor.add(step, loss) is None
 
+    def evaluated(self, window_losses_N: np.ndarray, seconds: float) -> float:
+        """An evaluation's loss, from the loss of every window; its error over documents and its time are kept."""
+        # (a `windows` set of runs made before documents may end in a partial batch, which is not scored)
+        self.window_losses = window_losses_N[: len(self.eval_set.document_N)]
+        loss, self.eval_se = loss_and_se(self.window_losses, self.scored_documents)
+        self.eval_seconds.append(seconds)
+        return loss
+
+    @property
+    def scored_documents(self) -> np.ndarray:
+        """The document of each window the last evaluation scored."""
+        return self.eval_set.document_N[: len(self.window_losses)]
+
     def save(self, step: int, params: Any, opt_state: Any, eval_loss: float, wall_s: float) -> None:
         """A checkpoint on the schedule, with its evaluation, and the metrics table so far."""
         self.rows.append(self.row(step, eval_loss=eval_loss, wall_s=wall_s))
@@ -138,6 +157,8 @@ class RunBook:
         checkpoint.save(self.mngr, step, params, opt_state, record)
         if is_writer():
             rundir.write_metrics(self.run_dir, self.rows)
+            if self.window_losses is not None:
+                rundir.write_eval_windows(self.run_dir, self.scored_documents, self.window_losses)
 
     def save_for_preemption(self, step: int, params: Any, opt_state: Any, wall_s: float) -> None:
         """A step off the schedule: no evaluation (it would add a row an uninterrupted run lacks,
@@ -188,6 +209,16 @@ class RunBook:
             "epochs": self.order.epochs(self.step),
             "final_train_loss": float(train.train_loss.iloc[-1]) if len(train) else math.nan,
             "final_eval_loss": float(evals.eval_loss.iloc[-1]) if len(evals) else math.nan,
+            # the final loss's standard error over validation documents (scaling/data/eval_set.py), and what
+            # evaluating cost this launch: the first evaluation compiles, so the median is the one to quote
+            contract.FINAL_EVAL_LOSS_SE: self.eval_se,
+            **self.eval_set.describe(),
+            "eval_count": len(self.eval_seconds),
+            "eval_s": float(np.sum(self.eval_seconds)),
+            "eval_s_median": float(np.median(self.eval_seconds)) if self.eval_seconds else math.nan,
+            "weight_decay_applied": weight_decay(self.cfg.train, plan.steps),
+            contract.SEED: self.cfg.train.seed,
+            "data_seed": self.order.seed,
             "wall_s": wall_s,
             "compile_s": compile_s,
             contract.PARAMS_DIGEST: checkpoint.params_digest(params),

@@ -89,16 +89,23 @@ def eval_chunks(eval_NxT1: np.ndarray, batch_size: int) -> np.ndarray:
     return eval_NxT1[:n].reshape(-1, chunk, eval_NxT1.shape[-1])
 
 
-def make_eval(graphdef: nnx.GraphDef, micro: int = 1):
-    """Mean loss over the fixed held-out chunks; one host sync per evaluation. Each chunk goes
-    through the model in `micro` equal pieces, split as the train step splits its batch (the same
-    windows whatever the split, so evaluations compare across machines)."""
+def window_losses(graphdef: nnx.GraphDef, params: Any, seqs_BxT1: jax.Array) -> jax.Array:
+    """(B,) mean loss of each window's targets."""
+    model = nnx.merge(graphdef, params)
+    return token_losses(model(seqs_BxT1[:, :-1]), seqs_BxT1[:, 1:]).mean(axis=-1)
 
-    @jax.jit
+
+def make_eval(graphdef: nnx.GraphDef, micro: int = 1, out_sharding=None):
+    """The loss of every held-out window, as (chunks * batch,) in the windows' order; one host sync per
+    evaluation. Each chunk goes through the model in `micro` equal pieces, split as the train step
+    splits its batch (the same windows whatever the split, so evaluations compare across machines).
+    `out_sharding` (replicated on a mesh) lets every process read the whole vector."""
+
     def evaluate(params, chunks_CxBxT1):
         c, b, t1 = chunks_CxBxT1.shape
         pieces = jax.vmap(lambda chunk: micro_split(chunk, micro))(chunks_CxBxT1).reshape(c * micro, b // micro, t1)
-        per_piece = jax.lax.map(lambda s: loss_fn(graphdef, params, s), pieces)
-        return per_piece.mean()
+        per_piece = jax.lax.map(lambda s: window_losses(graphdef, params, s), pieces)  # (c * micro, b / micro)
+        # piece a of a chunk holds rows a, a + micro, ...: undo micro_split to restore the windows' order
+        return per_piece.reshape(c, micro, b // micro).swapaxes(1, 2).reshape(c * b)
 
-    return evaluate
+    return jax.jit(evaluate) if out_sharding is None else jax.jit(evaluate, out_shardings=out_sharding)

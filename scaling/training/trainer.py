@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
@@ -27,8 +28,9 @@ from tqdm import tqdm
 from scaling import contract, diskspace
 from scaling.config import RunConfig, replace
 from scaling.data.corpus import Corpus
+from scaling.data.eval_set import run_eval_set
 from scaling.data.load import load_corpus
-from scaling.data.order import eval_set, run_order, warn_if_repeats
+from scaling.data.order import run_order, warn_if_repeats
 from scaling.model.mup import optimizer_multipliers
 from scaling.model.transformer import build_model
 from scaling.planning.plan import Plan, make_plan
@@ -80,12 +82,18 @@ class Preemption:
 
 
 def with_run_order(cfg: RunConfig, run_dir: Path) -> RunConfig:
-    """cfg with data.order set: as asked, else the order the run in `run_dir` started with (a new branch:
-    that of the run it starts from, whose data stream it continues), else the newest."""
+    """cfg with data.order and data.eval_set set: as asked, else what the run in `run_dir` started with (a
+    new branch: what the run it starts from had, whose data stream it continues), else the newest."""
     stored = None if cfg.overwrite else rundir.read_config(run_dir)
     if stored is None and cfg.train.init_from is not None:
         stored = rundir.read_config(Path(cfg.train.init_from))
-    return replace(cfg, data={"order": run_order(cfg.data.order, rundir.recorded_order(stored))})
+    return replace(
+        cfg,
+        data={
+            "order": run_order(cfg.data.order, rundir.recorded_order(stored)),
+            "eval_set": run_eval_set(cfg.data.eval_set, rundir.recorded_eval_set(stored)),
+        },
+    )
 
 
 class Trainer:
@@ -125,11 +133,12 @@ class Trainer:
         t0 = time.perf_counter()
         self.step_fn, _ = programs.compiled(programs.key("step", cfg, plan, mesh), build_step)
         self.compile_s = time.perf_counter() - t0
-        chunks = eval_chunks(eval_set(book.corpus.val, plan.model.seq_len, cfg.data.eval_tokens), cfg.train.batch_size)
+        chunks = eval_chunks(book.eval_set.windows_NxT1, cfg.train.batch_size)
         self.eval_chunks = global_batch(chunks, NamedSharding(mesh, PartitionSpec(None, BATCH_AXES)))
         micro = plan.grad_accum if chunks.shape[1] % plan.grad_accum == 0 else 1
         self.evaluate, _ = programs.compiled(
-            programs.key("eval", cfg, plan, mesh, micro, chunks.shape), lambda: make_eval(self.graphdef, micro)
+            programs.key("eval", cfg, plan, mesh, micro, chunks.shape),
+            lambda: make_eval(self.graphdef, micro, replicated),
         )
 
     def resume(self) -> None:
@@ -139,7 +148,9 @@ class Trainer:
             self.params, self.opt_state = restored["params"], restored["opt_state"]
 
     def save(self, step: int, wall_s: float) -> float:
-        eval_loss = float(self.evaluate(self.params, self.eval_chunks))
+        t0 = time.perf_counter()
+        losses_N = np.asarray(self.evaluate(self.params, self.eval_chunks))  # the evaluation's one host sync
+        eval_loss = self.book.evaluated(losses_N, time.perf_counter() - t0)
         self.book.save(step, self.params, self.opt_state, eval_loss, wall_s)
         self.last_log = (step, time.perf_counter())  # evaluation time is not training throughput
         return eval_loss
