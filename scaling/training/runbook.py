@@ -29,6 +29,10 @@ from scaling.training.provenance import environment
 from scaling.training.schedule import learning_rate
 from scaling.training.tracking import Tracker
 
+# Batches are gathered for this many tokens of steps at once (a quarter of a million: one step of a
+# large model, hundreds of a tiny one's).
+BATCH_BLOCK_TOKENS = 1 << 18
+
 
 class RunBook:
     """Everything one run writes, and the state a resume rebuilds (step, rows, divergence rule)."""
@@ -47,10 +51,24 @@ class RunBook:
         self.rows: list[dict] = []
         self.step, self.wall_before = 0, 0.0
         self.tracker: Tracker | None = None
+        self._block: tuple[int, np.ndarray] = (0, np.zeros((0,)))  # (first step, its batches): see `batch`
+        # Every step's lr, computed once: per row it was a dozen eager ops, more host time than a
+        # small model's step on a busy core. On the CPU: on an accelerator it would queue behind the step.
+        with jax.default_device(jax.local_devices(backend="cpu")[0]):
+            self.lrs = np.asarray(learning_rate(cfg.train, plan.steps, np.arange(plan.steps + 1)))
 
     def batch(self, step: int) -> np.ndarray:
-        """(B, T + 1) token windows of `step`: a pure function of the run's data seed and the step."""
-        return sequences(self.corpus.train, self.order.indices(step), self.plan.model.seq_len)
+        """(B, T + 1) token windows of `step`: a pure function of the run's data seed and the step.
+
+        Gathered BATCH_BLOCK_TOKENS at a time: the data order's few dozen vector operations per call
+        cost more host time per step than a tiny model's step itself when taken one step at a time."""
+        start, block = self._block
+        if not start <= step < start + len(block):
+            b, t1 = self.cfg.train.batch_size, self.plan.model.seq_len + 1
+            count = max(1, BATCH_BLOCK_TOKENS // (b * t1))
+            ids = self.order.indices(step, count)
+            self._block = start, block = step, sequences(self.corpus.train, ids, t1 - 1).reshape(count, b, t1)
+        return block[step - start]
 
     def resume(self, abstract: dict[str, Any]) -> dict[str, Any] | None:
         """The newest good checkpoint of this run, else `train.init_from`'s step (a WSD branch), else None;
@@ -94,10 +112,7 @@ class RunBook:
 
     def row(self, step: int, **values) -> dict:
         tokens = step * self.plan.tokens_per_step
-        with jax.default_device(
-            jax.local_devices(backend="cpu")[0]
-        ):  # on an accelerator it would queue behind the step in flight
-            lr = float(learning_rate(self.cfg.train, self.plan.steps, step))
+        lr = float(self.lrs[step])
         base = {"step": step, "tokens": tokens, "flops": tokens * self.plan.flops_per_token["6n"], "lr": lr}
         blank = {name: math.nan for name in contract.METRIC_COLUMNS if name not in base}
         return {**base, **blank, **values}
