@@ -104,6 +104,8 @@ BOUNDS: dict[str, Range] = {
     "sweep.spacing": Range(1, example="2.0"),
     "sweep.tokens_per_param": Range(0, example="20"),
     "sweep.holdout_factor": Range(0, low_closed=True, example="4 (or 0: no held-out run)"),
+    "sweep.pack": Range(0, low_closed=True, example="0 (chosen for the device) or K runs per program"),
+    "sweep.jobs": Range(0, low_closed=True, example="0 (chosen for the machine), 1 (one at a time) or K at once"),
 }
 
 
