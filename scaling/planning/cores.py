@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 # A run gets one thread per this many FLOPs of its train step (6ND-style count with attention, per
 # step): below it a second thread gained a run less than a second run beside it did.
-FLOPS_PER_THREAD = 4e9
+FLOPS_PER_THREAD = 2e9
 
 
 @dataclass(frozen=True)

@@ -106,8 +106,8 @@ class LocalLauncher(Launcher):
         return config
 
     def _trainable(self, configs: list[DictConfig]) -> dict[int, tuple[RunConfig, dict, object]]:
-        """The jobs that will train, job index -> (run config, swept values, plan); dropped grid points
-        and finished runs are left out (their jobs settle them at once, here)."""
+        """The jobs that will train, job index -> (run config, swept values, plan); dropped grid points,
+        finished runs and bad configs are left out (their jobs settle them at once, here)."""
         jobs = {}
         for i, config in enumerate(configs):
             cfg, swept, dropped = plan_job(
