@@ -30,11 +30,11 @@ class ModelConfig:
     head_dim: int = 8
     aspect_ratio: float = 32.0
     min_layers: int = 2
-    d_ff: Optional[int] = None  # default: 4*d_model (gelu) or 8/3*d_model rounded to 64 (swiglu)
+    d_ff: Optional[int] = None  # default: 4*d_model (gelu) or 8/3*d_model to a multiple of head_dim (swiglu)
     norm_position: str = "pre"  # pre | post
     norm: str = "rmsnorm"  # rmsnorm | layernorm
     position: str = "rope"  # rope | learned
-    mlp: str = "gelu"  # gelu | swiglu
+    mlp: str = "swiglu"  # swiglu (Llama's; measured better than gelu at equal parameters and FLOPs) | gelu
     tie_embeddings: bool = True
     use_bias: bool = False
     init_std: float = 0.02

@@ -60,7 +60,7 @@ def test_tiny_sweep_fills_the_table_then_relaunch_trains_nothing(tiny_sweep):
 def test_run_names_are_readable_and_stable(tiny_sweep):
     root, _, _ = tiny_sweep
     names = sorted(p.name for p in (root / "tiny" / "runs").iterdir())
-    assert names[0] == "flops=4e10,point=-1" and len(names) == 6
+    assert names[0] == "flops-4e10_point--1" and len(names) == 6
 
 
 @pytest.mark.slow

@@ -47,7 +47,8 @@ class PlannedRun:
 
 
 def job_overrides(config: DictConfig) -> list[list[tuple[str, Any]]]:
-    """Every job's swept (key, value) pairs, in Hydra's basic sweeper's order."""
+    """Every job's swept (key, value) pairs, in Hydra's basic sweeper's order. A sweeper param with one
+    value is a key of every job (Hydra passes it to each job, so it names the run) with that value."""
     params = config.hydra.sweeper.get("params") or {}
     texts = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
     lists: dict[str, list[tuple[str, Any]]] = {}
@@ -55,7 +56,7 @@ def job_overrides(config: DictConfig) -> list[list[tuple[str, Any]]]:
         key = override.get_key_element()
         if override.is_sweep_override() and override.is_discrete_sweep() and not key.startswith("hydra"):
             lists[key] = [(key, value) for value in override.sweep_iterator()]
-        elif key in lists:  # one value on the command line replaces the sweep definition's list, as in Hydra
+        elif key in lists or key in params:  # one value (on the command line, it replaces the sweep's list)
             lists[key] = [(key, override.value())]
     return [list(combo) for combo in itertools.product(*lists.values())]
 

@@ -11,6 +11,7 @@ from typing import Any
 from scaling.config import RunConfig
 from scaling.config import replace as cfg_replace
 from scaling.errors import ConfigError
+from scaling.sweeping.naming import extended
 from scaling.training.schedule import warmup_steps
 
 MAIN_RUN = {"branch_of": "", "shared_tokens": 0, "branch_fraction": 1.0}  # table fields of a run that is no branch
@@ -50,7 +51,8 @@ def wsd_ladder(cfg: RunConfig) -> list[tuple[RunConfig, dict[str, Any]]]:
             },
             checkpoint={"steps": [start]},
         )
-        branch = dataclasses.replace(branch, run_dir=f"{main.run_dir},branch={end / total:.3g}")
+        name = extended(Path(main.run_dir).name, "branch", float(f"{end / total:.3g}"))
+        branch = dataclasses.replace(branch, run_dir=str(Path(main.run_dir).with_name(name)))
         runs.append((branch, branch_fields(branch, main)))
     return runs
 
