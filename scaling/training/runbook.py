@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ class RunBook:
         self.step, self.wall_before = 0, 0.0
         self.tracker: Tracker | None = None
         self._block: tuple[int, np.ndarray] = (0, np.zeros((0,)))  # (first step, its batches): see `batch`
+        # Seconds this process spent evaluating (added by the trainer) and writing checkpoints: where a
+        # run's wall time goes besides its steps, in summary.json.
+        self.eval_s = self.checkpoint_s = 0.0
         # Every step's lr, computed once: per row it was a dozen eager ops, more host time than a
         # small model's step on a busy core. On the CPU: on an accelerator it would queue behind the step.
         with jax.default_device(jax.local_devices(backend="cpu")[0]):
@@ -149,10 +153,12 @@ class RunBook:
         if self.tracker is not None:
             self.tracker.log(step, {"eval/loss": eval_loss})
         record = {"tokens": step * self.plan.tokens_per_step, "wall_s": wall_s, "eval_loss": eval_loss}
+        t0 = time.perf_counter()
         self.require_space()
         checkpoint.save(self.mngr, step, params, opt_state, record)
         if is_writer():
             rundir.write_metrics(self.run_dir, self.rows)
+        self.checkpoint_s += time.perf_counter() - t0
 
     def save_for_preemption(self, step: int, params: Any, opt_state: Any, wall_s: float) -> None:
         """A step off the schedule: no evaluation (it would add a row an uninterrupted run lacks,
@@ -205,6 +211,10 @@ class RunBook:
             "final_eval_loss": float(evals.eval_loss.iloc[-1]) if len(evals) else math.nan,
             "wall_s": wall_s,
             "compile_s": compile_s,
+            "eval_s": self.eval_s,
+            "checkpoint_s": self.checkpoint_s,
+            # XLA:CPU's compute threads: equal counts give equal numbers whatever trains beside the run
+            "cpu_threads": runtime.get("cpu_threads"),
             contract.PARAMS_DIGEST: checkpoint.params_digest(params),
             contract.CORPUS_HASH: meta.get(contract.CORPUS_HASH),
             contract.TOKENIZER_HASH: meta.get(contract.TOKENIZER_HASH),

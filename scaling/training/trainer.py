@@ -139,7 +139,9 @@ class Trainer:
             self.params, self.opt_state = restored["params"], restored["opt_state"]
 
     def save(self, step: int, wall_s: float) -> float:
+        t0 = time.perf_counter()
         eval_loss = float(self.evaluate(self.params, self.eval_chunks))
+        self.book.eval_s += time.perf_counter() - t0
         self.book.save(step, self.params, self.opt_state, eval_loss, wall_s)
         self.last_log = (step, time.perf_counter())  # evaluation time is not training throughput
         return eval_loss
