@@ -157,9 +157,13 @@ class SweepConfig:
     # Predict, then verify (scaling/sweeping/holdout.py): after the grid, one run at this factor times the
     # largest budget, at the size the fits call optimal; 0 for none.
     holdout_factor: float = 0.0
-    # hydra/launcher=packed: how many runs of one shape train in one vmapped program (scaling/training/packed.py);
-    # 0 chooses (1 on CPU, where packing measured slower; 8 on accelerators).
+    # hydra/launcher=local on an accelerator: how many runs of one shape train in one vmapped program
+    # (scaling/training/packed.py); 0 chooses (1 on CPU, where packing measured slower; 8 on accelerators).
     pack: int = 0
+    # hydra/launcher=local on a CPU: how many runs train side by side, each in its own process on its own
+    # cores (cores / jobs each); 0 chooses for each run from the core count and its size
+    # (scaling/planning/cores.py); 1 trains them one after another in the launching process.
+    jobs: int = 0
     # Set by the launching command (scaling/cli.py), never by hand: the keys a command-line multirun
     # varies (with the keys of hydra.sweeper.params they name each run's folder), and this launch's id.
     vary: list[str] = field(default_factory=list)
@@ -182,6 +186,9 @@ class BenchConfig:
     steps: int = 10
     warmup: int = 3
     pack: int = 1  # > 1: also time this many runs packed in one vmapped program
+    # != 1: also time K runs side by side, each in its own process on its own cores (0: as many as
+    # hydra/launcher=local would train at once for this size, scaling/planning/cores.py)
+    jobs: int = 1
 
 
 @dataclass

@@ -120,6 +120,15 @@ def test_positions_continue_across_epoch_boundaries(kind):
 
 
 @pytest.mark.parametrize("kind", ORDERS)
+def test_a_block_of_steps_equals_its_steps_one_by_one(kind):
+    """The trainer gathers many steps at once (RunBook.batch); the ids must be those of each step alone,
+    across epoch boundaries too."""
+    order = DataOrder(seed=5, batch_size=7, n_seqs=30, kind=kind)
+    block = order.indices(3, steps=11)
+    np.testing.assert_array_equal(block, np.concatenate([order.indices(step) for step in range(3, 14)]))
+
+
+@pytest.mark.parametrize("kind", ORDERS)
 def test_batch_larger_than_an_epoch(kind):
     order = DataOrder(seed=2, batch_size=25, n_seqs=10, kind=kind)
     np.testing.assert_array_equal(order.indices(1), stream(order, 5)[25:50])

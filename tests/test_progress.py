@@ -69,6 +69,11 @@ def test_the_estimate_joins_the_cheapest_and_dearest_step_by_a_line(tmp_path):
     assert estimate == pytest.approx(sum(r.steps * (0.002 + 1e-9 * r.flops_per_step) for r in runs))
     assert len(measured) == 2  # only two shapes are timed
     assert progress.estimate_seconds([], step_seconds) is None
+    # runs trained two at a time (hydra/launcher=local on two cores) take half the time; one run alone its own
+    alone = runs[0].name
+    halved = progress.estimate_seconds(runs, step_seconds, lambda r: 1 if r.name == alone else 2)
+    first = runs[0].steps * (0.002 + 1e-9 * runs[0].flops_per_step)
+    assert halved == pytest.approx(first + (estimate - first) / 2)
 
 
 def test_the_progress_line_counts_this_launch_only(tmp_path):

@@ -81,16 +81,17 @@ def planned_runs(config: DictConfig, plan_job, make_plan) -> list[PlannedRun]:
     return runs
 
 
-def estimate_seconds(runs: list[PlannedRun], time_step) -> float | None:
+def estimate_seconds(runs: list[PlannedRun], time_step, at_once=lambda run: 1) -> float | None:
     """Seconds to train `runs`: steps x (a + b x FLOPs per step), a and b from `time_step(cfg, plan)`
-    (median seconds of a short measured step) at the cheapest and the dearest shape."""
+    (median seconds of a short measured step) at the cheapest and the dearest shape, each run's time
+    divided by `at_once(run)`, how many runs like it train side by side."""
     if not runs:
         return None
     cheap, dear = min(runs, key=lambda r: r.flops_per_step), max(runs, key=lambda r: r.flops_per_step)
     t_cheap = time_step(cheap.cfg, cheap.plan)
     t_dear = time_step(dear.cfg, dear.plan) if dear.flops_per_step > cheap.flops_per_step else t_cheap
     slope = max(0.0, (t_dear - t_cheap) / (dear.flops_per_step - cheap.flops_per_step)) if dear is not cheap else 0.0
-    return sum(r.steps * (t_cheap + slope * (r.flops_per_step - cheap.flops_per_step)) for r in runs)
+    return sum(r.steps * (t_cheap + slope * (r.flops_per_step - cheap.flops_per_step)) / at_once(r) for r in runs)
 
 
 def duration(seconds: float) -> str:
@@ -139,11 +140,11 @@ def line(folder: Path, launch: str | None) -> str | None:
     )
 
 
-def announce(folder: Path, launch: str | None, plan_runs, time_step) -> None:
+def announce(folder: Path, launch: str | None, plan_runs, time_step, at_once=lambda run: 1) -> None:
     """Plan the sweep and print it; a sweep that cannot be planned is still launched (its jobs report why)."""
     try:
         runs = plan_runs()
     except (ConfigError, ValueError, KeyError) as err:
         print(f"plan: not estimated ({str(err).splitlines()[0][:160]}); each run reports for itself", file=sys.stderr)
         return
-    print(start(folder, launch, runs, estimate_seconds(runs, time_step)), file=sys.stderr)
+    print(start(folder, launch, runs, estimate_seconds(runs, time_step, at_once)), file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,10 @@ from scaling.training.mesh import is_writer
 from scaling.training.provenance import environment
 from scaling.training.schedule import learning_rate, weight_decay
 from scaling.training.tracking import Tracker
+
+# Batches are gathered for this many tokens of steps at once (a quarter of a million: one step of a
+# large model, hundreds of a tiny one's).
+BATCH_BLOCK_TOKENS = 1 << 18
 
 
 class RunBook:
@@ -53,10 +58,27 @@ class RunBook:
         self.rows: list[dict] = []
         self.step, self.wall_before = 0, 0.0
         self.tracker: Tracker | None = None
+        self._block: tuple[int, np.ndarray] = (0, np.zeros((0,)))  # (first step, its batches): see `batch`
+        # Seconds this process spent writing checkpoints: with eval_s, where a run's wall time goes
+        # besides its steps, in summary.json.
+        self.checkpoint_s = 0.0
+        # Every step's lr, computed once: per row it was a dozen eager ops, more host time than a
+        # small model's step on a busy core. On the CPU: on an accelerator it would queue behind the step.
+        with jax.default_device(jax.local_devices(backend="cpu")[0]):
+            self.lrs = np.asarray(learning_rate(cfg.train, plan.steps, np.arange(plan.steps + 1)))
 
     def batch(self, step: int) -> np.ndarray:
-        """(B, T + 1) token windows of `step`: a pure function of the run's data seed and the step."""
-        return sequences(self.corpus.train, self.order.indices(step), self.plan.model.seq_len)
+        """(B, T + 1) token windows of `step`: a pure function of the run's data seed and the step.
+
+        Gathered BATCH_BLOCK_TOKENS at a time: the data order's few dozen vector operations per call
+        cost more host time per step than a tiny model's step itself when taken one step at a time."""
+        start, block = self._block
+        if not start <= step < start + len(block):
+            b, t1 = self.cfg.train.batch_size, self.plan.model.seq_len + 1
+            count = max(1, BATCH_BLOCK_TOKENS // (b * t1))
+            ids = self.order.indices(step, count)
+            self._block = start, block = step, sequences(self.corpus.train, ids, t1 - 1).reshape(count, b, t1)
+        return block[step - start]
 
     def resume(self, abstract: dict[str, Any]) -> dict[str, Any] | None:
         """The newest good checkpoint of this run, else `train.init_from`'s step (a WSD branch), else None;
@@ -100,10 +122,7 @@ class RunBook:
 
     def row(self, step: int, **values) -> dict:
         tokens = step * self.plan.tokens_per_step
-        with jax.default_device(
-            jax.local_devices(backend="cpu")[0]
-        ):  # on an accelerator it would queue behind the step in flight
-            lr = float(learning_rate(self.cfg.train, self.plan.steps, step))
+        lr = float(self.lrs[step])
         base = {"step": step, "tokens": tokens, "flops": tokens * self.plan.flops_per_token["6n"], "lr": lr}
         blank = {name: math.nan for name in contract.METRIC_COLUMNS if name not in base}
         return {**base, **blank, **values}
@@ -153,12 +172,14 @@ class RunBook:
         if self.tracker is not None:
             self.tracker.log(step, {"eval/loss": eval_loss})
         record = {"tokens": step * self.plan.tokens_per_step, "wall_s": wall_s, "eval_loss": eval_loss}
+        t0 = time.perf_counter()
         self.require_space()
         checkpoint.save(self.mngr, step, params, opt_state, record)
         if is_writer():
             rundir.write_metrics(self.run_dir, self.rows)
             if self.window_losses is not None:
                 rundir.write_eval_windows(self.run_dir, self.scored_documents, self.window_losses)
+        self.checkpoint_s += time.perf_counter() - t0
 
     def save_for_preemption(self, step: int, params: Any, opt_state: Any, wall_s: float) -> None:
         """A step off the schedule: no evaluation (it would add a row an uninterrupted run lacks,
@@ -221,6 +242,9 @@ class RunBook:
             "data_seed": self.order.seed,
             "wall_s": wall_s,
             "compile_s": compile_s,
+            "checkpoint_s": self.checkpoint_s,
+            # XLA:CPU's compute threads: equal counts give equal numbers whatever trains beside the run
+            "cpu_threads": runtime.get("cpu_threads"),
             contract.PARAMS_DIGEST: checkpoint.params_digest(params),
             contract.CORPUS_HASH: meta.get(contract.CORPUS_HASH),
             contract.TOKENIZER_HASH: meta.get(contract.TOKENIZER_HASH),

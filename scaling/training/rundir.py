@@ -49,6 +49,7 @@ VOLATILE_FIELDS = {
     "sweep.launch",
     "sweep.seeds",  # (a run's own seed is train.seed; these say how the sweep chose it)
     "sweep.seed_offset",
+    "sweep.jobs",  # how many runs share the machine never changes a run's numbers (tests/test_side_by_side.py)
 }
 # Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
 # it (or with null) implies: a run started before data.order existed trained with the `permutation`

@@ -111,6 +111,8 @@ BOUNDS: dict[str, Range] = {
     "sweep.holdout_factor": Range(0, low_closed=True, example="4 (or 0: no held-out run)"),
     "sweep.seeds": Range(0, example="3 (every grid point at three seeds)"),
     "sweep.seed_offset": Range(0, low_closed=True, example="1 (a second design, sharing no seed with the first)"),
+    "sweep.pack": Range(0, low_closed=True, example="0 (chosen for the device) or K runs per program"),
+    "sweep.jobs": Range(0, low_closed=True, example="0 (chosen for the machine), 1 (one at a time) or K at once"),
 }
 
 
