@@ -2,8 +2,9 @@
 
 For a folder the report goes into it; for a CSV/parquet file into `<stem>_report/` beside it, so user
 data is never overwritten. A sweep that varies the learning rate gets the learning-rate transfer section
-instead of a scaling fit. Only that one section of report.md is rewritten; the other sections (probes,
-tasks) and any text a person added are kept. report.html is the whole report.md as one page with the
+instead of a scaling fit, and one whose runs differ in a swept switch (model.norm_position: pre,post) the
+comparison of its variants (analysis.compare). Only that one section of report.md is rewritten; the other
+sections (probes, tasks) and any text a person added are kept. report.html is the whole report.md as one page with the
 figures embedded, to open in a browser or share as one file.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.command import run
+from analysis.compare import report_variants
 from analysis.failures import InputError
 from analysis.fits.analyse import Analysis
 from analysis.fitting import fit_parser, load_and_analyse, read_and_analyse
@@ -61,7 +63,7 @@ def transfer_report(args: argparse.Namespace, folder: Path) -> bool:
 
 def report(args: argparse.Namespace) -> int:
     folder = report_folder(Path(args.path))
-    if transfer_report(args, folder):
+    if transfer_report(args, folder) or report_variants(args, folder):
         print(folder / contract.REPORT_FILE)
         print(write_page(folder / contract.REPORT_FILE))
         return 0

@@ -1,0 +1,209 @@
+"""Compare variants across scale: one joint fit, then each variant against the reference with bootstrap intervals.
+
+The runs of every variant are fitted together (joint_law.py: shared E unless freed); each variant's
+compute-optimal frontier then gives, against the reference (the first variant), the effective compute
+multiplier at each fitted budget and at the budgets asked for, the exponent difference, and the crossover
+compute (multiplier.py). Intervals are percentiles of refits to resampled runs: the grid points (runs that
+share a variant, N and D) are drawn with replacement within each variant's budget, and each point drawn
+redraws its seeds with replacement, so the interval holds both the choice of sizes and seed-to-seed noise.
+A point with one seed is one run, and this is the plain resampling of runs.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.failures import FitError
+from analysis.fits.approach2 import budget_groups
+from analysis.fits.approach3 import LawFit
+from analysis.fits.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT, WARN_FRACTION, resample_counts
+from analysis.fits.joint_law import JOINT, fit_joint, joint_data, refit_joint
+from analysis.fits.multiplier import crossover_log10, exponent_difference, frontier_constants, log_multiplier
+
+MIN_BUDGETS = 2
+EXTRAPOLATE = (10.0, 100.0)  # without budgets asked for: these multiples of the largest fitted budget
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """How to compare: bootstrap refits, seed, interval level, shared or free E, budgets to extrapolate to."""
+
+    n_boot: int = DEFAULT_N_BOOT
+    seed: int = 0
+    level: float = DEFAULT_LEVEL
+    shared_e: bool = True
+    budgets: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate and its interval (the interval may reach +-inf: a multiplier or crossover that is not
+    reached in some refits)."""
+
+    point: float
+    low: float
+    high: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"point": self.point, "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class Gap:
+    """One variant against the reference."""
+
+    label: str
+    multiplier: pd.DataFrame  # C, fitted (a budget the runs trained at), point, low, high
+    exponent_difference: Estimate  # gamma_v - gamma_r
+    crossover_log10: Estimate  # log10 FLOPs; +inf: the frontiers do not meet in the range searched
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The joint fit, each variant's frontier (point and replicates), and each variant against the reference."""
+
+    labels: tuple[str, ...]
+    config: CompareConfig
+    runs: pd.DataFrame  # run, N, D, C, loss, variant (index into labels), budget, point
+    budgets: np.ndarray  # the fitted budgets (FLOPs)
+    frontiers: list[dict[str, float]]  # per variant: E, A, B, alpha, beta, K, gamma
+    replicates: list[dict[str, np.ndarray]]  # the same, one value per bootstrap refit (NaN: the refit failed)
+    gaps: list[Gap]
+    counts: np.ndarray  # (n_boot, n_runs): how often each run entered each refit
+    warnings: tuple[str, ...]
+
+
+def grid_points(runs: pd.DataFrame) -> np.ndarray:
+    """An id per run: runs of one variant at the same N and D are one grid point (its seeds)."""
+    keys = runs[["variant", "N", "D"]].astype(float).round(6)
+    return keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
+
+
+def resample_points(strata: np.ndarray, points: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_runs) counts: points drawn with replacement within each stratum, then each drawn point's
+    seeds (its runs) drawn with replacement as many times as the point was drawn."""
+    ids, first = np.unique(points, return_index=True)
+    point_counts = resample_counts(strata[first], n_boot, seed)
+    rng = np.random.default_rng([seed, 1])
+    counts = np.zeros((n_boot, points.size), dtype=np.int64)
+    for column, point in enumerate(ids):
+        members = np.flatnonzero(points == point)
+        if members.size == 1:
+            counts[:, members[0]] = point_counts[:, column]
+        else:  # k draws of m seeds each: the sum of k multinomials is one multinomial of k m draws
+            counts[:, members] = rng.multinomial(
+                point_counts[:, column] * members.size, np.full(members.size, 1 / members.size)
+            )
+    return counts
+
+
+def with_budgets(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Runs with a `budget` per run (grouped by C where the table has none, as approach 2 does) and a grid point."""
+    runs = runs.reset_index(drop=True).copy()
+    notes: list[str] = []
+    for index in np.unique(runs["variant"]):
+        mine = runs["variant"] == index
+        budgets, group_notes = budget_groups(runs[mine])
+        runs.loc[mine, "budget"] = budgets
+        notes += group_notes
+    runs["point"] = grid_points(runs)
+    return runs, notes
+
+
+def compare(runs: pd.DataFrame, labels: tuple[str, ...], config: CompareConfig = CompareConfig()) -> Comparison:
+    """Fit every variant's runs jointly and compare each with the reference (variant 0).
+
+    `runs` has columns N, D, C, loss, variant (0 = reference) and budget (NaN: grouped by C).
+    """
+    runs, notes = with_budgets(runs)
+    for index, label in enumerate(labels):
+        found = np.unique(runs.loc[runs["variant"] == index, "budget"].dropna())
+        if found.size < MIN_BUDGETS:
+            raise FitError(
+                f"variant {label}: runs at {found.size} budget(s); comparing across scale needs at least {MIN_BUDGETS}"
+            )
+    data = joint_data(runs["N"], runs["D"], runs["loss"], runs["variant"], config.shared_e)
+    fit = fit_joint(data)
+    strata = runs["variant"].to_numpy() * 1e30 + runs["budget"].fillna(0.0).to_numpy()
+    counts = resample_points(
+        np.unique(strata, return_inverse=True)[1], runs["point"].to_numpy(), config.n_boot, config.seed
+    )
+    theta, converged = refit_joint(fit, counts)
+    frontiers = [_frontier(p) for p in JOINT.named(fit.theta, data)]
+    replicates = [_frontier(p) for p in JOINT.named(theta, data)]
+    for replicate in replicates:  # a refit that did not converge is reported, not silently kept
+        for value in replicate.values():
+            value[~converged] = np.nan
+    budgets = np.unique(runs["budget"].dropna())
+    asked = np.array(config.budgets) if config.budgets else budgets.max() * np.array(EXTRAPOLATE)
+    C = np.unique(np.concatenate([budgets, asked]))
+    centre = float(np.log10(runs["C"]).mean())
+    gaps = [_gap(labels[i], frontiers, replicates, i, C, budgets, centre, config.level) for i in range(1, len(labels))]
+    warnings = notes + _warnings(fit, converged, labels)
+    return Comparison(labels, config, runs, budgets, frontiers, replicates, gaps, counts, tuple(warnings))
+
+
+def _frontier(params: dict) -> dict:
+    return {**params, **frontier_constants(params)}
+
+
+def interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over replicates (axis 0), skipping failed (NaN) ones and keeping infinite ones:
+    the nearest-rank percentile where some are infinite, so that an unreached multiplier counts as one."""
+    values = np.asarray(values, float)
+    ok = ~np.isnan(values.reshape(len(values), -1)).any(axis=1)
+    if not ok.any():
+        return np.full(values.shape[1:], np.nan), np.full(values.shape[1:], np.nan)
+    tail = 50.0 * (1.0 - level)
+    method = "linear" if np.isfinite(values[ok]).all() else "inverted_cdf"
+    low, high = np.percentile(values[ok], [tail, 100.0 - tail], axis=0, method=method)
+    return low, high
+
+
+def _estimate(point, samples, level: float) -> Estimate:
+    low, high = interval(samples, level)
+    return Estimate(float(point), float(low), float(high))
+
+
+def _gap(label, frontiers, replicates, index, C, fitted, centre, level) -> Gap:
+    """Variant `index` against the reference: multiplier at each budget C, exponent difference, crossover."""
+    ref, var = frontiers[0], frontiers[index]
+    ref_r, var_r = ({k: v[:, None] for k, v in f.items()} for f in (replicates[0], replicates[index]))
+    point = np.exp(log_multiplier(ref, var, C))
+    low, high = interval(np.exp(log_multiplier(ref_r, var_r, C)), level)
+    table = pd.DataFrame({"C": C, "fitted": np.isin(C, fitted), "point": point, "low": low, "high": high})
+    failed = np.isnan(replicates[index]["gamma"]) | np.isnan(replicates[0]["gamma"])
+    cross = crossover_log10(replicates[0], replicates[index], centre)
+    return Gap(
+        label,
+        table,
+        _estimate(exponent_difference(ref, var), exponent_difference(replicates[0], replicates[index]), level),
+        _estimate(crossover_log10(ref, var, centre), np.where(failed, np.nan, cross), level),
+    )
+
+
+def _warnings(fit: LawFit, converged: np.ndarray, labels: tuple[str, ...]) -> list[str]:
+    """Refits that did not converge, a fit that did not, and parameters pinned to a bound of the search."""
+    warnings = []
+    if not fit.converged:
+        warnings.append("the joint fit stopped without converging")
+    failed = float((~converged).mean())
+    if failed > WARN_FRACTION:
+        warnings.append(
+            f"{failed:.0%} of bootstrap refits did not converge; the intervals use the rest and may be too narrow"
+        )
+    lower, upper = JOINT.bounds(fit.data)
+    on_bound = np.isclose(fit.theta, lower, rtol=1e-6, atol=1e-9) | np.isclose(fit.theta, upper, rtol=1e-6, atol=1e-9)
+    for column in np.flatnonzero(on_bound):
+        warnings.append(
+            f"{_parameter_name(column, fit.data.n_e, labels)} sits on the bound of its search range: the runs do not identify it"
+        )
+    return warnings
+
+
+def _parameter_name(column: int, n_e: int, labels: tuple[str, ...]) -> str:
+    if column < n_e:
+        return "E" if n_e == 1 else f"E of {labels[column]}"
+    index, which = divmod(column - n_e, 4)
+    return f"{('A', 'B', 'alpha', 'beta')[which]} of {labels[index]}"
