@@ -60,9 +60,10 @@ def load_variants(
             )
     pieces, notes = [], []
     for path in map(Path, paths):
-        data = load(path, columns or Columns(), params, where)
         table, _ = read_table(path)
-        rows = _rows_of(table, data.runs["run"], path)
+        _require_completed(table, path)
+        data = load(path, columns or Columns(), params, where)
+        rows = _rows_of(table, data.runs["run"])
         extra = {"source": str(path), "seed": _seeds(rows)}
         pieces.append(data.runs.assign(**extra, _label=_labels(rows, by, path, len(paths)), **_checked(rows, path)))
         notes += [f"{path}: {note}" for note in data.notes]
@@ -98,14 +99,21 @@ def resolve_by(table: pd.DataFrame, by: str, path: Path) -> str:
     raise InputError(f"--by {by}: {path} has no such column (swept keys: {', '.join(swept) or 'none'})")
 
 
-def _rows_of(table: pd.DataFrame, runs: pd.Series, path: Path) -> pd.DataFrame:
+def _is_sweep(table: pd.DataFrame) -> bool:
+    return contract.RUN_NAME in table.columns and contract.PARAMS_TOTAL in table.columns
+
+
+def _require_completed(table: pd.DataFrame, path: Path) -> None:
+    """A sweep table with no completed run is named, with what its runs did instead."""
+    if _is_sweep(table) and "status" in table and not (table["status"] == contract.COMPLETED).any():
+        counts = table["status"].value_counts()
+        found = ", ".join(f"{count} {status}" for status, count in counts.items()) or "no runs"
+        raise InputError(f"{path}: no completed runs ({found}); train the sweep first, or pass another folder")
+
+
+def _rows_of(table: pd.DataFrame, runs: pd.Series) -> pd.DataFrame:
     """The table's rows of the loaded runs, in their order (a sweep's by run name, a table's by row label)."""
-    if contract.RUN_NAME in table.columns and contract.PARAMS_TOTAL in table.columns:
-        completed = table[table["status"] == contract.COMPLETED]
-        if completed.empty:
-            counts = table["status"].value_counts()
-            found = ", ".join(f"{count} {status}" for status, count in counts.items()) or "no runs"
-            raise InputError(f"{path}: no completed runs ({found}); train the sweep first, or pass another folder")
+    if _is_sweep(table):
         keyed = table.set_index(table[contract.RUN_NAME].astype(str))
     else:
         keyed = table.set_index(table.index.astype(str))
