@@ -3,6 +3,7 @@ on synthetic pairs of variants whose multiplier is known.
 
     python benchmarks/compare_coverage.py                 # 100 pairs per case, 200 refits each
     python benchmarks/compare_coverage.py --trials 400 --n-boot 1000 --cases constant,growing
+    python benchmarks/compare_coverage.py --weights counts    # the classic resample of runs instead
 
 Every pair is trained on one ladder: the design of sweeps/sweep/norm_position.yaml (4 budgets 5e10-4e11 FLOPs x
 3 sizes sqrt(2) apart around the reference's optimum), each run's loss times exp(noise x standard normal).
@@ -93,10 +94,12 @@ def draw(case: str, noise: float, seed: int) -> pd.DataFrame:
     return runs.assign(loss=np.concatenate(losses))
 
 
-def trial(case: str, noise: float, seed: int, n_boot: int, truth: np.ndarray, shared_e: bool) -> dict:
+def trial(case: str, noise: float, seed: int, n_boot: int, truth: np.ndarray, shared_e: bool, weights: str) -> dict:
     runs = draw(case, noise, seed)
     try:
-        result = compare(runs, ("reference", "variant"), CompareConfig(n_boot, seed, LEVEL, shared_e, tuple(CHECKED)))
+        result = compare(
+            runs, ("reference", "variant"), CompareConfig(n_boot, seed, LEVEL, shared_e, tuple(CHECKED), weights)
+        )
     except FitError:
         return {"failed": True}
     table = result.gaps[0].multiplier.set_index("C").loc[CHECKED]
@@ -161,6 +164,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.005)
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--free-e", action="store_true")
+    parser.add_argument("--weights", choices=["dirichlet", "counts"], default="dirichlet")
     args = parser.parse_args()
     print(
         f"{time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f}, {args.trials} pairs x {args.n_boot} refits"
@@ -169,7 +173,10 @@ def main() -> None:
         start = time.time()
         truth = true_multiplier(case, CHECKED)
         rows = pd.DataFrame(
-            [trial(case, args.noise, seed, args.n_boot, truth, not args.free_e) for seed in range(args.trials)]
+            [
+                trial(case, args.noise, seed, args.n_boot, truth, not args.free_e, args.weights)
+                for seed in range(args.trials)
+            ]
         )
         lines = summarise(case, rows, truth, args.noise, not args.free_e) + exponent_lines(case, rows)
         print("\n".join(lines) + f"\n  ({time.time() - start:.0f} s)", flush=True)

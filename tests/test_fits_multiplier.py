@@ -4,13 +4,13 @@ computed independently: compute-optimal losses from lossmodel.compute_optimal an
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.optimize import brentq
+from scipy.optimize import brentq, minimize
 
 from analysis.failures import FitError
 from analysis.fits.lossmodel import LossParams, compute_optimal
 from analysis.fits.multiplier import crossover_log10, frontier_constants, frontier_loss
 from analysis.fits.synthetic import scaled_law, variant_runs
-from analysis.fits.variant_comparison import CompareConfig, compare, resample_points
+from analysis.fits.variant_comparison import CompareConfig, compare, run_weights
 
 REFERENCE = LossParams(E=1.8, A=40.0, B=120.0, alpha=0.35, beta=0.33)
 STEEPER = LossParams(E=1.8, A=52.0, B=240.0, alpha=0.40, beta=0.37)
@@ -69,32 +69,67 @@ def test_parallel_frontiers_do_not_cross():
     assert crossover_log10(ref, var, centre=11.0) == np.inf
 
 
-def test_points_and_seeds_are_resampled_within_their_stratum():
+@pytest.mark.parametrize("kind", ["counts", "dirichlet"])
+def test_points_and_seeds_are_resampled_within_their_stratum(kind):
     strata = np.array([0, 0, 0, 0, 1, 1, 1])
     points = np.array([0, 0, 0, 1, 2, 3, 4])  # point 0 has three seeds
-    counts = resample_points(strata, points, 4000, seed=3)
-    seeds_of_point0 = counts[:, :3].sum(axis=1)
-    assert (seeds_of_point0 / 3 + counts[:, 3] == 2).all() and (counts[:, 4:].sum(axis=1) == 3).all()
-    assert set(np.unique(seeds_of_point0)) == {0, 3, 6}  # the point drawn 0, 1 or 2 times, 3 seeds each
-    drawn_once = seeds_of_point0 == 3
-    assert (counts[drawn_once, :3] != 1).any(axis=1).mean() > 0.5  # its seeds redrawn, not all kept
-    assert (counts[:, 4] == 0).mean() == pytest.approx((2 / 3) ** 3, abs=0.03)  # a run left out of a resample
+    weights = run_weights(strata, points, 4000, seed=3, kind=kind)
+    seeds_of_point0 = weights[:, :3].sum(axis=1)
+    assert np.allclose(seeds_of_point0 / 3 + weights[:, 3], 2) and np.allclose(weights[:, 4:].sum(axis=1), 3)
+    assert weights.mean(axis=0) == pytest.approx(np.ones(7), abs=0.05)
+    # Its seeds are redrawn within the point, not all given the point's weight.
+    assert (np.abs(weights[:, :3] - seeds_of_point0[:, None] / 3) > 1e-9).any(axis=1).mean() > 0.5
+    if kind == "counts":  # a run is left out of about (1 - 1/3)^3 of the resamples
+        assert set(np.unique(seeds_of_point0)) == {0, 3, 6}
+        assert (weights[:, 4] == 0).mean() == pytest.approx((2 / 3) ** 3, abs=0.03)
+    else:  # n Dirichlet(1, ..., 1): every run kept, with variance (n - 1)/(n + 1)
+        assert (weights > 0).all() and weights[:, 4].var() == pytest.approx(0.5, abs=0.04)
+
+
+def huber_objective(frontiers: list[dict], runs: pd.DataFrame, weights: np.ndarray) -> float:
+    """The summed Huber loss (delta 1e-3) of log L, each run weighted, written out here in float64."""
+    params = pd.DataFrame(frontiers)[["E", "A", "B", "alpha", "beta"]].astype(float)
+    params = params.iloc[runs["variant"]].reset_index(drop=True)
+    predicted = params["E"] + params["A"] / runs["N"] ** params["alpha"] + params["B"] / runs["D"] ** params["beta"]
+    r = np.log(predicted.to_numpy()) - np.log(runs["loss"].to_numpy())
+    return float(np.sum(weights * np.where(np.abs(r) <= 1e-3, 0.5 * r**2, 1e-3 * (np.abs(r) - 0.5e-3))))
 
 
 def test_the_interval_resamples_runs():
-    """Each bootstrap replicate is the joint fit to a resample of the runs: refitting the runs repeated as its
-    counts say (without weights) gives the same frontier; and the replicates differ from the full fit."""
+    """Each bootstrap replicate is the joint fit to its own weighting of the runs: no step lowers that weighting's
+    Huber objective, which the full fit does not minimise; and the replicates differ from one another."""
     variant = scaled_law(REFERENCE, 2.0, 1.0)
     runs = variant_runs([REFERENCE, variant], BUDGETS, sizes=5, span_decades=0.8, noise=0.01, seed=4)
-    result = compare(runs, ("ref", "var"), CompareConfig(n_boot=6, seed=1))
-    assert (result.counts == 0).any(axis=1).all()  # every replicate left some runs out
-    for replicate in (0, 5):
-        repeated = result.runs.loc[result.runs.index.repeat(result.counts[replicate])].reset_index(drop=True)
-        again = compare(repeated[["N", "D", "C", "loss", "variant", "budget"]], ("ref", "var"), CompareConfig(n_boot=1))
-        for index in (0, 1):
-            assert result.replicates[index]["gamma"][replicate] == pytest.approx(
-                again.frontiers[index]["gamma"], abs=1e-4
-            )
+    result = compare(runs, ("ref", "var"), CompareConfig(n_boot=4, seed=1))
+    keys = ("E", "A", "B", "alpha", "beta")
+
+    def unpack(x: np.ndarray) -> list[dict]:
+        return [
+            {
+                "E": np.exp(x[0]),
+                "A": np.exp(x[1 + 4 * i]),
+                "B": np.exp(x[2 + 4 * i]),
+                "alpha": x[3 + 4 * i],
+                "beta": x[4 + 4 * i],
+            }
+            for i in (0, 1)
+        ]
+
+    for replicate in range(4):
+        weights = result.weights[replicate]
+        mine = [{k: float(result.replicates[i][k][replicate]) for k in keys} for i in (0, 1)]
+        start = np.array(
+            [np.log(mine[0]["E"])] + [v for p in mine for v in (np.log(p["A"]), np.log(p["B"]), p["alpha"], p["beta"])]
+        )
+        at_replicate = huber_objective(mine, result.runs, weights)
+        polished = minimize(
+            lambda x, w=weights: huber_objective(unpack(x), result.runs, w),
+            start,
+            method="Powell",
+            options={"xtol": 1e-10, "ftol": 1e-14},
+        )
+        assert polished.fun >= at_replicate * (1 - 1e-6)
+        assert at_replicate < huber_objective(result.frontiers, result.runs, weights) * (1 - 1e-3)
     assert np.ptp(result.replicates[1]["gamma"]) > 1e-3
 
 
@@ -119,4 +154,4 @@ def test_replicates_frame_is_consistent():
     runs = variant_runs([REFERENCE, STEEPER], BUDGETS, sizes=3, span_decades=0.3, noise=0.005, seeds=2)
     result = compare(runs, ("ref", "var"), CompareConfig(n_boot=5))
     assert isinstance(result.runs, pd.DataFrame) and result.runs["point"].nunique() == 24  # 2 seeds per point
-    assert result.counts.shape == (5, 48)
+    assert result.weights.shape == (5, 48)
