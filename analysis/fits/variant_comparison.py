@@ -222,7 +222,8 @@ def _warnings(fit: LawFit, converged: np.ndarray, labels: tuple[str, ...]) -> li
     on_bound = np.isclose(fit.theta, lower, rtol=1e-6, atol=1e-9) | np.isclose(fit.theta, upper, rtol=1e-6, atol=1e-9)
     for column in np.flatnonzero(on_bound):
         warnings.append(
-            f"{_parameter_name(column, fit.data.n_e, labels)} sits on the bound of its search range: the runs do not identify it"
+            f"{_parameter_name(column, fit.data.n_e, labels)} sits on the bound of its search range: "
+            "the runs do not identify it"
         )
     return warnings
 

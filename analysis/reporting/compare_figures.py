@@ -5,6 +5,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter
 
 from analysis.fits.multiplier import frontier_loss, log_multiplier
 from analysis.fits.variant_comparison import Comparison, interval
@@ -62,5 +63,7 @@ def plot(comparison: Comparison, path: Path) -> Path:
         ylabel=f"compute multiplier (x {comparison.labels[0]}'s compute)",
         title="Effective compute multiplier (> 1: the variant is better)",
     )
+    for formatter in (right.yaxis.set_major_formatter, right.yaxis.set_minor_formatter):
+        formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
     right.legend(fontsize=8)
     return save(fig, path)

@@ -11,6 +11,22 @@ from analysis.reporting.document import figure
 from analysis.reporting.figure_style import flops_text
 
 FRONTIER_KEYS = ("E", "gamma", "K", "alpha", "beta")
+# What to do, by where the variant stands at the largest budget trained and where the exponents point.
+ACTIONS = {
+    ("better", "flat"): "Adopt {var}.",
+    ("better", "for"): "Adopt {var}: its lead grows with scale.",
+    ("better", "against"): "{var} wins below the crossover; check {ref} with a run beyond it before scaling up.",
+    ("worse", "flat"): "Keep {ref}.",
+    ("worse", "against"): "Keep {ref}: the gap widens with scale.",
+    (
+        "worse",
+        "for",
+    ): "Keep {ref} at these scales; {var} may overtake it beyond the crossover: train a run there first.",
+    ("even", "flat"): "No measurable difference: choose on other grounds (speed, stability), or add seeds or budgets "
+    "to narrow the interval.",
+    ("even", "for"): "{var} gains with scale: test it at a larger budget before adopting it.",
+    ("even", "against"): "{var} loses ground with scale: keep {ref}.",
+}
 
 
 def times(value: float) -> str:
@@ -44,39 +60,24 @@ def verdict(comparison: Comparison, gap: Gap) -> str:
     """What the numbers say and what to do, at the largest budget trained and along the trend."""
     ref, var = comparison.labels[0], gap.label
     row = gap.multiplier[gap.multiplier["fitted"]].iloc[-1]
-    at = flops_text(row["C"])
+    worth = multiplier_text(row["low"], row["high"], row["point"])
     now = "better" if row["low"] > 1 else "worse" if row["high"] < 1 else "even"
     d = gap.exponent_difference
     trend = "for" if d.low > 0 else "against" if d.high < 0 else "flat"
-    cross = crossover_text(gap)
+    at = f"At {flops_text(row['C'])} FLOPs"
     state = {
-        "better": f"At {at} FLOPs {var} is worth {multiplier_text(row['low'], row['high'], row['point'])} the compute of {ref}",
-        "worse": f"At {at} FLOPs {var} is worth only {multiplier_text(row['low'], row['high'], row['point'])} the compute of {ref}",
-        "even": f"At {at} FLOPs the runs do not tell {var} from {ref} (multiplier {multiplier_text(row['low'], row['high'], row['point'])} includes 1x)",
+        "better": f"{at} {var} is worth {worth} the compute of {ref}",
+        "worse": f"{at} {var} is worth only {worth} the compute of {ref}",
+        "even": f"{at} the runs do not tell {var} from {ref} (multiplier {worth} includes 1x)",
     }[now]
+    first, then = (ref, var) if trend == "for" else (var, ref)
+    crossing = f"the frontiers cross at {crossover_text(gap)}: {first} is better below it, {then} above"
     slope = {
         "flat": f"the exponent difference {exponent_text(d)} includes 0, so nothing shows the gap changing with scale",
-        "for": f"{var}'s exponent is larger by {exponent_text(d)}, so the multiplier grows with compute (the frontiers meet at {cross})",
-        "against": f"{var}'s exponent is smaller by {exponent_text(d)}, so the multiplier shrinks with compute (the frontiers meet at {cross})",
+        "for": f"{var}'s exponent is larger by {exponent_text(d)}, so the multiplier grows with compute ({crossing})",
+        "against": f"{var}'s exponent is smaller by {exponent_text(d)}, so the multiplier shrinks ({crossing})",
     }[trend]
-    action = {
-        ("better", "flat"): f"Adopt {var}.",
-        ("better", "for"): f"Adopt {var}: its lead grows with scale.",
-        ("better", "against"): f"{var} wins below the crossover; check {ref} with a run beyond it before scaling up.",
-        ("worse", "flat"): f"Keep {ref}.",
-        ("worse", "against"): f"Keep {ref}: the gap widens with scale.",
-        (
-            "worse",
-            "for",
-        ): f"Keep {ref} at these scales; {var} may overtake it beyond the crossover: train a run there before switching.",
-        (
-            "even",
-            "flat",
-        ): "No measurable difference: choose on other grounds (speed, stability), or add seeds or budgets to narrow the interval.",
-        ("even", "for"): f"{var} gains with scale: test it at a larger budget before adopting it.",
-        ("even", "against"): f"{var} loses ground with scale: keep {ref}.",
-    }[(now, trend)]
-    return f"{state}; {slope}. {action}"
+    return f"{state}; {slope}. {ACTIONS[now, trend].format(ref=ref, var=var)}"
 
 
 def _frontier_row(comparison: Comparison, index: int) -> str:
@@ -86,6 +87,11 @@ def _frontier_row(comparison: Comparison, index: int) -> str:
         low, high = interval(comparison.replicates[index][key], comparison.config.level)
         cells.append(f"{point:.3g} [{low:.3g}, {high:.3g}]")
     return f"| {comparison.labels[index]} | " + " | ".join(cells) + " |"
+
+
+def _seeds(points) -> str:
+    low, high = int(points.min()), int(points.max())
+    return ("one seed" if high == 1 else f"{high} seeds") if low == high else f"{low}-{high} seeds"
 
 
 def section(comparison: Comparison, figures: Path, notes: tuple[str, ...] = ()) -> str:
@@ -99,7 +105,7 @@ def section(comparison: Comparison, figures: Path, notes: tuple[str, ...] = ()) 
         "",
         f"{len(comparison.runs)} runs of {len(labels)} variants ({', '.join(labels)}; reference: **{labels[0]}**) at "
         f"{len(comparison.budgets)} budgets from {flops_text(comparison.budgets.min())} to "
-        f"{flops_text(comparison.budgets.max())} FLOPs, {points.max()} seed(s) per grid point. One fit of "
+        f"{flops_text(comparison.budgets.max())} FLOPs, {_seeds(points)} per grid point. One fit of "
         f"L_v(N, D) = E + A_v/N^alpha_v + B_v/D^beta_v to every run, with {e_text} (OLMo's ladder, Bhagia et al. "
         "2024); each variant's compute-optimal frontier is L*(C) = E + K (C/6)^-gamma, gamma = alpha beta / (alpha + "
         "beta). The effective compute multiplier at C is the factor of compute the reference needs to reach the "
@@ -113,9 +119,8 @@ def section(comparison: Comparison, figures: Path, notes: tuple[str, ...] = ()) 
     for gap in comparison.gaps:
         for row in gap.multiplier.itertuples():
             kind = "trained" if row.fitted else "extrapolated"
-            lines.append(
-                f"| {gap.label} | {flops_text(row.C)} | {kind} | {times(row.point)} | [{times(row.low)}, {times(row.high)}] |"
-            )
+            cells = [gap.label, flops_text(row.C), kind, times(row.point), f"[{times(row.low)}, {times(row.high)}]"]
+            lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| variant | exponent difference gamma_v - gamma_ref | crossover compute |", "|---|---|---|"]
     lines += [
         f"| {gap.label} | {exponent_text(gap.exponent_difference)} | {crossover_text(gap)} |" for gap in comparison.gaps
