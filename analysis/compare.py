@@ -18,8 +18,6 @@ import json
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from analysis.command import finite_or_none, run
 from analysis.failures import FitError, InputError
 from analysis.fit_input import Columns
@@ -28,7 +26,7 @@ from analysis.fitting import add_bootstrap_options, add_budgets_option, input_pa
 from analysis.reporting.compare_section import crossover_text, exponent_text, multiplier_text, section, verdict
 from analysis.reporting.document import write_section
 from analysis.reporting.figure_style import flops_text
-from analysis.variants import Variants, load_variants, variant_column
+from analysis.variants import Variants, load_variants, sweep_table, variant_column
 from scaling import contract
 from scaling.runtime import initialize
 
@@ -115,11 +113,8 @@ def to_text(variants: Variants, comparison: Comparison) -> str:
 def report_variants(args: argparse.Namespace, folder: Path) -> bool:
     """For a sweep whose runs differ in a swept switch: its comparison section in `folder`'s report (True),
     instead of one scaling fit of runs that follow different laws."""
-    table = Path(args.path) / contract.RUNS_TABLE
-    try:
-        by = variant_column(pd.read_parquet(table)) if table.is_file() else None
-    except (OSError, ValueError):  # an unreadable table: the fit's loader says so, and how to rebuild it
-        return False
+    table = sweep_table(Path(args.path))
+    by = variant_column(table) if table is not None else None
     if by is None:
         return False
     options = {"paths": [args.path], "by": by, "reference": None, "free_e": False}

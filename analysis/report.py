@@ -12,8 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from analysis.command import run
 from analysis.compare import report_variants
 from analysis.failures import InputError
@@ -26,6 +24,7 @@ from analysis.reporting.page import write_page
 from analysis.reporting.prediction_section import section as prediction_section
 from analysis.reporting.transfer_section import lr_sweep
 from analysis.reporting.transfer_section import section as transfer_section
+from analysis.variants import sweep_table
 from scaling import contract
 from scaling.runtime import initialize
 
@@ -49,11 +48,8 @@ def other_convention(args: argparse.Namespace, analysis: Analysis) -> Analysis |
 def transfer_report(args: argparse.Namespace, folder: Path) -> bool:
     """For a sweep that varies the learning rate: its transfer section (True), instead of a scaling fit,
     which needs one learning rate per size."""
-    table = Path(args.path) / contract.RUNS_TABLE
-    try:
-        runs = lr_sweep(pd.read_parquet(table)) if table.is_file() else None
-    except (OSError, ValueError):  # an unreadable table: the fit's loader says so, and how to rebuild it
-        return False
+    table = sweep_table(Path(args.path))
+    runs = lr_sweep(table) if table is not None else None
     if runs is None:
         return False
     (folder / contract.FIGURES_DIR).mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,16 @@ def load_variants(
     return Variants(runs, labels, tuple(map(Path, paths)), tuple(notes))
 
 
+def sweep_table(path: Path) -> pd.DataFrame | None:
+    """A sweep folder's runs table, or None: not a sweep folder, or a table that cannot be read (the fit's loader
+    then says so, and how to rebuild it)."""
+    table = Path(path) / contract.RUNS_TABLE
+    try:
+        return pd.read_parquet(table) if table.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def variant_column(table: pd.DataFrame) -> str | None:
     """The one swept column besides the grid's whose completed runs take several values, or None."""
     completed = table[table["status"] == contract.COMPLETED] if "status" in table else table
