@@ -155,3 +155,11 @@ def test_replicates_frame_is_consistent():
     result = compare(runs, ("ref", "var"), CompareConfig(n_boot=5))
     assert isinstance(result.runs, pd.DataFrame) and result.runs["point"].nunique() == 24  # 2 seeds per point
     assert result.weights.shape == (5, 48)
+
+
+def test_an_optimum_outside_the_sizes_trained_is_named():
+    """The grid centred on the reference's optimum, 0.3 decades wide: the steeper variant's optimum lies below it."""
+    runs = variant_runs([REFERENCE, STEEPER], BUDGETS, sizes=3, span_decades=0.3)
+    warnings = compare(runs, ("pre", "post"), CompareConfig(n_boot=4)).warnings
+    assert len(warnings) == 1 and warnings[0].startswith("post: the fitted compute-optimal size lies below the sizes")
+    assert "4e11 FLOPs" in warnings[0] and warnings[0].endswith("extend the grid to smaller models")

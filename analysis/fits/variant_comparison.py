@@ -25,6 +25,7 @@ from analysis.fits.approach2 import budget_groups
 from analysis.fits.approach3 import LawFit
 from analysis.fits.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT, WARN_FRACTION
 from analysis.fits.joint_law import JOINT, fit_joint, joint_data, refit_joint
+from analysis.fits.lossmodel import compute_optimal
 from analysis.fits.multiplier import crossover_log10, exponent_difference, frontier_constants, log_multiplier
 
 Weights = Literal["dirichlet", "counts"]
@@ -80,6 +81,7 @@ class Comparison:
     gaps: list[Gap]
     weights: np.ndarray  # (n_boot, n_runs): each run's weight in each refit
     warnings: tuple[str, ...]
+    off_grid: tuple[str, ...] = ()  # variants whose fitted optimum lies outside the sizes trained at some budget
 
 
 def grid_points(runs: pd.DataFrame) -> np.ndarray:
@@ -165,8 +167,11 @@ def compare(runs: pd.DataFrame, labels: tuple[str, ...], config: CompareConfig =
     C = np.unique(np.concatenate([budgets, asked]))
     centre = float(np.log10(runs["C"]).mean())
     gaps = [_gap(labels[i], frontiers, replicates, i, C, budgets, centre, config.level) for i in range(1, len(labels))]
-    warnings = notes + _warnings(fit, converged, labels)
-    return Comparison(labels, config, runs, budgets, frontiers, replicates, gaps, weights, tuple(warnings))
+    outside = _outside_grid(frontiers, runs, labels)
+    warnings = notes + _warnings(fit, converged, labels) + [message for _, message in outside]
+    return Comparison(
+        labels, config, runs, budgets, frontiers, replicates, gaps, weights, tuple(warnings), tuple(outside)
+    )
 
 
 def _frontier(params: dict) -> dict:
@@ -225,6 +230,31 @@ def _warnings(fit: LawFit, converged: np.ndarray, labels: tuple[str, ...]) -> li
             f"{_parameter_name(column, fit.data.n_e, labels)} sits on the bound of its search range: "
             "the runs do not identify it"
         )
+    return warnings
+
+
+def _outside_grid(frontiers: list[dict], runs: pd.DataFrame, labels: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Each variant whose fitted compute-optimal size lies outside the sizes it trained at a budget: there its
+    frontier is the law extrapolated in N, not a loss the runs bracket (approach 2 names such budgets too)."""
+    warnings = []
+    for index, label in enumerate(labels):
+        mine = runs[runs["variant"] == index].groupby("budget")["N"].agg(["min", "max"])
+        params = {k: frontiers[index][k] for k in ("E", "A", "B", "alpha", "beta")}
+        n_opt = compute_optimal(mine.index.to_numpy(), **params)[0]
+        for side, outside in (("below", n_opt < mine["min"]), ("above", n_opt > mine["max"])):
+            if outside.any():
+                where = ", ".join(
+                    f"{C:.2g} FLOPs ({n:,.0f} against {low:,.0f}-{high:,.0f})".replace("e+", "e")
+                    for C, n, low, high in zip(
+                        mine.index[outside], n_opt[outside], mine["min"][outside], mine["max"][outside]
+                    )
+                )
+                grow = "smaller" if side == "below" else "larger"
+                message = (
+                    f"{label}: the fitted compute-optimal size lies {side} the sizes trained at {where}: its frontier "
+                    f"there is the law extrapolated in N; extend the grid to {grow} models"
+                )
+                warnings.append((label, message))
     return warnings
 
 

@@ -77,7 +77,13 @@ def verdict(comparison: Comparison, gap: Gap) -> str:
         "for": f"{var}'s exponent is larger by {exponent_text(d)}, so the multiplier grows with compute ({crossing})",
         "against": f"{var}'s exponent is smaller by {exponent_text(d)}, so the multiplier shrinks ({crossing})",
     }[trend]
-    return f"{state}; {slope}. {ACTIONS[now, trend].format(ref=ref, var=var)}"
+    caveat = ""
+    if off := [label for label in (ref, var) if label in comparison.off_grid]:
+        caveat = (
+            f" But the fitted optimum of {' and '.join(off)} lies outside the sizes trained (see the warnings): "
+            "extend the grid before relying on this."
+        )
+    return f"{state}; {slope}. {ACTIONS[now, trend].format(ref=ref, var=var)}{caveat}"
 
 
 def _frontier_row(comparison: Comparison, index: int) -> str:
