@@ -69,6 +69,7 @@ def to_json(variants: Variants, comparison: Comparison) -> dict:
         "budgets": comparison.budgets.tolist(),
         "notes": list(variants.notes),
         "warnings": list(comparison.warnings),
+        "off_grid": list(comparison.off_grid),
         "frontiers": {
             label: {key: float(value) for key, value in comparison.frontiers[index].items()}
             for index, label in enumerate(comparison.labels)
