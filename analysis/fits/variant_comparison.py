@@ -169,9 +169,8 @@ def compare(runs: pd.DataFrame, labels: tuple[str, ...], config: CompareConfig =
     gaps = [_gap(labels[i], frontiers, replicates, i, C, budgets, centre, config.level) for i in range(1, len(labels))]
     outside = _outside_grid(frontiers, runs, labels)
     warnings = notes + _warnings(fit, converged, labels) + [message for _, message in outside]
-    return Comparison(
-        labels, config, runs, budgets, frontiers, replicates, gaps, weights, tuple(warnings), tuple(outside)
-    )
+    off_grid = tuple(dict.fromkeys(label for label, _ in outside))
+    return Comparison(labels, config, runs, budgets, frontiers, replicates, gaps, weights, tuple(warnings), off_grid)
 
 
 def _frontier(params: dict) -> dict:

@@ -22,7 +22,10 @@ ACTIONS = {
         "worse",
         "for",
     ): "Keep {ref} at these scales; {var} may overtake it beyond the crossover: train a run there first.",
-    ("even", "flat"): "No measurable difference: choose on other grounds (speed, stability), or add seeds or budgets "
+    (
+        "even",
+        "flat",
+    ): "No measurable difference at the largest budget: choose on other grounds (speed, stability), or add seeds or budgets "
     "to narrow the interval.",
     ("even", "for"): "{var} gains with scale: test it at a larger budget before adopting it.",
     ("even", "against"): "{var} loses ground with scale: keep {ref}.",
@@ -77,13 +80,25 @@ def verdict(comparison: Comparison, gap: Gap) -> str:
         "for": f"{var}'s exponent is larger by {exponent_text(d)}, so the multiplier grows with compute ({crossing})",
         "against": f"{var}'s exponent is smaller by {exponent_text(d)}, so the multiplier shrinks ({crossing})",
     }[trend]
-    caveat = ""
+    caveat = _smaller_budgets(gap, now, var)
     if off := [label for label in (ref, var) if label in comparison.off_grid]:
-        caveat = (
+        caveat += (
             f" But the fitted optimum of {' and '.join(off)} lies outside the sizes trained (see the warnings): "
             "extend the grid before relying on this."
         )
     return f"{state}; {slope}. {ACTIONS[now, trend].format(ref=ref, var=var)}{caveat}"
+
+
+def _smaller_budgets(gap: Gap, now: str, var: str) -> str:
+    """Where the variant stands at a smaller budget trained when that differs from the largest."""
+    trained = gap.multiplier[gap.multiplier["fitted"]].iloc[:-1]
+    differs = trained[(trained["low"] > 1) | (trained["high"] < 1)] if now == "even" else trained.iloc[:0]
+    if differs.empty:
+        return ""
+    cells = ", ".join(
+        f"{multiplier_text(row.low, row.high, row.point)} at {flops_text(row.C)}" for row in differs.itertuples()
+    )
+    return f" At the smaller budgets trained {var} does differ (> 1x: {var} is better): {cells} FLOPs."
 
 
 def _frontier_row(comparison: Comparison, index: int) -> str:
