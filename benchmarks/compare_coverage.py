@@ -6,7 +6,7 @@ on synthetic pairs of variants whose multiplier is known.
     python benchmarks/compare_coverage.py --weights counts    # the classic resample of runs instead
 
 Every pair is trained on one ladder: the design of sweeps/sweep/norm_position.yaml (4 budgets 5e10-4e11 FLOPs x
-3 sizes sqrt(2) apart around the reference's optimum), each run's loss times exp(noise x standard normal).
+4 sizes sqrt(2) apart around the reference's optimum), each run's loss times exp(noise x standard normal).
 Cases (reference: the chinchilla law E 1.8, A 40, B 120, alpha 0.35, beta 0.33, near our ladder's losses):
 - constant: the variant counts every parameter as 2x (L_v(N, D) = L(2N, D)): multiplier 2 at every C;
 - growing: the variant has larger exponents (alpha 0.40, beta 0.37) with the same E: the multiplier grows
@@ -81,7 +81,7 @@ def true_multiplier(case: str, C: np.ndarray) -> np.ndarray:
 
 def draw(case: str, noise: float, seed: int) -> pd.DataFrame:
     """One pair of sweeps on the reference's ladder, losses from each variant's true law."""
-    runs = variant_runs([REFERENCE, REFERENCE], BUDGETS, sizes=3, span_decades=np.log10(2.0), seed=seed)
+    runs = variant_runs([REFERENCE, REFERENCE], BUDGETS, sizes=4, span_decades=1.5 * np.log10(2.0), seed=seed)
     rng = np.random.default_rng([seed, 7])
     losses = []
     for index, (law, params) in enumerate(CASES[case]):

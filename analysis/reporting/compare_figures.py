@@ -29,7 +29,10 @@ def plot(comparison: Comparison, path: Path) -> Path:
         low, high = interval(frontier_loss(replicates, C), level)
         left.fill_between(C, low, high, color=colour, alpha=0.2, lw=0)
         left.plot(
-            C, frontier_loss(comparison.frontiers[index], C), color=colour, label=f"{label}: fitted frontier L*(C)"
+            C,
+            frontier_loss(comparison.frontiers[index], C),
+            color=colour,
+            label=f"{label}: fitted frontier L*(C), {level:.0%} band",
         )
     left.axvline(comparison.budgets.max(), color="grey", ls=":", lw=1, label="largest budget trained")
     left.set(xscale="log", yscale="log", xlabel=FLOPS_LABEL, ylabel=LOSS_LABEL, title="Loss frontier of each variant")
