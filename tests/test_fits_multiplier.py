@@ -82,8 +82,8 @@ def test_points_and_seeds_are_resampled_within_their_stratum(kind):
     if kind == "counts":  # a run is left out of about (1 - 1/3)^3 of the resamples
         assert set(np.unique(seeds_of_point0)) == {0, 3, 6}
         assert (weights[:, 4] == 0).mean() == pytest.approx((2 / 3) ** 3, abs=0.03)
-    else:  # n Dirichlet(1, ..., 1): every run kept, with variance (n - 1)/(n + 1)
-        assert (weights > 0).all() and weights[:, 4].var() == pytest.approx(0.5, abs=0.04)
+    else:  # every run kept, each weight with a count's variance (n - 1)/n
+        assert (weights > 0).all() and weights[:, 4].var() == pytest.approx(2 / 3, abs=0.05)
 
 
 def huber_objective(frontiers: list[dict], runs: pd.DataFrame, weights: np.ndarray) -> float:

@@ -7,11 +7,12 @@ compute (multiplier.py). Intervals are percentiles of refits to resampled runs: 
 share a variant, N and D) are resampled within each variant's budget, and each point's seeds within it, so the
 interval holds both the choice of sizes and seed-to-seed noise (a point with one seed is one run).
 
-Resampling is the Bayesian bootstrap (Rubin 1981): each point gets a flat-Dirichlet weight instead of a count of
-draws, the same mean and nearly the same variance, but no replicate drops a run entirely. On synthetic pairs of
-this suite's ladder (3 sizes per budget; benchmarks/compare_coverage.py) the classic resample, which often leaves a
-budget with one or two distinct sizes and a law fitted on the rest, covered the true multiplier 88-96% of the time
-for a nominal 80%; the Bayesian bootstrap 80-85% (benchmarks/RESULTS.md). `weights="counts"` keeps the classic one.
+Resampling is a Bayesian bootstrap (Rubin 1981): each of a stratum's n points gets a Dirichlet weight instead of
+a count of draws, with concentration (n - 1)/n so that its variance is a count's, (n - 1)/n, but no replicate
+drops a run entirely. On synthetic pairs of this suite's ladder (3-4 sizes per budget; benchmarks/
+compare_coverage.py) the classic resample, which often leaves a budget with one or two distinct sizes and the
+law fitted on the rest, covered the true multiplier more often than its nominal 80% (0.87-0.96 with 3 sizes),
+and these weights close to it (benchmarks/RESULTS.md). `weights="counts"` keeps the classic resample.
 """
 
 from dataclasses import dataclass
@@ -94,9 +95,9 @@ def run_weights(
     strata: np.ndarray, points: np.ndarray, n_boot: int, seed: int, kind: Weights = "dirichlet"
 ) -> np.ndarray:
     """(n_boot, n_runs): each run's weight in each refit. Grid points are resampled within each stratum, then
-    each point's seeds within it. `dirichlet`, the Bayesian bootstrap (Rubin 1981): flat-Dirichlet weights
-    scaled to the number of points (of seeds), the smooth form of resampling; `counts`: the classic resample,
-    how often each was drawn. The weights of a stratum sum to its number of runs either way."""
+    each point's seeds within it. `dirichlet`, a Bayesian bootstrap (Rubin 1981): Dirichlet weights scaled to
+    the number of points (of seeds), the smooth form of resampling; `counts`: the classic resample, how often
+    each was drawn. The weights of a stratum sum to its number of runs either way."""
     rng = np.random.default_rng(seed)
     ids, first = np.unique(points, return_index=True)
     point_weight = _draw(strata[first], n_boot, rng, kind)
@@ -104,12 +105,10 @@ def run_weights(
     for column, point in enumerate(ids):
         members = np.flatnonzero(points == point)
         m, drawn = members.size, point_weight[:, column]
-        if m == 1:
-            weights[:, members[0]] = drawn
-        elif kind == "counts":  # k draws of m seeds each: the sum of k multinomials is one multinomial of k m draws
+        if kind == "counts" and m > 1:  # k draws of m seeds each: the sum of k multinomials is one of k m draws
             weights[:, members] = rng.multinomial(drawn.astype(np.int64) * m, np.full(m, 1.0 / m))
         else:
-            weights[:, members] = drawn[:, None] * m * rng.dirichlet(np.ones(m), size=n_boot)
+            weights[:, members] = drawn[:, None] * _share(m, n_boot, rng, kind)
     return weights
 
 
@@ -118,12 +117,18 @@ def _draw(strata: np.ndarray, n_boot: int, rng: np.random.Generator, kind: Weigh
     out = np.zeros((n_boot, strata.size))
     for label in np.unique(strata):
         members = np.flatnonzero(strata == label)
-        n = members.size
-        if kind == "counts":
-            out[:, members] = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
-        else:
-            out[:, members] = n * rng.dirichlet(np.ones(n), size=n_boot)
+        out[:, members] = _share(members.size, n_boot, rng, kind)
     return out
+
+
+def _share(n: int, n_boot: int, rng: np.random.Generator, kind: Weights) -> np.ndarray:
+    """(n_boot, n) weights of n units summing to n: a resample's counts, or Dirichlet weights with concentration
+    (n - 1)/n, which give each weight the variance of a count, (n - 1)/n, without its zeros."""
+    if kind == "counts":
+        return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    if n == 1:
+        return np.ones((n_boot, 1))
+    return n * rng.dirichlet(np.full(n, (n - 1) / n), size=n_boot)
 
 
 def with_budgets(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
