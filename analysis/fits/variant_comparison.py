@@ -11,8 +11,9 @@ Resampling is a Bayesian bootstrap (Rubin 1981): each of a stratum's n points ge
 a count of draws, with concentration (n - 1)/n so that its variance is a count's, (n - 1)/n, but no replicate
 drops a run entirely. On synthetic pairs of this suite's ladder (3-4 sizes per budget; benchmarks/
 compare_coverage.py) the classic resample, which often leaves a budget with one or two distinct sizes and the
-law fitted on the rest, covered the true multiplier more often than its nominal 80% (0.87-0.96 with 3 sizes),
-and these weights close to it (benchmarks/RESULTS.md). `weights="counts"` keeps the classic resample.
+law fitted on the rest, covered the true multiplier 87-96% of the time for a nominal 80% with 3 sizes per
+budget (75-82% with 4); these weights 77-84% with 4 (benchmarks/RESULTS.md). `weights="counts"` keeps the
+classic resample.
 """
 
 from dataclasses import dataclass
