@@ -175,5 +175,6 @@ def test_the_recipe_runs_on_the_tiny_sweep_with_a_swept_switch(tmp_path, capsys)
     assert report_main([str(tmp_path / "mlp"), "--n-boot", "100"]) == 0
     report = (tmp_path / "mlp" / contract.REPORT_FILE).read_text()
     assert "**swiglu against gelu.**" in report and "compute multiplier" in report
+    capsys.readouterr()  # the report's own lines (where it wrote)
     out = run_json([str(tmp_path / "mlp")], capsys)
     assert out["labels"] == ["gelu", "swiglu"] and len(out["variants"]["swiglu"]["multiplier"]) == 4
