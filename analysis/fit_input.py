@@ -46,7 +46,7 @@ def load(
 ) -> FitData:
     """Read PATH (sweep folder, runs.parquet, or outside CSV/parquet) into canonical runs."""
     path = Path(path)
-    table, folder = _read(path)
+    table, folder = read_table(path)
     table = _filter(table, where)
     if contract.PARAMS_TOTAL in table.columns and contract.FINAL_EVAL_LOSS in table.columns:
         return _load_sweep(table, folder, params, path)
@@ -59,7 +59,8 @@ def load(
     return data
 
 
-def _read(path: Path) -> tuple[pd.DataFrame, Path]:
+def read_table(path: Path) -> tuple[pd.DataFrame, Path]:
+    """The table at PATH (a sweep folder's runs.parquet, or a CSV/parquet file) and the folder it is in."""
     if path.is_dir():
         if not (path / contract.RUNS_TABLE).is_file():
             raise InputError(

@@ -48,7 +48,7 @@ def test_planned_runs_are_the_runs_the_jobs_train(tmp_path):
 
 
 def test_a_sweeper_param_with_one_value_names_every_planned_run(tmp_path):
-    """As Hydra passes it to every job (sweep=mlp's `sweep.point: "0"`), so the plan's names are the runs' names."""
+    """As Hydra passes it to every job (sweep=mlp_choice's `sweep.point: "0"`), so the plan's names are the runs' names."""
     config = _config(["sweep=tiny", f"results_root={tmp_path}"])
     with open_dict(config):
         config.hydra.sweeper.params["sweep.point"] = "0"

@@ -12,7 +12,7 @@ from pathlib import Path
 from scaling import contract
 from scaling.files import write_text
 
-SECTIONS = ("summary", "fit", "prediction", "placement", "noise", "transfer", "backtest", "probe", "tasks")
+SECTIONS = ("summary", "fit", "prediction", "placement", "noise", "transfer", "compare", "backtest", "probe", "tasks")
 
 
 def markers(name: str) -> tuple[str, str]:
