@@ -116,6 +116,8 @@ CASES = {
     "tokens_per_param zero": (["sweep.tokens_per_param=0"], "sweep.tokens_per_param", "0"),
     "seeds zero": (["sweep.seeds=0"], "sweep.seeds", "0"),
     "seed_offset negative": (["sweep.seed_offset=-1"], "sweep.seed_offset", "-1"),
+    "pack negative": (["sweep.pack=-1"], "sweep.pack", "-1"),
+    "jobs negative": (["sweep.jobs=-2"], "sweep.jobs", "-2"),
     "branch beyond one": (["sweep.branches=[1.5]"], "sweep.branches", "1.5"),
     "run_dir under a file": (["run_dir={blocker}/run"], "run_dir", "{blocker}"),
 }
