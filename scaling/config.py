@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 
 @dataclass
 class ModelConfig:
-    """Decoder-only transformer shape and architecture switches."""
+    """Transformer shape, architecture switches and pre-training family."""
 
     d_model: int = 128
     n_layers: int = 4
@@ -45,6 +45,14 @@ class ModelConfig:
     base_width: int = 32
     compute_dtype: str = "auto"  # auto (bf16 on GPU/TPU, fp32 on CPU) | float32 | bfloat16
     attention_impl: str = "auto"  # auto | xla | cudnn  (jax.nn.dot_product_attention)
+    # The pre-training family (scaling/model/families.py): decoder (next-token prediction, GPT) | encoder
+    # (bidirectional, masked language modelling, BERT) | encoder_decoder (T5's span corruption, cross-attention).
+    family: str = "decoder"
+    # The family's objective (scaling/model/objectives.py); null: the published setting, and a field
+    # another family has no use for must stay null.
+    mask_rate: Optional[float] = None  # encoder: share of positions predicted (null: 0.15, BERT)
+    noise_density: Optional[float] = None  # encoder_decoder: share of tokens corrupted (null: 0.15, T5)
+    mean_span: Optional[float] = None  # encoder_decoder: mean corrupted-span length in tokens (null: 3, T5)
 
 
 @dataclass

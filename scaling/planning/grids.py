@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from scaling.config import ModelConfig, run_config
-from scaling.model.sizing import param_count
+from scaling.model.sizing import flops_per_token, param_count
 from scaling.planning.ladder import Rung, ladder, nearest_rung, shaped
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
@@ -92,11 +92,12 @@ def grid_point(
     rung = rungs[k]
     model = shaped(model, rung.shape.d_model, rung.shape.n_layers)
     counts = param_count(model, vocab_size)
-    steps = int(budget / (6.0 * counts.total) // tokens_per_step)
+    per_token = flops_per_token(model, vocab_size)["6n"]  # 6 N_total for a decoder (sizing.py: other families)
+    steps = int(budget / per_token // tokens_per_step)
     tokens = steps * tokens_per_step
     dropped = None
     if steps < 1:
-        dropped = f"D={budget / (6 * counts.total):,.0f} tokens is less than one step ({tokens_per_step:,} tokens)"
+        dropped = f"D={budget / per_token:,.0f} tokens is less than one step ({tokens_per_step:,} tokens)"
     elif max_tokens is not None and tokens > max_tokens:
         dropped = f"D={tokens:,} tokens exceeds the {max_tokens:,} training tokens (would repeat data)"
     shape = (model.d_model, model.n_layers, model.n_heads)

@@ -18,15 +18,17 @@ import numpy as np
 from scaling import contract, diskspace
 from scaling.config import RunConfig
 from scaling.data.corpus import Corpus
-from scaling.data.order import DataOrder, n_sequences, sequences
+from scaling.data.order import DataOrder, eval_set, n_sequences, sequences
 from scaling.errors import ConfigError
 from scaling.model.attention import resolve_attention_impl
+from scaling.model.objectives import eval_batch, make_batch
 from scaling.planning.plan import Plan
 from scaling.training import checkpoint, rundir
 from scaling.training.divergence import DivergenceMonitor
 from scaling.training.mesh import is_writer
 from scaling.training.provenance import environment
 from scaling.training.schedule import learning_rate
+from scaling.training.step import eval_chunks
 from scaling.training.tracking import Tracker
 
 
@@ -35,8 +37,9 @@ class RunBook:
 
     def __init__(self, cfg: RunConfig, plan: Plan, corpus: Corpus, run_dir: Path):
         self.cfg, self.plan, self.corpus, self.run_dir = cfg, plan, corpus, run_dir
+        self.data_seed = cfg.train.data_seed if cfg.train.data_seed is not None else cfg.train.seed
         self.order = DataOrder(
-            seed=cfg.train.data_seed if cfg.train.data_seed is not None else cfg.train.seed,
+            seed=self.data_seed,
             batch_size=cfg.train.batch_size,
             n_seqs=n_sequences(len(corpus.train), plan.model.seq_len),
             kind=cfg.data.order,
@@ -49,8 +52,15 @@ class RunBook:
         self.tracker: Tracker | None = None
 
     def batch(self, step: int) -> np.ndarray:
-        """(B, T + 1) token windows of `step`: a pure function of the run's data seed and the step."""
-        return sequences(self.corpus.train, self.order.indices(step), self.plan.model.seq_len)
+        """The batch of `step`, a pure function of the run's data seed and the step: the (B, T + 1) token windows
+        of the data order, as the model's family trains on them (scaling/model/objectives.py)."""
+        windows = sequences(self.corpus.train, self.order.indices(step), self.plan.model.seq_len)
+        return make_batch(self.plan.model, self.plan.vocab_size, windows, self.data_seed, step)
+
+    def eval_batches(self) -> np.ndarray:
+        """The fixed held-out windows as the family evaluates them, in chunks of the batch size (C, B, W)."""
+        windows = eval_set(self.corpus.val, self.plan.model.seq_len, self.cfg.data.eval_tokens)
+        return eval_chunks(eval_batch(self.plan.model, self.plan.vocab_size, windows), self.cfg.train.batch_size)
 
     def resume(self, abstract: dict[str, Any]) -> dict[str, Any] | None:
         """The newest good checkpoint of this run, else `train.init_from`'s step (a WSD branch), else None;

@@ -49,8 +49,9 @@ VOLATILE_FIELDS = {
 }
 # Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
 # it (or with null) implies: a run started before data.order existed trained with the `permutation`
-# order. A launch that leaves such a field unset (null) keeps the stored run's value.
-ADDED_FIELDS = {"data.order": UNRECORDED_ORDER}
+# order; one started before model.family existed was a decoder. A launch that leaves such a field unset (null)
+# keeps the stored run's value.
+ADDED_FIELDS = {"data.order": UNRECORDED_ORDER, "model.family": "decoder"}
 
 
 def check_writable(run_dir: Path) -> None:
