@@ -112,6 +112,27 @@ CASES = {
     "tokens_per_param zero": (["sweep.tokens_per_param=0"], "sweep.tokens_per_param", "0"),
     "branch beyond one": (["sweep.branches=[1.5]"], "sweep.branches", "1.5"),
     "run_dir under a file": (["run_dir={blocker}/run"], "run_dir", "{blocker}"),
+    "family": (["model.family=prefix_lm"], "model.family", "prefix_lm"),
+    "mask_rate one": (["model.family=encoder", "model.mask_rate=1"], "model.mask_rate", "1"),
+    "mask_rate for a decoder": (["model.mask_rate=0.2"], "model.mask_rate", "model.family=encoder only, not decoder"),
+    "noise_density zero": (["model.family=encoder_decoder", "model.noise_density=0"], "model.noise_density", "0"),
+    "noise_density for an encoder": (
+        ["model.family=encoder", "model.noise_density=0.2"],
+        "model.noise_density",
+        "model.family=encoder_decoder only, not encoder",
+    ),
+    "noise_density leaving too few clean tokens": (
+        ["model.family=encoder_decoder", "model.noise_density=0.9", "model.mean_span=1"],
+        "model.noise_density",
+        "0.9 leaves 3 uncorrupted tokens for 29 spans",
+    ),
+    "mean_span below one": (["model.family=encoder_decoder", "model.mean_span=0.5"], "model.mean_span", "0.5"),
+    "mean_span for a decoder": (["model.mean_span=3"], "model.mean_span", "model.family=encoder_decoder only"),
+    "mean_span longer than the sequence": (
+        ["model.family=encoder_decoder", "model.mean_span=40"],
+        "model.mean_span",
+        "40 tokens is longer than the 5 tokens",
+    ),
 }
 
 

@@ -91,7 +91,11 @@ class EncoderDecoder(Transformer):
 
     def decode(self, tokens_BxT: jax.Array, memory_BxSxD: jax.Array, lengths_B: jax.Array | None = None) -> jax.Array:
         """The decoder's final hidden states (B, T, D) for its inputs, attending to the encoder's output."""
-        x_BxTxD = normed(super().embed_positions(self.embed(tokens_BxT), 0), self.decoder_embed_norm, self.dtype)
+        return self.decode_embedded(self.embed(tokens_BxT), memory_BxSxD, lengths_B)
+
+    def decode_embedded(self, x_BxTxD: jax.Array, memory_BxSxD: jax.Array, lengths_B=None) -> jax.Array:
+        """`decode` after the token lookup; tests differentiate through it for causality."""
+        x_BxTxD = normed(super().embed_positions(x_BxTxD, 0), self.decoder_embed_norm, self.dtype)
         head_dim = self.cfg.d_model // self.cfg.n_heads
         rope = None if self.pos_embed is not None else rope_tables(x_BxTxD.shape[1], head_dim, self.cfg.rope_theta)
         for block in self.decoder_blocks:
