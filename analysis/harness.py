@@ -30,6 +30,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tokenizers import Tokenizer
 
+from scaling.errors import ConfigError
 from scaling.export import tokenizer_files
 from scaling.model.decode import make_greedy_decoder
 from scaling.model.transformer import token_losses
@@ -54,6 +55,12 @@ class ScalingLM(TemplateLM):
         super().__init__()
         step = None if step in (None, "", "None") else int(step)
         model = load_model(path, step, compute_dtype="float32")
+        if model.cfg.family != "decoder":
+            raise ConfigError(
+                "model.family",
+                f"{path} is a {model.cfg.family} run; lm-eval's log-likelihoods and generation are a decoder's",
+                "score it with python -m analysis.tasks, which scores every family by its own objective",
+            )
         self.graphdef, self.state = nnx.split(model)
         self.seq_len, self.vocab_size = model.cfg.seq_len, model.vocab_size
         tokenizer_path, self.eot = tokenizer_files(path)

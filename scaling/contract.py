@@ -62,6 +62,9 @@ TOKENIZER_HASH = "tokenizer_hash"
 PARAMS_TOTAL, PARAMS_NONEMBEDDING = "params_total", "params_nonembedding"
 FINAL_EVAL_LOSS = "final_eval_loss"
 PARAMS_DIGEST = "params_digest"
+# The pre-training family (scaling/model/families.py) in summary.json and runs.parquet; a run or table without it
+# holds decoders (runs made before the families existed).
+FAMILY, DEFAULT_FAMILY = "family", "decoder"
 
 # ---- one sweep folder ----
 RUNS_TABLE = "runs.parquet"

@@ -188,6 +188,7 @@ class RunBook:
             "status": status,
             **({contract.DIVERGED_STEP: diverged.step, contract.DIVERGED_REASON: diverged.reason} if diverged else {}),
             "run_dir": str(self.run_dir),
+            contract.FAMILY: plan.model.family,
             **{k: v for k, v in plan.as_dict().items() if k not in ("model_shape", "flops_per_token")},
             **plan.as_dict()["model_shape"],
             "tokens_trained": self.step * plan.tokens_per_step,
