@@ -115,6 +115,9 @@ def predictions(table: pd.DataFrame, tasks: list[Task], runs: list[RunInfo]) -> 
     """(points, predictions, reasons a task was not fitted) of the two-step ladder, per task."""
     params = {run.name: run.params for run in runs}
     points, fitted, skipped = {}, {}, {}
+    if len({run.family for run in runs}) > 1:  # one law across families' task losses would mix objectives
+        why = "the runs span several model families; analysis.report's families section compares them"
+        return points, fitted, {task.name: why for task in tasks}
     for task in tasks:
         points[task.name] = ladder_points(table, task, params)
         try:

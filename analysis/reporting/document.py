@@ -12,7 +12,7 @@ from pathlib import Path
 from scaling import contract
 from scaling.files import write_text
 
-SECTIONS = ("fit", "prediction", "transfer", "backtest", "probe", "tasks")
+SECTIONS = ("fit", "prediction", "transfer", "families", "backtest", "probe", "tasks")
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -10,6 +10,7 @@ would need more tokens than the training split holds, are dropped, with the reas
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
 @dataclass(frozen=True)
 class GridPoint:
-    budget: float  # C, FLOPs (6 N D convention, N total parameters)
+    budget: float  # C, FLOPs (6 N D convention, N total parameters; other families: sizing.py's 6n per token)
     point: int  # j: rungs above (below, if negative) the rung nearest the expected optimum
     rung: int  # k: the ladder rung this point trains (-1 when it falls below the ladder)
     n_target: float  # the rung's target size N_0 * spacing^k
@@ -180,9 +181,12 @@ def _expand(override) -> list[Any]:
     return list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
 
 
-def sweep_grid(config) -> list[GridPoint]:
-    """The IsoFLOP grid a composed sweep config (with its hydra node) will run."""
+def sweep_grid(config, family: str | None = None) -> list[GridPoint]:
+    """The IsoFLOP grid a composed sweep config (with its hydra node) will run (for one family of a sweep that
+    varies model.family)."""
     cfg = run_config(config, drop=("run_dir",))
+    if family is not None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, family=family))
     budgets = [float(c) for c in sweep_values(config, "train.flops")]
     points = [int(k) for k in sweep_values(config, "sweep.point")]
     tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
@@ -198,5 +202,9 @@ def sweep_grid(config) -> list[GridPoint]:
 
 
 def describe_sweep_grid(config) -> str:
-    """The grid, formatted, before any job starts."""
-    return format_grid(sweep_grid(config))
+    """The grid, formatted, before any job starts: one per family when the sweep varies model.family (each
+    family's ladder counts its own parameters and each point its own FLOPs per token)."""
+    families = [str(family) for family in sweep_values(config, "model.family")]
+    if len(families) <= 1:
+        return format_grid(sweep_grid(config))
+    return "\n\n".join(f"model.family={family}:\n{format_grid(sweep_grid(config, family))}" for family in families)
