@@ -39,6 +39,7 @@ from scaling.config import DataConfig, ModelConfig
 from scaling.data.load import load_corpus
 from scaling.data.prepare import EOT
 from scaling.errors import ConfigError, exit_with
+from scaling.export_families import architecture_for, family_export
 from scaling.model.sizing import ffn_dim
 from scaling.training.checkpoint import load_model, saved_steps
 from scaling.training.rundir import read_config
@@ -260,17 +261,20 @@ def export(run_dir: Path, step: int | None, out_dir: Path) -> Path:
     if not steps or (step is not None and step not in steps):
         raise ConfigError("--step", f"{step} is not a saved checkpoint of {run_dir}", f"use one of {steps}")
     model = load_model(run_dir, step, compute_dtype="float32")
-    family = family_for(model.cfg)  # refuses before anything is written
+    decoder = model.cfg.family == "decoder"  # the other families' counterparts: scaling/export_families.py
+    family = family_for(model.cfg) if decoder else architecture_for(model.cfg)  # refuses before anything is written
     tokenizer_path, eot_id = tokenizer_files(run_dir)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    weights = (llama_weights if family is LLAMA else gpt2_weights)(params, model.cfg)
+    if decoder:
+        weights = (llama_weights if family is LLAMA else gpt2_weights)(params, model.cfg)
+        config = hf_config(family, model.cfg, model.vocab_size, eot_id)
+    else:
+        weights, config = family_export(params, model.cfg, model.vocab_size, eot_id)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        (tmp / CONFIG_FILE).write_text(
-            json.dumps(hf_config(family, model.cfg, model.vocab_size, eot_id), indent=2) + "\n"
-        )
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         shutil.copyfile(tokenizer_path, tmp / TOKENIZER_FILE)
         (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(model.cfg.seq_len), indent=2) + "\n")
         specials = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT, "pad_token": EOT}
