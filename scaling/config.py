@@ -33,7 +33,7 @@ class ModelConfig:
     d_ff: Optional[int] = None  # default: 4*d_model (gelu) or 8/3*d_model rounded to 64 (swiglu)
     norm_position: str = "pre"  # pre | post
     norm: str = "rmsnorm"  # rmsnorm | layernorm
-    position: str = "rope"  # rope | learned
+    position: str = "rope"  # rope | learned | relative (T5's relative position buckets; encoder_decoder only)
     mlp: str = "gelu"  # gelu | swiglu
     tie_embeddings: bool = True
     use_bias: bool = False

@@ -56,7 +56,15 @@ def test_encoder_attends_both_ways_and_the_decoder_causally(variant):
     np.testing.assert_array_equal(_dependence(decoder.from_embeddings, x, 8), np.tril(np.ones((8, 8), bool)))
 
 
-@pytest.mark.parametrize("variant", VARIANTS.values(), ids=VARIANTS.keys())
+T5_VARIANTS = {**VARIANTS, "relative-positions-swiglu": dict(position="relative", mlp="swiglu")}
+
+
+def test_relative_positions_are_counted():
+    cfg = dataclasses.replace(T5, position="relative", mlp="swiglu")
+    assert count_params(build(cfg, V, seed=0)) == param_count(cfg, V).total
+
+
+@pytest.mark.parametrize("variant", T5_VARIANTS.values(), ids=T5_VARIANTS.keys())
 def test_encoder_decoder_masks(variant):
     """The decoder is causal in its own inputs, sees every encoder position through cross-attention, and the
     encoder's output does not depend on the decoder's inputs at all."""

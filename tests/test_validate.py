@@ -113,6 +113,7 @@ CASES = {
     "branch beyond one": (["sweep.branches=[1.5]"], "sweep.branches", "1.5"),
     "run_dir under a file": (["run_dir={blocker}/run"], "run_dir", "{blocker}"),
     "family": (["model.family=prefix_lm"], "model.family", "prefix_lm"),
+    "relative positions in a decoder": (["model.position=relative"], "model.position", "not decoder"),
     "mask_rate one": (["model.family=encoder", "model.mask_rate=1"], "model.mask_rate", "1"),
     "mask_rate for a decoder": (["model.mask_rate=0.2"], "model.mask_rate", "model.family=encoder only, not decoder"),
     "noise_density zero": (["model.family=encoder_decoder", "model.noise_density=0"], "model.noise_density", "0"),

@@ -3,9 +3,11 @@
 An encoder (the decoder's blocks attending both ways) reads the corrupted inputs; a decoder writes the
 targets, each of its blocks attending causally to the targets so far (self-attention), then to the whole
 encoder output (cross-attention), then an MLP. One embedding serves the encoder's inputs, the decoder's
-inputs and, when tied, the output layer (as in T5). Positions: RoPE in both stacks' self-attention (or one
-learned table both stacks index from 0); cross-attention has none, as in T5. Under post-norm each stack
-normalises its embeddings first (BART's layernorm_embedding).
+inputs and, when tied, the output layer (as in T5). Positions: RoPE in both stacks' self-attention, or one
+learned table both stacks index from 0, or T5's own (`model.position=relative`: a learned bias per head for
+each of 32 buckets of relative distance, exact up to 8 and logarithmic to 128, one table per stack shared by
+its layers; bidirectional in the encoder, causal in the decoder); cross-attention has none, as in T5. Under
+post-norm each stack normalises its embeddings first (BART's layernorm_embedding).
 
 The split between the stacks is T5's: the same width, heads and MLP, and `n_layers` blocks in EACH stack
 (T5-Base is 12 + 12). A ladder rung of N parameters therefore gets a shape whose two stacks together hold
@@ -22,6 +24,7 @@ from __future__ import annotations
 import math
 
 import jax
+import numpy as np
 from flax import nnx
 
 from scaling.config import ModelConfig
@@ -30,7 +33,41 @@ from scaling.model.encoder import normed, refuse_cache
 from scaling.model.layers import Linear, Norm
 from scaling.model.mup import attention_scale, hidden_std
 from scaling.model.objectives import model_vocab, unpack
+from scaling.model.sizing import RELATIVE_BUCKETS
 from scaling.model.transformer import Mlp, Transformer, token_losses
+
+RELATIVE_MAX_DISTANCE = 128  # T5's relative_attention_max_distance (its buckets: sizing.RELATIVE_BUCKETS)
+
+
+def relative_buckets(queries: int, keys: int, bidirectional: bool) -> np.ndarray:
+    """(queries, keys) bucket of each key's distance from each query, as T5's `_relative_position_bucket`
+    computes it (in float32, as T5 does in torch, so that every boundary falls where T5's does)."""
+    distance = np.arange(keys)[None, :] - np.arange(queries)[:, None]
+    buckets, n = np.zeros_like(distance), RELATIVE_BUCKETS
+    if bidirectional:
+        n //= 2
+        buckets += (distance > 0) * n
+        distance = np.abs(distance)
+    else:
+        distance = -np.minimum(distance, 0)
+    exact = n // 2
+    far = np.maximum(distance, exact).astype(np.float32)  # the log is read only where distance >= exact
+    log_ratio = np.log(far / np.float32(exact)) / np.float32(math.log(RELATIVE_MAX_DISTANCE / exact))
+    large = exact + (log_ratio * np.float32(n - exact)).astype(np.int64)
+    return buckets + np.where(distance < exact, distance, np.minimum(large, n - 1))
+
+
+class RelativeBias(nnx.Module):
+    """T5's relative position bias of one stack: a learned scalar per head and bucket, N(0, init_std)."""
+
+    def __init__(self, cfg: ModelConfig, bidirectional: bool, rngs: nnx.Rngs):
+        self.bidirectional = bidirectional
+        init = nnx.initializers.normal(stddev=cfg.init_std)
+        self.table = nnx.Param(init(rngs.params(), (RELATIVE_BUCKETS, cfg.n_heads), np.float32))
+
+    def __call__(self, queries: int, keys: int) -> jax.Array:
+        """(1, H, queries, keys) float32 bias on the attention scores."""
+        return self.table[...][relative_buckets(queries, keys, self.bidirectional)].transpose(2, 0, 1)[None]
 
 
 class CrossAttention(nnx.Module):
@@ -61,12 +98,12 @@ class DecoderBlock(nnx.Module):
         self.attn, self.cross = Attention(cfg, dtype, rngs), CrossAttention(cfg, dtype, rngs)
         self.mlp = Mlp(cfg, dtype, rngs)
 
-    def __call__(self, x_BxTxD: jax.Array, rope, memory_BxSxD: jax.Array, lengths_B=None) -> jax.Array:
+    def __call__(self, x_BxTxD: jax.Array, rope, memory_BxSxD: jax.Array, lengths_B=None, bias=None) -> jax.Array:
         if self.pre_ln:
-            x_BxTxD = x_BxTxD + self.attn(self.norm1(x_BxTxD), rope)[0]
+            x_BxTxD = x_BxTxD + self.attn(self.norm1(x_BxTxD), rope, bias_1xHxSxS=bias)[0]
             x_BxTxD = x_BxTxD + self.cross(self.norm2(x_BxTxD), memory_BxSxD, lengths_B)
             return x_BxTxD + self.mlp(self.norm3(x_BxTxD))
-        x_BxTxD = self.norm1(x_BxTxD + self.attn(x_BxTxD, rope)[0])
+        x_BxTxD = self.norm1(x_BxTxD + self.attn(x_BxTxD, rope, bias_1xHxSxS=bias)[0])
         x_BxTxD = self.norm2(x_BxTxD + self.cross(x_BxTxD, memory_BxSxD, lengths_B))
         return self.norm3(x_BxTxD + self.mlp(x_BxTxD))
 
@@ -81,13 +118,18 @@ class EncoderDecoder(Transformer):
         self.decoder_embed_norm = Norm(cfg, rngs) if post else None
         self.decoder_blocks = nnx.List([DecoderBlock(cfg, self.dtype, rngs) for _ in range(cfg.n_layers)])
         self.decoder_norm = None if post else Norm(cfg, rngs)
+        relative = cfg.position == "relative"
+        self.encoder_bias = RelativeBias(cfg, True, rngs) if relative else None
+        self.decoder_bias = RelativeBias(cfg, False, rngs) if relative else None
 
     def embed_positions(self, x_BxSxD: jax.Array, start) -> jax.Array:
         return normed(super().embed_positions(x_BxSxD, start), self.embed_norm, self.dtype)
 
     def encode(self, inputs_BxS: jax.Array, lengths_B: jax.Array | None = None) -> jax.Array:
         """The encoder's output (B, S, D); positions past `lengths_B` are padding."""
-        return self.hidden(self.embed(inputs_BxS), None, 0, lengths_B)[0]
+        s = inputs_BxS.shape[1]
+        bias = None if self.encoder_bias is None else self.encoder_bias(s, s)
+        return self.hidden(self.embed(inputs_BxS), None, 0, lengths_B, bias)[0]
 
     def decode(self, tokens_BxT: jax.Array, memory_BxSxD: jax.Array, lengths_B: jax.Array | None = None) -> jax.Array:
         """The decoder's final hidden states (B, T, D) for its inputs, attending to the encoder's output."""
@@ -96,10 +138,11 @@ class EncoderDecoder(Transformer):
     def decode_embedded(self, x_BxTxD: jax.Array, memory_BxSxD: jax.Array, lengths_B=None) -> jax.Array:
         """`decode` after the token lookup; tests differentiate through it for causality."""
         x_BxTxD = normed(super().embed_positions(x_BxTxD, 0), self.decoder_embed_norm, self.dtype)
-        head_dim = self.cfg.d_model // self.cfg.n_heads
-        rope = None if self.pos_embed is not None else rope_tables(x_BxTxD.shape[1], head_dim, self.cfg.rope_theta)
+        t, head_dim = x_BxTxD.shape[1], self.cfg.d_model // self.cfg.n_heads
+        rope = rope_tables(t, head_dim, self.cfg.rope_theta) if self.cfg.position == "rope" else None
+        bias = None if self.decoder_bias is None else self.decoder_bias(t, t)
         for block in self.decoder_blocks:
-            x_BxTxD = block(x_BxTxD, rope, memory_BxSxD, lengths_B)
+            x_BxTxD = block(x_BxTxD, rope, memory_BxSxD, lengths_B, bias)
         return x_BxTxD if self.decoder_norm is None else self.decoder_norm(x_BxTxD)
 
     def __call__(self, inputs_BxS: jax.Array, decoder_inputs_BxT: jax.Array) -> jax.Array:

@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from scaling.config import ModelConfig
 from scaling.model.objectives import DECODER, ENCODER, model_vocab, n_masked, span_layout
 
+# T5's relative position buckets (model.position=relative; scaling/model/encoder_decoder.py): a learned bias per
+# head and bucket in each stack, counted with the position tables.
+RELATIVE_BUCKETS = 32
+
 
 @dataclass(frozen=True)
 class ParamCount:
@@ -118,7 +122,7 @@ def flops_per_token(cfg: ModelConfig, vocab_size: int) -> dict[str, float]:
 class FamilyGroups:
     """Parameters of a non-decoder model by where they are used, and the positions of a sequence using them."""
 
-    embedding: int  # token table (+ learned positions): looked up at every position of each stack
+    embedding: int  # token table (+ position tables): used at every position of each stack
     always: int  # used at every encoder (or, encoder-decoder: every input) position
     decoder: int  # encoder_decoder: used at every target position (0 for the encoder)
     cross_kv: int  # encoder_decoder: cross-attention's key/value projections, applied to every input position
@@ -146,7 +150,8 @@ class FamilyGroups:
 
 def family_groups(cfg: ModelConfig, vocab_size: int) -> FamilyGroups:
     d, v, t, bias = cfg.d_model, model_vocab(cfg, vocab_size), cfg.seq_len, cfg.use_bias
-    embedding = v * d + (t * d if cfg.position == "learned" else 0)
+    positions = {"learned": t * d, "relative": 2 * RELATIVE_BUCKETS * cfg.n_heads}.get(cfg.position, 0)
+    embedding = v * d + positions  # position tables count as embedding, as the decoder's learned ones do
     head = 0 if cfg.tie_embeddings else v * d + (v if bias else 0)
     stack_norm = _norm_params(cfg)  # pre-norm: the final norm; post-norm: the embedding norm (BERT, BART)
     always = cfg.n_layers * block_params(cfg) + stack_norm

@@ -45,13 +45,13 @@ class Block(nnx.Module):
         self.norm1, self.norm2 = Norm(cfg, rngs), Norm(cfg, rngs)
         self.attn, self.mlp = Attention(cfg, dtype, rngs, causal), Mlp(cfg, dtype, rngs)
 
-    def __call__(self, x_BxTxD: jax.Array, rope, cache: LayerCache | None = None, start=0, lengths_B=None):
+    def __call__(self, x_BxTxD: jax.Array, rope, cache: LayerCache | None = None, start=0, lengths_B=None, bias=None):
         if self.pre_ln:
-            attended_BxTxD, cache = self.attn(self.norm1(x_BxTxD), rope, cache, start, lengths_B)
+            attended_BxTxD, cache = self.attn(self.norm1(x_BxTxD), rope, cache, start, lengths_B, bias)
             x_BxTxD = x_BxTxD + attended_BxTxD
             return x_BxTxD + self.mlp(self.norm2(x_BxTxD)), cache
         # Post-LN (the original Transformer): normalise after each residual addition.
-        attended_BxTxD, cache = self.attn(x_BxTxD, rope, cache, start, lengths_B)
+        attended_BxTxD, cache = self.attn(x_BxTxD, rope, cache, start, lengths_B, bias)
         x_BxTxD = self.norm1(x_BxTxD + attended_BxTxD)
         return self.norm2(x_BxTxD + self.mlp(x_BxTxD)), cache
 
@@ -100,17 +100,18 @@ class Transformer(nnx.Module):
         return self.hidden(self.embed(tokens_BxS), caches, start)
 
     def hidden(
-        self, x_BxSxD: jax.Array, caches: list[LayerCache] | None, start, lengths_B=None
+        self, x_BxSxD: jax.Array, caches: list[LayerCache] | None, start, lengths_B=None, bias=None
     ) -> tuple[jax.Array, list | None]:
-        """Embedded tokens at positions start.. through every block and the final norm (`lengths_B`: see Attention)."""
+        """Embedded tokens at positions start.. through every block and the final norm (`lengths_B`, `bias`: see
+        Attention)."""
         s = x_BxSxD.shape[1]
         x_BxSxD = self.embed_positions(x_BxSxD, start)
         head_dim = self.cfg.d_model // self.cfg.n_heads
         positions = s if caches is None else caches[0][0].shape[1]
-        rope = rope_tables(positions, head_dim, self.cfg.rope_theta) if self.pos_embed is None else None
+        rope = rope_tables(positions, head_dim, self.cfg.rope_theta) if self.cfg.position == "rope" else None
         updated = []
         for i, block in enumerate(self.blocks):
-            x_BxSxD, cache = block(x_BxSxD, rope, None if caches is None else caches[i], start, lengths_B)
+            x_BxSxD, cache = block(x_BxSxD, rope, None if caches is None else caches[i], start, lengths_B, bias)
             updated.append(cache)
         if self.final_norm is not None:
             x_BxSxD = self.final_norm(x_BxSxD)

@@ -31,7 +31,7 @@ from scaling.training.schedule import SCHEDULES
 CHOICES = {
     "model.norm_position": ("pre", "post"),
     "model.norm": ("rmsnorm", "layernorm"),
-    "model.position": ("rope", "learned"),
+    "model.position": ("rope", "learned", "relative"),
     "model.mlp": ("gelu", "swiglu"),
     "model.compute_dtype": ("auto", "float32", "bfloat16"),
     "model.attention_impl": ("auto", "xla", "cudnn"),
@@ -191,6 +191,12 @@ def _check_family(cfg: RunConfig) -> None:
             f"{value} applies to model.family={family} only, not {m.family}",
             f"leave it null, or set model.family={family}",
         )
+    _require(
+        m.position != "relative" or m.family == ENCODER_DECODER,
+        "model.position",
+        f"relative (T5's relative position buckets) is for model.family=encoder_decoder, not {m.family}",
+        "use model.position=rope or learned",
+    )
     if m.family != ENCODER_DECODER:
         return
     layout = span_layout(m)
