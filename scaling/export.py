@@ -39,7 +39,7 @@ from scaling.config import DataConfig, ModelConfig
 from scaling.data.load import load_corpus
 from scaling.data.prepare import EOT
 from scaling.errors import ConfigError, exit_with
-from scaling.export_families import architecture_for, family_export
+from scaling.export_families import _bias_or_zeros, _np, architecture_for, family_export
 from scaling.model.sizing import ffn_dim
 from scaling.training.checkpoint import load_model, saved_steps
 from scaling.training.rundir import read_config
@@ -97,15 +97,6 @@ def family_for(cfg: ModelConfig) -> Family:
             f"{nearest.name}'s lm_head has no bias; export runs with tie_embeddings=true or use_bias=false",
         )
     return nearest
-
-
-def _np(x) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(x, np.float32))
-
-
-def _bias_or_zeros(layer: dict, width: int) -> np.ndarray:
-    """The layer's bias, or zeros where the model has none: the same function for an architecture that needs one."""
-    return _np(layer["bias"]) if "bias" in layer else np.zeros(width, np.float32)
 
 
 def llama_weights(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:

@@ -64,10 +64,12 @@ def architecture_for(cfg: ModelConfig) -> str:
 
 
 def _np(x) -> np.ndarray:
+    """float32, C-contiguous: what safetensors writes (scaling/export.py uses it too)."""
     return np.ascontiguousarray(np.asarray(x, np.float32))
 
 
-def _bias(layer: dict, width: int) -> np.ndarray:
+def _bias_or_zeros(layer: dict, width: int) -> np.ndarray:
+    """The layer's bias, or zeros where the model has none: the same function for an architecture that needs one."""
     return _np(layer["bias"]) if "bias" in layer else np.zeros(width, np.float32)
 
 
@@ -75,12 +77,12 @@ def _linear(out: dict, name: str, layer: dict, scale: float = 1.0) -> None:
     """Our (in, out) kernel as torch's (out, in) weight, and its bias (zeros if none), times `scale`."""
     kernel = _np(layer["kernel"])
     out[f"{name}.weight"] = _np(kernel.T * scale)
-    out[f"{name}.bias"] = _bias(layer, kernel.shape[1]) * np.float32(scale)
+    out[f"{name}.bias"] = _bias_or_zeros(layer, kernel.shape[1]) * np.float32(scale)
 
 
 def _norm(out: dict, name: str, norm: dict) -> None:
     out[f"{name}.weight"] = _np(norm["scale"])
-    out[f"{name}.bias"] = _bias(norm, norm["scale"].shape[0])
+    out[f"{name}.bias"] = _bias_or_zeros(norm, norm["scale"].shape[0])
 
 
 def bert_weights(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
