@@ -25,6 +25,7 @@ from analysis.abilities.score import SuiteScorer
 from analysis.abilities.suite import Task
 from analysis.abilities.task_figures import emergence_figure, ladder_figure
 from analysis.abilities.task_section import section
+from analysis.abilities.task_set import TASK_SET_FILE, read_task_set, write_task_set
 from analysis.abilities.two_step import two_step
 from analysis.command import OneLineParser, positive_int
 from analysis.command import run as run_command
@@ -70,7 +71,7 @@ def task_set(path: Path, runs: list[RunInfo], settings: TaskSettings, context: i
             f"score each corpus's runs separately (the tasks are cut from one corpus)"
         )
     header = {"n": settings.n, "seed": settings.seed, "context": context, contract.CORPUS_HASH: runs[0].corpus_hash}
-    stored = tables.read_task_set(path / tables.TASK_SET_FILE)
+    stored = read_task_set(path / TASK_SET_FILE)
     if stored is not None and stored[0] == header:
         return stored
     texts = heldout_texts(runs[0].data)  # refuses data=tokens in one line
@@ -142,7 +143,7 @@ def score_path(path: Path, settings: TaskSettings, final: bool = False) -> pd.Da
     table_settings = {**header, "tasks": {task.name: task.hash for task in tasks}}
     spec = tables.task_table(path)
     table = spec.read(table_settings)  # refuses before anything is written
-    tables.write_task_set(path / tables.TASK_SET_FILE, header, tasks)
+    write_task_set(path / TASK_SET_FILE, header, tasks)
     for run in runs:
         table = score_run(run, table, tasks, table_settings, spec, final)
     scored_runs = measured_runs(path, runs, table)
@@ -178,7 +179,7 @@ def parser() -> OneLineParser:
 def tasks_command(args: argparse.Namespace) -> int:
     score_path(args.path, TaskSettings(args.n, args.seed, args.context), args.final)
     print(
-        f"wrote {args.path / contract.TASKS_TABLE}, {args.path / tables.TASK_SET_FILE}, "
+        f"wrote {args.path / contract.TASKS_TABLE}, {args.path / TASK_SET_FILE}, "
         f"{args.path / contract.FIGURES_DIR}/tasks_*.png and the tasks section of {args.path / contract.REPORT_FILE}",
         file=sys.stderr,
     )

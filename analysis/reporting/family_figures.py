@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from analysis.abilities.suite import Task
-from analysis.abilities.task_figures import LABELS
+from analysis.abilities.suite import METRIC_LABELS, Task
 from analysis.fits.powerlaw import evaluate_power_law
 from analysis.fits.result import ApproachResult
 from analysis.reporting.figure_style import FLOPS_LABEL, N_LABEL, save, styled
@@ -111,7 +110,7 @@ def tasks_figure(scores: pd.DataFrame, tasks: list[Task], path: Path) -> Path:
             ax.set(
                 xscale="log",
                 xlabel="training FLOPs (each family's own count)",
-                ylabel=LABELS[metric],
+                ylabel=METRIC_LABELS[metric],
                 title=f"{task.name}: {metric}",
             )
         row[0].legend(fontsize=7)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.abilities.task_table import read_task_set
+from analysis.abilities.task_set import TASK_SET_FILE, read_task_set
 from analysis.failures import FitError, InputError
 from analysis.fits.approach2 import fit_approach2
 from analysis.fits.result import ApproachResult
@@ -97,7 +97,7 @@ def _task_lines(scores: pd.DataFrame, tasks: list) -> list[str]:
 
 def tasks_part(path: Path, table: pd.DataFrame, figures: Path) -> list[str]:
     """The yardstick: scores from tasks.parquet against compute, or how to make them."""
-    stored = read_task_set(path / "task_set.json")
+    stored = read_task_set(path / TASK_SET_FILE)
     if not (path / contract.TASKS_TABLE).is_file() or stored is None:
         return [f"Task scores: none yet. `python -m analysis.tasks {path} --final` scores each run's last checkpoint."]
     runs = table.rename(columns={contract.RUN_NAME: "run"})[["run", contract.FAMILY, contract.BUDGET]]
