@@ -17,6 +17,7 @@ from scaling.training.checkpoint import load_model
 from scaling.training.rundir import read_config
 from scaling.training.trainer import train
 from tests.helpers import compose_config
+from tests.test_mesh import _losses, _run_on
 
 # 24 steps of 8 x 32 tokens; checkpoints at 0, 1, 2, 4, 8, 16, 24
 RUN_ARGS = ["train.tokens=6144", "train.log_every=4"]
@@ -53,3 +54,13 @@ def test_family_trains_and_resumes_bit_for_bit(family, tmp_path, tiny_overrides,
     pd.testing.assert_frame_equal(
         pd.read_parquet(run_dir / "metrics.parquet")[columns], pd.read_parquet(reference / "metrics.parquet")[columns]
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["encoder", "encoder_decoder"])
+def test_family_on_eight_devices_matches_one(family, tmp_path, tiny_overrides):
+    """Data and parameters sharded (data 2 x fsdp 4 over 8 fake CPU devices): the same losses as one device."""
+    overrides = [*tiny_overrides, f"model.family={family}"]
+    _run_on(1, tmp_path / "one", overrides)
+    _run_on(8, tmp_path / "eight", overrides, ["mesh.data=2", "mesh.fsdp=4"])
+    pd.testing.assert_frame_equal(_losses(tmp_path / "eight"), _losses(tmp_path / "one"), rtol=2e-4, atol=2e-4)
