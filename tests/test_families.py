@@ -15,6 +15,7 @@ from scaling.model import objectives as ob
 from scaling.model.families import build
 from scaling.model.sizing import param_count
 from scaling.model.transformer import count_params
+from scaling.planning.ladder import shape_for_params
 
 V = 40
 BASE = ModelConfig(d_model=16, n_layers=2, n_heads=4, seq_len=24, init_std=0.2)
@@ -123,3 +124,15 @@ def test_losses_equal_a_float64_reference_from_the_full_logits():
 def test_key_value_cache_decoding_is_refused(cfg):
     with pytest.raises(TypeError, match="key/value-cache decoding is for decoders"):
         build(cfg, V, seed=0).init_cache(1, 4)
+
+
+def test_a_parameter_target_picks_each_familys_own_shape():
+    """model.n_params: every family gets a member of the ladder within 10% by its own count; at equal N the
+    encoder-decoder (two stacks and cross-attention, n_layers each) is narrower than the decoder."""
+    shapes = {}
+    for family in ("decoder", "encoder", "encoder_decoder"):
+        cfg = ModelConfig(head_dim=4, aspect_ratio=16, seq_len=64, family=family)
+        shapes[family] = shape_for_params(cfg, 512, 60_000)
+        assert abs(param_count(shapes[family], 512).total / 60_000 - 1) <= 0.10
+        assert shapes[family].family == family
+    assert shapes["encoder_decoder"].d_model < shapes["decoder"].d_model
