@@ -30,6 +30,9 @@ class ModelConfig:
     head_dim: int = 8
     aspect_ratio: float = 32.0
     min_layers: int = 2
+    # The narrowest member has this many heads: narrower still, one width step changes the size so much that
+    # no steady sqrt(2) ladder passes through it (the objectives sweep takes 2, to reach below 10k parameters).
+    min_heads: int = 4
     d_ff: Optional[int] = None  # default: 4*d_model (gelu) or 8/3*d_model rounded to 64 (swiglu)
     norm_position: str = "pre"  # pre | post
     norm: str = "rmsnorm"  # rmsnorm | layernorm

@@ -23,6 +23,7 @@ CASES = {
     "odd family head": (["model.head_dim=5"], "model.head_dim", "5"),
     "aspect_ratio negative": (["model.aspect_ratio=-1"], "model.aspect_ratio", "-1"),
     "min_layers zero": (["model.min_layers=0"], "model.min_layers", "0"),
+    "min_heads zero": (["model.min_heads=0"], "model.min_heads", "0"),
     "base_width zero": (["model.base_width=0"], "model.base_width", "0"),
     "parametrization": (["model.parametrization=ntk"], "model.parametrization", "ntk"),
     "wandb_mode": (["tracker.wandb_mode=cloud"], "tracker.wandb_mode", "cloud"),

@@ -71,6 +71,7 @@ BOUNDS: dict[str, Range] = {
     "model.head_dim": Range(0, example="8"),
     "model.aspect_ratio": Range(0, example="32"),
     "model.min_layers": Range(0, example="2"),
+    "model.min_heads": Range(0, example="4"),
     "model.base_width": Range(0, example="32"),
     "model.d_ff": Range(0, example="512 (or null: 4 x d_model)"),
     "model.init_std": Range(0, example="0.02"),
