@@ -27,7 +27,6 @@ from scaling.data.order import (
     ORDERS,
     PERMUTATION,
     DataOrder,
-    eval_set,
     feistel,
     feistel_keys,
     half_bits,
@@ -118,6 +117,15 @@ def test_positions_continue_across_epoch_boundaries(kind):
     for step in range(10):
         np.testing.assert_array_equal(order.indices(step), expected[step * 7 : step * 7 + 7])
     assert not np.array_equal(expected[:10], expected[10:20])
+
+
+@pytest.mark.parametrize("kind", ORDERS)
+def test_a_block_of_steps_equals_its_steps_one_by_one(kind):
+    """The trainer gathers many steps at once (RunBook.batch); the ids must be those of each step alone,
+    across epoch boundaries too."""
+    order = DataOrder(seed=5, batch_size=7, n_seqs=30, kind=kind)
+    block = order.indices(3, steps=11)
+    np.testing.assert_array_equal(block, np.concatenate([order.indices(step) for step in range(3, 14)]))
 
 
 @pytest.mark.parametrize("kind", ORDERS)
@@ -416,7 +424,7 @@ def test_an_old_run_resumes_and_is_probed_with_the_order_it_trained_with(tmp_pat
     np.testing.assert_array_equal(open_data(run).update_batch(8), open_data(read_run(reference)).update_batch(8))
 
 
-# ---- windows, evaluation set, warnings ----
+# ---- windows, warnings ----
 
 
 def test_sequences_are_the_fixed_windows():
@@ -444,16 +452,6 @@ def test_sequences_from_a_memmap(tmp_path):
 def test_too_short_for_one_sequence_names_the_field():
     with pytest.raises(ConfigError, match="model.seq_len"):
         n_sequences(64, seq_len=64)
-
-
-def test_eval_set_is_fixed_spread_and_capped():
-    val = np.arange(1001, dtype=np.uint16)
-    small = eval_set(val, seq_len=10, n_tokens=50)
-    assert small.shape == (5, 11)
-    np.testing.assert_array_equal(small[:, 0], [0, 200, 400, 600, 800])
-    np.testing.assert_array_equal(eval_set(val, 10, 50), small)
-    assert eval_set(val, 10, n_tokens=10**9).shape == (100, 11)
-    assert eval_set(val, 10, n_tokens=1).shape == (1, 11)
 
 
 def test_warn_if_repeats():

@@ -61,9 +61,13 @@ class Encoder(Transformer):
 
     def loss(self, batch_BxW: jax.Array) -> jax.Array:
         """Mean cross-entropy of the original tokens at the predicted positions (the masked-LM objective)."""
+        return self.window_losses(batch_BxW).mean()  # every row predicts the same m positions
+
+    def window_losses(self, batch_BxW: jax.Array) -> jax.Array:
+        """(B,) mean cross-entropy of each row's predicted positions."""
         inputs_BxT, positions_BxM, targets_BxM = unpack(self.cfg, batch_BxW)
         picked_BxMxD = jnp.take_along_axis(self.encode(inputs_BxT), positions_BxM[..., None], axis=1)
-        return token_losses(self.predict(picked_BxMxD), targets_BxM).mean()
+        return token_losses(self.predict(picked_BxMxD), targets_BxM).mean(axis=-1)
 
     def init_cache(self, batch: int, length: int):
         refuse_cache(self.cfg.family)

@@ -150,8 +150,12 @@ class EncoderDecoder(Transformer):
 
     def loss(self, batch_BxW: jax.Array) -> jax.Array:
         """Mean cross-entropy of the targets (sentinels and the corrupted spans' tokens), teacher forced."""
+        return self.window_losses(batch_BxW).mean()  # every row has the same n + S targets
+
+    def window_losses(self, batch_BxW: jax.Array) -> jax.Array:
+        """(B,) mean cross-entropy of each row's targets."""
         inputs_BxS, decoder_inputs_BxT, targets_BxT = unpack(self.cfg, batch_BxW)
-        return token_losses(self(inputs_BxS, decoder_inputs_BxT), targets_BxT).mean()
+        return token_losses(self(inputs_BxS, decoder_inputs_BxT), targets_BxT).mean(axis=-1)
 
     def init_cache(self, batch: int, length: int):
         refuse_cache(self.cfg.family)

@@ -127,6 +127,10 @@ class Transformer(nnx.Module):
         """Mean next-token cross-entropy of a batch of windows (the train step's loss; each family has its own)."""
         return token_losses(self(seqs_BxT1[:, :-1]), seqs_BxT1[:, 1:]).mean()
 
+    def window_losses(self, seqs_BxT1: jax.Array) -> jax.Array:
+        """(B,) mean next-token cross-entropy of each window (the held-out evaluation's; each family has its own)."""
+        return token_losses(self(seqs_BxT1[:, :-1]), seqs_BxT1[:, 1:]).mean(axis=-1)
+
     def logits(self, x_BxTxD: jax.Array) -> jax.Array:
         """Output projection in float32 so the softmax over the vocabulary is accurate (times muP's
         output multiplier, which is 1 under SP and then left out of the program)."""

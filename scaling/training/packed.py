@@ -118,8 +118,9 @@ class PackedTrainer:
 
     def _save(self, slot: int, i: int, step: int, wall_s: float) -> None:
         """Evaluate and checkpoint run i, which sits at `slot` of the stacked state."""
-        params = _take(self.params, slot)
-        eval_loss = float(self.evaluate(params, self.eval_chunks))
+        params, t0 = _take(self.params, slot), time.perf_counter()
+        losses_N = np.asarray(self.evaluate(params, self.eval_chunks))
+        eval_loss = self.books[i].evaluated(losses_N, time.perf_counter() - t0)
         self.books[i].save(step, params, _take(self.opt_state, slot), eval_loss, wall_s)
 
     def run(self, runtime: dict[str, Any], swept: list[dict[str, Any]]) -> list[dict]:

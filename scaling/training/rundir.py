@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from scaling import contract
+from scaling.data.eval_set import UNRECORDED_EVAL_SET
 from scaling.data.order import UNRECORDED_ORDER
 from scaling.errors import ConfigError, RunBusy
 from scaling.files import (
@@ -46,12 +47,21 @@ VOLATILE_FIELDS = {
     "tracker",
     "sweep.vary",
     "sweep.launch",
+    "sweep.seeds",  # (a run's own seed is train.seed; these say how the sweep chose it)
+    "sweep.seed_offset",
+    "sweep.jobs",  # how many runs share the machine never changes a run's numbers (tests/test_side_by_side.py)
 }
 # Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
 # it (or with null) implies: a run started before data.order existed trained with the `permutation`
-# order; one started before model.family existed was a decoder. A launch that leaves such a field unset (null)
-# keeps the stored run's value.
-ADDED_FIELDS = {"data.order": UNRECORDED_ORDER, "model.family": "decoder"}
+# order, and one started before data.eval_set was evaluated on spread `windows`; one started before model.family
+# existed was a decoder. A launch that leaves such a field unset (null) keeps the stored run's value.
+# eval_max_doc_share never shaped a windows set.
+ADDED_FIELDS = {
+    "data.order": UNRECORDED_ORDER,
+    "data.eval_set": UNRECORDED_EVAL_SET,
+    "data.eval_max_doc_share": 0.05,
+    "model.family": "decoder",
+}
 
 
 def check_writable(run_dir: Path) -> None:
@@ -135,6 +145,11 @@ def recorded_order(stored: dict | None) -> str | None:
     return None if stored is None else str(config_fields(stored)["data.order"])
 
 
+def recorded_eval_set(stored: dict | None) -> str | None:
+    """The eval set a stored config.yaml says its run was evaluated on (None: no run there yet)."""
+    return None if stored is None else str(config_fields(stored)["data.eval_set"])
+
+
 def read_config(run_dir: Path) -> dict | None:
     path = Path(run_dir) / contract.CONFIG_FILE
     return yaml.safe_load(path.read_text()) if path.exists() else None
@@ -172,8 +187,14 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     atomic_write(run_dir / contract.METRICS_FILE, lambda tmp: df.to_parquet(tmp, index=False))
 
 
+def write_eval_windows(run_dir: Path, document_N, loss_N) -> None:
+    """The latest evaluation's loss on every window, with the document it comes from."""
+    df = pd.DataFrame(dict(zip(contract.EVAL_WINDOW_COLUMNS, (document_N, loss_N))))
+    atomic_write(run_dir / contract.EVAL_WINDOWS_FILE, lambda tmp: df.to_parquet(tmp, index=False))
+
+
 def clear(run_dir: Path) -> None:
     """overwrite=true: remove what a previous run wrote (only our own files and checkpoints)."""
-    for name in (contract.CONFIG_FILE, contract.METRICS_FILE, contract.SUMMARY_FILE):
+    for name in (contract.CONFIG_FILE, contract.METRICS_FILE, contract.SUMMARY_FILE, contract.EVAL_WINDOWS_FILE):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / contract.CHECKPOINT_DIR, ignore_errors=True)

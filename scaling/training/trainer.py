@@ -14,12 +14,12 @@ import signal
 import sys
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
@@ -27,6 +27,7 @@ from tqdm import tqdm
 from scaling import contract, diskspace
 from scaling.config import RunConfig, replace
 from scaling.data.corpus import Corpus
+from scaling.data.eval_set import run_eval_set
 from scaling.data.load import load_corpus
 from scaling.data.order import run_order, warn_if_repeats
 from scaling.model import families
@@ -81,12 +82,18 @@ class Preemption:
 
 
 def with_run_order(cfg: RunConfig, run_dir: Path) -> RunConfig:
-    """cfg with data.order set: as asked, else the order the run in `run_dir` started with (a new branch:
-    that of the run it starts from, whose data stream it continues), else the newest."""
+    """cfg with data.order and data.eval_set set: as asked, else what the run in `run_dir` started with (a
+    new branch: what the run it starts from had, whose data stream it continues), else the newest."""
     stored = None if cfg.overwrite else rundir.read_config(run_dir)
     if stored is None and cfg.train.init_from is not None:
         stored = rundir.read_config(Path(cfg.train.init_from))
-    return replace(cfg, data={"order": run_order(cfg.data.order, rundir.recorded_order(stored))})
+    return replace(
+        cfg,
+        data={
+            "order": run_order(cfg.data.order, rundir.recorded_order(stored)),
+            "eval_set": run_eval_set(cfg.data.eval_set, rundir.recorded_eval_set(stored)),
+        },
+    )
 
 
 class Trainer:
@@ -130,7 +137,8 @@ class Trainer:
         self.eval_chunks = global_batch(chunks, NamedSharding(mesh, PartitionSpec(None, BATCH_AXES)))
         micro = plan.grad_accum if chunks.shape[1] % plan.grad_accum == 0 else 1
         self.evaluate, _ = programs.compiled(
-            programs.key("eval", cfg, plan, mesh, micro, chunks.shape), lambda: make_eval(self.graphdef, micro)
+            programs.key("eval", cfg, plan, mesh, micro, chunks.shape),
+            lambda: make_eval(self.graphdef, micro, replicated),
         )
 
     def resume(self) -> None:
@@ -140,7 +148,9 @@ class Trainer:
             self.params, self.opt_state = restored["params"], restored["opt_state"]
 
     def save(self, step: int, wall_s: float) -> float:
-        eval_loss = float(self.evaluate(self.params, self.eval_chunks))
+        t0 = time.perf_counter()
+        losses_N = np.asarray(self.evaluate(self.params, self.eval_chunks))  # the evaluation's one host sync
+        eval_loss = self.book.evaluated(losses_N, time.perf_counter() - t0)
         self.book.save(step, self.params, self.opt_state, eval_loss, wall_s)
         self.last_log = (step, time.perf_counter())  # evaluation time is not training throughput
         return eval_loss
@@ -154,19 +164,17 @@ class Trainer:
         if book.step == 0 and checkpoint.should_save(cfg.checkpoint, 0, plan.steps):
             self.save(0, 0.0)
         status, pending = contract.FAILED, None
-        clipped, since_log = jnp.zeros((), jnp.float32), 0  # steps clipped since the last log, counted on device
+        norms: list[jax.Array] = []  # gradient norms since the last log, read with it (no host sync per step)
         preemption = Preemption()
         bar = tqdm(total=plan.steps, initial=book.step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
-        prefetch = ThreadPoolExecutor(max_workers=1)
-        next_batch = prefetch.submit(book.batch, book.step)
         try:
             status = contract.COMPLETED
             for step in range(book.step, plan.steps):
-                seqs = global_batch(next_batch.result(), self.batch_sharding)
-                if step + 1 < plan.steps:
-                    next_batch = prefetch.submit(book.batch, step + 1)
+                # The step is dispatched asynchronously, so the next batch is gathered while this one
+                # computes; no thread is needed for that (one cost more than the gather on a busy core).
+                seqs = global_batch(book.batch(step), self.batch_sharding)
                 self.params, self.opt_state, metrics = self.step_fn(self.params, self.opt_state, seqs, self.schedule)
-                clipped, since_log = clipped + (metrics["grad_norm"] > cfg.train.grad_clip), since_log + 1
+                norms.append(metrics["grad_norm"])
                 done = step + 1
                 # The previous step's metrics are read only now, so the device never idles on the host.
                 if pending is not None and not self._log(*pending, bar, wall()):
@@ -174,7 +182,7 @@ class Trainer:
                     break
                 pending = None
                 if done % cfg.train.log_every == 0 or done == plan.steps:
-                    pending, clipped, since_log = (done, metrics, clipped / since_log), jnp.zeros((), jnp.float32), 0
+                    pending, norms = (done, metrics, norms), []
                 on_schedule = checkpoint.should_save(cfg.checkpoint, done, plan.steps)
                 if on_schedule or preemption.requested:
                     if pending is not None and not self._log(*pending, bar, wall()):
@@ -194,20 +202,21 @@ class Trainer:
                 status = contract.DIVERGED
         finally:
             bar.close()
-            prefetch.shutdown(wait=False, cancel_futures=True)
             preemption.restore()
             status = book.close(status)
         summary = book.summary(status, wall(), self.params, self.compile_s, runtime)
         self.preemption = preemption
         return summary
 
-    def _log(self, step: int, metrics: dict, clipped: jax.Array, bar, wall_s: float) -> bool:
-        """Record a logged step (one host sync); False once the run has diverged."""
+    def _log(self, step: int, metrics: dict, norms: list[jax.Array], bar, wall_s: float) -> bool:
+        """Record a logged step (one host sync); False once the run has diverged. `norms`: the gradient
+        norms of the steps since the previous log, for the share of them that were clipped."""
         loss, grad_norm, now = float(metrics["loss"]), float(metrics["grad_norm"]), time.perf_counter()
+        clipped = float(np.mean(np.asarray(jax.device_get(norms)) > self.book.cfg.train.grad_clip))
         tokens_per_s = (step - self.last_log[0]) * self.book.plan.tokens_per_step / max(now - self.last_log[1], 1e-9)
         self.last_log = (step, now)
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-        return self.book.log_train(step, loss, grad_norm, float(clipped), tokens_per_s, wall_s)
+        return self.book.log_train(step, loss, grad_norm, clipped, tokens_per_s, wall_s)
 
 
 def train(cfg: RunConfig, runtime: dict[str, Any] | None = None, swept: dict[str, Any] | None = None) -> dict:
