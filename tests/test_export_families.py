@@ -14,7 +14,13 @@ from scaling.model.objectives import span_layout
 from scaling.training.checkpoint import load_model
 from tests.test_export import needs_hf, trained_run
 
-BERT = ["model.family=encoder", "model.norm_position=post", "model.norm=layernorm", "model.position=learned"]
+BERT = [
+    "model.family=encoder",
+    "model.norm_position=post",
+    "model.norm=layernorm",
+    "model.position=learned",
+    "model.mlp=gelu",
+]
 T5 = ["model.family=encoder_decoder", "model.position=relative"]
 VARIANTS = {
     "bert-bias-tied": [*BERT, "model.use_bias=true"],
@@ -64,7 +70,7 @@ def test_exported_logits_equal_ours(exported):
 @pytest.mark.parametrize(
     "fields, named",
     [
-        ({"family": "encoder"}, "model.norm_position, model.norm, model.position"),  # our default shape
+        ({"family": "encoder"}, "model.norm_position, model.norm, model.position, model.mlp"),  # our default shape
         (
             {"family": "encoder", "norm_position": "post", "norm": "layernorm", "position": "learned", "mlp": "swiglu"},
             "model.mlp",

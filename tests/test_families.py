@@ -120,6 +120,19 @@ def test_losses_equal_a_float64_reference_from_the_full_logits():
     assert float(model.loss(jnp.asarray(batch))) == pytest.approx(_cross_entropy64(logits, targets), rel=1e-5)
 
 
+@pytest.mark.parametrize("cfg", [BASE, ENCODER, T5], ids=["decoder", "encoder", "encoder_decoder"])
+def test_each_windows_held_out_loss_is_its_own_rows_loss(cfg):
+    """The held-out evaluation scores every window alone (its standard error is over documents): row i's loss
+    equals the loss of a batch of row i alone, and the rows' mean the batch's loss (each row predicts as many)."""
+    model = build(cfg, V, seed=2)
+    batch = jnp.asarray(ob.make_batch(cfg, V, np.random.default_rng(7).integers(0, V, (4, 25)), 0, 1))
+    rows = np.asarray(model.window_losses(batch))
+    assert rows.shape == (4,) and len(set(rows.round(4))) == 4
+    alone = [float(model.loss(batch[i : i + 1])) for i in range(4)]
+    np.testing.assert_allclose(rows, alone, rtol=1e-5)
+    assert float(model.loss(batch)) == pytest.approx(rows.mean(), rel=1e-5)
+
+
 @pytest.mark.parametrize("cfg", [ENCODER, T5], ids=["encoder", "encoder_decoder"])
 def test_key_value_cache_decoding_is_refused(cfg):
     with pytest.raises(TypeError, match="key/value-cache decoding is for decoders"):

@@ -42,7 +42,9 @@ def sweep(tmp_path_factory):
 
 
 def test_each_family_is_fitted_alone_on_its_own_compute(sweep):
-    assert main([str(sweep), "--n-boot", "50"]) == 0
+    # A parabola through each budget's sizes (profile local), as this test was written for: the default, Akima
+    # interpolation, gives the decoder a = 0.50 here against the true 0.45 (7 sizes a budget, 0.2% noise).
+    assert main([str(sweep), "--n-boot", "50", "--profile", "local"]) == 0
     report = (sweep / "report.md").read_text()
     start, end = markers("families")
     section = report[report.index(start) : report.index(end)]

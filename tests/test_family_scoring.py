@@ -49,7 +49,7 @@ def test_encoder_scores_each_candidate_masked_whole(variant):
         tokens = np.concatenate([prompts[rows], np.full((len(rows), k), ob.mask_id(V))], axis=1)
         reference = _log_softmax64(model(jnp.asarray(tokens))[:, P:])
         picked = np.take_along_axis(reference, cands[rows, cols, :k, None], -1)[..., 0]
-        np.testing.assert_allclose(np.asarray(logp)[rows, cols, :k], picked, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(logp)[rows, cols, :k], picked, atol=1e-4, rtol=1e-4)
         expected_argmax = reference.argmax(-1) == cands[rows, cols, :k]
         np.testing.assert_array_equal(np.asarray(is_argmax)[rows, cols, :k], expected_argmax)
 
@@ -67,7 +67,7 @@ def test_encoder_decoder_scores_each_candidate_as_the_span_after_the_prompt(vari
         fed = np.concatenate([np.tile([start, sentinel], (len(rows), 1)), cands[rows, cols, : k - 1]], axis=1)
         reference = _log_softmax64(model(jnp.asarray(inputs), jnp.asarray(fed))[:, 1:])
         picked = np.take_along_axis(reference, cands[rows, cols, :k, None], -1)[..., 0]
-        np.testing.assert_allclose(np.asarray(logp)[rows, cols, :k], picked, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(logp)[rows, cols, :k], picked, atol=1e-4, rtol=1e-4)
 
 
 def _greedy_spans(model, cfg, prompts: np.ndarray, n: int) -> np.ndarray:
