@@ -49,7 +49,7 @@ def load(
     table, folder = read_table(path)
     table = _filter(table, where)
     if contract.PARAMS_TOTAL in table.columns and contract.FINAL_EVAL_LOSS in table.columns:
-        return _load_sweep(table, folder, params, path)
+        return _load_sweep(one_family(table, path), folder, params, path)
     data = _load_outside(table, columns, path)
     if params != "total":
         return replace(
@@ -88,6 +88,30 @@ def rebuild_hint(path: Path) -> str:
     )
 
 
+def one_family(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A sweep table of one pre-training family: their losses measure different predictions, so one fit across
+    families means nothing (analysis.report compares them in its families section)."""
+    found = sorted(set(table[contract.FAMILY].fillna(contract.DEFAULT_FAMILY))) if contract.FAMILY in table else []
+    if len(found) > 1:
+        raise InputError(
+            f"family: {path} holds runs of the families {', '.join(found)}, whose losses measure different "
+            f"predictions; fit one at a time with --where \"family == '{found[0]}'\" (analysis.report compares them)"
+        )
+    return table
+
+
+def _family_note(table: pd.DataFrame) -> list[str]:
+    """For another family than the decoder: which approaches count its compute as it spent it."""
+    if contract.FAMILY not in table or (table[contract.FAMILY].fillna(contract.DEFAULT_FAMILY) == "decoder").all():
+        return []
+    family = table[contract.FAMILY].dropna().iloc[0]
+    ratio = (table["flops_6n"] / (table[contract.PARAMS_TOTAL] * table["tokens"])).median()
+    return [
+        f"family {family}: it spends {ratio:.2f} FLOPs per parameter per token (its own count, flops_6n), not 6; "
+        "approach 2 reads the IsoFLOP budgets in that count, approaches 1 and 3 and every D_opt take C = 6 N D"
+    ]
+
+
 def _filter(table: pd.DataFrame, where: str | None) -> pd.DataFrame:
     if not where:
         return table
@@ -118,6 +142,7 @@ def _load_sweep(table: pd.DataFrame, folder: Path, params: ParamsConvention, pat
     held_rows = completed[held] if held is not None else completed.iloc[:0]
     completed = completed[~held] if held is not None else completed
     notes = [f"using {len(completed)} completed runs of {len(table)} (left out: {dropped})"] + _diverged_note(table)
+    notes += _family_note(completed)
     notes += eval_set_note(completed)
     if len(held_rows):
         notes.append(

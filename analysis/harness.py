@@ -98,6 +98,12 @@ class ScalingLM(TemplateLM):
         super().__init__()
         path = str(path)
         model = load_model(path, checked_step(path, step, unknown), compute_dtype="float32")
+        if model.cfg.family != "decoder":
+            raise ConfigError(
+                "model.family",
+                f"{path} is a {model.cfg.family} run; lm-eval's log-likelihoods and generation are a decoder's",
+                "score it with python -m analysis.tasks, which scores every family by its own objective",
+            )
         self.graphdef, self.state = nnx.split(model)
         self.seq_len, self.vocab_size = model.cfg.seq_len, model.vocab_size
         tokenizer_path, self.eot = tokenizer_files(path)

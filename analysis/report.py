@@ -2,8 +2,10 @@
 
 For a folder the report goes into it; for a CSV/parquet file into `<stem>_report/` beside it, so user
 data is never overwritten. A sweep that varies the learning rate gets the learning-rate transfer section
-instead of a scaling fit, and one whose runs differ in a swept switch (model.norm_position: pre,post) the
-comparison of its variants (analysis.compare). Only that one section of report.md is rewritten; the other
+instead of a scaling fit; one that trains several pre-training families (sweep=objectives) the families
+section: each family's frontier on its own loss and compute, and the task scores that compare them; and one
+whose runs differ in another swept switch (model.norm_position: pre,post) the comparison of its variants
+(analysis.compare). Only that one section of report.md is rewritten; the other
 sections (probes, tasks) and any text a person added are kept. report.html is the whole report.md as one page with the
 figures embedded, to open in a browser or share as one file.
 """
@@ -18,6 +20,8 @@ from analysis.failures import InputError
 from analysis.fits.analyse import Analysis
 from analysis.fitting import fit_parser, load_and_analyse, read_and_analyse
 from analysis.reporting.document import write_section
+from analysis.reporting.family_section import families
+from analysis.reporting.family_section import section as family_section
 from analysis.reporting.fit_figures import make_figures
 from analysis.reporting.fit_section import render
 from analysis.reporting.noise_section import section as noise_section
@@ -61,9 +65,19 @@ def transfer_report(args: argparse.Namespace, folder: Path) -> bool:
     return True
 
 
+def family_report(args: argparse.Namespace, folder: Path) -> bool:
+    """For a sweep that trains several pre-training families: the families section (True), instead of one fit
+    across losses that measure different things."""
+    table = sweep_table(Path(args.path))
+    several = table is not None and len(families(table)) > 1
+    if several:
+        write_section(folder / contract.REPORT_FILE, "families", family_section(args, Path(args.path), folder))
+    return several
+
+
 def report(args: argparse.Namespace) -> int:
     folder = report_folder(Path(args.path))
-    if transfer_report(args, folder) or report_variants(args, folder):
+    if transfer_report(args, folder) or family_report(args, folder) or report_variants(args, folder):
         print(folder / contract.REPORT_FILE)
         print(write_page(folder / contract.REPORT_FILE))
         return 0

@@ -34,10 +34,10 @@ from omegaconf import DictConfig
 from scaling.cli import validated_entry
 from scaling.config import RunConfig, replace, to_dataclass
 from scaling.errors import ConfigError, exit_with
+from scaling.model import families
 from scaling.model.attention import resolve_attention_impl
 from scaling.model.layers import resolve_compute_dtype
 from scaling.model.mup import optimizer_multipliers
-from scaling.model.transformer import build_model
 from scaling.peak import cpu_name, peak_flops
 from scaling.planning.cores import split, step_flops
 from scaling.planning.plan import make_plan
@@ -56,7 +56,7 @@ FLOPS_CONVENTION = "chinchilla: forward+backward, attention included, causal mas
 def time_packed_steps(cfg: RunConfig, plan, k: int) -> list[float]:
     """Seconds per step of K runs of this shape trained together in one vmapped program
     (scaling/training/packed.py), each with its own initialisation and batches."""
-    models = [build_model(plan.model, plan.vocab_size, cfg.train.seed + i) for i in range(k)]
+    models = [families.build(plan.model, plan.vocab_size, cfg.train.seed + i) for i in range(k)]
     graphdef = nnx.split(models[0], nnx.Param)[0]
     params = jax.tree.map(lambda *x: jnp.stack(x), *[nnx.to_pure_dict(nnx.split(m, nnx.Param)[1]) for m in models])
     n_total = cfg.bench.warmup + cfg.bench.steps
@@ -65,8 +65,7 @@ def time_packed_steps(cfg: RunConfig, plan, k: int) -> list[float]:
     schedule = jnp.tile(jnp.asarray(schedule_values(cfg.train, n_total)), (k, 1))
     step_fn = make_packed_step(graphdef, optimizer_factory(cfg.train, multipliers), plan.grad_accum)
     per_run = [
-        random_batches(n_total, cfg.train.batch_size, plan.model.seq_len, plan.vocab_size, cfg.train.seed + i)
-        for i in range(k)
+        random_batches(n_total, cfg.train.batch_size, plan.model, plan.vocab_size, cfg.train.seed + i) for i in range(k)
     ]
     times = []
     for i in range(n_total):

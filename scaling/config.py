@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 
 @dataclass
 class ModelConfig:
-    """Decoder-only transformer shape and architecture switches."""
+    """Transformer shape, architecture switches and pre-training family."""
 
     d_model: int = 128
     n_layers: int = 4
@@ -30,10 +30,13 @@ class ModelConfig:
     head_dim: int = 8
     aspect_ratio: float = 32.0
     min_layers: int = 2
+    # The narrowest member has this many heads: narrower still, one width step changes the size so much that
+    # no steady sqrt(2) ladder passes through it (the objectives sweep takes 3, to reach below 10k parameters).
+    min_heads: int = 4
     d_ff: Optional[int] = None  # default: 4*d_model (gelu) or 8/3*d_model to a multiple of head_dim (swiglu)
     norm_position: str = "pre"  # pre | post
     norm: str = "rmsnorm"  # rmsnorm | layernorm
-    position: str = "rope"  # rope | learned
+    position: str = "rope"  # rope | learned | relative (T5's relative position buckets; encoder_decoder only)
     mlp: str = "swiglu"  # swiglu (Llama's; measured better than gelu at equal parameters and FLOPs) | gelu
     tie_embeddings: bool = True
     use_bias: bool = False
@@ -45,6 +48,14 @@ class ModelConfig:
     base_width: int = 32
     compute_dtype: str = "auto"  # auto (bf16 on GPU/TPU, fp32 on CPU) | float32 | bfloat16
     attention_impl: str = "auto"  # auto | xla | cudnn  (jax.nn.dot_product_attention)
+    # The pre-training family (scaling/model/families.py): decoder (next-token prediction, GPT) | encoder
+    # (bidirectional, masked language modelling, BERT) | encoder_decoder (T5's span corruption, cross-attention).
+    family: str = "decoder"
+    # The family's objective (scaling/model/objectives.py); null: the published setting, and a field
+    # another family has no use for must stay null.
+    mask_rate: Optional[float] = None  # encoder: share of positions predicted (null: 0.15, BERT)
+    noise_density: Optional[float] = None  # encoder_decoder: share of tokens corrupted (null: 0.15, T5)
+    mean_span: Optional[float] = None  # encoder_decoder: mean corrupted-span length in tokens (null: 3, T5)
 
 
 @dataclass

@@ -74,6 +74,9 @@ FINAL_EVAL_LOSS_SE, EVAL_SET, EVAL_DIGEST = "final_eval_loss_se", "eval_set", "e
 # sweep.seeds=K trains every grid point at K of them.
 SEED = "seed"
 PARAMS_DIGEST = "params_digest"
+# The pre-training family (scaling/model/families.py) in summary.json and runs.parquet; a run or table without it
+# holds decoders (runs made before the families existed).
+FAMILY, DEFAULT_FAMILY = "family", "decoder"
 
 # ---- one sweep folder ----
 RUNS_TABLE = "runs.parquet"

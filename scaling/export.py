@@ -48,6 +48,7 @@ from scaling.config import DataConfig, ModelConfig
 from scaling.data.load import load_corpus
 from scaling.data.prepare import EOT
 from scaling.errors import ConfigError, exit_with
+from scaling.export_families import _bias_or_zeros, _np, architecture_for, family_export
 from scaling.model.mup import attention_scale, output_multiplier
 from scaling.model.sizing import ffn_dim
 from scaling.training.checkpoint import load_model, saved_steps
@@ -122,15 +123,6 @@ class Folding:
         """lm_head.weight (vocab, d): our head's kernel transposed, or the tied embedding, times the logit factor."""
         weight = params["embed"]["embedding"] if cfg.tie_embeddings else _np(params["head"]["kernel"]).T
         return _np(np.asarray(weight, np.float64) * self.logits)
-
-
-def _np(x) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(x, np.float32))
-
-
-def _bias_or_zeros(layer: dict, width: int) -> np.ndarray:
-    """The layer's bias, or zeros where the model has none: the same function for an architecture that needs one."""
-    return _np(layer["bias"]) if "bias" in layer else np.zeros(width, np.float32)
 
 
 def llama_weights(params: dict, cfg: ModelConfig, fold: Folding) -> dict[str, np.ndarray]:
@@ -301,18 +293,21 @@ def export(run_dir: Path, step: int | None, out_dir: Path) -> Path:
     if not steps or (step is not None and step not in steps):
         raise ConfigError("--step", f"{step} is not a saved checkpoint of {run_dir}", f"use one of {steps}")
     model = load_model(run_dir, step, compute_dtype="float32")
-    family = family_for(model.cfg)  # refuses before anything is written
+    decoder = model.cfg.family == "decoder"  # the other families' counterparts: scaling/export_families.py
+    family = family_for(model.cfg) if decoder else architecture_for(model.cfg)  # refuses before anything is written
     tokenizer_path, eot_id = tokenizer_files(run_dir)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    fold = Folding.of(model.cfg)
-    weights = (llama_weights if family is LLAMA else gpt2_weights)(params, model.cfg, fold)
+    if decoder:
+        fold = Folding.of(model.cfg)
+        weights = (llama_weights if family is LLAMA else gpt2_weights)(params, model.cfg, fold)
+        config = hf_config(family, model.cfg, model.vocab_size, eot_id, fold)
+    else:
+        weights, config = family_export(params, model.cfg, model.vocab_size, eot_id)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        (tmp / CONFIG_FILE).write_text(
-            json.dumps(hf_config(family, model.cfg, model.vocab_size, eot_id, fold), indent=2) + "\n"
-        )
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         shutil.copyfile(tokenizer_path, tmp / TOKENIZER_FILE)
         (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(model.cfg.seq_len), indent=2) + "\n")
         specials = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT, "pad_token": EOT}

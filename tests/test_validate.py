@@ -23,6 +23,7 @@ CASES = {
     "odd family head": (["model.head_dim=5"], "model.head_dim", "5"),
     "aspect_ratio negative": (["model.aspect_ratio=-1"], "model.aspect_ratio", "-1"),
     "min_layers zero": (["model.min_layers=0"], "model.min_layers", "0"),
+    "min_heads zero": (["model.min_heads=0"], "model.min_heads", "0"),
     "base_width zero": (["model.base_width=0"], "model.base_width", "0"),
     "parametrization": (["model.parametrization=ntk"], "model.parametrization", "ntk"),
     "wandb_mode": (["tracker.wandb_mode=cloud"], "tracker.wandb_mode", "cloud"),
@@ -120,6 +121,28 @@ CASES = {
     "jobs negative": (["sweep.jobs=-2"], "sweep.jobs", "-2"),
     "branch beyond one": (["sweep.branches=[1.5]"], "sweep.branches", "1.5"),
     "run_dir under a file": (["run_dir={blocker}/run"], "run_dir", "{blocker}"),
+    "family": (["model.family=prefix_lm"], "model.family", "prefix_lm"),
+    "relative positions in a decoder": (["model.position=relative"], "model.position", "not decoder"),
+    "mask_rate one": (["model.family=encoder", "model.mask_rate=1"], "model.mask_rate", "1"),
+    "mask_rate for a decoder": (["model.mask_rate=0.2"], "model.mask_rate", "model.family=encoder only, not decoder"),
+    "noise_density zero": (["model.family=encoder_decoder", "model.noise_density=0"], "model.noise_density", "0"),
+    "noise_density for an encoder": (
+        ["model.family=encoder", "model.noise_density=0.2"],
+        "model.noise_density",
+        "model.family=encoder_decoder only, not encoder",
+    ),
+    "noise_density leaving too few clean tokens": (
+        ["model.family=encoder_decoder", "model.noise_density=0.9", "model.mean_span=1"],
+        "model.noise_density",
+        "0.9 leaves 3 uncorrupted tokens for 29 spans",
+    ),
+    "mean_span below one": (["model.family=encoder_decoder", "model.mean_span=0.5"], "model.mean_span", "0.5"),
+    "mean_span for a decoder": (["model.mean_span=3"], "model.mean_span", "model.family=encoder_decoder only"),
+    "mean_span longer than the sequence": (
+        ["model.family=encoder_decoder", "model.mean_span=40"],
+        "model.mean_span",
+        "40 tokens is longer than the 5 tokens",
+    ),
 }
 
 

@@ -12,7 +12,19 @@ from pathlib import Path
 from scaling import contract
 from scaling.files import write_text
 
-SECTIONS = ("summary", "fit", "prediction", "placement", "noise", "transfer", "compare", "backtest", "probe", "tasks")
+SECTIONS = (
+    "summary",
+    "fit",
+    "prediction",
+    "placement",
+    "noise",
+    "transfer",
+    "families",
+    "compare",
+    "backtest",
+    "probe",
+    "tasks",
+)
 
 
 def markers(name: str) -> tuple[str, str]:

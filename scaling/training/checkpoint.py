@@ -31,8 +31,8 @@ from jax.experimental import multihost_utils
 from scaling import contract
 from scaling.config import CheckpointConfig, ModelConfig
 from scaling.errors import ConfigError
+from scaling.model import families
 from scaling.model.sizing import legacy_ffn_dim
-from scaling.model.transformer import Transformer, build_model
 from scaling.training.mesh import is_writer
 from scaling.training.rundir import read_config
 
@@ -276,12 +276,13 @@ def list_checkpoints(run_dir: str | Path) -> list[dict[str, int]]:
     return [{"step": s, "tokens": s * tokens_per_step} for s in saved_steps(run_dir)]
 
 
-def load_model(run_dir: str | Path, step: int | None = None, compute_dtype: str | None = None) -> Transformer:
-    """A ready-to-run NNX model from any saved step (default: the newest); no training code needed."""
+def load_model(run_dir: str | Path, step: int | None = None, compute_dtype: str | None = None) -> families.Model:
+    """A ready-to-run NNX model of the run's family from any saved step (default: the newest); no training code
+    needed."""
     model_cfg, vocab_size, _ = _stored_model_config(Path(run_dir))
     if compute_dtype is not None:
         model_cfg = dataclasses.replace(model_cfg, compute_dtype=compute_dtype)
-    abstract = nnx.eval_shape(lambda: build_model(model_cfg, vocab_size, seed=0))
+    abstract = nnx.eval_shape(lambda: families.build(model_cfg, vocab_size, seed=0))
     graphdef, params = nnx.split(abstract, nnx.Param)
     steps = saved_steps(run_dir)
     if not steps:

@@ -29,8 +29,8 @@ from flax import nnx
 from scaling import contract
 from scaling.config import RunConfig
 from scaling.data.load import load_corpus
+from scaling.model import families
 from scaling.model.mup import optimizer_multipliers
-from scaling.model.transformer import build_model
 from scaling.planning.plan import Plan, make_plan
 from scaling.training import checkpoint, programs, rundir
 from scaling.training.mesh import is_writer, make_mesh
@@ -38,7 +38,7 @@ from scaling.training.optimizer import make_optimizer, optimizer_factory
 from scaling.training.relaunch import exclusive, prepare_run_dir, resolved_config
 from scaling.training.runbook import RunBook
 from scaling.training.schedule import schedule_values
-from scaling.training.step import eval_chunks, make_eval, make_packed_step
+from scaling.training.step import make_eval, make_packed_step
 from scaling.training.trainer import Preemption, one_line, with_run_order
 from scaling.training.validate import validate_config, validate_plan
 
@@ -86,9 +86,9 @@ class PackedTrainer:
         self.books = books
         first = books[0]
         cfg, plan = first.cfg, first.plan
-        graphdef, _ = nnx.split(build_model(plan.model, plan.vocab_size, 0), nnx.Param)
+        graphdef, _ = nnx.split(families.build(plan.model, plan.vocab_size, 0), nnx.Param)
         params = [
-            nnx.to_pure_dict(nnx.split(build_model(plan.model, plan.vocab_size, b.cfg.train.seed), nnx.Param)[1])
+            nnx.to_pure_dict(nnx.split(families.build(plan.model, plan.vocab_size, b.cfg.train.seed), nnx.Param)[1])
             for b in books
         ]
         multipliers = optimizer_multipliers(params[0], plan.model)
@@ -96,7 +96,7 @@ class PackedTrainer:
         self.params, self.opt_state = _stack(params), _stack([tx.init(p) for p in params])
         self.schedules = jnp.asarray(np.stack([schedule_values(b.cfg.train, b.plan.steps) for b in books]))
         self.step_fn = make_packed_step(graphdef, optimizer_factory(cfg.train, multipliers), plan.grad_accum)
-        chunks = eval_chunks(first.eval_set.windows_NxT1, cfg.train.batch_size)
+        chunks = first.eval_batches()
         self.eval_chunks = jnp.asarray(chunks)
         micro = plan.grad_accum if chunks.shape[1] % plan.grad_accum == 0 else 1
         mesh = make_mesh(cfg.mesh)

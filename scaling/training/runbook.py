@@ -23,12 +23,14 @@ from scaling.data.eval_set import loss_and_se, run_eval_windows
 from scaling.data.order import DataOrder, n_sequences, sequences
 from scaling.errors import ConfigError
 from scaling.model.attention import resolve_attention_impl
+from scaling.model.objectives import eval_batch, make_batch
 from scaling.planning.plan import Plan
 from scaling.training import checkpoint, rundir
 from scaling.training.divergence import DivergenceMonitor
 from scaling.training.mesh import is_writer
 from scaling.training.provenance import environment
 from scaling.training.schedule import learning_rate, weight_decay
+from scaling.training.step import eval_chunks
 from scaling.training.tracking import Tracker
 
 # Batches are gathered for this many tokens of steps at once (a quarter of a million: one step of a
@@ -41,8 +43,9 @@ class RunBook:
 
     def __init__(self, cfg: RunConfig, plan: Plan, corpus: Corpus, run_dir: Path):
         self.cfg, self.plan, self.corpus, self.run_dir = cfg, plan, corpus, run_dir
+        self.data_seed = cfg.train.data_seed if cfg.train.data_seed is not None else cfg.train.seed
         self.order = DataOrder(
-            seed=cfg.train.data_seed if cfg.train.data_seed is not None else cfg.train.seed,
+            seed=self.data_seed,
             batch_size=cfg.train.batch_size,
             n_seqs=n_sequences(len(corpus.train), plan.model.seq_len),
             kind=cfg.data.order,
@@ -68,9 +71,10 @@ class RunBook:
             self.lrs = np.asarray(learning_rate(cfg.train, plan.steps, np.arange(plan.steps + 1)))
 
     def batch(self, step: int) -> np.ndarray:
-        """(B, T + 1) token windows of `step`: a pure function of the run's data seed and the step.
+        """The batch of `step`, a pure function of the run's data seed and the step: the (B, T + 1) token windows
+        of the data order, as the model's family trains on them (scaling/model/objectives.py).
 
-        Gathered BATCH_BLOCK_TOKENS at a time: the data order's few dozen vector operations per call
+        Windows are gathered BATCH_BLOCK_TOKENS at a time: the data order's few dozen vector operations per call
         cost more host time per step than a tiny model's step itself when taken one step at a time."""
         start, block = self._block
         if not start <= step < start + len(block):
@@ -78,7 +82,13 @@ class RunBook:
             count = max(1, BATCH_BLOCK_TOKENS // (b * t1))
             ids = self.order.indices(step, count)
             self._block = start, block = step, sequences(self.corpus.train, ids, t1 - 1).reshape(count, b, t1)
-        return block[step - start]
+        return make_batch(self.plan.model, self.plan.vocab_size, block[step - start], self.data_seed, step)
+
+    def eval_batches(self) -> np.ndarray:
+        """The held-out windows as the family evaluates them (one row per window of `eval_set`, corrupted once
+        by a fixed key), in chunks of the batch size (C, B, W)."""
+        rows = eval_batch(self.plan.model, self.plan.vocab_size, self.eval_set.windows_NxT1)
+        return eval_chunks(rows, self.cfg.train.batch_size)
 
     def resume(self, abstract: dict[str, Any]) -> dict[str, Any] | None:
         """The newest good checkpoint of this run, else `train.init_from`'s step (a WSD branch), else None;
@@ -220,6 +230,7 @@ class RunBook:
             "status": status,
             **({contract.DIVERGED_STEP: diverged.step, contract.DIVERGED_REASON: diverged.reason} if diverged else {}),
             "run_dir": str(self.run_dir),
+            contract.FAMILY: plan.model.family,
             **{k: v for k, v in plan.as_dict().items() if k not in ("model_shape", "flops_per_token")},
             **plan.as_dict()["model_shape"],
             "tokens_trained": self.step * plan.tokens_per_step,

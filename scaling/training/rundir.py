@@ -53,9 +53,15 @@ VOLATILE_FIELDS = {
 }
 # Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
 # it (or with null) implies: a run started before data.order existed trained with the `permutation`
-# order, and one started before data.eval_set was evaluated on spread `windows`. A launch that leaves
-# such a field unset (null) keeps the stored run's value. eval_max_doc_share never shaped a windows set.
-ADDED_FIELDS = {"data.order": UNRECORDED_ORDER, "data.eval_set": UNRECORDED_EVAL_SET, "data.eval_max_doc_share": 0.05}
+# order, and one started before data.eval_set was evaluated on spread `windows`; one started before model.family
+# existed was a decoder. A launch that leaves such a field unset (null) keeps the stored run's value.
+# eval_max_doc_share never shaped a windows set.
+ADDED_FIELDS = {
+    "data.order": UNRECORDED_ORDER,
+    "data.eval_set": UNRECORDED_EVAL_SET,
+    "data.eval_max_doc_share": 0.05,
+    "model.family": "decoder",
+}
 
 
 def check_writable(run_dir: Path) -> None:

@@ -11,8 +11,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from scaling.model.transformer import token_losses
-
 # XLA:CPU rewrites every reduction over more than 32 elements into a reduce-window of 32-wide pieces
 # and a second reduction (its tree_reduction_rewriter, for the precision of long sums). In these
 # programs the long reductions are softmax rows (64 keys at the CPU ladder's context, 512 logits) and
@@ -27,10 +25,9 @@ def compiler_options() -> dict[str, str] | None:
     return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
 
 
-def loss_fn(graphdef: nnx.GraphDef, params: Any, seqs_BxT1: jax.Array) -> jax.Array:
-    model = nnx.merge(graphdef, params)
-    logits_BxTxV = model(seqs_BxT1[:, :-1])
-    return token_losses(logits_BxTxV, seqs_BxT1[:, 1:]).mean()
+def loss_fn(graphdef: nnx.GraphDef, params: Any, seqs_BxW: jax.Array) -> jax.Array:
+    """The family's own training loss of a batch (scaling/model/objectives.py says what a row holds)."""
+    return nnx.merge(graphdef, params).loss(seqs_BxW)
 
 
 def micro_split(seqs_BxT1: jax.Array, n: int) -> jax.Array:
@@ -103,10 +100,9 @@ def eval_chunks(eval_NxT1: np.ndarray, batch_size: int) -> np.ndarray:
     return eval_NxT1[:n].reshape(-1, chunk, eval_NxT1.shape[-1])
 
 
-def window_losses(graphdef: nnx.GraphDef, params: Any, seqs_BxT1: jax.Array) -> jax.Array:
-    """(B,) mean loss of each window's targets."""
-    model = nnx.merge(graphdef, params)
-    return token_losses(model(seqs_BxT1[:, :-1]), seqs_BxT1[:, 1:]).mean(axis=-1)
+def window_losses(graphdef: nnx.GraphDef, params: Any, seqs_BxW: jax.Array) -> jax.Array:
+    """(B,) mean loss of each held-out row's targets, by the family's own objective (one row per window)."""
+    return nnx.merge(graphdef, params).window_losses(seqs_BxW)
 
 
 def make_eval(graphdef: nnx.GraphDef, micro: int = 1, out_sharding=None):

@@ -30,8 +30,9 @@ from scaling.data.corpus import Corpus
 from scaling.data.eval_set import run_eval_set
 from scaling.data.load import load_corpus
 from scaling.data.order import run_order, warn_if_repeats
+from scaling.model import families
 from scaling.model.mup import optimizer_multipliers
-from scaling.model.transformer import build_model
+from scaling.model.objectives import batch_width
 from scaling.planning.plan import Plan, make_plan
 from scaling.training import checkpoint, programs, rundir
 from scaling.training.mesh import (
@@ -47,7 +48,7 @@ from scaling.training.optimizer import make_optimizer, optimizer_factory
 from scaling.training.relaunch import check_stored, exclusive, prepare_run_dir, resolved_config
 from scaling.training.runbook import RunBook
 from scaling.training.schedule import schedule_values
-from scaling.training.step import eval_chunks, make_eval, make_train_step
+from scaling.training.step import make_eval, make_train_step
 from scaling.training.validate import validate_config, validate_plan
 
 # SIGTERM: SLURM or submitit preempting the job. SIGUSR2: submitit's warning before the time limit.
@@ -101,7 +102,7 @@ class Trainer:
     def __init__(self, book: RunBook):
         self.book = book
         cfg, plan = book.cfg, book.plan
-        model = build_model(plan.model, plan.vocab_size, cfg.train.seed)
+        model = families.build(plan.model, plan.vocab_size, cfg.train.seed)
         self.graphdef, params = nnx.split(model, nnx.Param)
         mesh = make_mesh(cfg.mesh)
         host_params = jax.device_get(nnx.to_pure_dict(params))  # same values on every process
@@ -116,7 +117,7 @@ class Trainer:
         self.schedule = jax.device_put(schedule_values(cfg.train, plan.steps), replicated)
         state_shardings = jax.tree.map(lambda x: x.sharding, (self.params, self.opt_state))
         batch_shape = jax.ShapeDtypeStruct(
-            (cfg.train.batch_size, plan.model.seq_len + 1), jnp.int32, sharding=self.batch_sharding
+            (cfg.train.batch_size, batch_width(plan.model)), jnp.int32, sharding=self.batch_sharding
         )
 
         def build_step():
@@ -132,7 +133,7 @@ class Trainer:
         t0 = time.perf_counter()
         self.step_fn, _ = programs.compiled(programs.key("step", cfg, plan, mesh), build_step)
         self.compile_s = time.perf_counter() - t0
-        chunks = eval_chunks(book.eval_set.windows_NxT1, cfg.train.batch_size)
+        chunks = book.eval_batches()
         self.eval_chunks = global_batch(chunks, NamedSharding(mesh, PartitionSpec(None, BATCH_AXES)))
         micro = plan.grad_accum if chunks.shape[1] % plan.grad_accum == 0 else 1
         self.evaluate, _ = programs.compiled(

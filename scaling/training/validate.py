@@ -23,6 +23,7 @@ from scaling.data.eval_set import EVAL_SETS, run_eval_windows
 from scaling.errors import ConfigError
 from scaling.files import unwritable_reason
 from scaling.model.mup import PARAMETRIZATIONS
+from scaling.model.objectives import ENCODER, ENCODER_DECODER, FAMILIES, mean_span, noise_density, span_layout
 from scaling.planning.memory import available_bytes, needed_bytes
 from scaling.training.checkpoint import saved_steps
 from scaling.training.mesh import make_mesh
@@ -31,11 +32,12 @@ from scaling.training.schedule import SCHEDULES
 CHOICES = {
     "model.norm_position": ("pre", "post"),
     "model.norm": ("rmsnorm", "layernorm"),
-    "model.position": ("rope", "learned"),
+    "model.position": ("rope", "learned", "relative"),
     "model.mlp": ("gelu", "swiglu"),
     "model.compute_dtype": ("auto", "float32", "bfloat16"),
     "model.attention_impl": ("auto", "xla", "cudnn"),
     "model.parametrization": PARAMETRIZATIONS,
+    "model.family": FAMILIES,
     "tracker.wandb_mode": ("offline", "online", "disabled"),
     "data.name": ("pystdlib", "text", "tokens"),
     "train.schedule": SCHEDULES,
@@ -72,10 +74,14 @@ BOUNDS: dict[str, Range] = {
     "model.head_dim": Range(0, example="8"),
     "model.aspect_ratio": Range(0, example="32"),
     "model.min_layers": Range(0, example="2"),
+    "model.min_heads": Range(0, example="4"),
     "model.base_width": Range(0, example="32"),
     "model.d_ff": Range(0, example="512 (or null: 4 x d_model)"),
     "model.init_std": Range(0, example="0.02"),
     "model.rope_theta": Range(0, example="10000"),
+    "model.mask_rate": Range(0, 1, example="0.15 (or null: BERT's 0.15)"),
+    "model.noise_density": Range(0, 1, example="0.15 (or null: T5's 0.15)"),
+    "model.mean_span": Range(1, low_closed=True, example="3 (or null: T5's 3)"),
     "data.vocab_size": Range(0, example="4096"),
     "data.val_fraction": Range(0, 1, example="0.05"),
     "data.eval_tokens": Range(0, example="65536"),
@@ -154,6 +160,7 @@ def validate_config(cfg: RunConfig) -> None:
     """Everything that can be checked from the config alone (and the files it names)."""
     check_fields(cfg)
     _check_model(cfg)
+    _check_family(cfg)
     _check_train(cfg)
     _check_data(cfg)
     _check_checkpoint(cfg)
@@ -185,6 +192,46 @@ def _check_model(cfg: RunConfig) -> None:
             f"RoPE needs an even head size, got {m.head_dim}",
             "e.g. model.head_dim=4",
         )
+
+
+# Objective settings and the one family each belongs to (scaling/model/objectives.py).
+FAMILY_FIELDS = {"model.mask_rate": ENCODER, "model.noise_density": ENCODER_DECODER, "model.mean_span": ENCODER_DECODER}
+
+
+def _check_family(cfg: RunConfig) -> None:
+    """An objective setting only for its family; span corruption that fits the sequence."""
+    m = cfg.model
+    for field, family in FAMILY_FIELDS.items():
+        value = _get(cfg, field)
+        _require(
+            value is None or m.family == family,
+            field,
+            f"{value} applies to model.family={family} only, not {m.family}",
+            f"leave it null, or set model.family={family}",
+        )
+    _require(
+        m.position != "relative" or m.family == ENCODER_DECODER,
+        "model.position",
+        f"relative (T5's relative position buckets) is for model.family=encoder_decoder, not {m.family}",
+        "use model.position=rope or learned",
+    )
+    if m.family != ENCODER_DECODER:
+        return
+    layout = span_layout(m)
+    _require(
+        mean_span(m) <= layout.noise,
+        "model.mean_span",
+        f"{mean_span(m):g} tokens is longer than the {layout.noise} tokens span corruption corrupts in a sequence "
+        f"of model.seq_len={m.seq_len} (noise density {noise_density(m):g})",
+        f"use a mean span of at most {layout.noise}, or a longer model.seq_len or a higher model.noise_density",
+    )
+    _require(
+        m.seq_len - layout.noise >= layout.spans,
+        "model.noise_density",
+        f"{noise_density(m):g} leaves {m.seq_len - layout.noise} uncorrupted tokens for {layout.spans} spans "
+        f"(each span needs one between it and the next)",
+        "use a lower model.noise_density or a longer model.mean_span",
+    )
 
 
 def _check_train(cfg: RunConfig) -> None:
