@@ -1,8 +1,8 @@
 """The run-directory contract: every file, table and column that training writes and analysis reads.
 
 Training (scaling/) writes these names and analysis (analysis/) reads them; both import them from
-here, so a name is spelled once. Standard library only, so the fits' loaders can use it without
-pulling in JAX.
+here, so a name is spelled once. Standard library and NumPy only, so the fits' loaders and the report can
+use it without pulling in JAX or the trainer.
 
     RESULTS/SWEEP/                    a sweep folder
       runs.parquet                    one row per run: its summary.json plus the swept values
@@ -22,6 +22,8 @@ pulling in JAX.
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 # ---- one run directory ----
 CONFIG_FILE = "config.yaml"
@@ -113,3 +115,22 @@ def is_run_dir(path: Path | str) -> bool:
 
 def is_sweep_dir(path: Path | str) -> bool:
     return (Path(path) / RUNS_TABLE).is_file()
+
+
+# ---- one evaluation (EVAL_WINDOWS_FILE): training logs it, the report's noise section pairs two runs' ----
+def loss_and_se(window_losses_N: np.ndarray, document_N: np.ndarray) -> tuple[float, float]:
+    """The mean loss over the windows and its standard error over documents.
+
+    Every window holds seq_len targets, so the mean over windows is the mean over tokens. The error is
+    that of a ratio estimator with documents as clusters: sum over documents of (S_d - L n_d)^2, S_d the
+    document's summed window losses and n_d its windows, times K / (K - 1), over (sum n_d)^2."""
+    losses = np.asarray(window_losses_N, np.float64)
+    loss = float(losses.mean())
+    sums_K = np.bincount(document_N, weights=losses)
+    counts_K = np.bincount(document_N).astype(np.float64)
+    used = counts_K > 0
+    k = int(used.sum())
+    if k < 2:
+        return loss, float("nan")
+    spread = np.sum((sums_K[used] - loss * counts_K[used]) ** 2) * k / (k - 1)
+    return loss, float(np.sqrt(spread) / counts_K.sum())

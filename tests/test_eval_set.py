@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scaling import contract
 from scaling.config import DataConfig
 from scaling.data.eval_set import (
     DOCUMENTS,
@@ -18,7 +19,6 @@ from scaling.data.eval_set import (
     build_eval_set,
     capped_counts,
     document_bounds,
-    loss_and_se,
     run_eval_windows,
 )
 from scaling.errors import ConfigError
@@ -119,7 +119,7 @@ def test_the_standard_error_matches_the_spread_of_the_mean_over_document_sets():
         sizes = rng.integers(1, 30, 60)
         document = np.repeat(np.arange(60), sizes)
         losses = 3.0 + rng.normal(0, 0.3, 60)[document] + rng.normal(0, 0.5, document.size)
-        loss, se = loss_and_se(losses, document)
+        loss, se = contract.loss_and_se(losses, document)
         means.append(loss)
         sds.append(se)
     assert np.mean(sds) == pytest.approx(np.std(means), rel=0.05)
@@ -127,7 +127,7 @@ def test_the_standard_error_matches_the_spread_of_the_mean_over_document_sets():
     left_out = (sums.sum() - sums) / (counts.sum() - counts)
     jackknife = np.sqrt((60 - 1) / 60 * np.sum((left_out - left_out.mean()) ** 2))
     assert se == pytest.approx(jackknife, rel=0.05)
-    assert np.isnan(loss_and_se(np.ones(4), np.zeros(4, int))[1])  # one document: no error to state
+    assert np.isnan(contract.loss_and_se(np.ones(4), np.zeros(4, int))[1])  # one document: no error to state
 
 
 def old_run(run_dir, eval_set):

@@ -15,7 +15,7 @@ from analysis.fits.reference import HOFFMANN_2022, PUBLISHED_FIT_FLOPS
 from analysis.fits.result import ApproachResult
 from analysis.fits.synthetic import isoflop_runs, training_curves
 from analysis.report import main
-from analysis.reporting.document import markers, split_sections, write_section
+from analysis.reporting.document import SECTIONS, markers, split_sections, write_section
 from analysis.reporting.fit_figures import _draw_published
 from analysis.reporting.summary_section import unidentified
 from tests.helpers import REPO, write_sweep
@@ -57,7 +57,13 @@ def test_report_writes_every_figure_as_png(sweep, report):
 
 
 def test_report_has_estimates_conventions_and_extrapolations(report):
-    assert report.rstrip().endswith(END)
+    # The fit section is whole (one start, one end), and the report is nothing but its sections, in SECTIONS
+    # order: the noise section, written last by the same command, now ends it.
+    assert report.count(START) == 1 and report.count(END) == 1 and report.index(START) < report.index(END)
+    names = [name for name, _ in split_sections(report)]
+    assert None not in names  # no text outside a section
+    assert names == sorted(names, key=SECTIONS.index) and {"summary", "fit", "noise"} <= set(names)
+    assert report.rstrip().endswith(markers(names[-1])[1])
     for heading in (
         "## Compute-optimal allocation",
         "## Approach 3: L(N, D)",

@@ -2,8 +2,8 @@
 
 - placement: where the held-out run sits in the (N, D/N) plane against the fitted runs. A law fitted on runs
   at 5-100 tokens per parameter and asked for one at 160 extrapolates in D/N, however close its compute;
-- leave one point out: the law refitted without each grid point in turn (all its seeds), and the held-out
-  run predicted by each refit. The spread of those predictions says how much one point steers the
+- leave one point out: the law fitted again without each grid point in turn (all its seeds), and the held-out
+  run predicted by each fit. The spread of those predictions says how much one point steers the
   prediction (a single run that moves it by 0.07 nats makes the prediction a property of that run).
 """
 
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.fits.approach3 import fit_law, law_by_name, prepare, refit, run_columns
+from analysis.fits.approach3 import fit_law, law_by_name, prepare, run_columns
+from analysis.fits.huber import DEFAULT_OBJECTIVE, Objective
 from analysis.fits.seeds import POINT_KEYS, point_ids
 
 NEAR_FACTOR = 2.0  # fitted runs within this factor of the held-out N are its neighbours in size
@@ -50,18 +51,23 @@ def placement(runs: pd.DataFrame, n: float, d: float) -> Placement:
     )
 
 
-def leave_one_point_out(runs: pd.DataFrame, n: float, d: float, law_name: str) -> pd.DataFrame:
-    """Per grid point (N, D): its seeds, and the law's prediction at (n, d) refitted without it; the first row
-    (N, D NaN) is the fit on every run. Each refit starts from every optimum the full fit reached."""
+def leave_one_point_out(
+    runs: pd.DataFrame, n: float, d: float, law_name: str, objective: Objective = DEFAULT_OBJECTIVE
+) -> pd.DataFrame:
+    """Per grid point (N, D): its seeds, and the law's prediction at (n, d) fitted without it; the first row
+    (N, D NaN) is the fit on every run. Each is the fit approach 3 makes of those runs under `objective`, from
+    its own starts: the scaled Huber delta follows the residuals of the runs fitted, so reusing the full fit's
+    delta would not be the fit the analysis makes without the point."""
     law = law_by_name(law_name)
     N, D, loss, epochs = run_columns(runs)
-    full = fit_law(law, prepare(law, N, D, loss, epochs))
+    full = fit_law(law, prepare(law, N, D, loss, epochs), "varpro", objective)
     points = point_ids(runs)
-    labels = np.unique(points)
-    counts = (points[None, :] != labels[:, None]).astype(float)  # (P, runs): every run but the point's
-    theta, converged = refit(full, counts)
-    named = law.named(theta, full.data)
-    predicted = law.loss({key: value[:, None] for key, value in named.items()}, np.array([n]), np.array([d]))[:, 0]
+    predicted, converged = [], []
+    for label in np.unique(points):
+        keep = points != label
+        fit = fit_law(law, prepare(law, N[keep], D[keep], loss[keep], epochs[keep]), "varpro", objective)
+        predicted.append(float(fit.predict(n, d)))
+        converged.append(fit.converged)
     first = runs.groupby(points)[POINT_KEYS].first()
     table = pd.DataFrame(
         {
@@ -72,7 +78,7 @@ def leave_one_point_out(runs: pd.DataFrame, n: float, d: float, law_name: str) -
             "converged": converged,
         }
     )
-    whole = pd.DataFrame({"N": [np.nan], "D": [np.nan], "seeds": [len(runs)], "predicted": full.predict(n, d),
+    whole = pd.DataFrame({"N": [np.nan], "D": [np.nan], "seeds": [len(runs)], "predicted": [float(full.predict(n, d))],
                           "converged": [full.converged]})  # fmt: skip
     return pd.concat([whole, table], ignore_index=True)
 

@@ -9,7 +9,7 @@ exponents.
 The fit is approach 3's (Hoffmann et al. 2022, section 3.3): the Huber loss of log L summed over runs and
 Levenberg-Marquardt from variable-projection starts (huber.py, approach3.fit_law), here in one set of
 coordinates for all variants, so the shared E is fitted to every run at once. `JointChinchilla` has what
-those functions read of a law: bounds, log_predict and grid_starts.
+those functions read of a law: name, bounds, log_predict, grid_starts and full_fit_starts.
 """
 
 from dataclasses import dataclass
@@ -18,9 +18,14 @@ import numpy as np
 
 from analysis.failures import FitError
 from analysis.fits.approach3 import FULL_FIT_STARTS, LawFit, fit_law, refit
+from analysis.fits.huber import Objective
 from analysis.fits.laws import LAWS, law_data
 
 CHINCHILLA = LAWS["chinchilla"]
+# The joint fit keeps Besiroglu et al.'s delta = 1e-3 (`--loss epoch`): the comparison's interval coverage
+# (benchmarks/RESULTS.md, compare_coverage.py) was measured under it. Approach 3's default, delta relative to
+# the residuals (huber.py), would need that coverage measured again before the comparison could use it.
+JOINT_OBJECTIVE = Objective("epoch")
 # Per variant: log A (centred), log B (centred), alpha, beta.
 BLOCK = ("A", "B", "alpha", "beta")
 
@@ -57,6 +62,8 @@ class JointChinchilla:
     """theta = (log E, or one log E per variant; then per variant log A c., log B c., alpha, beta)."""
 
     name = "joint chinchilla"
+    # grid_starts already joins each variant's best FULL_FIT_STARTS starts, so fit_law polishes all of them.
+    full_fit_starts = FULL_FIT_STARTS
 
     def _columns(self, data: JointData) -> tuple[np.ndarray, ...]:
         """The theta column of each run's log E, log A, log B, alpha and beta."""
@@ -150,7 +157,7 @@ JOINT = JointChinchilla()
 
 def fit_joint(data: JointData) -> LawFit:
     """The joint fit on all runs, each counted once."""
-    return fit_law(JOINT, data)
+    return fit_law(JOINT, data, objective=JOINT_OBJECTIVE)
 
 
 def refit_joint(fit: LawFit, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,6 @@ import pandas as pd
 from analysis.fits.analyse import Analysis
 from analysis.fits.seeds import misfit_test, parabola_residuals, seed_means, seed_noise, seed_sd_by_size
 from scaling import contract
-from scaling.data.eval_set import loss_and_se
 
 PARABOLA_TARGET = 0.01  # nats: the IsoFLOP parabola residual RMS on seed means the demo aims at
 SE_SHARE = 1 / 3  # an evaluation error below this share of the smallest difference the fits rely on
@@ -65,7 +64,7 @@ def paired_errors(folder: Path) -> pd.DataFrame:
         for a, b, name_a, name_b in zip(windows, windows[1:], names, names[1:]):
             if a is None or b is None:
                 continue
-            difference, se = loss_and_se(b["loss"].to_numpy() - a["loss"].to_numpy(), a["document"].to_numpy())
+            difference, se = contract.loss_and_se(b["loss"].to_numpy() - a["loss"].to_numpy(), a["document"].to_numpy())
             rows.append({"smaller": name_a, "larger": name_b, "difference": difference, "se": se})
     return pd.DataFrame(rows)
 

@@ -75,7 +75,7 @@ def section(analysis: Analysis, figures: Path) -> str | None:
     lines += ["", figure(FIGURE, "tokens per parameter against model size: every fitted run, and the held-out run")]
     for row in held.itertuples():
         try:
-            table = leave_one_point_out(runs, row.N, row.D, law)
+            table = leave_one_point_out(runs, row.N, row.D, law, analysis.config.objective)
         except FitError as error:
             lines += ["", f"Leave one point out: not fitted ({error})."]
             continue

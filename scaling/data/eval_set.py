@@ -16,7 +16,7 @@ keeps its data order:
 
 A window is seq_len + 1 tokens inside one document (inputs and targets, as in training); documents
 shorter than a window give none. Every evaluation returns one loss per window, so the loss comes with
-its standard error over documents (`loss_and_se`): how much the mean would move had other documents
+its standard error over documents (`contract.loss_and_se`): how much the mean would move had other documents
 been held out.
 """
 
@@ -177,24 +177,6 @@ def build_eval_set(
     if kind == WINDOWS:
         return spread_windows(val, bounds, seq_len, n_tokens)
     return document_windows(val, bounds, seq_len, n_tokens, max_share, multiple)
-
-
-def loss_and_se(window_losses_N: np.ndarray, document_N: np.ndarray) -> tuple[float, float]:
-    """The mean loss over the windows and its standard error over documents.
-
-    Every window holds seq_len targets, so the mean over windows is the mean over tokens. The error is
-    that of a ratio estimator with documents as clusters: sum over documents of (S_d - L n_d)^2, S_d the
-    document's summed window losses and n_d its windows, times K / (K - 1), over (sum n_d)^2."""
-    losses = np.asarray(window_losses_N, np.float64)
-    loss = float(losses.mean())
-    sums_K = np.bincount(document_N, weights=losses)
-    counts_K = np.bincount(document_N).astype(np.float64)
-    used = counts_K > 0
-    k = int(used.sum())
-    if k < 2:
-        return loss, float("nan")
-    spread = np.sum((sums_K[used] - loss * counts_K[used]) ** 2) * k / (k - 1)
-    return loss, float(np.sqrt(spread) / counts_K.sum())
 
 
 def run_eval_windows(data: DataConfig, val: np.ndarray, eot_id: int | None, seq_len: int, batch_size: int) -> EvalSet:

@@ -19,7 +19,7 @@ import numpy as np
 from scaling import contract, diskspace
 from scaling.config import RunConfig
 from scaling.data.corpus import Corpus
-from scaling.data.eval_set import loss_and_se, run_eval_windows
+from scaling.data.eval_set import run_eval_windows
 from scaling.data.order import DataOrder, n_sequences, sequences
 from scaling.errors import ConfigError
 from scaling.model.attention import resolve_attention_impl
@@ -167,7 +167,7 @@ class RunBook:
         """An evaluation's loss, from the loss of every window; its error over documents and its time are kept."""
         # (a `windows` set of runs made before documents may end in a partial batch, which is not scored)
         self.window_losses = window_losses_N[: len(self.eval_set.document_N)]
-        loss, self.eval_se = loss_and_se(self.window_losses, self.scored_documents)
+        loss, self.eval_se = contract.loss_and_se(self.window_losses, self.scored_documents)
         self.eval_seconds.append(seconds)
         return loss
 
