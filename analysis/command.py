@@ -2,12 +2,12 @@
 way to turn bad input into `error: ...` on stderr with exit status 2 (never a traceback)."""
 
 import argparse
-import math
 import sys
 from collections.abc import Callable
 
 from analysis.failures import InputError
 from scaling.errors import EXIT_BAD_INPUT, ConfigError
+from scaling.files import finite_or_none as finite_or_none  # (the fit commands' JSON, written by the same rule)
 
 
 def run(main: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
@@ -32,14 +32,3 @@ def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return int(text)
-
-
-def finite_or_none(value):
-    """NaN and infinity are not JSON: write them as null (in nested dicts and lists)."""
-    if isinstance(value, dict):
-        return {key: finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [finite_or_none(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

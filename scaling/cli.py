@@ -1,7 +1,8 @@
 """The command line of `python -m scaling.train`: Hydra's entry point, one run or one sweep job each.
 
 Bad overrides are refused in one line (exit 2) before Hydra composes anything; a full disk (74) or a
-run another process is training (75) is one line too (scaling/errors.py). A single run sets up
+run another process is training (75) is one line too, and a run that diverged or failed exits 3, one
+stopped by a signal 128 + the signal (scaling/errors.py has the table). A single run sets up
 the process (`runtime.initialize`) and trains in place; a multirun job (a sweep) names its run from
 its swept values, drops grid points that cannot train, and trains in the same process: a launcher's
 worker trains its runs one after another (reusing imports, corpus and compiled steps), each run's
@@ -22,12 +23,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from scaling.config import RunConfig, register_configs, to_dataclass
-from scaling.errors import ConfigError, Stop, exit_with
+from scaling.errors import ConfigError, Interrupted, Stop, exit_with
 from scaling.overrides import check_overrides, whole_numbers
 from scaling.runtime import initialize
 from scaling.sweeping import jobs
 from scaling.sweeping.naming import NOT_NAMING
-from scaling.training.trainer import train
+from scaling.training.trainer import exit_code, train
 
 
 def sweep_job(cfg: RunConfig, hydra_cfg) -> dict:
@@ -45,10 +46,15 @@ def main(node: DictConfig) -> dict | None:
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode == RunMode.MULTIRUN and cfg.sweep.name:
             return sweep_job(cfg, hydra_cfg)
-        return train(cfg, initialize(cfg.compilation_cache))
+        summary = train(cfg, initialize(cfg.compilation_cache))
     except (ConfigError, Stop) as err:
         exit_with(err, debug=cfg.debug)
         return None
+    except KeyboardInterrupt:  # before or after the training loop, which stops on Ctrl-C by itself
+        exit_with(Interrupted(f"while preparing or closing {cfg.run_dir}"), debug=cfg.debug)
+    if exit_code(summary):  # diverged, failed, or stopped by a signal: its line is printed already
+        raise SystemExit(exit_code(summary))
+    return summary
 
 
 def is_multirun(argv: list[str], overrides: list[str]) -> bool:
@@ -78,7 +84,10 @@ def validated_entry(hydra_main: Callable[[], object], argv: list[str] | None = N
         exit_with(err, debug="debug=true" in argv)
     extra = launch_overrides(overrides) if is_multirun(argv, overrides) else []
     sys.argv = [sys.argv[0], *argv, *extra]
-    hydra_main()
+    try:
+        hydra_main()
+    except KeyboardInterrupt:  # while Hydra composes, or in a sweep's plan before its first job
+        exit_with(Interrupted("before training started"), debug="debug=true" in argv)
 
 
 def train_cli() -> None:

@@ -1,9 +1,12 @@
 """Hydra's hooks around a sweep: the plan (grid, runs, FLOPs, estimated time) before its jobs start, then the
-held-out run and a tally of this launch's outcomes after them."""
+held-out run and a tally of this launch's outcomes after them, and the launch's exit status: 3 when any
+of its runs diverged or failed (found so, or made so), 128 + the signal when a job's run was stopped by one.
+
+Hydra turns an exception raised in a callback into a warning and goes on, so a refusal here exits itself.
+"""
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -14,12 +17,14 @@ from omegaconf import DictConfig
 
 from scaling import contract
 from scaling.config import run_config
+from scaling.errors import EXIT_RUN_FAILED, ConfigError, exit_with, signal_exit_code
+from scaling.files import unwritable_reason
 from scaling.planning.grids import describe_sweep_grid
 from scaling.sweeping import progress
 from scaling.sweeping.holdout import run_holdout
 from scaling.sweeping.jobs import plan_job, plan_run
 from scaling.sweeping.naming import naming_keys, sweep_dir
-from scaling.sweeping.runs_table import OUTCOMES, completed_summary
+from scaling.sweeping.runs_table import OUTCOMES, completed_summary, launch_entries
 from scaling.training.steptime import time_steps
 
 
@@ -27,6 +32,17 @@ class SweepCallback(Callback):
     """Prints the plan before a sweep and a tally of this launch's outcomes after it."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(config.results_root) / str(config.sweep.name)
+        reason = unwritable_reason(folder)
+        if reason is not None:
+            exit_with(
+                ConfigError(
+                    "results_root",
+                    f"cannot write the sweep folder {folder} ({reason})",
+                    "pass a writable results_root=DIR",
+                ),
+                debug=bool(config.get("debug")),
+            )
         print(
             f"sweep {config.sweep.name}: results in {Path(config.results_root) / str(config.sweep.name)}",
             file=sys.stderr,
@@ -47,11 +63,26 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if config.sweep.holdout_factor > 1:
             run_holdout(config)
-        path = Path(config.results_root) / str(config.sweep.name) / contract.LAUNCH_LOG
-        entries = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        mine = [e for e in entries if e["launch"] == (config.sweep.launch or "")]
+        folder = Path(config.results_root) / str(config.sweep.name)
+        mine = launch_entries(folder, config.sweep.launch)
         counts = {k: sum(e["outcome"] == k for e in mine) for k in OUTCOMES}
         tally = ", ".join(f"{v} {k}" for k, v in counts.items() if v or k in ("trained", "skipped", "failed"))
+        print(f"sweep {config.sweep.name} finished: {tally}; table: {folder / contract.RUNS_TABLE}", file=sys.stderr)
+        code = launch_exit_code(mine)
+        if code:
+            raise SystemExit(code)
+
+
+def launch_exit_code(entries: list[dict[str, Any]]) -> int:
+    """3 when a run of the launch diverged or failed (say which), else 128 + the signal that stopped one, else 0."""
+    bad = [e for e in entries if {e.get("status"), e["outcome"]} & {contract.FAILED, contract.DIVERGED}]
+    if bad:
+        named = ", ".join(f"{e['run_name']} ({e.get('status') or e['outcome']})" for e in bad[:6])
         print(
-            f"sweep {config.sweep.name} finished: {tally}; table: {path.parent / contract.RUNS_TABLE}", file=sys.stderr
+            f"error: {len(bad)} runs did not complete: {named}{', ...' if len(bad) > 6 else ''}; "
+            "their summary.json and the lines above say why (exit 3)",
+            file=sys.stderr,
         )
+        return EXIT_RUN_FAILED
+    stopped = [e for e in entries if contract.PREEMPTED in (e.get("status"), e["outcome"])]
+    return signal_exit_code(stopped[0].get(contract.STOP_SIGNAL)) if stopped else 0

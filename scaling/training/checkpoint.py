@@ -211,11 +211,13 @@ def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract: dict[str, An
 def restore_latest(mngr: ocp.CheckpointManager, abstract: dict[str, Any]) -> dict[str, Any] | None:
     """Newest checkpoint that restores and verifies. A damaged one is set aside (by the writing
     process only) with a warning, and the next older one is tried."""
-    for step in sorted(mngr.all_steps(), reverse=True):
+    steps = sorted(mngr.all_steps(), reverse=True)
+    for step, older in zip(steps, [*steps[1:], None]):
         try:
             return _restore_step(mngr, step, abstract)
         except DamagedCheckpoint as err:
-            warnings.warn(f"{err}; set aside, trying an older one")
+            then = f"trying step {older}" if older is not None else "no older one is left: the run starts over"
+            warnings.warn(f"{err}; set aside in {contract.DAMAGED_CHECKPOINT_DIR}/, {then}")
             if is_writer():
                 _quarantine(mngr, step)
     return None

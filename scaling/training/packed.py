@@ -117,11 +117,18 @@ class PackedTrainer:
             raise ValueError("the runs of a pack must resume from the same step; train them apart")
         self.params, self.opt_state = _stack(params), _stack(opt_state)
 
-    def _save(self, slot: int, i: int, step: int, wall_s: float) -> None:
-        """Evaluate and checkpoint run i, which sits at `slot` of the stacked state."""
+    def _save(self, slot: int, i: int, step: int, wall_s: float, keep: bool = True) -> None:
+        """Evaluate run i, which sits at `slot` of the stacked state, and checkpoint it unless `keep` is
+        False (the last step of a run saving no checkpoints)."""
         params = _take(self.params, slot)
         eval_loss = float(self.evaluate(params, self.eval_chunks))
-        self.books[i].save(step, params, _take(self.opt_state, slot), eval_loss, wall_s)
+        if keep:
+            self.books[i].save(step, params, _take(self.opt_state, slot), eval_loss, wall_s, self._since_log(slot, i))
+        else:
+            self.books[i].log_eval(step, eval_loss, wall_s)
+
+    def _since_log(self, slot: int, i: int) -> tuple[float, int]:
+        return float(self.clipped[slot]), self.since_log[i]
 
     def run(self, runtime: dict[str, Any], swept: list[dict[str, Any]]) -> list[dict]:
         """Train every run to its end; the summaries in the order of the books."""
@@ -136,8 +143,10 @@ class PackedTrainer:
             ):
                 self._save(i, i, 0, 0.0)
         last_log = {i: (self.books[i].step, t0) for i in active}
-        # Steps clipped since each run's last log, counted on the device (no host sync per step).
-        self.clipped, self.since_log = jnp.zeros(len(active), jnp.float32), dict.fromkeys(active, 0)
+        # Steps clipped since each run's last log, counted on the device (no host sync per step); a resumed
+        # run starts from the counts its checkpoint recorded.
+        self.clipped = jnp.asarray([self.books[i].since_log[0] for i in active], jnp.float32)
+        self.since_log = {i: self.books[i].since_log[1] for i in active}
         preemption = Preemption()
         try:
             while active:
@@ -152,7 +161,7 @@ class PackedTrainer:
                     book.step = done
                     status = self._after_step(slot, i, done, metrics, last_log, wall(book), preemption.requested)
                     if status is not None:
-                        summaries[i] = self._finish(slot, i, status, wall(book), runtime)
+                        summaries[i] = self._finish(slot, i, status, wall(book), runtime, preemption.name)
                         leaving.append(slot)
                 if leaving:
                     keep = np.array([s for s in range(len(active)) if s not in leaving], int)
@@ -180,19 +189,24 @@ class PackedTrainer:
             loss, grad_norm = float(metrics["loss"][slot]), float(metrics["grad_norm"][slot])
             if not book.log_train(done, loss, grad_norm, clipped, tokens_per_s, wall_s):
                 return contract.DIVERGED
-        if checkpoint.should_save(cfg.checkpoint, done, plan.steps):
-            self._save(slot, i, done, wall_s)
+        on_schedule = checkpoint.should_save(cfg.checkpoint, done, plan.steps)
+        if on_schedule or done == plan.steps:  # the last step is always evaluated
+            self._save(slot, i, done, wall_s, keep=on_schedule)
             last_log[i] = (done, time.perf_counter())
         elif preempted:
-            book.save_for_preemption(done, _take(self.params, slot), _take(self.opt_state, slot), wall_s)
-        if preempted:
+            since_log = self._since_log(slot, i)
+            book.save_for_preemption(done, _take(self.params, slot), _take(self.opt_state, slot), wall_s, since_log)
+        if preempted and done < plan.steps:
             return contract.PREEMPTED
         return contract.COMPLETED if done == plan.steps else None
 
-    def _finish(self, slot: int, i: int, status: str, wall_s: float, runtime: dict[str, Any]) -> dict:
+    def _finish(
+        self, slot: int, i: int, status: str, wall_s: float, runtime: dict[str, Any], stopped_by: str | None
+    ) -> dict:
         book = self.books[i]
         status = book.close(status)
-        summary = book.summary(status, wall_s, _take(self.params, slot), 0.0, {**runtime, "packed": len(self.books)})
+        runtime = {**runtime, "packed": len(self.books)}
+        summary = book.summary(status, wall_s, _take(self.params, slot), 0.0, runtime, stopped_by=stopped_by)
         if is_writer():
             rundir.write_summary(book.run_dir, summary)
         return summary
@@ -205,8 +219,8 @@ def train_pack(cfgs: list[RunConfig], runtime: dict[str, Any], swept: list[dict[
         books = []
         for cfg in cfgs:
             validate_config(cfg)
+            rundir.check_run_dir(cfg.run_dir, cfg.overwrite)
             run_dir = Path(cfg.run_dir)
-            rundir.check_writable(run_dir)
             cfg = with_run_order(cfg, run_dir)
             corpus = load_corpus(cfg.data, progress=False)
             plan = make_plan(cfg, corpus.vocab_size)

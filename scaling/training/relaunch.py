@@ -72,8 +72,10 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, resolved: dict) -> dict | Non
                 "device count changed): it continues to float tolerance, not bit for bit"
             )
     if is_writer():
-        if stored is not None and cfg.overwrite:
-            rundir.clear(run_dir)
+        if cfg.overwrite:
+            rundir.clear(run_dir)  # only what its manifest lists (scaling/training/rundir.py: check_run_dir)
+        if rundir.read_manifest(run_dir) is None and not rundir.is_earlier_run(run_dir):
+            rundir.write_manifest(run_dir)  # a new or empty folder (checked before the lock was taken)
         rundir.write_config(run_dir, resolved)
     return None
 

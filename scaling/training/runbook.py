@@ -23,11 +23,13 @@ from scaling.errors import ConfigError
 from scaling.model.attention import resolve_attention_impl
 from scaling.planning.plan import Plan
 from scaling.training import checkpoint, rundir
-from scaling.training.divergence import DivergenceMonitor
+from scaling.training.divergence import Divergence, DivergenceMonitor
 from scaling.training.mesh import is_writer
 from scaling.training.provenance import environment
 from scaling.training.schedule import learning_rate
 from scaling.training.tracking import Tracker
+
+SINCE_LOG = "clipped_since_log"  # a checkpoint record's [steps clipped, steps] since the last logged step
 
 
 class RunBook:
@@ -46,6 +48,9 @@ class RunBook:
         self.monitor = DivergenceMonitor(plan.vocab_size)
         self.rows: list[dict] = []
         self.step, self.wall_before = 0, 0.0
+        # (steps clipped, steps) since the last log at `step`: a checkpoint records them, so that the first
+        # row logged after a resume holds the uninterrupted run's clipped_fraction.
+        self.since_log: tuple[float, int] = (0.0, 0)
         self.tracker: Tracker | None = None
 
     def batch(self, step: int) -> np.ndarray:
@@ -70,12 +75,18 @@ class RunBook:
         if restored is None:
             return None
         self.step, self.wall_before = restored["record"]["step"], restored["record"].get("wall_s", 0.0)
-        self.rows = rundir.read_metrics(source, self.step).to_dict("records")
+        self.since_log = tuple(restored["record"].get(SINCE_LOG) or (0.0, 0))
+        self.rows = rundir.read_metrics(source, self.step, self._last_log(self.step) * (source == self.run_dir))
+        self.rows = self.rows.to_dict("records")
         for row in self.rows:  # the divergence rule's state is a function of the losses logged so far
             if not math.isnan(row["train_loss"]):
                 self.monitor.add(row["step"], row["train_loss"])
         print(f"resuming {self.run_dir} from step {self.step} of {source}", file=sys.stderr)
         return restored
+
+    def _last_log(self, step: int) -> int:
+        """The last logged step at or before `step` (0 if none): metrics.parquet must hold it to resume there."""
+        return step if step == self.plan.steps else step // self.cfg.train.log_every * self.cfg.train.log_every
 
     def start(self, swept: dict[str, Any] | None = None) -> None:
         """Open the trackers (after a resume, so that they continue the curves from the resumed step)."""
@@ -128,21 +139,39 @@ class RunBook:
             )
         return self.monitor.add(step, loss) is None
 
-    def save(self, step: int, params: Any, opt_state: Any, eval_loss: float, wall_s: float) -> None:
-        """A checkpoint on the schedule, with its evaluation, and the metrics table so far."""
+    def log_eval(self, step: int, eval_loss: float, wall_s: float) -> None:
+        """An evaluation row (and its tracker point)."""
         self.rows.append(self.row(step, eval_loss=eval_loss, wall_s=wall_s))
         if self.tracker is not None:
             self.tracker.log(step, {"eval/loss": eval_loss})
-        record = {"tokens": step * self.plan.tokens_per_step, "wall_s": wall_s, "eval_loss": eval_loss}
+
+    def save(
+        self, step: int, params: Any, opt_state: Any, eval_loss: float, wall_s: float, since_log: tuple[float, int]
+    ) -> None:
+        """A checkpoint on the schedule, with its evaluation, and the metrics table so far."""
+        self.log_eval(step, eval_loss, wall_s)
+        record = {
+            "tokens": step * self.plan.tokens_per_step,
+            "wall_s": wall_s,
+            "eval_loss": eval_loss,
+            SINCE_LOG: list(since_log),
+        }
         self.require_space()
         checkpoint.save(self.mngr, step, params, opt_state, record)
         if is_writer():
             rundir.write_metrics(self.run_dir, self.rows)
 
-    def save_for_preemption(self, step: int, params: Any, opt_state: Any, wall_s: float) -> None:
+    def save_for_preemption(
+        self, step: int, params: Any, opt_state: Any, wall_s: float, since_log: tuple[float, int]
+    ) -> None:
         """A step off the schedule: no evaluation (it would add a row an uninterrupted run lacks,
         and the grace period before SIGKILL is short); removed once the run completes."""
-        record = {"tokens": step * self.plan.tokens_per_step, "wall_s": wall_s, "preemption": True}
+        record = {
+            "tokens": step * self.plan.tokens_per_step,
+            "wall_s": wall_s,
+            "preemption": True,
+            SINCE_LOG: list(since_log),
+        }
         self.require_space()
         checkpoint.save(self.mngr, step, params, opt_state, record)
 
@@ -159,17 +188,34 @@ class RunBook:
         Returns the final status (a completed run whose loss ended too high is diverged after all)."""
         if status == contract.COMPLETED and self.monitor.finish() is not None:
             status = contract.DIVERGED
+        rows = rundir.metrics_frame(self.rows)
+        final_eval = rows.eval_loss[rows.step == self.step].to_numpy(float)  # the last step is always evaluated
+        if status == contract.COMPLETED and not np.isfinite(final_eval).all():
+            # NaN on held-out data after a healthy train loss: no result to fit, so never called completed.
+            self.monitor.verdict = Divergence(self.step, f"the eval loss at step {self.step} is not finite")
+            status = contract.DIVERGED
         self.mngr.wait_until_finished()
         if status == contract.COMPLETED:  # the folder then matches an uninterrupted run's
             checkpoint.drop_off_schedule(self.mngr, self.cfg.checkpoint, self.plan.steps)
             self.mngr.wait_until_finished()
         self.mngr.close()
+        if status == contract.FAILED and self.tracker is not None:
+            self.tracker.close()  # (a run that ends otherwise closes them in `summary`, after its last numbers)
         if is_writer():
             rundir.write_metrics(self.run_dir, self.rows)
         return status
 
-    def summary(self, status: str, wall_s: float, params: Any, compile_s: float, runtime: dict[str, Any]) -> dict:
-        """summary.json: everything a scaling fit needs about the run, and what ran where."""
+    def summary(
+        self,
+        status: str,
+        wall_s: float,
+        params: Any,
+        compile_s: float,
+        runtime: dict[str, Any],
+        stopped_by: str | None = None,
+    ) -> dict:
+        """summary.json: everything a scaling fit needs about the run, and what ran where (a preempted
+        run also the signal that stopped it)."""
         df = rundir.metrics_frame(self.rows)
         train, evals = df.dropna(subset=["train_loss"]), df.dropna(subset=["eval_loss"])
         plan, meta = self.plan, self.corpus.meta
@@ -177,6 +223,7 @@ class RunBook:
         summary = {
             "status": status,
             **({contract.DIVERGED_STEP: diverged.step, contract.DIVERGED_REASON: diverged.reason} if diverged else {}),
+            **({contract.STOP_SIGNAL: stopped_by} if status == contract.PREEMPTED else {}),
             "run_dir": str(self.run_dir),
             **{k: v for k, v in plan.as_dict().items() if k not in ("model_shape", "flops_per_token")},
             **plan.as_dict()["model_shape"],
@@ -188,6 +235,8 @@ class RunBook:
             "epochs": self.order.epochs(self.step),
             "final_train_loss": float(train.train_loss.iloc[-1]) if len(train) else math.nan,
             "final_eval_loss": float(evals.eval_loss.iloc[-1]) if len(evals) else math.nan,
+            "grad_norm": float(train.grad_norm.iloc[-1]) if len(train) else math.nan,  # at the last log
+            "clipped_fraction": _clipped_fraction(train),
             "wall_s": wall_s,
             "compile_s": compile_s,
             contract.PARAMS_DIGEST: checkpoint.params_digest(params),
@@ -200,6 +249,15 @@ class RunBook:
         if self.tracker is not None:
             self.tracker.finish(_flat(dataclasses.asdict(self.cfg)), summary)
         return summary
+
+
+def _clipped_fraction(train: Any) -> float:
+    """The share of all steps up to the last log whose gradients were clipped (each logged row holds the
+    share of the steps since the row before it)."""
+    if not len(train):
+        return math.nan
+    steps = train.step.to_numpy(float)
+    return float(np.sum(train.clipped_fraction.to_numpy(float) * np.diff(steps, prepend=0.0)) / steps[-1])
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -6,15 +6,24 @@ run_dir/
   summary.json      status and everything a scaling fit needs about the run
   checkpoints/      Orbax checkpoints (scaling/training/checkpoint.py)
   training.lock     held (flock) by the one process training the run
+  run_manifest.json the entries the run owns (written first, into a new or empty folder)
+
+The file-safety rule: a run trains only into a new or empty folder, or into a run directory of ours (its
+run_manifest.json, or a config.yaml of ours from before manifests), and `overwrite=true` deletes only the
+entries its manifest lists. A folder holding anything else is refused and left as it was. A damaged file
+is named in one line: summary.json is rebuilt (the run resumes from its checkpoints and writes it anew);
+config.yaml and metrics.parquet cannot be, so the relaunch is refused with the fix.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import socket
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,13 +34,25 @@ import yaml
 from scaling import contract
 from scaling.data.order import UNRECORDED_ORDER
 from scaling.errors import ConfigError, RunBusy
-from scaling.files import (
-    atomic_write,
-    read_json,
-    unwritable_reason,
-    write_json,
-    write_text,
+from scaling.files import atomic_write, unwritable_reason, write_json, write_text
+from scaling.training.tracking import TENSORBOARD_DIR, WANDB_DIR
+
+# Every entry a run directory may hold, each written by the run (or its trackers): the only names
+# overwrite=true may delete, and only when the folder's manifest lists them.
+OWN_ENTRIES = (
+    contract.CONFIG_FILE,
+    contract.METRICS_FILE,
+    contract.SUMMARY_FILE,
+    contract.CHECKPOINT_DIR,
+    contract.DAMAGED_CHECKPOINT_DIR,
+    TENSORBOARD_DIR,
+    WANDB_DIR,
+    contract.RUN_LOCK,
+    contract.RUN_MANIFEST,
 )
+MANIFEST_OF = "a run directory of the scaling suite"  # tells our manifest apart from another program's file
+# config.yaml ends with YAML's end-of-document line, so a file cut short is told from a whole one.
+CONFIG_END = "...\n"
 
 # Fields that may change between launches without changing what is trained: a whole section
 # ("bench") or one dotted field ("sweep.launch").
@@ -58,6 +79,66 @@ def check_writable(run_dir: Path) -> None:
     reason = unwritable_reason(run_dir)
     if reason is not None:
         raise ConfigError("run_dir", f"cannot write to {run_dir} ({reason})", "pass a writable run_dir=DIR")
+
+
+def check_run_dir(run_dir: str | None, overwrite: bool) -> None:
+    """Read-only, before anything is written: `run_dir` names a writable folder that is new, empty, or a
+    run directory of ours, and with overwrite=true one whose manifest says what may be deleted."""
+    if run_dir is None or not str(run_dir).strip():
+        raise ConfigError(
+            "run_dir",
+            f"{run_dir!r} names no folder (training would write into the current one)",
+            "pass run_dir=DIR: a new folder, or a run directory to resume",
+        )
+    folder = Path(run_dir)
+    check_writable(folder)
+    entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if set(entries) <= {contract.RUN_LOCK} or read_manifest(folder) is not None:
+        return  # new, empty (a first launch may have died just after taking the lock), or ours
+    if is_earlier_run(folder):
+        if overwrite:
+            raise ConfigError(
+                "overwrite",
+                f"{folder} was written before runs kept a {contract.RUN_MANIFEST}, so nothing proves which of its "
+                "files are the run's; nothing was deleted",
+                "delete the folder yourself to start over, or pass another run_dir",
+            )
+        return
+    shown = ", ".join(entries[:6]) + (", ..." if len(entries) > 6 else "")
+    raise ConfigError(
+        "run_dir",
+        f"{folder} holds files that are not a run of ours ({shown}) and no {contract.RUN_MANIFEST}; nothing was "
+        "changed",
+        "pass a new or empty folder as run_dir",
+    )
+
+
+def read_manifest(run_dir: Path) -> dict | None:
+    """The run's manifest, or None when the folder has none of ours (or an unreadable one)."""
+    try:
+        manifest = json.loads((Path(run_dir) / contract.RUN_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("manifest_of") == MANIFEST_OF else None
+
+
+def write_manifest(run_dir: Path) -> None:
+    """Claim a new or empty folder for the run: the entries listed are the ones overwrite=true may delete."""
+    write_json(run_dir / contract.RUN_MANIFEST, {"manifest_of": MANIFEST_OF, "entries": list(OWN_ENTRIES)})
+
+
+def is_earlier_run(run_dir: Path) -> bool:
+    """A run directory from before manifests: a config.yaml with our three sections."""
+    try:
+        stored = yaml.safe_load((Path(run_dir) / contract.CONFIG_FILE).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    sections = {contract.CONFIG_SECTION, contract.DERIVED_SECTION, contract.DATA_SECTION}
+    return isinstance(stored, dict) and sections <= stored.keys()
+
+
+def unreadable(path: Path, why: str, fix: str) -> ConfigError:
+    return ConfigError(str(path), f"unreadable ({why.splitlines()[0][:160] if why else 'empty'})", fix)
 
 
 @contextmanager
@@ -134,29 +215,76 @@ def recorded_order(stored: dict | None) -> str | None:
     return None if stored is None else str(config_fields(stored)["data.order"])
 
 
+CONFIG_FIX = (
+    "it records the run's settings and cannot be rebuilt: restore it, or start the run over with overwrite=true"
+)
+
+
 def read_config(run_dir: Path) -> dict | None:
+    """config.yaml (None when there is none); a one-line error naming it when it is damaged or cut short."""
     path = Path(run_dir) / contract.CONFIG_FILE
-    return yaml.safe_load(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        text = path.read_text()
+        stored = yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise unreadable(path, str(err), CONFIG_FIX) from None
+    if read_manifest(run_dir) is not None and not text.endswith(CONFIG_END):
+        raise unreadable(path, f"cut short: it lacks the closing {CONFIG_END.strip()!r} line", CONFIG_FIX)
+    if not isinstance(stored, dict) or not isinstance(stored.get(contract.CONFIG_SECTION), dict):
+        raise unreadable(path, f"no {contract.CONFIG_SECTION} section", CONFIG_FIX)
+    return stored
 
 
 def write_config(run_dir: Path, resolved: dict) -> None:
-    write_text(run_dir / contract.CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
+    write_text(run_dir / contract.CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False, explicit_end=True))
 
 
 def read_summary(run_dir: Path) -> dict | None:
-    return read_json(Path(run_dir) / contract.SUMMARY_FILE)
+    """summary.json, or None when there is none. A damaged one is named and taken as missing: the relaunch
+    resumes the run from its newest checkpoint (the last step, if it had finished) and writes it anew."""
+    path = Path(run_dir) / contract.SUMMARY_FILE
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        summary, why = None, str(err)
+    else:
+        why = "not a JSON object"
+    if isinstance(summary, dict):
+        return summary
+    warnings.warn(
+        f"{path} is unreadable ({why.splitlines()[0][:120]}); relaunching rebuilds it (the run resumes from its "
+        "newest checkpoint)"
+    )
+    return None
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
     write_json(Path(run_dir) / contract.SUMMARY_FILE, summary)
 
 
-def read_metrics(run_dir: Path, up_to_step: int | None = None) -> pd.DataFrame:
-    """The metrics table, cut at `up_to_step` when resuming so no step is duplicated."""
-    path = run_dir / contract.METRICS_FILE
+def read_metrics(run_dir: Path, up_to_step: int | None = None, needed_step: int = 0) -> pd.DataFrame:
+    """The metrics table, cut at `up_to_step` when resuming so no step is duplicated. A resume needs the
+    rows up to the checkpoint (`needed_step`: the last logged step it covers), which nothing else holds: a
+    table missing, damaged or short of it is a one-line error naming it."""
+    path = Path(run_dir) / contract.METRICS_FILE
+    fix = (
+        f"it holds the curve up to step {up_to_step}, which the checkpoints do not: restore it, or start the run "
+        "over with overwrite=true (the same run, bit for bit)"
+    )
     if not path.exists():
+        if needed_step > 0:
+            raise ConfigError(str(path), "missing", fix)
         return pd.DataFrame(columns=contract.METRIC_COLUMNS)
-    df = pd.read_parquet(path)
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise unreadable(path, str(err), fix) from None
+    if needed_step > 0 and not (df.step == needed_step).any():
+        raise ConfigError(str(path), f"has no row for step {needed_step}", fix)
     return df[df.step <= up_to_step] if up_to_step is not None else df
 
 
@@ -172,7 +300,12 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
 
 
 def clear(run_dir: Path) -> None:
-    """overwrite=true: remove what a previous run wrote (only our own files and checkpoints)."""
-    for name in (contract.CONFIG_FILE, contract.METRICS_FILE, contract.SUMMARY_FILE):
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / contract.CHECKPOINT_DIR, ignore_errors=True)
+    """overwrite=true: delete the entries the run's manifest lists (never the manifest itself, nor the lock
+    this process holds); anything else in the folder stays."""
+    listed = set((read_manifest(run_dir) or {}).get("entries", ()))
+    for name in sorted(listed & set(OWN_ENTRIES) - {contract.RUN_MANIFEST, contract.RUN_LOCK}):
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()

@@ -29,6 +29,7 @@ from scaling.config import RunConfig, replace
 from scaling.data.corpus import Corpus
 from scaling.data.load import load_corpus
 from scaling.data.order import eval_set, run_order, warn_if_repeats
+from scaling.errors import EXIT_RUN_FAILED, signal_exit_code
 from scaling.model.mup import optimizer_multipliers
 from scaling.model.transformer import build_model
 from scaling.planning.plan import Plan, make_plan
@@ -50,7 +51,8 @@ from scaling.training.step import eval_chunks, make_eval, make_train_step
 from scaling.training.validate import validate_config, validate_plan
 
 # SIGTERM: SLURM or submitit preempting the job. SIGUSR2: submitit's warning before the time limit.
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+# SIGINT: Ctrl-C, which stops a run the same way (a checkpoint, then exit 130); a second Ctrl-C stops at once.
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 
 class Preemption:
@@ -65,7 +67,15 @@ class Preemption:
     def requested(self) -> bool:
         return self.signal is not None
 
+    @property
+    def name(self) -> str | None:
+        return signal.Signals(self.signal).name if self.signal is not None else None
+
     def _handle(self, signum, frame):
+        if signum == signal.SIGINT and self.signal == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice: stop now (every write is atomic; the last checkpoint stays)
+        if signum == signal.SIGINT:
+            print("stopping after this step's checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
         self.signal = signum
 
     def restore(self) -> None:
@@ -138,9 +148,13 @@ class Trainer:
         if restored is not None:
             self.params, self.opt_state = restored["params"], restored["opt_state"]
 
-    def save(self, step: int, wall_s: float) -> float:
+    def save(self, step: int, wall_s: float, since_log: tuple[jax.Array, int], keep: bool = True) -> float:
+        """Evaluate, and checkpoint (unless `keep` is False: the last step of a run saving no checkpoints)."""
         eval_loss = float(self.evaluate(self.params, self.eval_chunks))
-        self.book.save(step, self.params, self.opt_state, eval_loss, wall_s)
+        if keep:
+            self.book.save(step, self.params, self.opt_state, eval_loss, wall_s, _counts(since_log))
+        else:
+            self.book.log_eval(step, eval_loss, wall_s)
         self.last_log = (step, time.perf_counter())  # evaluation time is not training throughput
         return eval_loss
 
@@ -151,9 +165,11 @@ class Trainer:
         self.last_log = (book.step, t0)
         book.start(swept)
         if book.step == 0 and checkpoint.should_save(cfg.checkpoint, 0, plan.steps):
-            self.save(0, 0.0)
+            self.save(0, 0.0, (0.0, 0))
         status, pending = contract.FAILED, None
-        clipped, since_log = jnp.zeros((), jnp.float32), 0  # steps clipped since the last log, counted on device
+        # Steps clipped since the last log, counted on device; a resumed run starts from the counts its
+        # checkpoint recorded, so its next logged fraction is the uninterrupted run's.
+        clipped, since_log = jnp.asarray(book.since_log[0], jnp.float32), book.since_log[1]
         preemption = Preemption()
         bar = tqdm(total=plan.steps, initial=book.step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
         prefetch = ThreadPoolExecutor(max_workers=1)
@@ -175,28 +191,35 @@ class Trainer:
                 if done % cfg.train.log_every == 0 or done == plan.steps:
                     pending, clipped, since_log = (done, metrics, clipped / since_log), jnp.zeros((), jnp.float32), 0
                 on_schedule = checkpoint.should_save(cfg.checkpoint, done, plan.steps)
-                if on_schedule or preemption.requested:
+                # The last step is always evaluated, even when no checkpoint is saved there.
+                if on_schedule or preemption.requested or done == plan.steps:
                     if pending is not None and not self._log(*pending, bar, wall()):
                         status = contract.DIVERGED
                         break
                     pending = None
-                    if on_schedule:
-                        bar.set_postfix(eval=f"{self.save(done, wall()):.3f}", refresh=False)
+                    if on_schedule or done == plan.steps:
+                        eval_loss = self.save(done, wall(), (clipped, since_log), keep=on_schedule)
+                        bar.set_postfix(eval=f"{eval_loss:.3f}", refresh=False)
                     else:
-                        book.save_for_preemption(done, self.params, self.opt_state, wall())
+                        book.save_for_preemption(
+                            done, self.params, self.opt_state, wall(), _counts((clipped, since_log))
+                        )
                 book.step = done
                 bar.update(1)
-                if preemption.requested:
+                if preemption.requested and done < plan.steps:
                     status = contract.PREEMPTED
                     break
             if status == contract.COMPLETED and pending is not None and not self._log(*pending, bar, wall()):
                 status = contract.DIVERGED
+        except BaseException:  # a full disk, a second Ctrl-C, a bug: keep every checkpoint, close the trackers
+            status = contract.FAILED
+            raise
         finally:
             bar.close()
             prefetch.shutdown(wait=False, cancel_futures=True)
             preemption.restore()
             status = book.close(status)
-        summary = book.summary(status, wall(), self.params, self.compile_s, runtime)
+        summary = book.summary(status, wall(), self.params, self.compile_s, runtime, stopped_by=preemption.name)
         self.preemption = preemption
         return summary
 
@@ -209,6 +232,11 @@ class Trainer:
         return self.book.log_train(step, loss, grad_norm, float(clipped), tokens_per_s, wall_s)
 
 
+def _counts(since_log: tuple[jax.Array | float, int]) -> tuple[float, int]:
+    """(steps clipped, steps) since the last log, as plain numbers for a checkpoint's record."""
+    return float(since_log[0]), int(since_log[1])
+
+
 def train(cfg: RunConfig, runtime: dict[str, Any] | None = None, swept: dict[str, Any] | None = None) -> dict:
     """Train (or resume, or skip if finished) the run described by `cfg`; returns its summary.
 
@@ -217,8 +245,8 @@ def train(cfg: RunConfig, runtime: dict[str, Any] | None = None, swept: dict[str
     `runtime.initialize` set up, recorded in the summary; `swept` the values that name the run in a sweep."""
     validate_config(cfg)
     initialize_distributed(cfg.mesh)
+    rundir.check_run_dir(cfg.run_dir, cfg.overwrite)  # new, empty or ours; never anything else
     run_dir = Path(cfg.run_dir)
-    rundir.check_writable(run_dir)
     cfg = with_run_order(cfg, run_dir)  # a resumed run keeps its data order
     corpus = load_corpus(cfg.data, progress=cfg.progress)
     plan = make_plan(cfg, corpus.vocab_size)
@@ -230,7 +258,7 @@ def train(cfg: RunConfig, runtime: dict[str, Any] | None = None, swept: dict[str
             done = prepare_run_dir(cfg, run_dir, resolved)
             if done is None:
                 return _train_here(cfg, plan, corpus, run_dir, runtime or {}, swept)
-    print(f"{run_dir}: already {done['status']} ({done['steps']} steps); nothing to do", file=sys.stderr)
+    print(already_line(done, run_dir), file=sys.stderr)
     return done
 
 
@@ -251,11 +279,33 @@ def _train_here(
     return summary
 
 
+def exit_code(summary: dict) -> int:
+    """The command's exit status for a run that ended this way (the table is in scaling/errors.py)."""
+    if summary.get("status") == contract.COMPLETED:
+        return 0
+    if summary.get("status") == contract.PREEMPTED:
+        return signal_exit_code(summary.get(contract.STOP_SIGNAL))
+    return EXIT_RUN_FAILED
+
+
 def one_line(s: dict) -> str:
-    where = (
-        f" at step {s[contract.DIVERGED_STEP]} ({s[contract.DIVERGED_REASON]})" if contract.DIVERGED_STEP in s else ""
-    )
+    if s["status"] == contract.PREEMPTED:
+        where = f": stopped by {s.get(contract.STOP_SIGNAL)} at step {s['steps_done']} and checkpointed (the same command resumes it)"
+    elif contract.DIVERGED_STEP in s:
+        where = f" at step {s[contract.DIVERGED_STEP]} ({s[contract.DIVERGED_REASON]})"
+    else:
+        where = ""
     return (
         f"{s['status']}{where}: N={s['params_total']:,} D={s['tokens_trained']:,} "
         f"eval_loss={s['final_eval_loss']:.4f} in {s['wall_s']:.1f}s -> {s['run_dir']}"
     )
+
+
+def already_line(s: dict, run_dir: Path) -> str:
+    """What a relaunch of a finished run says: nothing to do, and for a diverged run why and what would help."""
+    if s.get("status") == contract.DIVERGED:
+        return (
+            f"{run_dir}: already diverged at step {s.get(contract.DIVERGED_STEP)} ({s.get(contract.DIVERGED_REASON)}); "
+            "it would diverge again, bit for bit: lower train.lr, with another run_dir or overwrite=true"
+        )
+    return f"{run_dir}: already {s.get('status')} ({s.get('steps')} steps); nothing to do"
