@@ -5,15 +5,19 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from analysis.failures import InputError
-from scaling.errors import EXIT_BAD_INPUT, ConfigError
+from analysis.failures import InputError, NoCompletedRuns
+from scaling.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, ConfigError
 from scaling.files import finite_or_none as finite_or_none  # (the fit commands' JSON, written by the same rule)
 
 
 def run(main: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Call `main(args)`; bad input (ours, or a training-side ConfigError) becomes one line and exit 2."""
+    """Call `main(args)`; bad input (ours, or a training-side ConfigError) becomes one line and exit 2, runs
+    none of which completed exit 3 (scaling/errors.py has the table)."""
     try:
         return main(args)
+    except NoCompletedRuns as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
     except ConfigError as error:

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from analysis.failures import InputError
+from analysis.failures import InputError, NoCompletedRuns
 from analysis.fits.fit_data import FitData
 from analysis.fits.lossmodel import FLOPS_PER_PARAM_TOKEN, tokens_from_flops
 from scaling import contract
@@ -111,33 +111,39 @@ def _load_sweep(table: pd.DataFrame, folder: Path, params: ParamsConvention, pat
     held = completed[contract.HOLDOUT].fillna(False).astype(bool) if contract.HOLDOUT in completed else None
     held_rows = completed[held] if held is not None else completed.iloc[:0]
     completed = completed[~held] if held is not None else completed
+    if completed.empty and len(table):
+        raise NoCompletedRuns(
+            f"{path}: none of its {len(table)} runs completed ({dropped}), so there is nothing to fit"
+            f"{''.join('; ' + note for note in _diverged_note(table))}; each run's summary.json says why"
+        )
     notes = [f"using {len(completed)} completed runs of {len(table)} (left out: {dropped})"] + _diverged_note(table)
     if len(held_rows):
         notes.append(
             f"held out to test the prediction, so not fitted: {', '.join(held_rows[contract.RUN_NAME].astype(str))}"
         )
-    runs, dropped = _valid(_canonical(completed, n_column), f"{n_column}, tokens or final_eval_loss")
+    names = {"N": n_column, "D": "tokens", "loss": contract.FINAL_EVAL_LOSS}
+    runs, dropped = _valid(_canonical(completed, n_column, path), names, path, ours=True)
     run_dirs = (
         dict(zip(completed[contract.RUN_NAME].astype(str), completed[contract.RUN_DIR]))
         if contract.RUN_DIR in completed
         else {}
     )
     curves, curve_notes = _load_curves(runs, folder, run_dirs)
-    held_out = _canonical(held_rows, n_column) if len(held_rows) else None
+    held_out = _canonical(held_rows, n_column, path) if len(held_rows) else None
     return FitData(runs, curves, path, params, tuple(notes + dropped + curve_notes), ours=True, held_out=held_out)
 
 
-def _canonical(rows: pd.DataFrame, n_column: str) -> pd.DataFrame:
+def _canonical(rows: pd.DataFrame, n_column: str, path: Path) -> pd.DataFrame:
     """Sweep-table rows as canonical runs (N by the chosen convention)."""
-    N = rows[n_column].to_numpy(float)
-    D = rows["tokens"].to_numpy(float)
+    N = _numbers(rows, n_column, path)
+    D = _numbers(rows, "tokens", path)
     return pd.DataFrame(
         {
             "run": rows[contract.RUN_NAME].astype(str).to_numpy(),
             "N": N,
             "D": D,
             "C": FLOPS_PER_PARAM_TOKEN * N * D,
-            "loss": rows[contract.FINAL_EVAL_LOSS].to_numpy(float),
+            "loss": _numbers(rows, contract.FINAL_EVAL_LOSS, path),
             "budget": rows[contract.BUDGET].to_numpy(float) if contract.BUDGET in rows else np.nan,
             "epochs": rows[EPOCHS].to_numpy(float) if EPOCHS in rows else np.nan,
         }
@@ -196,33 +202,58 @@ def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
     """Any table: N and loss columns, plus D or FLOPs (D = C / 6N), and optionally budget and epochs columns."""
     _require(table, columns.n, "pass --n-col NAME")
     _require(table, columns.loss, "pass --loss-col NAME")
-    N = table[columns.n].to_numpy(float)
     if columns.flops is not None:
         _require(table, columns.flops, "pass --flops-col NAME")
-        D = tokens_from_flops(table[columns.flops].to_numpy(float), N)
     else:
         _require(table, columns.d, "pass --d-col NAME, or --flops-col NAME to derive D = C / (6 N)")
-        D = table[columns.d].to_numpy(float)
     for column, flag in ((columns.budget, "--budget-col"), (columns.epochs, "--epochs-col")):
         if column is not None:
             _require(table, column, f"pass {flag} NAME")
+    number = lambda column: _numbers(table, column, path)  # noqa: E731
+    N = number(columns.n)
+    D = tokens_from_flops(number(columns.flops), N) if columns.flops is not None else number(columns.d)
     runs = pd.DataFrame(
         {
             "run": table.index.astype(str),
             "N": N,
             "D": D,
             "C": FLOPS_PER_PARAM_TOKEN * N * D,
-            "loss": table[columns.loss].to_numpy(float),
-            "budget": table[columns.budget].to_numpy(float) if columns.budget else np.nan,
-            "epochs": table[columns.epochs].to_numpy(float) if columns.epochs else np.nan,
+            "loss": number(columns.loss),
+            "budget": number(columns.budget) if columns.budget else np.nan,
+            "epochs": number(columns.epochs) if columns.epochs else np.nan,
         }
     )
-    runs, dropped = _valid(runs, f"{columns.n}, {columns.flops or columns.d} or {columns.loss}")
+    names = {"N": columns.n, "D": columns.flops or columns.d, "loss": columns.loss}
+    runs, dropped = _valid(runs, names, path, ours=False)
     return FitData(runs, None, path, f"column {columns.n!r}", tuple([f"using {len(runs)} rows"] + dropped), ours=False)
 
 
-def _valid(runs: pd.DataFrame, what: str) -> tuple[pd.DataFrame, list[str]]:
-    """Drop rows whose N, D or loss is missing or not positive; fail if none is left."""
+def _numbers(table: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """A column as floats; text that is no number (a repeated header, a unit typed in) is refused, named."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = values.isna() & table[column].notna()
+    if bad.any():
+        row = bad.idxmax()
+        raise InputError(
+            f"{path}: column {column!r} holds {table[column][row]!r} in row {row}, which is not a number"
+            f"{f' (and {int(bad.sum()) - 1} more rows)' if bad.sum() > 1 else ''}; fix the table, or leave such "
+            "rows out with --where"
+        )
+    return values.to_numpy(float)
+
+
+# How far (in decades) a value may lie from its column's median before it is taken for a slip (a unit typed
+# wrong, a corrupted cell) rather than a run: sizes and token counts of one study span a few decades at most,
+# losses of one study less than one.
+PLAUSIBLE_DECADES = {"N": 8.0, "D": 8.0, "loss": 3.0}
+
+
+def _valid(runs: pd.DataFrame, names: dict[str, str], path: Path, ours: bool) -> tuple[pd.DataFrame, list[str]]:
+    """Drop rows whose N, D or loss is missing or not positive, and exact repeats of a row (each dropped row
+    counted in a note); refuse a value no run could have; fail if no row is left."""
+    what = f"{names['N']}, {names['D']} or {names['loss']}"
+    label = (lambda run: f"run {run}") if ours else (lambda run: f"row {run}")  # noqa: E731
+    _check_plausible(runs, names, path, label)
     values = runs[["N", "D", "loss"]].to_numpy(float)
     missing, non_positive = (
         ~np.isfinite(values).all(axis=1),
@@ -234,4 +265,38 @@ def _valid(runs: pd.DataFrame, what: str) -> tuple[pd.DataFrame, list[str]]:
     counts = {"a missing or infinite value": int(missing.sum()), "a value <= 0": int(non_positive.sum())}
     why = ", ".join(f"{count} with {reason}" for reason, count in counts.items() if count)
     notes = [f"dropped {int((~good).sum())} rows of {len(runs)} for their {what} ({why})"] if not good.all() else []
-    return runs[good].reset_index(drop=True), notes
+    runs = runs[good].reset_index(drop=True)
+    repeated = runs.duplicated(subset=["N", "D", "loss"], keep="first").to_numpy()
+    if repeated.any():
+        shown = ", ".join(label(run) for run in runs.run[repeated][:5]) + (", ..." if repeated.sum() > 5 else "")
+        notes.append(
+            f"dropped {int(repeated.sum())} duplicate rows ({shown}): the same {what} as an earlier row, which "
+            "would count twice in every fit and narrow its intervals"
+        )
+    return runs[~repeated].reset_index(drop=True), notes
+
+
+def _check_plausible(runs: pd.DataFrame, names: dict[str, str], path: Path, label) -> None:
+    """Refuse a value many decades from the rest of its column, and sizes whose compute 6 N D overflows."""
+    for column, decades in PLAUSIBLE_DECADES.items():
+        x = runs[column].to_numpy(float)
+        usable = np.flatnonzero(np.isfinite(x) & (x > 0))
+        if len(usable) < 3:
+            continue
+        logs = np.log10(x[usable])
+        median = float(np.median(logs))
+        far = usable[np.abs(logs - median) > decades]
+        if len(far):
+            i = far[np.argmax(np.abs(np.log10(x[far]) - median))]
+            raise InputError(
+                f"{path}: {names[column]} = {x[i]:.4g} in {label(runs.run[i])} lies {abs(np.log10(x[i]) - median):.0f} "
+                f"decades from the column's median {10**median:.4g}: no run has such a value; fix the table "
+                f"(the units?), or leave the row out with --where"
+            )
+    overflow = np.isfinite(runs[["N", "D"]].to_numpy(float)).all(axis=1) & ~np.isfinite(runs["C"].to_numpy(float))
+    if overflow.any():
+        i = int(np.argmax(overflow))
+        raise InputError(
+            f"{path}: {label(runs.run[i])} has {names['N']} = {runs.N[i]:.4g} and {names['D']} giving "
+            f"D = {runs.D[i]:.4g}, whose compute 6 N D overflows; fix the table (the units?)"
+        )

@@ -17,7 +17,7 @@ from analysis.command import run
 from analysis.failures import InputError
 from analysis.fits.analyse import Analysis
 from analysis.fitting import fit_parser, load_and_analyse, read_and_analyse
-from analysis.reporting.document import write_section
+from analysis.reporting.document import check_markers, write_section
 from analysis.reporting.fit_figures import make_figures
 from analysis.reporting.fit_section import render
 from analysis.reporting.page import write_page
@@ -61,6 +61,7 @@ def transfer_report(args: argparse.Namespace, folder: Path) -> bool:
 
 def report(args: argparse.Namespace) -> int:
     folder = report_folder(Path(args.path))
+    check_markers(folder / contract.REPORT_FILE)  # before any fitting: a broken report.md is refused at once
     if transfer_report(args, folder):
         print(folder / contract.REPORT_FILE)
         print(write_page(folder / contract.REPORT_FILE))

@@ -39,8 +39,9 @@ from scaling.config import DataConfig, ModelConfig
 from scaling.data.load import load_corpus
 from scaling.data.prepare import EOT
 from scaling.errors import ConfigError, exit_with
+from scaling.files import unwritable_reason
 from scaling.model.sizing import ffn_dim
-from scaling.training.checkpoint import load_model, saved_steps
+from scaling.training.checkpoint import DamagedCheckpoint, load_model, saved_steps
 from scaling.training.rundir import read_config
 
 WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
@@ -254,12 +255,23 @@ def export(run_dir: Path, step: int | None, out_dir: Path) -> Path:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not contract.is_run_dir(run_dir):
         raise ConfigError("RUN", f"{run_dir} has no {contract.CONFIG_FILE}", "pass a run directory")
+    reason = unwritable_reason(out_dir)
+    if reason is not None or (out_dir.exists() and not out_dir.is_dir()):
+        raise ConfigError(
+            "OUT_DIR", f"cannot write the folder {out_dir} ({reason or 'it is a file'})", "choose a new folder"
+        )
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError("OUT_DIR", f"{out_dir} exists and is not empty", "choose a new folder or remove it")
     steps = saved_steps(run_dir)
     if not steps or (step is not None and step not in steps):
         raise ConfigError("--step", f"{step} is not a saved checkpoint of {run_dir}", f"use one of {steps}")
-    model = load_model(run_dir, step, compute_dtype="float32")
+    try:
+        model = load_model(run_dir, step, compute_dtype="float32")
+    except DamagedCheckpoint as err:
+        others = [s for s in steps if s != err.step]
+        raise ConfigError(
+            "--step", f"{err} in {run_dir}; nothing was written", f"export another step: {others}"
+        ) from None
     family = family_for(model.cfg)  # refuses before anything is written
     tokenizer_path, eot_id = tokenizer_files(run_dir)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))

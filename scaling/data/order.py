@@ -205,6 +205,19 @@ def sequences(tokens: np.ndarray, seq_ids: np.ndarray, seq_len: int) -> np.ndarr
     return np.asarray(tokens)[index_NL].astype(np.int32)
 
 
+def check_ids(windows: np.ndarray, vocab_size: int, source: str, what: str) -> None:
+    """Every id read must lie in the vocabulary: a token file replaced under a run otherwise trains on
+    garbage and ends in a NaN loss. One pass over the windows, cheap beside a step."""
+    high, low = int(windows.max()), int(windows.min())
+    if high >= vocab_size or low < 0:
+        raise ConfigError(
+            "data.path",
+            f"{source} holds token id {high if high >= vocab_size else low} in {what}, outside the vocabulary "
+            f"0..{vocab_size - 1}: the file changed since the run opened it",
+            "restore the file it trained on and relaunch (it is checked again), or start over with overwrite=true",
+        )
+
+
 def eval_set(val_tokens: np.ndarray, seq_len: int, n_tokens: int) -> np.ndarray:
     """The fixed held-out windows (about `n_tokens` tokens), spread evenly over the validation split."""
     available = n_sequences(len(val_tokens), seq_len)

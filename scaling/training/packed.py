@@ -29,7 +29,6 @@ from flax import nnx
 from scaling import contract
 from scaling.config import RunConfig
 from scaling.data.load import load_corpus
-from scaling.data.order import eval_set
 from scaling.model.mup import optimizer_multipliers
 from scaling.model.transformer import build_model
 from scaling.planning.plan import Plan, make_plan
@@ -97,7 +96,7 @@ class PackedTrainer:
         self.params, self.opt_state = _stack(params), _stack([tx.init(p) for p in params])
         self.schedules = jnp.asarray(np.stack([schedule_values(b.cfg.train, b.plan.steps) for b in books]))
         self.step_fn = make_packed_step(graphdef, optimizer_factory(cfg.train, multipliers), plan.grad_accum)
-        chunks = eval_chunks(eval_set(first.corpus.val, plan.model.seq_len, cfg.data.eval_tokens), cfg.train.batch_size)
+        chunks = eval_chunks(first.eval_windows(), cfg.train.batch_size)
         self.eval_chunks = jnp.asarray(chunks)
         micro = plan.grad_accum if chunks.shape[1] % plan.grad_accum == 0 else 1
         mesh = make_mesh(cfg.mesh)

@@ -18,7 +18,7 @@ import numpy as np
 from scaling import contract, diskspace
 from scaling.config import RunConfig
 from scaling.data.corpus import Corpus
-from scaling.data.order import DataOrder, n_sequences, sequences
+from scaling.data.order import DataOrder, check_ids, eval_set, n_sequences, sequences
 from scaling.errors import ConfigError
 from scaling.model.attention import resolve_attention_impl
 from scaling.planning.plan import Plan
@@ -54,8 +54,21 @@ class RunBook:
         self.tracker: Tracker | None = None
 
     def batch(self, step: int) -> np.ndarray:
-        """(B, T + 1) token windows of `step`: a pure function of the run's data seed and the step."""
-        return sequences(self.corpus.train, self.order.indices(step), self.plan.model.seq_len)
+        """(B, T + 1) token windows of `step`: a pure function of the run's data seed and the step. Ids outside
+        the vocabulary (a token file changed under the run) stop it, naming the file, instead of a NaN loss."""
+        windows = sequences(self.corpus.train, self.order.indices(step), self.plan.model.seq_len)
+        check_ids(windows, self.plan.vocab_size, self._source("source"), f"the batch of step {step}")
+        return windows
+
+    def eval_windows(self) -> np.ndarray:
+        """The fixed held-out windows, their ids checked as the batches' are."""
+        windows = eval_set(self.corpus.val, self.plan.model.seq_len, self.cfg.data.eval_tokens)
+        check_ids(windows, self.plan.vocab_size, self._source("val_source"), "the held-out windows")
+        return windows
+
+    def _source(self, key: str) -> str:
+        """The file a split was read from (data=tokens: the user's; val_source only when given apart)."""
+        return str(self.corpus.meta.get(key) or self.corpus.meta.get("source") or "the corpus")
 
     def resume(self, abstract: dict[str, Any]) -> dict[str, Any] | None:
         """The newest good checkpoint of this run, else `train.init_from`'s step (a WSD branch), else None;

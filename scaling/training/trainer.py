@@ -28,7 +28,7 @@ from scaling import contract, diskspace
 from scaling.config import RunConfig, replace
 from scaling.data.corpus import Corpus
 from scaling.data.load import load_corpus
-from scaling.data.order import eval_set, run_order, warn_if_repeats
+from scaling.data.order import run_order, warn_if_repeats
 from scaling.errors import EXIT_RUN_FAILED, signal_exit_code
 from scaling.model.mup import optimizer_multipliers
 from scaling.model.transformer import build_model
@@ -135,7 +135,7 @@ class Trainer:
         t0 = time.perf_counter()
         self.step_fn, _ = programs.compiled(programs.key("step", cfg, plan, mesh), build_step)
         self.compile_s = time.perf_counter() - t0
-        chunks = eval_chunks(eval_set(book.corpus.val, plan.model.seq_len, cfg.data.eval_tokens), cfg.train.batch_size)
+        chunks = eval_chunks(book.eval_windows(), cfg.train.batch_size)
         self.eval_chunks = global_batch(chunks, NamedSharding(mesh, PartitionSpec(None, BATCH_AXES)))
         micro = plan.grad_accum if chunks.shape[1] % plan.grad_accum == 0 else 1
         self.evaluate, _ = programs.compiled(
