@@ -223,7 +223,7 @@ def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
             "epochs": number(columns.epochs) if columns.epochs else np.nan,
         }
     )
-    names = {"N": columns.n, "D": columns.flops or columns.d, "loss": columns.loss}
+    names = {"N": columns.n, "D": f"D (= {columns.flops} / 6N)" if columns.flops else columns.d, "loss": columns.loss}
     runs, dropped = _valid(runs, names, path, ours=False)
     return FitData(runs, None, path, f"column {columns.n!r}", tuple([f"using {len(runs)} rows"] + dropped), ours=False)
 
@@ -246,6 +246,7 @@ def _numbers(table: pd.DataFrame, column: str, path: Path) -> np.ndarray:
 # wrong, a corrupted cell) rather than a run: sizes and token counts of one study span a few decades at most,
 # losses of one study less than one.
 PLAUSIBLE_DECADES = {"N": 8.0, "D": 8.0, "loss": 3.0}
+ABSURD_DECADES = 100.0
 
 
 def _valid(runs: pd.DataFrame, names: dict[str, str], path: Path, ours: bool) -> tuple[pd.DataFrame, list[str]]:
@@ -270,33 +271,30 @@ def _valid(runs: pd.DataFrame, names: dict[str, str], path: Path, ours: bool) ->
     if repeated.any():
         shown = ", ".join(label(run) for run in runs.run[repeated][:5]) + (", ..." if repeated.sum() > 5 else "")
         notes.append(
-            f"dropped {int(repeated.sum())} duplicate rows ({shown}): the same {what} as an earlier row, which "
-            "would count twice in every fit and narrow its intervals"
+            f"dropped {int(repeated.sum())} duplicate rows ({shown}): the same {names['N']}, {names['D']} and "
+            f"{names['loss']} as an earlier row, which would count twice in every fit and narrow its intervals"
         )
     return runs[~repeated].reset_index(drop=True), notes
 
 
 def _check_plausible(runs: pd.DataFrame, names: dict[str, str], path: Path, label) -> None:
-    """Refuse a value many decades from the rest of its column, and sizes whose compute 6 N D overflows."""
+    """Refuse a value no run has: beyond 1e+-100 in any units (the fits' powers of it would overflow), or many
+    decades from the rest of its column."""
     for column, decades in PLAUSIBLE_DECADES.items():
         x = runs[column].to_numpy(float)
         usable = np.flatnonzero(np.isfinite(x) & (x > 0))
-        if len(usable) < 3:
-            continue
         logs = np.log10(x[usable])
-        median = float(np.median(logs))
-        far = usable[np.abs(logs - median) > decades]
+        median = float(np.median(logs)) if len(usable) >= 3 else 0.0
+        distance = np.abs(logs - median)
+        far = usable[(np.abs(logs) > ABSURD_DECADES) | ((distance > decades) if len(usable) >= 3 else False)]
         if len(far):
             i = far[np.argmax(np.abs(np.log10(x[far]) - median))]
-            raise InputError(
-                f"{path}: {names[column]} = {x[i]:.4g} in {label(runs.run[i])} lies {abs(np.log10(x[i]) - median):.0f} "
-                f"decades from the column's median {10**median:.4g}: no run has such a value; fix the table "
-                f"(the units?), or leave the row out with --where"
+            where = (
+                f"lies {abs(np.log10(x[i]) - median):.0f} decades from the column's median {10**median:.4g}"
+                if len(usable) >= 3 and abs(np.log10(x[i])) <= ABSURD_DECADES
+                else f"is beyond 1e+-{ABSURD_DECADES:.0f}, in any units"
             )
-    overflow = np.isfinite(runs[["N", "D"]].to_numpy(float)).all(axis=1) & ~np.isfinite(runs["C"].to_numpy(float))
-    if overflow.any():
-        i = int(np.argmax(overflow))
-        raise InputError(
-            f"{path}: {label(runs.run[i])} has {names['N']} = {runs.N[i]:.4g} and {names['D']} giving "
-            f"D = {runs.D[i]:.4g}, whose compute 6 N D overflows; fix the table (the units?)"
-        )
+            raise InputError(
+                f"{path}: {names[column]} = {x[i]:.4g} in {label(runs.run[i])} {where}: no run has such a value; "
+                "fix the table (the units?), or leave the row out with --where"
+            )

@@ -24,12 +24,13 @@ from scaling.training.checkpoint import (
     schedule,
     should_save,
 )
+from scaling.training.runbook import RunBook
 from scaling.training.trainer import Trainer, train
 from tests.helpers import REPO, compose_config, run_cli
 
 STEPS = 150  # train.tokens / (batch 8 x seq 32)
 RUN_ARGS = ["train.tokens=38400", "train.log_every=5"]
-COMPARED = ["step", "tokens", "flops", "lr", "train_loss", "eval_loss"]
+COMPARED = ["step", "tokens", "flops", "lr", "train_loss", "eval_loss", "grad_norm", "clipped_fraction"]
 
 
 def test_default_schedule_is_pythia_like():
@@ -106,12 +107,34 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, tiny_overrides, referen
     _wait_for_checkpoint(tmp_path, 16, proc)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr[-2000:]
     summary = _summary(tmp_path)
+    assert proc.returncode == (143 if summary["status"] == "preempted" else 0), stderr[-2000:]
     if summary["status"] == "preempted":  # (the run may have finished before the signal landed)
         assert summary["steps_done"] in saved_steps(tmp_path)
         result = run_cli([f"run_dir={tmp_path}", *tiny_overrides, *RUN_ARGS])
         assert result.returncode == 0, result.stderr[-2000:]
+    _assert_same_run(tmp_path, reference)
+
+
+def test_a_crash_just_after_a_checkpoint_resumes_to_the_same_rows(tmp_path, tiny_overrides, reference, monkeypatch):
+    """Killed right after the checkpoint of step 32, between the logs of steps 30 and 35: the resumed run's
+    row of step 35 counts the clipped steps 31 and 32 too (its checkpoint recorded them), as the
+    uninterrupted run's does."""
+    logged = _metrics(reference).set_index("step")
+    assert 0 < logged.clipped_fraction[35] < 1  # some steps of that window were clipped, not all: it can fail
+    original = RunBook.save
+
+    def save(self, step, *args, **kwargs):
+        original(self, step, *args, **kwargs)
+        if step == 32:
+            raise RuntimeError("killed")
+
+    cfg = compose_config([f"run_dir={tmp_path}", *tiny_overrides, *RUN_ARGS])
+    monkeypatch.setattr(RunBook, "save", save)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg)
+    monkeypatch.undo()
+    assert saved_steps(tmp_path)[-1] == 32 and train(cfg)["status"] == "completed"
     _assert_same_run(tmp_path, reference)
 
 
