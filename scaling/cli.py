@@ -50,8 +50,8 @@ def main(node: DictConfig) -> dict | None:
     except (ConfigError, Stop) as err:
         exit_with(err, debug=cfg.debug)
         return None
-    except KeyboardInterrupt:  # before or after the training loop, which stops on Ctrl-C by itself
-        exit_with(Interrupted(f"while preparing or closing {cfg.run_dir}"), debug=cfg.debug)
+    except KeyboardInterrupt:  # outside the training loop (which stops on Ctrl-C by itself), or a second Ctrl-C
+        exit_with(Interrupted(str(cfg.run_dir)), debug=cfg.debug)
     if exit_code(summary):  # diverged, failed, or stopped by a signal: its line is printed already
         raise SystemExit(exit_code(summary))
     return summary

@@ -80,9 +80,9 @@ class Interrupted(Stop):
 
     exit_code = EXIT_INTERRUPTED
 
-    def __init__(self, what: str):
+    def __init__(self, where: str):
         super().__init__(
-            f"interrupted (Ctrl-C) {what}; what was saved is intact: relaunch the same command to go on from it"
+            f"interrupted (Ctrl-C): {where}; what was saved is intact: relaunch the same command to go on from it"
         )
 
 

@@ -1,6 +1,7 @@
 """Hydra's hooks around a sweep: the plan (grid, runs, FLOPs, estimated time) before its jobs start, then the
-held-out run and a tally of this launch's outcomes after them, and the launch's exit status: 3 when any
-of its runs diverged or failed (found so, or made so), 128 + the signal when a job's run was stopped by one.
+held-out run and a tally of this launch's outcomes after them (SweepCallback, for the shipped sweeps), and
+for any named sweep the launch's exit status (LaunchStatus): 3 when any of its runs diverged or failed
+(found so, or made so), 128 + the signal when a job's run was stopped by one.
 
 Hydra turns an exception raised in a callback into a warning and goes on, so a refusal here exits itself.
 """
@@ -68,7 +69,17 @@ class SweepCallback(Callback):
         counts = {k: sum(e["outcome"] == k for e in mine) for k in OUTCOMES}
         tally = ", ".join(f"{v} {k}" for k, v in counts.items() if v or k in ("trained", "skipped", "failed"))
         print(f"sweep {config.sweep.name} finished: {tally}; table: {folder / contract.RUNS_TABLE}", file=sys.stderr)
-        code = launch_exit_code(mine)
+
+
+class LaunchStatus(Callback):
+    """The launch's exit status, for every multirun of a named sweep (sweeps/config.yaml registers it; it
+    runs after SweepCallback's tally and held-out run, Hydra calling these hooks in reverse order)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.sweep.name:
+            return
+        folder = Path(config.results_root) / str(config.sweep.name)
+        code = launch_exit_code(launch_entries(folder, config.sweep.launch))
         if code:
             raise SystemExit(code)
 
@@ -80,7 +91,7 @@ def launch_exit_code(entries: list[dict[str, Any]]) -> int:
         named = ", ".join(f"{e['run_name']} ({e.get('status') or e['outcome']})" for e in bad[:6])
         print(
             f"error: {len(bad)} runs did not complete: {named}{', ...' if len(bad) > 6 else ''}; "
-            "their summary.json and the lines above say why (exit 3)",
+            f"the lines above and {contract.LAUNCH_LOG} say why (exit 3)",
             file=sys.stderr,
         )
         return EXIT_RUN_FAILED
