@@ -6,13 +6,13 @@ import sys
 from collections.abc import Callable
 
 from analysis.failures import InputError, NoCompletedRuns
-from scaling.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, ConfigError
+from scaling.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, ConfigError, Interrupted
 from scaling.files import finite_or_none as finite_or_none  # (the fit commands' JSON, written by the same rule)
 
 
 def run(main: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Call `main(args)`; bad input (ours, or a training-side ConfigError) becomes one line and exit 2, runs
-    none of which completed exit 3 (scaling/errors.py has the table)."""
+    none of which completed exit 3, Ctrl-C 130 (scaling/errors.py has the table)."""
     try:
         return main(args)
     except NoCompletedRuns as error:
@@ -22,6 +22,9 @@ def run(main: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
         print(f"error: {error}", file=sys.stderr)
     except ConfigError as error:
         print(error.line(), file=sys.stderr)
+    except KeyboardInterrupt:
+        print(Interrupted("every table, figure and report is written whole or not at all").line(), file=sys.stderr)
+        return Interrupted.exit_code
     return EXIT_BAD_INPUT
 
 

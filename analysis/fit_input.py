@@ -174,10 +174,11 @@ def _load_curves(runs: pd.DataFrame, folder: Path, run_dirs: dict) -> tuple[pd.D
             folder, entry if isinstance(entry, str) else f"{contract.RUNS_SUBDIR}/{run}"
         )
         metrics_path = run_dir / contract.METRICS_FILE
-        if not metrics_path.is_file():
+        try:
+            metrics = pd.read_parquet(metrics_path, columns=["tokens", "eval_loss"]).dropna()
+        except (OSError, ValueError):  # missing, or damaged (pyarrow's ArrowInvalid is a ValueError)
             missing.append(run)
             continue
-        metrics = pd.read_parquet(metrics_path, columns=["tokens", "eval_loss"]).dropna()
         metrics = metrics[(metrics["tokens"] > 0) & (metrics["eval_loss"] > 0)]
         D = metrics["tokens"].to_numpy(float)
         pieces.append(
@@ -193,7 +194,9 @@ def _load_curves(runs: pd.DataFrame, folder: Path, run_dirs: dict) -> tuple[pd.D
         )
     named = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
     notes = (
-        [f"no {contract.METRICS_FILE} for {len(missing)} runs ({named}): approach 1 leaves them out"] if missing else []
+        [f"no readable {contract.METRICS_FILE} for {len(missing)} runs ({named}): approach 1 leaves them out"]
+        if missing
+        else []
     )
     return (pd.concat(pieces, ignore_index=True) if pieces else None), notes
 

@@ -51,7 +51,7 @@ def main(node: DictConfig) -> dict | None:
         exit_with(err, debug=cfg.debug)
         return None
     except KeyboardInterrupt:  # outside the training loop (which stops on Ctrl-C by itself), or a second Ctrl-C
-        exit_with(Interrupted(str(cfg.run_dir)), debug=cfg.debug)
+        exit_with(Interrupted(cfg.run_dir or f"the {cfg.sweep.name} sweep"), debug=cfg.debug)
     if exit_code(summary):  # diverged, failed, or stopped by a signal: its line is printed already
         raise SystemExit(exit_code(summary))
     return summary

@@ -38,7 +38,7 @@ from scaling import contract
 from scaling.config import DataConfig, ModelConfig
 from scaling.data.load import load_corpus
 from scaling.data.prepare import EOT
-from scaling.errors import ConfigError, exit_with
+from scaling.errors import ConfigError, Interrupted, exit_with
 from scaling.files import unwritable_reason
 from scaling.model.sizing import ffn_dim
 from scaling.training.checkpoint import DamagedCheckpoint, load_model, saved_steps
@@ -311,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         out = export(args.run, args.step, args.out_dir)
     except ConfigError as err:
         exit_with(err)
+    except KeyboardInterrupt:  # OUT_DIR appears whole (a renamed temporary folder) or not at all
+        exit_with(Interrupted(f"nothing was written to {args.out_dir}"))
     print(f"wrote {out} ({out / WEIGHTS_FILE}, {CONFIG_FILE}, tokenizer files)", file=sys.stderr)
     return 0
 

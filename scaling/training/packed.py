@@ -15,6 +15,7 @@ K of them share it; on a CPU the measured vmapped step was slower than K steps o
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from contextlib import ExitStack
@@ -167,6 +168,11 @@ class PackedTrainer:
                     active = [active[s] for s in keep]
                     self.params, self.opt_state = _take(self.params, keep), _take(self.opt_state, keep)
                     self.schedules, self.clipped = self.schedules[keep], self.clipped[keep]
+        except BaseException:  # a full disk, a second Ctrl-C, a bug: the runs still in the pack keep their
+            for i in active:  # checkpoints and close their trackers, as a single run's do
+                with contextlib.suppress(Exception):
+                    self.books[i].close(contract.FAILED)
+            raise
         finally:
             preemption.restore()
         self.preemption = preemption

@@ -89,8 +89,8 @@ class RunBook:
             return None
         self.step, self.wall_before = restored["record"]["step"], restored["record"].get("wall_s", 0.0)
         self.since_log = tuple(restored["record"].get(SINCE_LOG) or (0.0, 0))
-        self.rows = rundir.read_metrics(source, self.step, self._last_log(self.step) * (source == self.run_dir))
-        self.rows = self.rows.to_dict("records")
+        needed = self._last_log(self.step) if source == self.run_dir else 0  # (a new branch: its parent's rows)
+        self.rows = rundir.read_metrics(source, self.step, needed).to_dict("records")
         for row in self.rows:  # the divergence rule's state is a function of the losses logged so far
             if not math.isnan(row["train_loss"]):
                 self.monitor.add(row["step"], row["train_loss"])
@@ -187,6 +187,8 @@ class RunBook:
         }
         self.require_space()
         checkpoint.save(self.mngr, step, params, opt_state, record)
+        if is_writer():  # the rows this checkpoint resumes after, should SIGKILL follow before the run closes
+            rundir.write_metrics(self.run_dir, self.rows)
 
     def require_space(self) -> None:
         """DiskFull, in one line, before a checkpoint that cannot fit (with room for a save still in

@@ -95,6 +95,12 @@ def check_run_dir(run_dir: str | None, overwrite: bool) -> None:
     entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     if set(entries) <= {contract.RUN_LOCK} or read_manifest(folder) is not None:
         return  # new, empty (a first launch may have died just after taking the lock), or ours
+    if overwrite and (folder / contract.RUN_MANIFEST).exists():
+        raise ConfigError(
+            str(folder / contract.RUN_MANIFEST),
+            "unreadable, and it lists what overwrite=true may delete; nothing was deleted",
+            "delete the folder yourself to start over, or pass another run_dir",
+        )
     if is_earlier_run(folder):
         if overwrite:
             raise ConfigError(

@@ -61,7 +61,9 @@ class Preemption:
 
     def __init__(self):
         self.signal: int | None = None
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in PREEMPTION_SIGNALS}
+        # A signal the process was started ignoring stays ignored (a job started with `&` or nohup ignores Ctrl-C).
+        ignored = {sig for sig in PREEMPTION_SIGNALS if signal.getsignal(sig) == signal.SIG_IGN}
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in PREEMPTION_SIGNALS if sig not in ignored}
 
     @property
     def requested(self) -> bool:
