@@ -112,9 +112,10 @@ def _load_sweep(table: pd.DataFrame, folder: Path, params: ParamsConvention, pat
     held_rows = completed[held] if held is not None else completed.iloc[:0]
     completed = completed[~held] if held is not None else completed
     if completed.empty and len(table):
+        named = ", ".join(table[contract.RUN_NAME].astype(str)[:5]) + (", ..." if len(table) > 5 else "")
         raise NoCompletedRuns(
-            f"{path}: none of its {len(table)} runs completed ({dropped}), so there is nothing to fit"
-            f"{''.join('; ' + note for note in _diverged_note(table))}; each run's summary.json says why"
+            f"{path}: none of its {len(table)} runs completed ({dropped}: {named}), so there is nothing to fit; "
+            "each run's summary.json says why (a diverged run: lower train.lr and train it anew)"
         )
     notes = [f"using {len(completed)} completed runs of {len(table)} (left out: {dropped})"] + _diverged_note(table)
     if len(held_rows):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 
 import hydra
@@ -25,7 +26,7 @@ from omegaconf import DictConfig
 from scaling.config import RunConfig, register_configs, to_dataclass
 from scaling.errors import ConfigError, Interrupted, Stop, exit_with
 from scaling.overrides import check_overrides, whole_numbers
-from scaling.runtime import initialize
+from scaling.runtime import initialize, one_line_warning
 from scaling.sweeping import jobs
 from scaling.sweeping.naming import NOT_NAMING
 from scaling.training.trainer import exit_code, train
@@ -76,6 +77,7 @@ def validated_entry(hydra_main: Callable[[], object], argv: list[str] | None = N
     """A command's entry point: reject bad overrides in one line (exit 2), then hand over to Hydra
     (with the launch's own overrides added when it starts a sweep)."""
     argv = whole_numbers(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = one_line_warning  # (also before a sweep's jobs set up their process)
     register_configs()
     overrides = [a for a in argv if not a.startswith("-")]
     try:

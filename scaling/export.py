@@ -41,6 +41,7 @@ from scaling.data.prepare import EOT
 from scaling.errors import ConfigError, Interrupted, exit_with
 from scaling.files import unwritable_reason
 from scaling.model.sizing import ffn_dim
+from scaling.runtime import initialize
 from scaling.training.checkpoint import DamagedCheckpoint, load_model, saved_steps
 from scaling.training.rundir import read_config
 
@@ -307,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
     parser.add_argument("out_dir", type=Path, help="the folder to write (new or empty)")
     args = parser.parse_args(argv)
+    initialize(compilation_cache=False)  # (quietens Orbax's per-read log lines, as for every command)
     try:
         out = export(args.run, args.step, args.out_dir)
     except ConfigError as err:

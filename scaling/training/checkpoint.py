@@ -188,7 +188,9 @@ def _check_structure(step_dir: Path, step: int, abstract: dict[str, Any]) -> Non
 
 
 def _first_line(err: BaseException) -> str:
-    return str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+    """The error's first line, without Orbax's pointer to TensorStore's details (the repr of a method)."""
+    text = str(err).splitlines()[0].split(" See full TensorStore details")[0] if str(err) else type(err).__name__
+    return text[:200]
 
 
 def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract: dict[str, Any]) -> dict[str, Any]:
