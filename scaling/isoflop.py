@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from scaling.config import register_configs
-from scaling.errors import ConfigError, exit_with
+from scaling.errors import ConfigError, Interrupted, exit_with
 from scaling.overrides import check_overrides, whole_numbers
 from scaling.planning.grids import describe_sweep_grid
 
@@ -25,6 +25,8 @@ def main(argv: list[str]) -> None:
         print(describe_sweep_grid(config))
     except ConfigError as err:
         exit_with(err, debug="debug=true" in argv)
+    except KeyboardInterrupt:
+        exit_with(Interrupted("nothing is written by this command"))
 
 
 if __name__ == "__main__":

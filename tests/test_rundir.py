@@ -77,15 +77,19 @@ def test_overwrite_deletes_what_the_manifest_lists_and_nothing_else(trained, tin
     assert set(manifest["entries"]) == set(rundir.OWN_ENTRIES)
     (run_dir / "notes.txt").write_text("my notes")  # a person's file in the run's folder
     (run_dir / "analysis").mkdir()
+    (run_dir / "checkpoints" / "best.txt").write_text("step 16")  # and one among its checkpoints
     # A manifest edited to list more than a run writes deletes no more: only the run's own names count.
     manifest["entries"] += ["notes.txt", "analysis", "..", "/"]
     (run_dir / contract.RUN_MANIFEST).write_text(json.dumps(manifest))
-    rundir.clear(run_dir)
+    with pytest.warns(UserWarning, match="overwrite=true kept what the run did not write: .*best.txt"):
+        rundir.clear(run_dir)
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["notes.txt", "analysis", contract.RUN_MANIFEST, contract.RUN_LOCK]
+        ["notes.txt", "analysis", "checkpoints", contract.RUN_MANIFEST, contract.RUN_LOCK]
     )
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["best.txt"]
     cfg = compose_config([f"run_dir={run_dir}", *tiny_overrides, *RUN, "overwrite=true"])
     assert train(cfg)["status"] == "completed" and (run_dir / "notes.txt").read_text() == "my notes"
+    assert (run_dir / "checkpoints" / "best.txt").read_text() == "step 16"
 
 
 def test_a_run_made_before_manifests_is_relaunched_but_never_overwritten(trained, tiny_overrides, tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -35,7 +36,7 @@ from scaling import contract
 from scaling.data.order import UNRECORDED_ORDER
 from scaling.errors import ConfigError, RunBusy
 from scaling.files import atomic_write, unwritable_reason, write_json, write_text
-from scaling.training.tracking import TENSORBOARD_DIR, WANDB_DIR
+from scaling.training.tracking import AXES, TENSORBOARD_DIR, WANDB_DIR
 
 # Every entry a run directory may hold, each written by the run (or its trackers): the only names
 # overwrite=true may delete, and only when the folder's manifest lists them.
@@ -50,6 +51,14 @@ OWN_ENTRIES = (
     contract.RUN_LOCK,
     contract.RUN_MANIFEST,
 )
+# What the run writes inside the folders it owns (Orbax's step folders and their temporary names, set-aside
+# steps, the trackers' own folders): overwrite=true deletes these and leaves anything else there.
+OWN_CONTENTS = {
+    contract.CHECKPOINT_DIR: re.compile(r"\d+(\.orbax-checkpoint-tmp.*)?"),
+    contract.DAMAGED_CHECKPOINT_DIR: re.compile(r"\d+-\d+"),
+    TENSORBOARD_DIR: re.compile("|".join(AXES)),
+    WANDB_DIR: re.compile(r".*"),
+}
 MANIFEST_OF = "a run directory of the scaling suite"  # tells our manifest apart from another program's file
 # config.yaml ends with YAML's end-of-document line, so a file cut short is told from a whole one.
 CONFIG_END = "...\n"
@@ -307,11 +316,30 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
 
 def clear(run_dir: Path) -> None:
     """overwrite=true: delete the entries the run's manifest lists (never the manifest itself, nor the lock
-    this process holds); anything else in the folder stays."""
+    this process holds), and inside its folders only what the run writes there: anything else in the
+    folder, a person's file among the checkpoints included, stays, and is named."""
     listed = set((read_manifest(run_dir) or {}).get("entries", ()))
+    kept = []
     for name in sorted(listed & set(OWN_ENTRIES) - {contract.RUN_MANIFEST, contract.RUN_LOCK}):
         path = run_dir / name
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+            kept += _clear_folder(path, OWN_CONTENTS[name])
         elif path.exists() or path.is_symlink():
             path.unlink()
+    if kept:
+        warnings.warn(f"overwrite=true kept what the run did not write: {', '.join(kept[:5])}")
+
+
+def _clear_folder(folder: Path, ours: re.Pattern) -> list[str]:
+    """Delete the entries of `folder` named as the run names them; the folder too if nothing else is left."""
+    kept = []
+    for child in sorted(folder.iterdir()):
+        if not ours.fullmatch(child.name):
+            kept.append(str(child))
+        elif child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    if not kept:
+        folder.rmdir()
+    return kept
