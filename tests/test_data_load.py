@@ -183,7 +183,7 @@ def test_user_mistakes_name_the_field(tmp_path, overrides, field):
 
 def test_no_validation_document_is_explained(tmp_path):
     (tmp_path / "only.txt").write_text("one document cannot be split into train and validation")
-    with pytest.raises(ConfigError, match="data.val_fraction"):
+    with pytest.raises(ConfigError, match="data.path: .* one document, which cannot be both trained on and held out"):
         load_corpus(text_config(tmp_path, path=str(tmp_path / "only.txt")), progress=False)
     assert not [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]  # the failed build left nothing
 

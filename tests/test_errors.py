@@ -140,7 +140,7 @@ def test_analysis_of_a_sweep_whose_runs_all_diverged_says_so_and_exits_3(tmp_pat
     for command in (fit.main, report.main):
         assert command([str(folder), "--n-boot", "10"]) == EXIT_RUN_FAILED
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "none of its 15 runs completed (15 diverged)" in err, err
+        assert err.count("\n") == 1 and "none of its 15 runs completed (15 diverged: run0000, " in err, err
         assert "check the columns and units" not in err
     assert not (folder / contract.REPORT_FILE).exists()
 

@@ -297,7 +297,9 @@ def test_full_disk_is_one_line_and_the_checkpoints_stay_intact(small_disk, tiny_
     result = run_cli(args, timeout=300)
     errors = _error_lines(result.stderr)
     assert result.returncode == 74 and len(errors) == 1, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr and "No space left" not in result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    others = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("error:")]
+    assert all(line.startswith("warning: TensorBoard lost its last events") for line in others), result.stderr
     assert errors[0].startswith(f"error: disk full: writing {run_dir}") and " bytes and " in errors[0]
     saved = checkpoint.saved_steps(run_dir)
     assert saved and saved[-1] < 23

@@ -136,6 +136,10 @@ class PackedTrainer:
         wall = lambda book: book.wall_before + time.perf_counter() - t0  # noqa: E731
         summaries: dict[int, dict] = {}
         active = list(range(len(self.books)))  # book indices still in the pack, in stack order
+        # Steps clipped since each run's last log, counted on the device (no host sync per step); a resumed
+        # run starts from the counts its checkpoint recorded.
+        self.clipped = jnp.asarray([self.books[i].since_log[0] for i in active], jnp.float32)
+        self.since_log = {i: self.books[i].since_log[1] for i in active}
         for i in active:
             self.books[i].start(swept[i])
             if self.books[i].step == 0 and checkpoint.should_save(
@@ -143,10 +147,6 @@ class PackedTrainer:
             ):
                 self._save(i, i, 0, 0.0)
         last_log = {i: (self.books[i].step, t0) for i in active}
-        # Steps clipped since each run's last log, counted on the device (no host sync per step); a resumed
-        # run starts from the counts its checkpoint recorded.
-        self.clipped = jnp.asarray([self.books[i].since_log[0] for i in active], jnp.float32)
-        self.since_log = {i: self.books[i].since_log[1] for i in active}
         preemption = Preemption()
         try:
             while active:
