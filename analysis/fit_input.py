@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.failures import InputError, NoCompletedRuns
+from analysis.fit_checks import check_plausible, numbers
 from analysis.fits.fit_data import FitData
 from analysis.fits.lossmodel import FLOPS_PER_PARAM_TOKEN, tokens_from_flops
 from scaling import contract
@@ -136,15 +137,15 @@ def _load_sweep(table: pd.DataFrame, folder: Path, params: ParamsConvention, pat
 
 def _canonical(rows: pd.DataFrame, n_column: str, path: Path) -> pd.DataFrame:
     """Sweep-table rows as canonical runs (N by the chosen convention)."""
-    N = _numbers(rows, n_column, path)
-    D = _numbers(rows, "tokens", path)
+    N = numbers(rows, n_column, path)
+    D = numbers(rows, "tokens", path)
     return pd.DataFrame(
         {
             "run": rows[contract.RUN_NAME].astype(str).to_numpy(),
             "N": N,
             "D": D,
             "C": FLOPS_PER_PARAM_TOKEN * N * D,
-            "loss": _numbers(rows, contract.FINAL_EVAL_LOSS, path),
+            "loss": numbers(rows, contract.FINAL_EVAL_LOSS, path),
             "budget": rows[contract.BUDGET].to_numpy(float) if contract.BUDGET in rows else np.nan,
             "epochs": rows[EPOCHS].to_numpy(float) if EPOCHS in rows else np.nan,
         }
@@ -213,7 +214,7 @@ def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
     for column, flag in ((columns.budget, "--budget-col"), (columns.epochs, "--epochs-col")):
         if column is not None:
             _require(table, column, f"pass {flag} NAME")
-    number = lambda column: _numbers(table, column, path)  # noqa: E731
+    number = lambda column: numbers(table, column, path)  # noqa: E731
     N = number(columns.n)
     D = tokens_from_flops(number(columns.flops), N) if columns.flops is not None else number(columns.d)
     runs = pd.DataFrame(
@@ -232,33 +233,12 @@ def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
     return FitData(runs, None, path, f"column {columns.n!r}", tuple([f"using {len(runs)} rows"] + dropped), ours=False)
 
 
-def _numbers(table: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    """A column as floats; text that is no number (a repeated header, a unit typed in) is refused, named."""
-    values = pd.to_numeric(table[column], errors="coerce")
-    bad = values.isna() & table[column].notna()
-    if bad.any():
-        row = bad.idxmax()
-        raise InputError(
-            f"{path}: column {column!r} holds {table[column][row]!r} in row {row}, which is not a number"
-            f"{f' (and {int(bad.sum()) - 1} more rows)' if bad.sum() > 1 else ''}; fix the table, or leave such "
-            "rows out with --where"
-        )
-    return values.to_numpy(float)
-
-
-# How far (in decades) a value may lie from its column's median before it is taken for a slip (a unit typed
-# wrong, a corrupted cell) rather than a run: sizes and token counts of one study span a few decades at most,
-# losses of one study less than one.
-PLAUSIBLE_DECADES = {"N": 8.0, "D": 8.0, "loss": 3.0}
-ABSURD_DECADES = 100.0
-
-
 def _valid(runs: pd.DataFrame, names: dict[str, str], path: Path, ours: bool) -> tuple[pd.DataFrame, list[str]]:
     """Drop rows whose N, D or loss is missing or not positive, and exact repeats of a row (each dropped row
     counted in a note); refuse a value no run could have; fail if no row is left."""
     what = f"{names['N']}, {names['D']} or {names['loss']}"
     label = (lambda run: f"run {run}") if ours else (lambda run: f"row {run}")  # noqa: E731
-    _check_plausible(runs, names, path, label)
+    check_plausible(runs, names, path, label)
     values = runs[["N", "D", "loss"]].to_numpy(float)
     missing, non_positive = (
         ~np.isfinite(values).all(axis=1),
@@ -279,26 +259,3 @@ def _valid(runs: pd.DataFrame, names: dict[str, str], path: Path, ours: bool) ->
             f"{names['loss']} as an earlier row, which would count twice in every fit and narrow its intervals"
         )
     return runs[~repeated].reset_index(drop=True), notes
-
-
-def _check_plausible(runs: pd.DataFrame, names: dict[str, str], path: Path, label) -> None:
-    """Refuse a value no run has: beyond 1e+-100 in any units (the fits' powers of it would overflow), or many
-    decades from the rest of its column."""
-    for column, decades in PLAUSIBLE_DECADES.items():
-        x = runs[column].to_numpy(float)
-        usable = np.flatnonzero(np.isfinite(x) & (x > 0))
-        logs = np.log10(x[usable])
-        median = float(np.median(logs)) if len(usable) >= 3 else 0.0
-        distance = np.abs(logs - median)
-        far = usable[(np.abs(logs) > ABSURD_DECADES) | ((distance > decades) if len(usable) >= 3 else False)]
-        if len(far):
-            i = far[np.argmax(np.abs(np.log10(x[far]) - median))]
-            where = (
-                f"lies {abs(np.log10(x[i]) - median):.0f} decades from the column's median {10**median:.4g}"
-                if len(usable) >= 3 and abs(np.log10(x[i])) <= ABSURD_DECADES
-                else f"is beyond 1e+-{ABSURD_DECADES:.0f}, in any units"
-            )
-            raise InputError(
-                f"{path}: {names[column]} = {x[i]:.4g} in {label(runs.run[i])} {where}: no run has such a value; "
-                "fix the table (the units?), or leave the row out with --where"
-            )

@@ -29,7 +29,8 @@ from scaling.overrides import check_overrides, whole_numbers
 from scaling.runtime import initialize, one_line_warning
 from scaling.sweeping import jobs
 from scaling.sweeping.naming import NOT_NAMING
-from scaling.training.trainer import exit_code, train
+from scaling.training.outcome import exit_code
+from scaling.training.trainer import train
 
 
 def sweep_job(cfg: RunConfig, hydra_cfg) -> dict:

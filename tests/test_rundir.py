@@ -14,7 +14,7 @@ import pytest
 
 from scaling import contract
 from scaling.errors import ConfigError
-from scaling.training import rundir
+from scaling.training import ownership
 from scaling.training.checkpoint import saved_steps
 from scaling.training.trainer import train
 from tests.helpers import compose_config, run_in_process, tree_digest
@@ -74,7 +74,7 @@ def test_overwrite_deletes_what_the_manifest_lists_and_nothing_else(trained, tin
     run_dir = tmp_path / "run"
     shutil.copytree(trained, run_dir)
     manifest = json.loads((run_dir / contract.RUN_MANIFEST).read_text())
-    assert set(manifest["entries"]) == set(rundir.OWN_ENTRIES)
+    assert set(manifest["entries"]) == set(ownership.OWN_ENTRIES)
     (run_dir / "notes.txt").write_text("my notes")  # a person's file in the run's folder
     (run_dir / "analysis").mkdir()
     (run_dir / "checkpoints" / "best.txt").write_text("step 16")  # and one among its checkpoints
@@ -82,7 +82,7 @@ def test_overwrite_deletes_what_the_manifest_lists_and_nothing_else(trained, tin
     manifest["entries"] += ["notes.txt", "analysis", "..", "/"]
     (run_dir / contract.RUN_MANIFEST).write_text(json.dumps(manifest))
     with pytest.warns(UserWarning, match="overwrite=true kept what the run did not write: .*best.txt"):
-        rundir.clear(run_dir)
+        ownership.clear(run_dir)
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
         ["notes.txt", "analysis", "checkpoints", contract.RUN_MANIFEST, contract.RUN_LOCK]
     )
@@ -97,24 +97,24 @@ def test_a_run_made_before_manifests_is_relaunched_but_never_overwritten(trained
     shutil.copytree(trained, run_dir)
     (run_dir / contract.RUN_MANIFEST).unlink()
     before = tree_digest(run_dir)
-    rundir.check_run_dir(str(run_dir), overwrite=False)  # ours by its config.yaml: relaunching is fine
+    ownership.check_run_dir(str(run_dir), overwrite=False)  # ours by its config.yaml: relaunching is fine
     assert train(compose_config([f"run_dir={run_dir}", *tiny_overrides, *RUN]))["status"] == "completed"
     with pytest.raises(ConfigError, match="overwrite: .* nothing proves which of its files"):
-        rundir.check_run_dir(str(run_dir), overwrite=True)
+        ownership.check_run_dir(str(run_dir), overwrite=True)
     assert tree_digest(run_dir) == before
 
 
 def test_new_empty_and_own_folders_are_accepted(trained, tmp_path):
-    rundir.check_run_dir(str(tmp_path / "new" / "run"), overwrite=True)
+    ownership.check_run_dir(str(tmp_path / "new" / "run"), overwrite=True)
     (tmp_path / "empty").mkdir()
-    rundir.check_run_dir(str(tmp_path / "empty"), overwrite=True)
+    ownership.check_run_dir(str(tmp_path / "empty"), overwrite=True)
     (tmp_path / "locked").mkdir()
     (tmp_path / "locked" / contract.RUN_LOCK).write_text("")  # a first launch that died after its lock
-    rundir.check_run_dir(str(tmp_path / "locked"), overwrite=False)
-    rundir.check_run_dir(str(trained), overwrite=True)
+    ownership.check_run_dir(str(tmp_path / "locked"), overwrite=False)
+    ownership.check_run_dir(str(trained), overwrite=True)
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="run_dir: cannot write"):
-        rundir.check_run_dir(str(tmp_path / "file"), overwrite=False)
+        ownership.check_run_dir(str(tmp_path / "file"), overwrite=False)
 
 
 # ---- damaged files of a run directory ----

@@ -33,14 +33,15 @@ from scaling.data.load import load_corpus
 from scaling.model.mup import optimizer_multipliers
 from scaling.model.transformer import build_model
 from scaling.planning.plan import Plan, make_plan
-from scaling.training import checkpoint, programs, rundir
+from scaling.training import checkpoint, ownership, programs, rundir
 from scaling.training.mesh import is_writer, make_mesh
 from scaling.training.optimizer import make_optimizer, optimizer_factory
+from scaling.training.outcome import one_line
 from scaling.training.relaunch import exclusive, prepare_run_dir, resolved_config
 from scaling.training.runbook import RunBook
 from scaling.training.schedule import schedule_values
 from scaling.training.step import eval_chunks, make_eval, make_packed_step
-from scaling.training.trainer import Preemption, one_line, with_run_order
+from scaling.training.trainer import Preemption, with_run_order
 from scaling.training.validate import validate_config, validate_plan
 
 AUTO_PACK_ACCELERATOR = 8  # sweep.pack=0 on a GPU/TPU: up to this many runs per program
@@ -224,7 +225,7 @@ def train_pack(cfgs: list[RunConfig], runtime: dict[str, Any], swept: list[dict[
         books = []
         for cfg in cfgs:
             validate_config(cfg)
-            rundir.check_run_dir(cfg.run_dir, cfg.overwrite)
+            ownership.check_run_dir(cfg.run_dir, cfg.overwrite)
             run_dir = Path(cfg.run_dir)
             cfg = with_run_order(cfg, run_dir)
             corpus = load_corpus(cfg.data, progress=False)

@@ -21,7 +21,7 @@ from scaling.config import RunConfig
 from scaling.data.corpus import Corpus
 from scaling.errors import ConfigError, RunBusy
 from scaling.planning.plan import Plan
-from scaling.training import rundir
+from scaling.training import ownership, rundir
 from scaling.training.mesh import is_writer
 
 OTHER_DATA_FIX = "relaunch with the data it trained on (data=pystdlib: the same Python), another run_dir, or overwrite=true to start over"
@@ -73,9 +73,9 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, resolved: dict) -> dict | Non
             )
     if is_writer():
         if cfg.overwrite:
-            rundir.clear(run_dir)  # only what its manifest lists (scaling/training/rundir.py: check_run_dir)
-        if rundir.read_manifest(run_dir) is None and not rundir.is_earlier_run(run_dir):
-            rundir.write_manifest(run_dir)  # a new or empty folder (checked before the lock was taken)
+            ownership.clear(run_dir)  # only what its manifest lists (scaling/training/ownership.py)
+        if ownership.read_manifest(run_dir) is None and not ownership.is_earlier_run(run_dir):
+            ownership.write_manifest(run_dir)  # a new or empty folder (checked before the lock was taken)
         rundir.write_config(run_dir, resolved)
     return None
 

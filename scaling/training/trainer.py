@@ -29,11 +29,10 @@ from scaling.config import RunConfig, replace
 from scaling.data.corpus import Corpus
 from scaling.data.load import load_corpus
 from scaling.data.order import run_order, warn_if_repeats
-from scaling.errors import EXIT_RUN_FAILED, signal_exit_code
 from scaling.model.mup import optimizer_multipliers
 from scaling.model.transformer import build_model
 from scaling.planning.plan import Plan, make_plan
-from scaling.training import checkpoint, programs, rundir
+from scaling.training import checkpoint, ownership, programs, rundir
 from scaling.training.mesh import (
     BATCH_AXES,
     batch_sharding,
@@ -44,6 +43,7 @@ from scaling.training.mesh import (
     tree_shardings,
 )
 from scaling.training.optimizer import make_optimizer, optimizer_factory
+from scaling.training.outcome import already_line, one_line
 from scaling.training.relaunch import check_stored, exclusive, prepare_run_dir, resolved_config
 from scaling.training.runbook import RunBook
 from scaling.training.schedule import schedule_values
@@ -247,7 +247,7 @@ def train(cfg: RunConfig, runtime: dict[str, Any] | None = None, swept: dict[str
     `runtime.initialize` set up, recorded in the summary; `swept` the values that name the run in a sweep."""
     validate_config(cfg)
     initialize_distributed(cfg.mesh)
-    rundir.check_run_dir(cfg.run_dir, cfg.overwrite)  # new, empty or ours; never anything else
+    ownership.check_run_dir(cfg.run_dir, cfg.overwrite)  # new, empty or ours; never anything else
     run_dir = Path(cfg.run_dir)
     cfg = with_run_order(cfg, run_dir)  # a resumed run keeps its data order
     corpus = load_corpus(cfg.data, progress=cfg.progress)
@@ -279,35 +279,3 @@ def _train_here(
         print(one_line(summary), file=sys.stderr)
     trainer.preemption.forward()
     return summary
-
-
-def exit_code(summary: dict) -> int:
-    """The command's exit status for a run that ended this way (the table is in scaling/errors.py)."""
-    if summary.get("status") == contract.COMPLETED:
-        return 0
-    if summary.get("status") == contract.PREEMPTED:
-        return signal_exit_code(summary.get(contract.STOP_SIGNAL))
-    return EXIT_RUN_FAILED
-
-
-def one_line(s: dict) -> str:
-    if s["status"] == contract.PREEMPTED:
-        where = f": stopped by {s.get(contract.STOP_SIGNAL)} at step {s['steps_done']} and checkpointed (the same command resumes it)"
-    elif contract.DIVERGED_STEP in s:
-        where = f" at step {s[contract.DIVERGED_STEP]} ({s[contract.DIVERGED_REASON]})"
-    else:
-        where = ""
-    return (
-        f"{s['status']}{where}: N={s['params_total']:,} D={s['tokens_trained']:,} "
-        f"eval_loss={s['final_eval_loss']:.4f} in {s['wall_s']:.1f}s -> {s['run_dir']}"
-    )
-
-
-def already_line(s: dict, run_dir: Path) -> str:
-    """What a relaunch of a finished run says: nothing to do, and for a diverged run why and what would help."""
-    if s.get("status") == contract.DIVERGED:
-        return (
-            f"{run_dir}: already diverged at step {s.get(contract.DIVERGED_STEP)} ({s.get(contract.DIVERGED_REASON)}); "
-            "it would diverge again, bit for bit: lower train.lr, with another run_dir or overwrite=true"
-        )
-    return f"{run_dir}: already {s.get('status')} ({s.get('steps')} steps); nothing to do"
