@@ -26,6 +26,12 @@ RUN = ["train.tokens=6000", "train.log_every=5"]  # 23 steps
 LR10 = ["train.tokens=40000", "train.lr=10", "train.log_every=1"]  # diverges within 20 steps
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_overrides) -> dict:
+    """The uninterrupted run every stopped-and-resumed run below must end bitwise equal to."""
+    return train(compose_config([f"run_dir={tmp_path_factory.mktemp('reference')}", *tiny_overrides, *RUN]))
+
+
 def _lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
 
@@ -59,9 +65,8 @@ def test_diverged_run_exits_3_and_so_does_its_relaunch(tiny_overrides, tmp_path,
 
 @pytest.mark.parametrize("number, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_run_stopped_by_a_signal_checkpoints_exits_128_plus_it_and_resumes(
-    tiny_overrides, tmp_path, monkeypatch, capsys, number, code
+    tiny_overrides, tmp_path, monkeypatch, capsys, reference, number, code
 ):
-    reference = train(compose_config([f"run_dir={tmp_path / 'reference'}", *tiny_overrides, *RUN]))
     args = [f"run_dir={tmp_path / 'run'}", *tiny_overrides, *RUN]
     _signal_at(monkeypatch, 10, number)
     exit_code, stderr = run_in_process(args, monkeypatch, capsys)
@@ -85,12 +90,10 @@ def test_a_second_ctrl_c_stops_at_once_in_one_line(tiny_overrides, tmp_path, mon
 
 
 def test_ctrl_c_twice_while_a_checkpoint_is_written_is_one_line_and_the_run_resumes(
-    tiny_overrides, tmp_path, monkeypatch, capsys
+    tiny_overrides, tmp_path, monkeypatch, capsys, reference
 ):
     """The second Ctrl-C lands while the checkpoint of step 8 is being written (Orbax finishes it in the
     background): the save completes, the command says so in one line, and the relaunch resumes from it."""
-    reference = train(compose_config([f"run_dir={tmp_path / 'reference'}", *tiny_overrides, *RUN]))
-    capsys.readouterr()
     original = checkpoint.save
 
     def save(mngr, step, *args, **kwargs):
