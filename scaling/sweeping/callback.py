@@ -33,17 +33,6 @@ class SweepCallback(Callback):
     """Prints the plan before a sweep and a tally of this launch's outcomes after it."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        folder = Path(config.results_root) / str(config.sweep.name)
-        reason = unwritable_reason(folder)
-        if reason is not None:
-            exit_with(
-                ConfigError(
-                    "results_root",
-                    f"cannot write the sweep folder {folder} ({reason})",
-                    "pass a writable results_root=DIR",
-                ),
-                debug=bool(config.get("debug")),
-            )
         print(
             f"sweep {config.sweep.name}: results in {Path(config.results_root) / str(config.sweep.name)}",
             file=sys.stderr,
@@ -72,8 +61,18 @@ class SweepCallback(Callback):
 
 
 class LaunchStatus(Callback):
-    """The launch's exit status, for every multirun of a named sweep (sweeps/config.yaml registers it; it
-    runs after SweepCallback's tally and held-out run, Hydra calling these hooks in reverse order)."""
+    """For every multirun of a named sweep (sweeps/config.yaml registers it): a sweep folder that cannot be
+    written is refused before any job starts (exit 2), and the launch exits with its status at the end.
+    Hydra calls it first at the start and last at the end, after SweepCallback's tally and held-out run."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(config.results_root) / str(config.sweep.name)
+        reason = unwritable_reason(folder) if config.sweep.name else None
+        if reason is not None:
+            problem = f"cannot write the sweep folder {folder} ({reason})"
+            exit_with(
+                ConfigError("results_root", problem, "pass a writable results_root=DIR"), bool(config.get("debug"))
+            )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.sweep.name:
