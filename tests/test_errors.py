@@ -126,6 +126,15 @@ def test_a_sweep_whose_runs_failed_exits_3_naming_them(tiny_overrides, tmp_path)
     assert tally.count("(failed)") == 2  # each run named (by its swept values: scaling/sweeping/naming.py)
 
 
+def test_a_sweep_whose_results_root_cannot_be_written_is_refused_before_any_job(tiny_overrides, tmp_path):
+    (tmp_path / "results").write_text("a file, not a folder")
+    sweep = ["sweep.name=pair", "run_dir=null", "train.lr=1e-3,2e-3", *RUN, f"results_root={tmp_path / 'results'}"]
+    result = run_cli(["--multirun", *tiny_overrides, *sweep], timeout=300)
+    assert result.returncode == 2 and _lines(result.stderr) == [_lines(result.stderr)[0]], result.stderr[-3000:]
+    assert result.stderr.startswith("error: results_root: cannot write the sweep folder")
+    assert (tmp_path / "results").read_text() == "a file, not a folder"
+
+
 def test_launch_exit_code_counts_diverged_failed_and_stopped_runs():
     entry = lambda outcome, status, **more: {"run_name": "r", "outcome": outcome, "status": status, **more}  # noqa: E731
     assert launch_exit_code([entry("trained", "completed"), entry("dropped", None), entry("busy", "busy")]) == 0
