@@ -151,6 +151,8 @@ def test_truncated_config_is_named_in_one_line_and_nothing_changes(
     assert code == 2 and len(_errors(stderr)) == 1 and "Traceback" not in stderr, stderr
     assert _errors(stderr)[0].startswith(f"error: {path}: unreadable") and "overwrite=true" in stderr
     assert tree_digest(run_dir) == before
+    code, stderr = run_in_process([f"run_dir={run_dir}", *tiny_overrides, *RUN, "overwrite=true"], monkeypatch, capsys)
+    assert code == 0 and stderr.splitlines()[-1].startswith("completed:"), stderr  # the fix it names works
 
 
 def test_metrics_table_that_a_resume_needs_is_named_when_damaged(

@@ -39,8 +39,8 @@ def resolved_config(cfg: RunConfig, plan: Plan, corpus: Corpus) -> dict[str, Any
 def check_stored(cfg: RunConfig, run_dir: Path, resolved: dict) -> dict | None:
     """Read-only: the summary of a finished run (nothing to do); a one-line error when the stored run
     differs from this launch in config or in data; None when there is training to do."""
-    stored = rundir.read_config(run_dir)
-    if stored is None or cfg.overwrite:
+    stored = None if cfg.overwrite else rundir.read_config(run_dir)  # (overwrite=true: even a damaged one)
+    if stored is None:
         return None
     differing = rundir.config_differences(stored, resolved)
     if differing:
@@ -62,8 +62,8 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, resolved: dict) -> dict | Non
     done = check_stored(cfg, run_dir, resolved)
     if done is not None:
         return done
-    stored = rundir.read_config(run_dir)
-    if stored is not None and not cfg.overwrite:
+    stored = None if cfg.overwrite else rundir.read_config(run_dir)
+    if stored is not None:
         before = stored.get(contract.DERIVED_SECTION, {}).get("grad_accum")
         now = resolved[contract.DERIVED_SECTION]["grad_accum"]
         if before is not None and before != now:
