@@ -115,6 +115,8 @@ def test_new_empty_and_own_folders_are_accepted(trained, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="run_dir: cannot write"):
         ownership.check_run_dir(str(tmp_path / "file"), overwrite=False)
+    with pytest.raises(ConfigError, match="run_dir: '~/runs/a' starts with ~"):
+        ownership.check_run_dir("~/runs/a", overwrite=False)
 
 
 # ---- damaged files of a run directory ----

@@ -68,6 +68,8 @@ class LaunchStatus(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(config.results_root) / str(config.sweep.name)
         reason = unwritable_reason(folder) if config.sweep.name else None
+        if str(config.results_root).startswith("~"):
+            reason = "~ is not expanded here: write the path out, e.g. results_root=$HOME/..."
         if reason is not None:
             problem = f"cannot write the sweep folder {folder} ({reason})"
             exit_with(

@@ -59,6 +59,12 @@ def check_run_dir(run_dir: str | None, overwrite: bool) -> None:
             f"{run_dir!r} names no folder (training would write into the current one)",
             "pass run_dir=DIR: a new folder, or a run directory to resume",
         )
+    if str(run_dir).startswith("~"):
+        raise ConfigError(
+            "run_dir",
+            f"{run_dir!r} starts with ~, which is not expanded here (it would name a folder '~' in the current one)",
+            "write the path out, e.g. run_dir=$HOME/...",
+        )
     folder = Path(run_dir)
     check_writable(folder)
     entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
