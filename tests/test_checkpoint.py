@@ -138,6 +138,24 @@ def test_a_crash_just_after_a_checkpoint_resumes_to_the_same_rows(tmp_path, tiny
     _assert_same_run(tmp_path, reference)
 
 
+def test_a_crash_just_after_the_first_checkpoint_resumes_from_it(tmp_path, tiny_overrides, reference, monkeypatch):
+    """Killed right after the step-0 checkpoint (a full disk can stop a run there): the relaunch resumes
+    from step 0 without saving that step a second time (Orbax refuses an existing step)."""
+    original = RunBook.save
+
+    def save(self, step, *args, **kwargs):
+        original(self, step, *args, **kwargs)
+        raise RuntimeError("killed")
+
+    cfg = compose_config([f"run_dir={tmp_path}", *tiny_overrides, *RUN_ARGS])
+    monkeypatch.setattr(RunBook, "save", save)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg)
+    monkeypatch.undo()
+    assert saved_steps(tmp_path) == [0] and train(cfg)["status"] == "completed"
+    _assert_same_run(tmp_path, reference)
+
+
 def _preempted_then_resumed(run_dir: Path, overrides: list[str], at: int, monkeypatch) -> None:
     """SIGTERM delivered at a chosen step (the subprocess test above cannot choose where it lands)."""
     original_init = Trainer.__init__

@@ -141,15 +141,13 @@ class PackedTrainer:
         # run starts from the counts its checkpoint recorded.
         self.clipped = jnp.asarray([self.books[i].since_log[0] for i in active], jnp.float32)
         self.since_log = {i: self.books[i].since_log[1] for i in active}
-        for i in active:
-            self.books[i].start(swept[i])
-            if self.books[i].step == 0 and checkpoint.should_save(
-                self.books[i].cfg.checkpoint, 0, self.books[i].plan.steps
-            ):
-                self._save(i, i, 0, 0.0)
-        last_log = {i: (self.books[i].step, t0) for i in active}
         preemption = Preemption()
         try:
+            for i in active:
+                self.books[i].start(swept[i])
+                if self.books[i].needs_initial_checkpoint():
+                    self._save(i, i, 0, 0.0)
+            last_log = {i: (self.books[i].step, t0) for i in active}
             while active:
                 step = self.books[active[0]].step
                 seqs = jnp.asarray(np.stack([self.books[i].batch(step) for i in active]))

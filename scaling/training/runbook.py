@@ -97,6 +97,15 @@ class RunBook:
         print(f"resuming {self.run_dir} from step {self.step} of {source}", file=sys.stderr)
         return restored
 
+    def needs_initial_checkpoint(self) -> bool:
+        """Step 0 is on the schedule and not saved yet: a run resumed from its step-0 checkpoint (a full
+        disk or a kill can stop it right there) must not save that step again (Orbax refuses it)."""
+        return (
+            self.step == 0
+            and checkpoint.should_save(self.cfg.checkpoint, 0, self.plan.steps)
+            and 0 not in self.mngr.all_steps()
+        )
+
     def _last_log(self, step: int) -> int:
         """The last logged step at or before `step` (0 if none): metrics.parquet must hold it to resume there."""
         return step if step == self.plan.steps else step // self.cfg.train.log_every * self.cfg.train.log_every

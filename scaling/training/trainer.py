@@ -166,8 +166,6 @@ class Trainer:
         wall = lambda: book.wall_before + time.perf_counter() - t0  # noqa: E731
         self.last_log = (book.step, t0)
         book.start(swept)
-        if book.step == 0 and checkpoint.should_save(cfg.checkpoint, 0, plan.steps):
-            self.save(0, 0.0, (0.0, 0))
         status, pending = contract.FAILED, None
         # Steps clipped since the last log, counted on device; a resumed run starts from the counts its
         # checkpoint recorded, so its next logged fraction is the uninterrupted run's.
@@ -177,6 +175,8 @@ class Trainer:
         prefetch = ThreadPoolExecutor(max_workers=1)
         next_batch = prefetch.submit(book.batch, book.step)
         try:
+            if book.needs_initial_checkpoint():
+                self.save(0, 0.0, (0.0, 0))
             status = contract.COMPLETED
             for step in range(book.step, plan.steps):
                 seqs = global_batch(next_batch.result(), self.batch_sharding)
