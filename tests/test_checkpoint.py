@@ -26,7 +26,7 @@ from scaling.training.checkpoint import (
 )
 from scaling.training.runbook import RunBook
 from scaling.training.trainer import Trainer, train
-from tests.helpers import REPO, compose_config, run_cli
+from tests.helpers import REPO, compose_config, run_cli, run_in_process
 
 STEPS = 150  # train.tokens / (batch 8 x seq 32)
 RUN_ARGS = ["train.tokens=38400", "train.log_every=5"]
@@ -50,6 +50,26 @@ def test_should_save_is_pure_and_bounded():
     assert should_save(cfg, 64, 100) and should_save(cfg, 100, 100)
     assert not should_save(cfg, 65, 100) and not should_save(cfg, 128, 100) and not should_save(cfg, -1, 100)
     assert not should_save(CheckpointConfig(enabled=False), 0, 100)
+
+
+def _strict_json(path: Path) -> dict:
+    """JSON as the standard defines it: a bare NaN or Infinity (which Python writes by default) is an error."""
+
+    def refuse(constant: str):
+        raise ValueError(f"{path} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_run_saving_no_checkpoints_still_evaluates_its_last_step(tmp_path, tiny_overrides, monkeypatch, capsys):
+    """checkpoint.enabled=false: the run is completed with a finite final eval loss (issue 25, case 4)."""
+    args = [f"run_dir={tmp_path}", *tiny_overrides, "train.tokens=6000", "checkpoint.enabled=false"]
+    code, stderr = run_in_process(args, monkeypatch, capsys)
+    summary = _strict_json(tmp_path / "summary.json")
+    assert code == 0 and summary["status"] == "completed", stderr
+    assert np.isfinite(summary["final_eval_loss"]) and saved_steps(tmp_path) == []
+    evaluated = pd.read_parquet(tmp_path / "metrics.parquet").dropna(subset=["eval_loss"])
+    assert evaluated.step.tolist() == [summary["steps"]]
 
 
 def _launch(run_dir: Path, overrides: list[str]) -> subprocess.Popen:

@@ -155,6 +155,7 @@ def write_tokens(path: Path, values) -> str:
     [
         (lambda t: dict(name="text", path=str(t / "nothing" / "*.txt")), "data.path"),  # empty glob
         (lambda t: dict(name="text", path=None), "data.path"),
+        (lambda t: dict(name="text", path=write_tokens(t / "empty.txt", [])), "data.path"),  # one empty file
         (lambda t: dict(name="text", path=write_tokens(t / "x.txt", [0xFFFF] * 9)), "data.path"),  # not UTF-8
         (lambda t: dict(name="text", path=str(t / "*.txt"), vocab_size=100), "data.vocab_size"),
         (lambda t: dict(name="pystdlib", val_fraction=0.0), "data.val_fraction"),

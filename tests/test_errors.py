@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -126,13 +127,34 @@ def test_a_sweep_whose_runs_failed_exits_3_naming_them(tiny_overrides, tmp_path)
     assert tally.count("(failed)") == 2  # each run named (by its swept values: scaling/sweeping/naming.py)
 
 
-def test_a_sweep_whose_results_root_cannot_be_written_is_refused_before_any_job(tiny_overrides, tmp_path):
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A read-only filesystem (a permission bit would not stop root, who runs these tests in CI)."""
+    mount = tmp_path / "read_only"
+    mount.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)], capture_output=True
+    ).returncode:
+        pytest.skip("mounting a read-only tmpfs needs root (CAP_SYS_ADMIN)")
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+def test_a_sweep_whose_results_root_is_a_file_is_refused_before_any_job(tiny_overrides, tmp_path):
     (tmp_path / "results").write_text("a file, not a folder")
     sweep = ["sweep.name=pair", "run_dir=null", "train.lr=1e-3,2e-3", *RUN, f"results_root={tmp_path / 'results'}"]
     result = run_cli(["--multirun", *tiny_overrides, *sweep], timeout=300)
     assert result.returncode == 2 and _lines(result.stderr) == [_lines(result.stderr)[0]], result.stderr[-3000:]
     assert result.stderr.startswith("error: results_root: cannot write the sweep folder")
     assert (tmp_path / "results").read_text() == "a file, not a folder"
+
+
+def test_a_sweep_whose_results_root_is_read_only_is_refused_before_any_job(tiny_overrides, read_only_folder):
+    sweep = ["sweep.name=pair", "run_dir=null", "train.lr=1e-3,2e-3", *RUN, f"results_root={read_only_folder}"]
+    result = run_cli(["--multirun", *tiny_overrides, *sweep], timeout=300)
+    assert result.returncode == 2 and _lines(result.stderr) == [_lines(result.stderr)[0]], result.stderr[-3000:]
+    assert result.stderr.startswith("error: results_root: cannot write the sweep folder")
+    assert f"{read_only_folder} is not writable" in result.stderr and not list(read_only_folder.iterdir())
 
 
 def test_launch_exit_code_counts_diverged_failed_and_stopped_runs():
