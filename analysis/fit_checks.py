@@ -1,5 +1,5 @@
 """The values of a table of runs, checked before anything is fitted: text where a number belongs, and values
-no run has (beyond 1e+-100 in any units, or many decades from the rest of their column: a unit typed wrong,
+no run has (outside 1e-100 to 1e100 in any units, or many decades from the rest of their column: a unit typed wrong,
 a corrupted cell), are refused naming the file, row, column and value. (Exact repeats of a row are dropped
 by the loader, analysis/fit_input.py, which names them.)"""
 
@@ -33,7 +33,7 @@ ABSURD_DECADES = 100.0
 
 
 def check_plausible(runs: pd.DataFrame, names: dict[str, str], path: Path, label) -> None:
-    """Refuse a value no run has: beyond 1e+-100 in any units (the fits' powers of it would overflow), or many
+    """Refuse a value no run has: outside 1e-100 to 1e100 in any units (the fits' powers of it would overflow), or many
     decades from the median of the rest of its column (given three values or more to take it from)."""
     for column, decades in PLAUSIBLE_DECADES.items():
         x = runs[column].to_numpy(float)
@@ -46,7 +46,7 @@ def check_plausible(runs: pd.DataFrame, names: dict[str, str], path: Path, label
         if far.any():
             worst = int(np.argmax(np.where(far, distance, -1.0)))
             where = (
-                f"is beyond 1e+-{ABSURD_DECADES:.0f}, in any units"
+                f"is outside 1e-{ABSURD_DECADES:.0f} to 1e{ABSURD_DECADES:.0f}, in any units"
                 if absurd[worst]
                 else f"lies {distance[worst]:.0f} decades from the column's median {10**median:.4g}"
             )

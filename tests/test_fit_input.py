@@ -76,7 +76,7 @@ def test_sizes_beyond_any_units_are_named_even_when_every_row_has_them(tmp_path,
     path = _table(tmp_path, lambda t: t.assign(**{"Model Size": t["Model Size"] * 1e295}))
     assert fit.main([str(path), *FLAGS, "--n-boot", "20"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Model Size = " in err and "beyond 1e+-100" in err
+    assert err.count("\n") == 1 and "Model Size = " in err and "outside 1e-100 to 1e100" in err
     assert "missing or infinite" not in err
 
 
