@@ -4,10 +4,12 @@
     python -m analysis.backtest runs.csv --holdout-largest 2 --law tied
     python -m analysis.backtest runs.csv --fit-where "params < 1e9" --format json
 
-Per held-out run: the predicted loss with its prediction interval (parameter uncertainty and one run's
-noise), the observed loss, relative_error = (predicted - observed) / observed, and whether the interval
-held the observed loss. Without --holdout-largest or --fit-where, the largest IsoFLOP budget is held out
-(or, without budgets, the largest tenth of the runs by compute). Bad input exits 2 with one line.
+Per held-out run: the predicted loss with its prediction interval, the observed loss, relative_error =
+(predicted - observed) / observed, and whether the interval held the observed loss. The interval carries
+parameter uncertainty, one run's noise, and the law's own misfit as the rollout of the kept runs measured
+it (fits/prediction.py). Without --law, the law is the one with the smallest rollout error on the kept
+runs (never on the held-out ones). Without --holdout-largest or --fit-where, the largest IsoFLOP budget is
+held out (or, without budgets, the largest tenth of the runs by compute). Bad input exits 2 with one line.
 """
 
 import argparse
@@ -23,7 +25,7 @@ from analysis.fits.prediction import (
     fitted_on,
     largest,
 )
-from analysis.fitting import add_law_options, input_parser, read_input
+from analysis.fitting import add_law_options, input_parser, objective_of, read_input, rollout_json, rollout_lines
 
 
 def holdout_of(args: argparse.Namespace, runs):
@@ -43,6 +45,7 @@ def to_json(result: Backtest, source: str, bootstrap: str) -> dict:
         {
             "source": source,
             "law": result.law,
+            "huber_delta": fit.details.delta,
             "level": level,
             "n_boot": fit.n_boot,
             "bootstrap": bootstrap,
@@ -54,6 +57,14 @@ def to_json(result: Backtest, source: str, bootstrap: str) -> dict:
             "warnings": list(fit.warnings),
             "mean_abs_relative_error": result.mean_abs_relative_error,
             "coverage": result.coverage,
+            "rollout": rollout_json(result.choice),
+            "calibration": None
+            if result.calibration is None
+            else {
+                "rollout_steps": result.calibration.steps,
+                "n_scores": int(result.calibration.scores.size),
+                "quantile": result.calibration.quantile(level),
+            },
             "predictions": [
                 {**row, "interval_held": bool(row["interval_held"])}
                 for row in result.predictions.to_dict(orient="records")
@@ -83,8 +94,15 @@ def to_text(result: Backtest, source: str) -> str:
         f"mean |relative error| {result.mean_abs_relative_error:.2%}; the {level:.0%} intervals held "
         f"{int(result.predictions['interval_held'].sum())} of {len(result.predictions)}",
     ]
+    lines.append(
+        "interval: the bootstrap's, widened to the rollout's conformal interval "
+        f"({result.calibration.quantile(level):.2f} predictive s.d. from {result.calibration.scores.size} rollout "
+        "predictions) where wider"
+        if result.calibration is not None
+        else "interval: the bootstrap's only (too few steps to roll the law out and calibrate it)"
+    )
     lines += [f"warning: {warning}" for warning in fit.warnings]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + rollout_lines(result.choice)) + "\n"
 
 
 def backtest_command(args: argparse.Namespace) -> int:
@@ -99,6 +117,7 @@ def backtest_command(args: argparse.Namespace) -> int:
             args.level,
             args.init,
             args.bootstrap,
+            objective_of(args),
         )
     except FitError as error:
         raise InputError(str(error)) from error

@@ -5,21 +5,25 @@
     python -m analysis.fit runs.csv --law tied --profile akima
 
 Each approach runs when the data support it; one that cannot says why in one line and the others go on.
-Every law is also fitted without the largest runs and asked for them, so the summary shows which law
-extrapolates best (analysis.backtest does the same for one law, with prediction intervals).
-The CLI exits 2 with a one-line error when the input cannot be read or nothing can be fitted.
+Every predictor is rolled out (fitted on the budgets up to k, asked for budget k+1; JSON key `rollout`),
+and approach 3's law is the one with the smallest rollout error unless --law names one. With 4 or more
+IsoFLOP budgets, the floor law E + k C^-g is fitted to approach 2's minima (JSON key `frontier_law`).
+The CLI exits 2 with a one-line error when the input cannot be read, nothing can be fitted, the law
+named cannot be fitted, or --law auto meets too few budgets to roll out.
 """
 
 import argparse
 import json
 import sys
 
+import numpy as np
+
 from analysis.command import finite_or_none, run
 from analysis.fits.analyse import Analysis
 from analysis.fits.extrapolate import frontier_table
+from analysis.fits.frontier_law import FrontierLaw
 from analysis.fits.laws import LAWS
-from analysis.fits.prediction import LawCheck
-from analysis.fitting import fit_parser, load_and_analyse
+from analysis.fitting import fit_parser, load_and_analyse, rollout_json, rollout_lines
 from scaling import contract
 from scaling.runtime import initialize
 
@@ -35,10 +39,13 @@ def to_json(analysis: Analysis) -> dict:
         "n_boot": analysis.config.n_boot,
         "notes": list(analysis.data.notes),
         "skipped": analysis.skipped,
-        "law": analysis.config.law,
+        "law": analysis.choice.law,
+        "loss": analysis.config.objective.kind,
         "profile": analysis.config.profile,
-        "law_checks": {name: _check_json(check) for name, check in analysis.law_checks.items()},
+        "rollout": rollout_json(analysis.choice),
     }
+    if analysis.frontier_law is not None:
+        out["frontier_law"] = _frontier_json(analysis.frontier_law, analysis.budgets, level)
     for name, result in analysis.results.items():
         extrapolation = frontier_table(result, analysis.budgets, level)
         out[name] = {
@@ -49,12 +56,13 @@ def to_json(analysis: Analysis) -> dict:
             contract.FIT_EXTRAPOLATION: extrapolation.to_dict(orient="records"),
         }
     if "approach3" in out:
-        law = LAWS[analysis.config.law]
+        law = LAWS[analysis.choice.law]
         out["approach3"] |= {
             "law": law.name,
             "formula": law.formula,
             "frontier_note": law.frontier_note,
             "bootstrap": analysis.config.bootstrap,
+            "huber_delta": analysis.results["approach3"].details.delta,
         }
     if "approach2" in out:
         details = analysis.results["approach2"].details
@@ -62,16 +70,18 @@ def to_json(analysis: Analysis) -> dict:
     return finite_or_none(out)
 
 
-def _check_json(check: LawCheck | str) -> dict:
-    """One law's extrapolation check, or the reason it could not run."""
-    if isinstance(check, str):
-        return {"skipped": check}
+def _frontier_json(law: FrontierLaw, budgets, level: float) -> dict:
+    """The floor law's parameters with intervals, and its best loss at the extrapolation budgets."""
+    tail = 50.0 * (1.0 - level)
+    low, high = np.nanpercentile(law.replicas(budgets), [tail, 100.0 - tail], axis=0)
     return {
-        "held_out": check.holdout,
-        "n_fit": check.n_fit,
-        "n_held_out": check.n_held_out,
-        "mean_abs_relative_error": check.mean_abs_relative_error,
-        "max_abs_relative_error": check.max_abs_relative_error,
+        **law.estimate,
+        "ci": {key: list(law.interval(key, level)) for key in law.estimate},
+        "formula": "L*(C) = E + k (C / 1e18)^-g",
+        "best_loss": [
+            {"C": float(c), "loss": float(value), "loss_low": float(lo), "loss_high": float(hi)}
+            for c, value, lo, hi in zip(budgets, law.predict(budgets), low, high)
+        ],
     }
 
 
@@ -91,28 +101,14 @@ def to_text(analysis: Analysis) -> str:
             cells = [_with_interval(row, name) for name in ("N_opt", "D_opt", "loss", "tokens_per_param")]
             lines.append(f"  {row.C:>10.3g}  {cells[0]:>28}  {cells[1]:>28}  {cells[2]:>22}  {cells[3]:>22}")
         lines += [f"  warning: {warning}" for warning in result.warnings]
+    if analysis.frontier_law is not None:
+        law = analysis.frontier_law
+        lines += ["", "Frontier with a floor, fitted to approach 2's minima: L*(C) = E + k (C / 1e18)^-g"]
+        for key, value in law.estimate.items():
+            low, high = law.interval(key, level)
+            lines.append(f"  {key:>14} = {value:<12.5g} {level:.0%} interval [{low:.5g}, {high:.5g}]")
     lines += [""] + [f"skipped {name}: {reason}" for name, reason in analysis.skipped.items()]
-    return "\n".join(lines + law_check_lines(analysis)).rstrip() + "\n"
-
-
-def law_check_lines(analysis: Analysis) -> list[str]:
-    """Each law fitted without the held-out runs, and its relative error on them."""
-    checks = analysis.law_checks
-    held = next((c.holdout for c in checks.values() if isinstance(c, LawCheck)), None)
-    if not checks or held is None:
-        return []
-    lines = [
-        "",
-        f"Extrapolation check: each law fitted without {held}, then asked for them",
-        f"  {'law':>16}  {'mean |relative error|':>22}  {'max':>8}",
-    ]
-    for name, check in checks.items():
-        lines.append(
-            f"  {name:>16}  {check.mean_abs_relative_error:>22.2%}  {check.max_abs_relative_error:>8.2%}"
-            if isinstance(check, LawCheck)
-            else f"  {name:>16}  not fitted: {check}"
-        )
-    return lines
+    return "\n".join(lines + rollout_lines(analysis.choice)).rstrip() + "\n"
 
 
 def _with_interval(row, name: str) -> str:

@@ -1,8 +1,10 @@
 """Load runs into one canonical table: a sweep folder (results/NAME) or any CSV/parquet table of runs.
 
 Canonical columns: run, N (parameters), D (tokens), C = 6 N D (FLOPs), loss, budget (FLOPs; NaN when
-unknown), epochs (passes over the training data; NaN when unknown, read as 1). Our own runs also bring
-training curves (run, N, D, C, loss at each evaluation).
+unknown), epochs (passes over the training data; NaN when unknown, read as 1), seed (NaN when unknown) and
+loss_se (the loss's standard error over evaluation documents; NaN when unknown). Runs sharing N and D are one
+grid point at several seeds (analysis/fits/seeds.py). Our own runs also bring training curves (run, N, D, C,
+loss at each evaluation).
 Only the files are read, by the names in scaling/contract.py; no training code is imported.
 """
 
@@ -23,6 +25,9 @@ ParamsConvention = Literal["total", "nonembedding"]
 # The summary field a run records its passes over the data in (scaling/training/trainer.py writes it; the contract
 # does not name it yet).
 EPOCHS = "epochs"
+# Names outside tables commonly give N and D (Gadre et al.'s tables: params, tokens), used when the default
+# N or D column is missing and exactly one of these is there.
+COMMON_NAMES = {"n": ("params", "parameters", "n_params"), "d": ("tokens", "n_tokens")}
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ def load(
 ) -> FitData:
     """Read PATH (sweep folder, runs.parquet, or outside CSV/parquet) into canonical runs."""
     path = Path(path)
-    table, folder = _read(path)
+    table, folder = read_table(path)
     table = _filter(table, where)
     if contract.PARAMS_TOTAL in table.columns and contract.FINAL_EVAL_LOSS in table.columns:
         return _load_sweep(table, folder, params, path)
@@ -55,7 +60,8 @@ def load(
     return data
 
 
-def _read(path: Path) -> tuple[pd.DataFrame, Path]:
+def read_table(path: Path) -> tuple[pd.DataFrame, Path]:
+    """The table at PATH (a sweep folder's runs.parquet, or a CSV/parquet file) and the folder it is in."""
     if path.is_dir():
         if not (path / contract.RUNS_TABLE).is_file():
             raise InputError(
@@ -119,6 +125,7 @@ def _load_sweep(table: pd.DataFrame, folder: Path, params: ParamsConvention, pat
             "each run's summary.json says why (a diverged run: lower train.lr and train it anew)"
         )
     notes = [f"using {len(completed)} completed runs of {len(table)} (left out: {dropped})"] + _diverged_note(table)
+    notes += eval_set_note(completed)
     if len(held_rows):
         notes.append(
             f"held out to test the prediction, so not fitted: {', '.join(held_rows[contract.RUN_NAME].astype(str))}"
@@ -148,8 +155,29 @@ def _canonical(rows: pd.DataFrame, n_column: str, path: Path) -> pd.DataFrame:
             "loss": numbers(rows, contract.FINAL_EVAL_LOSS, path),
             "budget": rows[contract.BUDGET].to_numpy(float) if contract.BUDGET in rows else np.nan,
             "epochs": rows[EPOCHS].to_numpy(float) if EPOCHS in rows else np.nan,
+            "seed": rows[contract.SEED].to_numpy(float) if contract.SEED in rows else np.nan,
+            "loss_se": rows[contract.FINAL_EVAL_LOSS_SE].to_numpy(float)
+            if contract.FINAL_EVAL_LOSS_SE in rows
+            else np.nan,
         }
     )
+
+
+def eval_set_note(table: pd.DataFrame) -> list[str]:
+    """Say so when the runs were evaluated on different eval sets (another kind, size or data): their losses
+    do not compare, and a fit through them mixes two measurements."""
+    if contract.EVAL_DIGEST not in table:
+        return []
+    digests = table[contract.EVAL_DIGEST].fillna("none recorded (made before eval sets were recorded)")
+    if digests.nunique() < 2:
+        return []
+    kinds = table[contract.EVAL_SET].fillna("windows") if contract.EVAL_SET in table else digests
+    counts = ", ".join(f"{count} on {digest} ({kind})" for (digest, kind), count in
+                       pd.Series(list(zip(digests, kinds))).value_counts().items())  # fmt: skip
+    return [
+        f"warning: these runs were evaluated on {digests.nunique()} different eval sets ({counts}): their losses do "
+        "not compare; relaunch the sweep with one data.eval_set (or overwrite=true for the odd runs)"
+    ]
 
 
 def _diverged_note(table: pd.DataFrame) -> list[str]:
@@ -203,8 +231,29 @@ def _load_curves(runs: pd.DataFrame, folder: Path, run_dirs: dict) -> tuple[pd.D
     return (pd.concat(pieces, ignore_index=True) if pieces else None), notes
 
 
+def _with_common_names(table: pd.DataFrame, columns: Columns) -> tuple[Columns, list[str]]:
+    """Columns left at their default names that the table lacks, taken from the one column the table has under a
+    common name for the same thing (params for N, tokens for D, one loss_* column for the loss), and a
+    `budget` column as the IsoFLOP budgets; each such choice is noted."""
+    chosen, notes = {}, []
+    candidates = {
+        "n": [name for name in COMMON_NAMES["n"] if name in table.columns],
+        "d": [name for name in COMMON_NAMES["d"] if name in table.columns],
+        "loss": [str(name) for name in table.columns if str(name).startswith("loss_")],
+    }
+    for field, default in (("n", "N"), ("d", "D"), ("loss", "loss")):
+        if getattr(columns, field) == default and default not in table.columns and len(candidates[field]) == 1:
+            chosen[field] = candidates[field][0]
+            notes.append(f"no column {default!r}: using {chosen[field]!r} (pass --{field}-col to choose)")
+    if columns.budget is None and "budget" in table.columns:
+        chosen["budget"] = "budget"
+        notes.append("IsoFLOP budgets from the column 'budget' (pass --budget-col to choose another)")
+    return replace(columns, **chosen), notes
+
+
 def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
     """Any table: N and loss columns, plus D or FLOPs (D = C / 6N), and optionally budget and epochs columns."""
+    columns, named = _with_common_names(table, columns)
     _require(table, columns.n, "pass --n-col NAME")
     _require(table, columns.loss, "pass --loss-col NAME")
     if columns.flops is not None:
@@ -226,11 +275,14 @@ def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
             "loss": number(columns.loss),
             "budget": number(columns.budget) if columns.budget else np.nan,
             "epochs": number(columns.epochs) if columns.epochs else np.nan,
+            "seed": np.nan,
+            "loss_se": np.nan,
         }
     )
     names = {"N": columns.n, "D": f"D (= {columns.flops} / 6N)" if columns.flops else columns.d, "loss": columns.loss}
     runs, dropped = _valid(runs, names, path, ours=False)
-    return FitData(runs, None, path, f"column {columns.n!r}", tuple([f"using {len(runs)} rows"] + dropped), ours=False)
+    notes = tuple([f"using {len(runs)} rows"] + named + dropped)
+    return FitData(runs, None, path, f"column {columns.n!r}", notes, ours=False)
 
 
 def _valid(runs: pd.DataFrame, names: dict[str, str], path: Path, ours: bool) -> tuple[pd.DataFrame, list[str]]:

@@ -9,12 +9,18 @@ Designs (final points, for approaches 2 and 3):
   across budgets (a grid placed by a wrong guess), 0.5% noise, a law with alpha 0.45 and beta 0.30;
 - noise_by_budget: as centred, but noise rising from 0.3% at the smallest budget to 3% at the largest;
 - small: 3 budgets x 5 sizes over +-0.5 decades, 1% noise.
+- misspecified: as centred (0.5% noise), but every sweep is drawn from the Farseer law fitted to Marin's
+  dclm IsoFLOP sweep (synthetic.FARSEER_MARIN_DCLM): real-like profiles whose shape changes with scale and whose
+  frontier is not a power law. Approaches 2 and 3 are fitted as usual, approach 3 under the default law
+  choice (the rollout's) and under chinchilla, which is then the wrong law.
 Approach 3 fits each law to data drawn from that law (data_constrained: runs repeat their data 1-16 times),
-with its default bootstrap (smoothed residuals), and the chinchilla law also resampling runs; approach 2 fits
-the chinchilla draws with each profile estimator. The quantity is the allocation exponent a
-(tied: alpha, since its a is 1/2 by construction). Approach 1 needs curves: 25 sizes trained to 400 tokens
-per parameter, each run's curve offset by 0.5% (seed-to-seed) plus 0.2% per evaluation.
-Targets (from the issue): |bias| <= 0.01 and coverage in [0.7, 0.9].
+with its default bootstrap (smoothed residuals), and the chinchilla law also resampling runs and under
+the rollout's choice of law (`auto`); approach 2 fits the chinchilla draws with each profile estimator.
+The quantity is the allocation exponent a (tied: alpha, since its a is 1/2 by construction); where the
+true frontier is not a power law (misspecified) its truth is the least-squares slope of the true log N_opt
+against log C over the design's budgets, which a perfect estimate of each budget's minimum would give.
+Approach 1 needs curves: 25 sizes trained to 400 tokens per parameter, each run's curve offset by 0.5%
+(seed-to-seed) plus 0.2% per evaluation. Targets (from the issue): |bias| <= 0.01 and coverage in [0.7, 0.9].
 """
 
 import argparse
@@ -31,7 +37,8 @@ from analysis.fits.approach2 import fit_approach2
 from analysis.fits.approach3 import fit_approach3
 from analysis.fits.laws import LAWS
 from analysis.fits.profiles import PROFILES
-from analysis.fits.synthetic import law_runs
+from analysis.fits.rollout import resolve_law
+from analysis.fits.synthetic import FARSEER_MARIN_DCLM, law_runs
 
 LEVEL = 0.8
 TRUTH = {
@@ -40,6 +47,7 @@ TRUTH = {
     "kaplan": dict(N_c=8.8e13, D_c=5.4e13, alpha_N=0.076, alpha_D=0.095),
     "data_constrained": dict(E=1.9, A=500.0, B=1500.0, alpha=0.34, beta=0.32, R_star=15.4),
 }
+TRUTH["farseer"] = FARSEER_MARIN_DCLM
 SKEWED = dict(E=2.0, A=1500.0, B=300.0, alpha=0.45, beta=0.30)
 EPOCH_CYCLE = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
 
@@ -52,6 +60,7 @@ class Design:
     drift: float  # decades the window's centre moves off the optimum, from -drift to +drift across budgets
     noise: np.ndarray  # relative noise per budget
     skewed: bool = False
+    source: str | None = None  # the law every sweep is drawn from, whatever law is fitted (None: the fitted one)
 
 
 DESIGNS = {
@@ -59,6 +68,7 @@ DESIGNS = {
     "asymmetric": Design(np.logspace(18, 22, 5), 11, 2.0, 0.5, np.full(5, 0.005), skewed=True),
     "noise_by_budget": Design(np.logspace(18, 22, 5), 9, 1.2, 0.0, np.geomspace(0.003, 0.03, 5)),
     "small": Design(np.logspace(18, 20, 3), 5, 1.0, 0.0, np.full(3, 0.01)),
+    "misspecified": Design(np.logspace(18, 22, 5), 9, 1.2, 0.0, np.full(5, 0.005), source="farseer"),
 }
 
 
@@ -67,9 +77,13 @@ def truth_of(law: str, design: Design) -> dict:
     return {**TRUTH[law], **(SKEWED if skewed else {})}
 
 
-def target(law: str, params: dict) -> tuple[str, float]:
-    """The quantity checked, and its true value."""
-    return ("alpha", params["alpha"]) if law == "tied" else ("a", float(LAWS[law].allocation(params)["a"]))
+def target(law: str, params: dict, budgets: np.ndarray) -> tuple[str, float]:
+    """The quantity checked, and its true value: tied's alpha, else the slope of log N_opt against log C
+    over the budgets (a itself for a law whose frontier is a power law)."""
+    if law == "tied":
+        return "alpha", params["alpha"]
+    log_n = np.log(LAWS[law].frontier(params, budgets)[0])
+    return "a", float(np.polyfit(np.log(budgets), log_n, 1)[0])
 
 
 def draw(law: str, design: Design, seed: int) -> pd.DataFrame:
@@ -137,53 +151,43 @@ def attempt(fit):
         return None
 
 
+def approach3_auto(runs: pd.DataFrame, n_boot: int, seed: int):
+    """Approach 3 under the default law choice: the law with the smallest rollout error."""
+    return fit_approach3(runs, n_boot, seed, law_name=resolve_law(runs, None).law)
+
+
+def fits_for(law: str, design: Design) -> dict:
+    """Label -> (approach, fit(runs, n_boot, seed)) for the fits made on draws of `law` under `design`."""
+    fits = {} if design.source else {law: ("3", lambda r, b, s: fit_approach3(r, b, s, law_name=law))}
+    if law != "chinchilla" and not design.source:
+        return fits
+    fits |= {
+        "chinchilla" + (" (the wrong law)" if design.source else ""): (
+            "3",
+            lambda r, b, s: fit_approach3(r, b, s, law_name="chinchilla"),
+        ),
+        "chinchilla, --bootstrap runs": ("3", lambda r, b, s: fit_approach3(r, b, s, bootstrap="runs")),
+        "auto (the default)": ("3", approach3_auto),
+    }
+    return fits | {profile: ("2", lambda r, b, s, p=profile: fit_approach2(r, b, s, p)) for profile in PROFILES}
+
+
 def run(repeats: int, n_boot: int, designs: list[str], laws: list[str]) -> pd.DataFrame:
     rows = []
     for name in designs:
         if name == "curves":
             continue
         design = DESIGNS[name]
-        for law in laws:
+        for law in [design.source] if design.source else laws:
             draws = [draw(law, design, 1000 * seed + 7) for seed in range(repeats)]
-            key, truth = target(law, truth_of(law, design))
-            results = [
-                attempt(lambda r=r, s=s, law=law: fit_approach3(r, n_boot, s, law_name=law))
-                for s, r in enumerate(draws)
-            ]
-            rows.append(
-                {"design": name, "approach": "3", "law / profile": law, "quantity": key, **score(results, key, truth)}
-            )
-            if law == "chinchilla":
-                results = [
-                    attempt(lambda r=r, s=s, law=law: fit_approach3(r, n_boot, s, law_name=law, bootstrap="runs"))
-                    for s, r in enumerate(draws)
-                ]
-                rows.append(
-                    {
-                        "design": name,
-                        "approach": "3",
-                        "law / profile": "chinchilla, --bootstrap runs",
-                        "quantity": key,
-                        **score(results, key, truth),
-                    }
-                )
-                for profile in PROFILES:
-                    results = [
-                        attempt(lambda r=r, s=s, profile=profile: fit_approach2(r, n_boot, s, profile))
-                        for s, r in enumerate(draws)
-                    ]
-                    rows.append(
-                        {
-                            "design": name,
-                            "approach": "2",
-                            "law / profile": profile,
-                            "quantity": key,
-                            **score(results, key, truth),
-                        }
-                    )
-            print(f"  done {name} {law}", flush=True)
+            key, truth = target(law, truth_of(law, design), design.budgets)
+            for label, (approach, fit) in fits_for(law, design).items():
+                results = [attempt(lambda r=r, s=s, fit=fit: fit(r, n_boot, s)) for s, r in enumerate(draws)]
+                row = {"design": name, "approach": approach, "law / profile": label, "quantity": key}
+                rows.append(row | score(results, key, truth))
+                print(f"  done {name} {law} {label}", flush=True)
     if "curves" in designs:
-        truth = target("chinchilla", TRUTH["chinchilla"])[1]
+        truth = target("chinchilla", TRUTH["chinchilla"], DESIGNS["centred"].budgets)[1]
         results = [attempt(lambda s=s: fit_approach1(*curve_draw(s), n_boot, s)) for s in range(repeats)]
         rows.append(
             {
@@ -218,7 +222,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="sweeps per design (default 100, or 400 with --full)")
     parser.add_argument("--designs", default=",".join([*DESIGNS, "curves"]), help="comma-separated designs to run")
     parser.add_argument(
-        "--laws", default=",".join(LAWS), help="comma-separated approach-3 laws (chinchilla also brings approach 2)"
+        "--laws",
+        default="chinchilla,tied,kaplan,data_constrained",
+        help="comma-separated laws to draw from and fit (chinchilla also brings approach 2 and the default law choice)",
     )
     args = parser.parse_args()
     repeats, n_boot = (args.repeats or (400 if args.full else 100)), (1000 if args.full else 200)

@@ -37,8 +37,8 @@ def sweep_job(cfg: RunConfig, hydra_cfg) -> dict:
     """A multirun job: name the run, drop a grid point that cannot train, else train it in this process
     (a launcher's worker trains its jobs one after another, reusing imports, corpus and compiled steps)."""
     runtime = initialize(cfg.compilation_cache, job=hydra_cfg.job.num)
-    cfg, swept, drop_reason = jobs.plan_job(cfg, hydra_cfg.sweeper.get("params"), hydra_cfg.overrides.task)
-    return jobs.run_job(cfg, swept, drop_reason, runtime)
+    runs, drop_reason = jobs.plan_job(cfg, hydra_cfg.sweeper.get("params"), hydra_cfg.overrides.task)
+    return jobs.run_job(runs, drop_reason, runtime)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sweeps", config_name="config")

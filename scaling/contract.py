@@ -13,6 +13,7 @@ pulling in JAX.
     RUN_DIR/                          a run directory
       config.yaml                     sections: config (the RunConfig), derived (plan), data (corpus)
       metrics.parquet                 one row per logged step (METRIC_COLUMNS)
+      eval_windows.parquet            the latest evaluation's loss per window and its document
       summary.json                    status and everything a scaling fit needs about the run
       checkpoints/<step>/             Orbax checkpoints; damaged ones move to checkpoints_damaged/
       training.lock                   held by the one process training the run (scaling/training/rundir.py)
@@ -27,6 +28,11 @@ from pathlib import Path
 # ---- one run directory ----
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.parquet"
+# The latest evaluation's loss on every window of the eval set, with its document (columns EVAL_WINDOW_COLUMNS):
+# runs evaluated on the same set (equal EVAL_DIGEST) compare window by window, so the error of a difference
+# between two runs is their paired error over documents, far smaller than either loss's own.
+EVAL_WINDOWS_FILE = "eval_windows.parquet"
+EVAL_WINDOW_COLUMNS = ["document", "loss"]
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_CHECKPOINT_DIR = "checkpoints_damaged"
@@ -67,6 +73,12 @@ CORPUS_HASH = "corpus_hash"
 TOKENIZER_HASH = "tokenizer_hash"
 PARAMS_TOTAL, PARAMS_NONEMBEDDING = "params_total", "params_nonembedding"
 FINAL_EVAL_LOSS = "final_eval_loss"
+# Its standard error over validation documents (scaling/data/eval_set.py), and which eval set gave it: runs whose
+# EVAL_DIGEST differs were evaluated on different windows and their losses do not compare.
+FINAL_EVAL_LOSS_SE, EVAL_SET, EVAL_DIGEST = "final_eval_loss_se", "eval_set", "eval_digest"
+# The run's seed (initialisation; the data order follows it unless train.data_seed is set): a sweep with
+# sweep.seeds=K trains every grid point at K of them.
+SEED = "seed"
 PARAMS_DIGEST = "params_digest"
 
 # ---- one sweep folder ----

@@ -41,7 +41,7 @@ def tiny_overrides(tiny_corpus_dir, cache_dir) -> list[str]:
         "data=text",
         f"data.path={tiny_corpus_dir}/*.txt",
         "data.vocab_size=300",
-        "data.val_fraction=0.2",
+        "data.val_fraction=0.3",
         "data.eval_tokens=2048",
         f"data.cache_dir={cache_dir}",
         "model.d_model=32",

@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from scaling import contract
 from scaling.config import CheckpointConfig, CheckpointRule
 from scaling.training.checkpoint import (
     list_checkpoints,
@@ -262,3 +264,20 @@ def test_checkpoints_are_plain_orbax(reference):
 
     restored = ocp.StandardCheckpointer().restore((reference / "checkpoints" / str(STEPS) / "params").absolute())
     assert "embed" in restored and restored["embed"]["embedding"].shape == (300, 32)
+
+
+def test_a_swiglu_run_from_before_d_ff_was_recorded_loads_at_its_width(tmp_path, tiny_overrides):
+    """SwiGLU was 8/3 d rounded up to a multiple of 64, and config.yaml did not record the width: such a
+    run (trained here at that width, its config.yaml then set back to how it was written) loads with it."""
+    run_dir = tmp_path / "old"
+    train(
+        compose_config(
+            [*tiny_overrides, "model.mlp=swiglu", "model.d_ff=128", "train.tokens=2048", f"run_dir={run_dir}"]
+        )
+    )
+    path = run_dir / contract.CONFIG_FILE
+    stored = yaml.safe_load(path.read_text())
+    stored[contract.CONFIG_SECTION]["model"]["d_ff"] = None
+    assert stored[contract.DERIVED_SECTION]["model_shape"].pop("d_ff") == 128
+    path.write_text(yaml.safe_dump(stored, sort_keys=False))
+    assert load_model(run_dir).blocks[0].mlp.up.kernel.shape == (32, 128)  # today's rule would give 88

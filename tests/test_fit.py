@@ -12,6 +12,8 @@ from analysis.failures import InputError
 from analysis.fit import main
 from analysis.fit_input import Columns, load
 from analysis.fits.analyse import FitConfig, analyse
+from analysis.fits.laws import LAWS
+from analysis.fits.profiles import DEFAULT_PROFILE
 from analysis.fits.reference import HOFFMANN_2022
 from analysis.fits.synthetic import isoflop_runs, training_curves
 from scaling import contract
@@ -29,12 +31,15 @@ def test_cli_json_has_each_approach_with_intervals(capsys):
     for name in ("approach2", "approach3"):
         assert {"a", "b", "ci", "n_boot_failed", "warnings", "extrapolation"} <= out[name].keys()
         assert len(out[name]["ci"]["a"]) == 2
-    assert {"E", "A", "B", "alpha", "beta"} <= out["approach3"].keys()
+    assert set(LAWS[out["law"]].theta_keys) <= out["approach3"].keys()
     assert [row["C"] for row in out["approach3"]["extrapolation"]] == [1e21, 1e23]
     assert "approach1" in out["skipped"]  # final points only
-    assert out["law"] == "chinchilla" and out["profile"] == "local" and out["approach3"]["law"] == "chinchilla"
-    assert set(out["law_checks"]) == {"chinchilla", "tied", "kaplan", "data_constrained"}
-    assert 0 < out["law_checks"]["chinchilla"]["mean_abs_relative_error"] < 0.05
+    assert out["profile"] == DEFAULT_PROFILE and out["approach3"]["law"] == out["law"] == out["rollout"]["law"]
+    # Epoch's points have no budgets: the rollout steps are model sizes, each law fitted on the smaller ones.
+    rows = out["rollout"]["rows"]
+    assert {row["predictor"] for row in rows} == {"chinchilla", "tied", "kaplan", "farseer"}
+    assert out["law"] == min(out["rollout"]["scores"], key=out["rollout"]["scores"].get)
+    assert all(0 < row["mean_abs_error"] < 0.2 for row in rows if row["predictor"] == "chinchilla")
 
 
 @pytest.mark.parametrize(
@@ -51,10 +56,23 @@ def test_cli_profile_option_reaches_approach2(capsys):
     assert json.loads(capsys.readouterr().out)["approach2"]["profile"] == "parabola"
 
 
-def test_text_summary_ends_with_the_extrapolation_check(capsys):
-    assert main([str(EPOCH_CSV), *EPOCH_FLAGS, "--n-boot", "20"]) == 0
+def test_text_summary_ends_with_the_rollout(capsys):
+    assert main([str(EPOCH_CSV), *EPOCH_FLAGS, "--n-boot", "20", "--law", "chinchilla"]) == 0
     out = capsys.readouterr().out
-    assert "Extrapolation check: each law fitted without" in out and "kaplan" in out
+    assert "Rollout (Bhagia et al. 2024)" in out and "kaplan" in out and "law chinchilla (--law)" in out
+
+
+def test_auto_with_too_few_budgets_and_a_law_that_cannot_be_fitted_exit_2(tmp_path, capsys):
+    path = tmp_path / "three_budgets.csv"
+    isoflop_runs(HOFFMANN_2022, BUDGETS[:3], sizes=6, noise=0.003).to_csv(path, index=False)
+    assert main([str(path), "--law", "auto", "--n-boot", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "--law auto needs at least 4 IsoFLOP budgets" in err and err.count("\n") == 1
+    assert main([str(path), "--law", "data_constrained", "--n-boot", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "--law data_constrained: law data_constrained needs runs that repeated" in err and err.count("\n") == 1
+    assert main([str(path), "--n-boot", "10", "--format", "json"]) == 0  # the default falls back, and says so
+    assert "too few to roll out" in json.loads(capsys.readouterr().out)["rollout"]["how"]
 
 
 @pytest.mark.parametrize(
@@ -95,9 +113,9 @@ def test_too_few_budgets_skips_approach2_but_not_approach3(tmp_path):
     runs = isoflop_runs(HOFFMANN_2022, BUDGETS[:2], sizes=6, noise=0.003)
     path = tmp_path / "two_budgets.csv"
     runs.to_csv(path, index=False)
-    analysis = analyse(load(path, Columns(budget="budget")), FitConfig(n_boot=10, check_laws=False))
+    analysis = analyse(load(path, Columns(budget="budget")), FitConfig(n_boot=10, rollout=False))
     assert "at least 3 budgets" in analysis.skipped["approach2"]
-    assert "approach3" in analysis.results and analysis.law_checks == {}
+    assert "approach3" in analysis.results and analysis.choice.rows == ()
 
 
 def test_epochs_column_reaches_the_runs(tmp_path):
@@ -129,7 +147,7 @@ def test_non_positive_rows_are_dropped_with_a_note(tmp_path):
 
 def test_missing_column_names_the_column_and_the_option(tmp_path):
     path = tmp_path / "runs.csv"
-    pd.DataFrame({"params": [1e8], "D": [1e9], "loss": [3.0]}).to_csv(path, index=False)
+    pd.DataFrame({"size": [1e8], "D": [1e9], "loss": [3.0]}).to_csv(path, index=False)
     with pytest.raises(InputError, match="column 'N' not found.*pass --n-col NAME"):
         load(path)
 
@@ -138,3 +156,13 @@ def test_where_filter_and_flops_column():
     data = load(EPOCH_CSV, Columns(n="Model Size", flops="Training FLOP"), where="loss < 3.44")
     assert len(data.runs) == 240
     assert np.allclose(6 * data.runs["N"] * data.runs["D"], data.runs["C"])
+
+
+def test_common_column_names_and_a_budget_column_are_used_and_said(tmp_path):
+    """Gadre et al.'s tables name N `params` and D `tokens`: used when N and D are missing, with a note."""
+    data = load(Path(__file__).parent / "data" / "gadre2024_rw_c4_eval.csv")
+    assert any("using 'params'" in note for note in data.notes) and any("'loss_c4_val'" in note for note in data.notes)
+    path = tmp_path / "runs.csv"
+    isoflop_runs(HOFFMANN_2022, BUDGETS[:3], sizes=5).to_csv(path, index=False)
+    data = load(path)
+    assert data.runs["budget"].notna().all() and any("column 'budget'" in note for note in data.notes)

@@ -10,6 +10,7 @@ from analysis.failures import FitError
 from analysis.fit_input import Columns, load
 from analysis.fits import approach3, huber
 from analysis.fits.approach3 import fit_approach3, fit_law, prepare, vanishing_terms
+from analysis.fits.huber import Objective
 from analysis.fits.laws import LAWS, law_data
 from analysis.fits.lossmodel import LossParams, allocation_exponents
 from analysis.fits.reference import BESIROGLU_2024, HOFFMANN_2022
@@ -45,8 +46,9 @@ def _data(runs: pd.DataFrame):
 
 
 def test_approach3_reproduces_epoch_fit(epoch_runs):
-    """Epoch's estimates, and (resampling runs, as they did) their interval for a."""
-    result = fit_approach3(epoch_runs, n_boot=300, seed=0, bootstrap="runs")
+    """Epoch's estimates with their loss (Huber, delta 1e-3), and (resampling runs, as they did) their interval
+    for a."""
+    result = fit_approach3(epoch_runs, n_boot=300, seed=0, bootstrap="runs", objective=Objective("epoch"))
     fit = result.estimate
     assert len(epoch_runs) == 240
     assert fit["E"] == pytest.approx(1.8172, rel=0.01)
@@ -70,7 +72,8 @@ def test_hoffmann_grid_reaches_the_varpro_optimum(epoch_runs, monkeypatch):
     thinned = {key: values[::2] for key, values in approach3.HOFFMANN_GRID.items()}
     monkeypatch.setattr(approach3, "HOFFMANN_GRID", thinned)
     data = _data(epoch_runs)
-    grid, varpro = fit_law(CHINCHILLA, data, init="grid"), fit_law(CHINCHILLA, data, init="varpro")
+    epoch = Objective("epoch")
+    grid, varpro = fit_law(CHINCHILLA, data, "grid", epoch), fit_law(CHINCHILLA, data, "varpro", epoch)
     assert grid.objective == pytest.approx(varpro.objective, rel=1e-8)
     for key, value in varpro.params.items():
         assert grid.params[key] == pytest.approx(value, rel=1e-4)
@@ -112,9 +115,11 @@ def test_refits_reach_the_optimum_of_their_resample(epoch_runs):
     theta, converged = approach3.refit(fit, counts)
     for row, count in enumerate(counts):
         fresh = approach3._best_starts(CHINCHILLA, data, count.astype(float), 3)
-        best, value, _ = approach3._polish_best(CHINCHILLA, fresh[None], data, count[None].astype(float))
+        best, value, _ = approach3._polish_best(
+            CHINCHILLA, fresh[None], data, count[None].astype(float), delta=fit.delta
+        )
         refit_value, _, _ = huber.evaluate(
-            CHINCHILLA, theta[row][None], data, count[None].astype(float), data.log_loss[None]
+            CHINCHILLA, theta[row][None], data, count[None].astype(float), data.log_loss[None], fit.delta
         )
         assert converged[row] and refit_value[0] <= value[0] * (1 + 1e-9)
 

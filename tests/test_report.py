@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -12,10 +13,12 @@ import pytest
 
 from analysis.fit_input import load
 from analysis.fits.reference import HOFFMANN_2022, PUBLISHED_FIT_FLOPS
+from analysis.fits.result import ApproachResult
 from analysis.fits.synthetic import isoflop_runs, training_curves
 from analysis.report import main
 from analysis.reporting.document import markers, split_sections, write_section
 from analysis.reporting.fit_figures import _draw_published
+from analysis.reporting.summary_section import unidentified
 from tests.helpers import REPO, write_sweep
 
 FIGURES = ["isoflop.png", "frontier.png", "contours.png", "curves.png", "observed_vs_predicted.png"]
@@ -55,12 +58,14 @@ def test_report_writes_every_figure_as_png(sweep, report):
 
 
 def test_report_has_estimates_conventions_and_extrapolations(report):
-    assert report.startswith(START) and report.rstrip().endswith(END)
+    assert report.rstrip().endswith(END)
     for heading in (
         "## Compute-optimal allocation",
         "## Approach 3: L(N, D)",
         "## Parameter convention",
         "## Extrapolation",
+        "## Frontier with a floor",
+        "## Rollout: which predictor extrapolates",
         "## Warnings",
     ):
         assert heading in report
@@ -69,6 +74,41 @@ def test_report_has_estimates_conventions_and_extrapolations(report):
     assert "| 1e+21 |" in report and "| 1e+23 |" in report
     assert "a, N = non-embedding" in report
     assert "Approach 1 uses the envelope from C =" in report and "more flexible than the profile estimator's" in report
+
+
+def test_report_opens_with_the_answer_and_when_not_to_trust_it(sweep, report):
+    """The summary comes first: the exponents with intervals, the law and how it was chosen, the flags; the
+    rollout is drawn too."""
+    summary_start, summary_end = markers("summary")
+    assert report.startswith(summary_start) and report.index(summary_end) < report.index(START)
+    summary = report[: report.index(summary_end)]
+    for approach in ("Approach 1", "Approach 2", "Approach 3"):
+        assert f"{approach}" in summary
+    assert "a = 0.4" in summary and "the smallest rollout error" in summary
+    assert "**When not to trust these numbers:**" in summary and "rolled out, `" in summary
+    assert "(figures/rollout.png)" in report and (sweep / "figures" / "rollout.png").read_bytes()[:8] == PNG_MAGIC
+    html = (sweep / "report.html").read_text()
+    assert html.index("When not to trust these numbers") < html.index("Hoffmann et al. 2022: a")
+
+
+def test_a_parameter_whose_interval_spans_a_decade_is_flagged_unidentified():
+    """E = 2.65 [7e-9, 3.05] (the main job's fit in issue 23) is flagged; alpha [0.30, 0.38] is not."""
+    result = ApproachResult(
+        "approach3",
+        "Approach 3",
+        {"E": 2.65, "alpha": 0.34, "a": 0.45, "b": 0.55},
+        {
+            "E": np.array([7e-9, 3.05]),
+            "alpha": np.array([0.30, 0.38]),
+            "a": np.array([0.4, 0.5]),
+            "b": np.array([0.5, 0.6]),
+        },
+        None,
+        (),
+        SimpleNamespace(law=SimpleNamespace(theta_keys=("E", "alpha"))),
+    )
+    flags = unidentified(result, 1.0)
+    assert len(flags) == 1 and flags[0].startswith("E = 2.65") and "decades" in flags[0]
 
 
 def test_report_section_replaces_its_own_and_keeps_other_text(tmp_path):

@@ -105,8 +105,8 @@ def test_report_command_writes_a_page_with_every_figure_of_report_md(sweep):
     assert len(references) >= 6 and len(DATA_IMG.findall(page)) == len(references) == page.count("<img")
     assert page.index('id="fit"') < page.index('id="probe"')
     assert page.count("<table>") == len(re.findall(r"^\|---", text, re.M)) and "figure missing" not in page
-    start, _ = markers("fit")
-    assert text.startswith(start)
+    start, _ = markers("summary")
+    assert text.startswith(start) and page.index('id="summary"') < page.index('id="fit"')
 
 
 chromium = pytest.mark.skipif(

@@ -1,6 +1,6 @@
 """Fit every approach that the data support: the one call behind analysis.fit and analysis.report."""
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -8,19 +8,22 @@ from analysis.failures import FitError
 from analysis.fits.approach1 import DEFAULT_ENVELOPE_START, fit_approach1
 from analysis.fits.approach2 import fit_approach2
 from analysis.fits.approach3 import Bootstrap, Init, fit_approach3, law_by_name
-from analysis.fits.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT, interval_warnings
+from analysis.fits.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT, centred, interval_warnings
 from analysis.fits.extrapolate import default_budgets
 from analysis.fits.fit_data import FitData
-from analysis.fits.laws import DEFAULT_LAW
-from analysis.fits.prediction import LawCheck, check_laws
+from analysis.fits.frontier_law import FrontierLaw, fit_frontier_law
+from analysis.fits.huber import DEFAULT_OBJECTIVE, Objective
 from analysis.fits.profiles import DEFAULT_PROFILE
 from analysis.fits.result import ApproachResult
+from analysis.fits.rollout import FALLBACK_LAW, LawChoice, resolve_law
 
 
 @dataclass(frozen=True)
 class FitConfig:
-    """How to fit: bootstrap, interval level, extrapolation budgets, approach-3 law, starts and bootstrap kind,
-    approach-2 profile estimator, approach-1 envelope start, and whether to check how far every law extrapolates."""
+    """How to fit: bootstrap, interval level, extrapolation budgets, approach-3 law (None: chosen by the rollout,
+    or the fallback law when the runs are too few to roll out; "auto": chosen by the rollout, or an error),
+    starts, bootstrap kind and loss, approach-2 profile estimator, approach-1 envelope start, and whether to
+    roll every predictor out."""
 
     n_boot: int = DEFAULT_N_BOOT
     seed: int = 0
@@ -28,22 +31,24 @@ class FitConfig:
     budgets: tuple[float, ...] = ()
     init: Init = "varpro"
     envelope_start: float = DEFAULT_ENVELOPE_START
-    law: str = DEFAULT_LAW
+    law: str | None = None
     profile: str = DEFAULT_PROFILE
-    check_laws: bool = True
+    rollout: bool = True
     bootstrap: Bootstrap = "residuals"
+    objective: Objective = DEFAULT_OBJECTIVE
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """Every approach that could be fitted, a one-line reason for each that could not, and each law's
-    extrapolation check (or the reason it could not run)."""
+    """Every approach that could be fitted, a one-line reason for each that could not, the law approach 3 fitted
+    and the rollout it was chosen by, and the floor law through approach 2's minima (or why not)."""
 
     data: FitData
     results: dict[str, ApproachResult]
     skipped: dict[str, str]
     config: FitConfig
-    law_checks: dict[str, LawCheck | str] = field(default_factory=dict)
+    choice: LawChoice
+    frontier_law: FrontierLaw | None = None
 
     @property
     def budgets(self) -> np.ndarray:
@@ -51,13 +56,26 @@ class Analysis:
 
 
 def analyse(data: FitData, config: FitConfig) -> Analysis:
-    """Fit each approach independently; a FitError in one is recorded and does not stop the others."""
-    law = law_by_name(config.law)
+    """Fit each approach independently; a FitError in one is recorded and does not stop the others. The law
+    is resolved first (FitError for an explicit `--law auto` the runs cannot roll out)."""
+    choice = (
+        resolve_law(data.runs, config.law, config.objective)
+        if config.rollout
+        else LawChoice(config.law or FALLBACK_LAW, (), {}, "no rollout")
+    )
+    law = law_by_name(choice.law)
     fits = {
         "approach1": lambda: _approach1(data, config),
         "approach2": lambda: fit_approach2(data.runs, config.n_boot, config.seed, config.profile),
         "approach3": lambda: fit_approach3(
-            data.runs, config.n_boot, config.seed, config.init, config.law, config.level, config.bootstrap
+            data.runs,
+            config.n_boot,
+            config.seed,
+            config.init,
+            choice.law,
+            config.level,
+            config.bootstrap,
+            config.objective,
         ),
     }
     checked = {"approach1": ("a", "b"), "approach2": ("a", "b"), "approach3": law.checked_keys}
@@ -72,7 +90,21 @@ def analyse(data: FitData, config: FitConfig) -> Analysis:
             name.replace("approach", "approach "), result.estimate, result.samples, config.level, checked[name]
         )
         results[name] = replace(result, warnings=result.warnings + tuple(checks))
-    return Analysis(data, results, skipped, config, check_laws(data.runs) if config.check_laws else {})
+    frontier = None
+    if "approach2" in results:
+        try:
+            frontier = _frontier_law(results["approach2"])
+        except FitError as error:
+            skipped["frontier law"] = str(error)
+    return Analysis(data, results, skipped, config, choice, frontier)
+
+
+def _frontier_law(result: ApproachResult) -> FrontierLaw:
+    """The floor law through approach 2's minima, its replicates centred on its estimate."""
+    details = result.details
+    budgets = np.array([p.budget for p in details.profiles])
+    law = fit_frontier_law(budgets, np.array([p.loss_opt for p in details.profiles]), details.replicate_loss_opt)
+    return replace(law, samples=centred(law.samples, law.estimate))
 
 
 def _approach1(data: FitData, config: FitConfig) -> ApproachResult:

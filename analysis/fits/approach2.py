@@ -1,16 +1,22 @@
 """Approach 2: IsoFLOP profiles (Hoffmann et al. 2022, section 3.2).
 
-For each compute budget, a profile estimator (profiles.py; `local` by default) finds N_opt(C) along
+For each compute budget, a profile estimator (profiles.py; `akima` by default) finds N_opt(C) along
 log N; power laws N_opt = k C^a and D_opt = C/(6 N_opt) = k' C^b follow (so b = 1 - a exactly).
 
 Intervals come from a bootstrap that includes the estimator's misfit. Each budget's "truth" in the
 bootstrap world is a more flexible curve than the estimator's (a cubic in log N with 6 or more sizes,
-else the all-size parabola), and each replicate redraws every run's loss as that curve x (1 + e), with e
-drawn from the curves' relative residuals (leverage-corrected). The profile estimator then runs on the
-replicate exactly as on the data, so a window that moves, a parabola that misses an asymmetric minimum,
-or an interpolant that chases noise all show in the spread of the replicates. Runs are not resampled:
-a budget has few sizes (4-7 is usual), chosen by design, and resampled ones often leave too few
-distinct sizes (on a real 3 x 5 sweep 937 of 1000 refits failed).
+else a parabola) through the LOCAL_SIZES sizes nearest its lowest loss, and each replicate redraws
+every run's loss as that curve (or, further out, the run's own loss) x (1 + e), with e drawn from the
+curves' relative residuals (leverage-corrected). Only the sizes near the minimum shape the truth and the
+noise: on real profiles, whose far wings rise steeply (losses of 7-9 nats where the minimum is 3-4), a
+curve through every size misfits the wings and took that misfit for noise, giving intervals 3x too wide.
+The profile estimator then runs on the replicate exactly as on the data, so a window that moves, a
+parabola that misses an asymmetric minimum, or an interpolant that chases noise all show in the spread
+of the replicates. The replicates are then centred on the estimates (their median moved to the
+estimate; bootstrap.centred): the truth curve is not the estimator, so uncentred replicates sat around
+the estimator's value on the truth curve, and 4 of 45 intervals on Porian et al.'s data excluded their
+own estimate. Runs are not resampled: a budget has few sizes (4-7 is usual), chosen by design, and
+resampled ones often leave too few distinct sizes (on a real 3 x 5 sweep 937 of 1000 refits failed).
 
 Noise may differ by budget: each budget's noise scale is its own residual variance shrunk towards the
 pooled one (weight SHRINK_DOF), and the pooled residuals, each divided by its budget's scale, are the
@@ -27,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.failures import FitError
+from analysis.fits.bootstrap import centred, centred_columns
 from analysis.fits.powerlaw import fit_lines
 from analysis.fits.profiles import (
     DEFAULT_PROFILE,
@@ -34,10 +41,12 @@ from analysis.fits.profiles import (
     PROFILES,
     Profile,
     fit_profile,
+    local_window,
     minima,
     polynomial,
 )
 from analysis.fits.result import ApproachResult, power_law_frontier
+from analysis.fits.seeds import seed_means
 
 MIN_BUDGETS = 3
 # Without a budget column, runs are grouped by C: a gap wider than this (in decades) starts a new budget,
@@ -58,6 +67,7 @@ class IsoflopDetails:
     profiles: tuple[Profile, ...]
     kind: str
     between_sd: float  # tau: scatter of log N_opt about the power law beyond the standard errors
+    replicate_loss_opt: np.ndarray  # (n_boot, B) the minima's losses in the bootstrap, centred on the estimates
 
 
 @dataclass(frozen=True)
@@ -94,13 +104,18 @@ def budget_groups(runs: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
 
 
 def noise_model(profile: Profile) -> NoiseModel:
-    """The flexible truth curve through one budget's runs, and its relative residuals."""
-    degree = 3 if profile.log_n.size >= FLEXIBLE_SIZES else 2
-    coef, centre = polynomial(profile.log_n, profile.loss[None], degree)
-    design = np.vander(profile.log_n - centre, degree + 1, increasing=True)
-    truth = design @ coef[0]
+    """One budget's bootstrap world: a flexible curve through the sizes nearest its lowest loss, and its
+    relative residuals there; further out the runs' own losses stand as the truth."""
+    window = local_window(profile.log_n, int(np.argmin(profile.loss)))
+    log_n, loss = profile.log_n[window], profile.loss[window]
+    degree = 3 if log_n.size >= FLEXIBLE_SIZES else 2
+    coef, centre = polynomial(log_n, loss[None], degree)
+    design = np.vander(log_n - centre, degree + 1, increasing=True)
+    fitted = design @ coef[0]
     leverage = np.einsum("ij,ji->i", design, np.linalg.pinv(design))
-    residuals = (profile.loss - truth) / truth / np.sqrt(np.maximum(1.0 - leverage, 1e-12))
+    residuals = (loss - fitted) / fitted / np.sqrt(np.maximum(1.0 - leverage, 1e-12))
+    truth = profile.loss.copy()
+    truth[window] = fitted
     return NoiseModel(truth, residuals)
 
 
@@ -181,6 +196,7 @@ def fit_approach2(runs: pd.DataFrame, n_boot: int, seed: int, profile: str = DEF
         raise FitError(f"unknown IsoFLOP profile estimator {profile!r}: choose one of {', '.join(PROFILES)}")
     groups, notes = budget_groups(runs)
     runs = runs.assign(group=groups).dropna(subset=["group"]).reset_index(drop=True)
+    runs = seed_means(runs, by=("group",))  # a profile is fitted through each size's mean over its seeds
     if runs.empty:
         raise FitError("approach 2 found no IsoFLOP budgets: add a budget column (--budget-col) or IsoFLOP runs")
     profiles, skipped = fit_minima(runs, profile)
@@ -198,8 +214,10 @@ def fit_approach2(runs: pd.DataFrame, n_boot: int, seed: int, profile: str = DEF
     tau2 = between_budget_variance(log_c, log_n_opt, se)
     weight = 1.0 / (se**2 + tau2)
     jitter = np.sqrt(tau2) * np.random.default_rng(seed + 1).standard_normal(boot_log_n.shape)
-    estimate = frontier_params(log_c, log_n_opt[None], np.array([[p.loss_opt for p in profiles]]), weight)
-    samples = frontier_params(log_c, boot_log_n + jitter, boot_loss, weight)
+    loss_opt = np.array([p.loss_opt for p in profiles])
+    estimate = frontier_params(log_c, log_n_opt[None], loss_opt[None], weight)
+    estimate = {key: float(value[0]) for key, value in estimate.items()}
+    samples = centred(frontier_params(log_c, boot_log_n + jitter, boot_loss, weight), estimate)
     if tau2 > 0:
         notes.append(
             f"approach 2: the minima scatter about the power law by {np.sqrt(tau2):.3g} in log N beyond "
@@ -211,9 +229,15 @@ def fit_approach2(runs: pd.DataFrame, n_boot: int, seed: int, profile: str = DEF
     return ApproachResult(
         name="approach2",
         title=f"Approach 2: IsoFLOP profiles ({profile})",
-        estimate={key: float(value[0]) for key, value in estimate.items()},
+        estimate=estimate,
         samples=samples,
         frontier=power_law_frontier,
         warnings=tuple(notes + skipped),
-        details=IsoflopDetails(runs, tuple(profiles), profile, float(np.sqrt(tau2))),
+        details=IsoflopDetails(
+            runs,
+            tuple(profiles),
+            profile,
+            float(np.sqrt(tau2)),
+            np.exp(centred_columns(np.log(boot_loss), np.log(loss_opt))),
+        ),
     )

@@ -1,30 +1,30 @@
 """Approach 3: fit a parametric law L(N, D) to every run (Hoffmann et al. 2022, section 3.3).
 
-The law is chosen by name (laws.py: chinchilla, tied, kaplan, data_constrained); the objective and the
-optimiser are in huber.py. The full fit starts from the best few points of the law's variable-projection
+The law is chosen by name (laws.py: chinchilla, tied, kaplan, data_constrained, farseer; `auto` is
+resolved before, by rollout.py); the objective and the optimiser are in huber.py. The full fit starts from the best few points of the law's variable-projection
 grid (or, for chinchilla, Hoffmann's 4,500-point grid); each bootstrap refit starts from every distinct
 optimum those starts reached, so a replicate that prefers another basin can still reach it.
 
 Intervals come from a smoothed residual bootstrap. The runs' sizes and token counts are a design the
 experimenter chose, so each replicate keeps them and redraws every run's log loss as the fitted law plus
 a draw from the fit's residuals (leverage-corrected, pooled), smoothed by a Gaussian kernel. With
-delta = 1e-3 and ~1% noise the Huber fit behaves like least absolute deviations, whose spread depends on
-the noise density near zero, so the draws must have that density right (De Angelis, Hall & Young 1993).
-Nominal 80% intervals for a, on 100 synthetic sweeps per design (benchmarks/RESULTS.md), held the
-truth: smoothed residual draws 76-84% of the time (4 designs, chinchilla law; 73-85% over every law);
+delta = 1e-3 (`--loss epoch`) and ~1% noise the Huber fit behaves like least absolute deviations, whose
+spread depends on the noise density near zero, so the draws must have that density right (De Angelis,
+Hall & Young 1993). Nominal 80% intervals for a, on 100 synthetic sweeps per design with that delta
+(benchmarks/RESULTS.md, issue 15), held the truth: smoothed residual draws 76-84% of the time (4 designs,
+chinchilla law; 73-85% over every law);
 plain residual draws 74-79%; each run's own residual with a random sign (a wild bootstrap) 66-76%; the
 same times a standard normal 43-44%; resampling runs, which redraws the design too, 86-95%.
 
 The residual bootstrap assumes the law's form and exact N and D. Where they are in doubt (the law
 misfits, or N and D were read off a plot) resampling runs (`--bootstrap runs`) is the safer choice: on
 Epoch's points extracted from Hoffmann et al.'s figure it gives an 80% interval for a twice as wide,
-[0.491, 0.542] against [0.502, 0.527]. `analysis.backtest` and the per-law extrapolation check show a
-misfit.
+[0.491, 0.542] against [0.502, 0.527]. `analysis.backtest` and the rollout (rollout.py) show a misfit.
 
 Every refit runs to convergence (huber.MAX_STEPS is a safety net, and a refit that reaches it is counted
 in a warning, never silently kept); the warnings also name each parameter the runs do not identify: its
 interval reaches the end of the search range, a scale spans more than two decades, or one term of the
-law is flat over the runs.
+law is flat over the runs (the report's summary flags any interval over one decade).
 """
 
 import itertools
@@ -39,13 +39,15 @@ from analysis.fits.bootstrap import (
     DEFAULT_LEVEL,
     WARN_FRACTION,
     percentile_interval,
-    resample_counts,
+    point_counts,
 )
-from analysis.fits.huber import MAX_STEPS, polish
+from analysis.fits.huber import DEFAULT_OBJECTIVE, EPOCH_DELTA, MAX_STEPS, Objective, polish, robust_scale
 from analysis.fits.laws import DEFAULT_LAW, LAWS, Law, LawData, law_data
 from analysis.fits.result import ApproachResult
+from analysis.fits.seeds import point_ids
 
 MIN_POINTS = 8
+MIN_DELTA = 1e-6  # floor on the scaled Huber delta, for runs the law fits exactly (noise-free synthetic data)
 MIN_FREEDOM = 1e-3  # floor on 1 - leverage, for a run the fit passes through exactly
 FULL_FIT_STARTS = 3  # best grid points polished for the full fit
 # Two polished optima closer than this (largest coordinate difference) are one optimum.
@@ -78,6 +80,7 @@ class LawFit:
     objective: float
     converged: bool
     optima: np.ndarray  # (S, P) the distinct optima the starts reached, best first: the refits' starts
+    delta: float = EPOCH_DELTA  # the Huber delta the fit used (inf: least squares); refits use the same
 
     @property
     def params(self) -> dict[str, float]:
@@ -120,13 +123,20 @@ def hoffmann_starts(data: LawData) -> np.ndarray:
 
 
 def _polish_best(
-    law: Law, starts: np.ndarray, data: LawData, count: np.ndarray, target: np.ndarray | None = None
+    law: Law,
+    starts: np.ndarray,
+    data: LawData,
+    count: np.ndarray,
+    target: np.ndarray | None = None,
+    delta: float = EPOCH_DELTA,
 ) -> tuple[np.ndarray, ...]:
     """Polish starts (R, S, P) against counts and target log losses (R, n); per row, the best start's
     (theta, objective, converged)."""
     rows, n_starts, size = starts.shape
     target = None if target is None else np.repeat(target, n_starts, axis=0)
-    theta, value, converged = polish(law, starts.reshape(-1, size), data, np.repeat(count, n_starts, axis=0), target)
+    theta, value, converged = polish(
+        law, starts.reshape(-1, size), data, np.repeat(count, n_starts, axis=0), target, delta=delta
+    )
     best = value.reshape(rows, n_starts).argmin(axis=1) + np.arange(rows) * n_starts
     return theta[best], value[best], converged[best]
 
@@ -140,22 +150,36 @@ def distinct_optima(theta: np.ndarray, value: np.ndarray) -> np.ndarray:
     return np.array(kept)
 
 
-def fit_law(law: Law, data: LawData, init: Init = "varpro") -> LawFit:
-    """The fit on all runs, each counted once."""
+def fit_law(law: Law, data: LawData, init: Init = "varpro", objective: Objective = DEFAULT_OBJECTIVE) -> LawFit:
+    """The fit on all runs, each counted once, under the objective's loss (huber.py says which delta).
+
+    The scaled Huber loss needs the residuals' scale: a first fit with delta = 1e-3 gives it, and its
+    optima start the second."""
+    if init == "grid" and law.name != DEFAULT_LAW:
+        raise FitError(f"--init grid (Hoffmann's starts) applies to --law {DEFAULT_LAW} only, not {law.name}")
+    starts = (
+        hoffmann_starts(data) if init == "grid" else _best_starts(law, data, np.ones(data.u.size), law.full_fit_starts)
+    )
+    if objective.kind == "lsq":
+        return _fit_with_delta(law, data, starts, np.inf)
+    first = _fit_with_delta(law, data, starts, EPOCH_DELTA)
+    if objective.kind == "epoch":
+        return first
+    log_pred, _ = law.log_predict(first.theta[None], data)
+    delta = max(objective.c * robust_scale(data.log_loss - log_pred[0]), MIN_DELTA)
+    return _fit_with_delta(law, data, first.optima, delta)
+
+
+def _fit_with_delta(law: Law, data: LawData, starts: np.ndarray, delta: float) -> LawFit:
+    """Polish every start under Huber's delta; the best is the fit, the distinct optima seed the refits."""
     count = np.ones(data.u.size)
-    if init == "grid":
-        if law.name != DEFAULT_LAW:
-            raise FitError(f"--init grid (Hoffmann's starts) applies to --law {DEFAULT_LAW} only, not {law.name}")
-        starts = hoffmann_starts(data)
-    else:
-        starts = _best_starts(law, data, count, FULL_FIT_STARTS)
-    theta, value, converged = polish(law, starts, data, np.broadcast_to(count, (len(starts), count.size)))
+    theta, value, converged = polish(law, starts, data, np.broadcast_to(count, (len(starts), count.size)), delta=delta)
     best = int(np.argmin(value))
     # At most FULL_FIT_STARTS optima seed the refits (Hoffmann's 4,500 starts reach many degenerate ones).
     optima = (
         distinct_optima(theta[converged], value[converged])[:FULL_FIT_STARTS] if converged.any() else theta[best][None]
     )
-    return LawFit(law, theta[best], data, float(value[best]), bool(converged[best]), optima)
+    return LawFit(law, theta[best], data, float(value[best]), bool(converged[best]), optima, delta)
 
 
 def refit(fit: LawFit, counts: np.ndarray, target: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +189,7 @@ def refit(fit: LawFit, counts: np.ndarray, target: np.ndarray | None = None) -> 
     optimum a replicate's own lies a few steps away, and a replicate that prefers another basin can reach it.
     """
     starts = np.broadcast_to(fit.optima, (len(counts), *fit.optima.shape))
-    theta, _, converged = _polish_best(fit.law, starts, fit.data, counts.astype(float), target)
+    theta, _, converged = _polish_best(fit.law, starts, fit.data, counts.astype(float), target, fit.delta)
     return theta, converged
 
 
@@ -261,11 +285,14 @@ def run_columns(runs: pd.DataFrame) -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(column, float) for column in (runs["N"], runs["D"], runs["loss"], epochs))
 
 
-def bootstrap_refits(fit: LawFit, n_boot: int, seed: int, bootstrap: Bootstrap) -> tuple[np.ndarray, np.ndarray]:
-    """Theta and convergence of n_boot refits: to smoothed residual draws, or to resamples of the runs."""
+def bootstrap_refits(
+    fit: LawFit, n_boot: int, seed: int, bootstrap: Bootstrap, points: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Theta and convergence of n_boot refits: to smoothed residual draws, or to resamples of the runs
+    (grid points, then the seeds within each: `points` labels each run's point; None, every run its own)."""
     n = fit.data.u.size
     if bootstrap == "runs":
-        return refit(fit, resample_counts(np.zeros(n), n_boot, seed))
+        return refit(fit, point_counts(np.arange(n) if points is None else points, n_boot, seed))
     return refit(fit, np.ones((n_boot, n)), replicate_targets(fit, n_boot, seed))
 
 
@@ -277,13 +304,14 @@ def fit_approach3(
     law_name: str = DEFAULT_LAW,
     level: float = DEFAULT_LEVEL,
     bootstrap: Bootstrap = "residuals",
+    objective: Objective = DEFAULT_OBJECTIVE,
 ) -> ApproachResult:
     """Fit the law to all runs, then refit each bootstrap replicate."""
     law = law_by_name(law_name)
     N, D, loss, epochs = run_columns(runs)
     data = prepare(law, N, D, loss, epochs)
-    main = fit_law(law, data, init)
-    boot_theta, converged = bootstrap_refits(main, n_boot, seed, bootstrap)
+    main = fit_law(law, data, init, objective)
+    boot_theta, converged = bootstrap_refits(main, n_boot, seed, bootstrap, point_ids(runs))
     samples = law.named(boot_theta, data)
     warnings = [
         f"approach 3: {note}"

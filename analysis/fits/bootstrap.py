@@ -16,16 +16,21 @@ CHECKED_KEYS = ("a", "b")
 WARN_FRACTION = 0.05  # warn when more refits than this fail, or end on a bound
 
 
-def resample_counts(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n_runs) counts: how often each run appears in each resample, drawn within each stratum.
+def point_counts(points: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_runs) counts of a two-stage bootstrap: the grid points are resampled, then the seeds of each
+    point drawn (the runs sharing its label) are resampled within it, as often as it was drawn.
 
-    Counts rather than index lists let a refit weight each distinct run instead of copying rows.
-    """
+    Seeds of one point are not independent designs but repeats of one, so resampling runs across points
+    would let a replicate hold three seeds of one point and none of its neighbour. With one seed per point
+    this is the runs bootstrap."""
     rng = np.random.default_rng(seed)
-    counts = np.zeros((n_boot, strata.size), dtype=np.int64)
-    for label in np.unique(strata):
-        members = np.flatnonzero(strata == label)
-        counts[:, members] = rng.multinomial(members.size, np.full(members.size, 1.0 / members.size), size=n_boot)
+    labels, index = np.unique(points, return_inverse=True)
+    drawn = rng.multinomial(labels.size, np.full(labels.size, 1.0 / labels.size), size=n_boot)  # (n_boot, P)
+    counts = np.zeros((n_boot, points.size), dtype=np.int64)
+    for k in range(labels.size):
+        members = np.flatnonzero(index == k)
+        # a point drawn c times brings c x (its seeds) draws among its seeds
+        counts[:, members] = rng.multinomial(drawn[:, k] * members.size, np.full(members.size, 1.0 / members.size))
     return counts
 
 
@@ -55,6 +60,24 @@ def percentile_interval(values: np.ndarray, level: float) -> tuple[np.ndarray, n
     tail = 50.0 * (1.0 - level)
     low, high = np.percentile(values[ok], [tail, 100.0 - tail], axis=0)
     return low, high
+
+
+def centred(samples: dict[str, np.ndarray], estimate: dict[str, float]) -> dict[str, np.ndarray]:
+    """Replicates shifted so that each one's median is the estimate, so the interval is about the estimator
+    reported: a bootstrap world whose truth differs from the estimator's fit (approach 2's flexible curve)
+    otherwise centres its replicates elsewhere, and an interval can exclude its own estimate."""
+    out = {}
+    for key, values in samples.items():
+        found = values[np.isfinite(values)]
+        out[key] = values - (np.median(found) - estimate[key]) if found.size else values
+    return out
+
+
+def centred_columns(replicates: np.ndarray, estimate: np.ndarray) -> np.ndarray:
+    """As `centred`, for each column of (n_boot, B) replicates and its estimate (B,)."""
+    columns = {str(j): replicates[:, j] for j in range(replicates.shape[1])}
+    out = centred(columns, {str(j): float(value) for j, value in enumerate(estimate)})
+    return np.column_stack([out[str(j)] for j in range(replicates.shape[1])])
 
 
 def interval_warnings(

@@ -5,17 +5,24 @@
   log N) its minimum moves with the window: with noise-free profiles over +-1 decade whose window drifts
   from -0.5 to +0.5 decades off the optimum across budgets (11 sizes), a is off by +0.0045 (Hoffmann's
   law) and +0.0076 (alpha 0.45, beta 0.30); over +-1.5 decades (13 sizes) by 0.0000 and +0.0032.
-- `local` (default): the same parabola through the LOCAL_SIZES sizes nearest the lowest observed loss, so
-  the window follows the minimum: on the same profiles a is off by at most 0.0002. Its spread is larger
-  (on 100 noisy sweeps per design with more than LOCAL_SIZES sizes, sd 0.021-0.040 against 0.011-0.024),
+- `local`: the same parabola through the LOCAL_SIZES sizes nearest the lowest observed loss, so the
+  window follows the minimum: on the same profiles a is off by at most 0.0002. Its spread is larger
+  (on 100 noisy sweeps per design with more than LOCAL_SIZES sizes, sd 0.020-0.039 against 0.012-0.027),
   which the bootstrap carries into the intervals. With LOCAL_SIZES or fewer sizes it is the all-size
-  parabola.
-- `akima`: Akima interpolation of log loss against log N, minimised on a grid 25x finer than the sizes
-  (Porian et al. 2024). Nearly unbiased on smooth profiles (at most 0.001 above) but it interpolates the
-  noise: 2.4-5x the parabola's spread.
+  parabola. But real profiles are not parabolas near their minimum either: on sweeps drawn from the
+  Farseer law fitted to Marin's dclm runs its a is biased by -0.027, and on Porian et al.'s 15
+  configurations it is 0.01-0.03 below their published exponent in 11 (12 within 0.03, 6 intervals
+  holding the published value).
+- `akima` (default): Akima interpolation of log loss against log N, minimised on a grid 25x finer than
+  the sizes (Porian et al. 2024); runs at one size are averaged first. It assumes no shape, so it is the
+  least biased where the profile is not a parabola (Porian: 15 of 15 within 0.03, 15 intervals holding
+  the published value), at the price of a 2-3x larger spread on parabola-like synthetic profiles
+  (sd 0.055-0.069), which its intervals carry (80% coverage 0.78-0.83 on the four synthetic designs).
+  With 5 sizes a budget it is poor (3 x 5 design: bias -0.033, sd 0.12): use `local` there.
 
-The default is the estimator with the least bias we measured (benchmarks/RESULTS.md, "Fit coverage").
-Every estimator reports a minimum outside the sampled sizes with the direction to extend the grid.
+The default is the estimator with the least bias on profiles whose shape we do not know
+(benchmarks/RESULTS.md, "Predictions that hold"). Every estimator reports a minimum outside the sampled
+sizes with the direction to extend the grid.
 """
 
 from collections.abc import Callable
@@ -27,7 +34,7 @@ from scipy.interpolate import Akima1DInterpolator
 from analysis.failures import FitError
 
 PROFILES = ("local", "parabola", "akima")
-DEFAULT_PROFILE = "local"
+DEFAULT_PROFILE = "akima"
 LOCAL_SIZES = 7
 MIN_SIZES = 4  # a parabola has 3 coefficients; a fourth size leaves a residual to gauge the noise by
 AKIMA_REFINE = 25
@@ -110,7 +117,18 @@ def _akima_grid(log_n: np.ndarray) -> np.ndarray:
     return np.linspace(log_n.min(), log_n.max(), AKIMA_REFINE * (log_n.size - 1) + 1)
 
 
+def _distinct(log_n: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sizes made distinct for an interpolant: runs at one size become one, at their geometric mean loss."""
+    sizes, inverse = np.unique(log_n, return_inverse=True)
+    if sizes.size == log_n.size:
+        return log_n, loss
+    share = np.zeros((log_n.size, sizes.size))
+    share[np.arange(log_n.size), inverse] = 1.0
+    return sizes, np.exp(np.log(loss) @ (share / share.sum(axis=0)))
+
+
 def _akima_minima(log_n: np.ndarray, loss: np.ndarray) -> Minima:
+    log_n, loss = _distinct(log_n, loss)
     grid = _akima_grid(log_n)
     values = Akima1DInterpolator(log_n, np.log(loss).T, axis=0)(grid)  # (G, R)
     best = np.argmin(values, axis=0)
@@ -156,7 +174,8 @@ def failure_message(code: int, budget: float, log_n: np.ndarray) -> str:
 def _curve(kind: str, log_n: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, Callable]:
     """The runs the estimator's curve uses, and the curve itself, for plotting one budget."""
     if kind == "akima":
-        interpolator = Akima1DInterpolator(log_n, np.log(loss))
+        sizes, mean_loss = _distinct(log_n, loss[None])
+        interpolator = Akima1DInterpolator(sizes, np.log(mean_loss[0]))
         return np.ones(log_n.size, dtype=bool), lambda x: np.exp(interpolator(x))
     used = np.zeros(log_n.size, dtype=bool)
     used[local_window(log_n, int(np.argmin(loss))) if kind == "local" else np.arange(log_n.size)] = True

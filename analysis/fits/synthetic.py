@@ -1,6 +1,11 @@
 """Synthetic runs drawn from a known law: the ground truth that tests and the benchmarks check fits against.
 
 Noise is multiplicative (log-normal), matching the log-space residuals approach 3 fits.
+
+FARSEER_MARIN_DCLM is a real-like law to draw sweeps from that no simpler law here matches: Farseer
+(Li et al. 2025) as approach 3 fits it (`--law farseer`, default loss) to all six budgets of Marin's dclm
+IsoFLOP sweep (the QC-kept runs of tests/data/isoflop_real_marin.csv). Its IsoFLOP profiles change shape
+with scale and its compute-optimal frontier is not a power law.
 """
 
 import numpy as np
@@ -14,6 +19,18 @@ from analysis.fits.lossmodel import (
     predict_loss,
     tokens_from_flops,
 )
+
+FARSEER_MARIN_DCLM = {
+    "a1": 339719.0,
+    "b1": -1.62369,
+    "alpha": -0.68421,
+    "a2": 511913000.0,
+    "b2": 4.68126,
+    "beta": -0.989939,
+    "a3": 70.7415,
+    "b3": 0.308648,
+    "gamma": -0.227775,
+}
 
 
 def noisy_loss(params: LossParams, N: np.ndarray, D: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
@@ -100,3 +117,38 @@ def law_runs(
             "epochs": epochs,
         }
     )
+
+
+def scaled_law(params: LossParams, n_factor: float, d_factor: float) -> LossParams:
+    """The law of a variant whose every parameter counts as n_factor and every token as d_factor of the
+    reference's: L_v(N, D) = L(n_factor N, d_factor D). Its compute multiplier is n_factor * d_factor at every C."""
+    return LossParams(
+        params.E, params.A * n_factor**-params.alpha, params.B * d_factor**-params.beta, params.alpha, params.beta
+    )
+
+
+def variant_runs(
+    variants: list[LossParams],
+    budgets: np.ndarray,
+    sizes: int = 5,
+    span_decades: float = 0.6,
+    noise: float = 0.0,
+    seeds: int = 1,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Several variants trained on one ladder (the IsoFLOP grid around the first variant's optimum), each run's
+    loss drawn from its variant's law, `seeds` runs per grid point; a `variant` column indexes `variants`."""
+    rng = np.random.default_rng(seed)
+    grid = isoflop_runs(variants[0], budgets, sizes, span_decades)
+    pieces = []
+    for index, params in enumerate(variants):
+        for repeat in range(seeds):
+            pieces.append(
+                grid.assign(
+                    loss=noisy_loss(params, grid["N"].to_numpy(), grid["D"].to_numpy(), noise, rng),
+                    variant=index,
+                    seed=repeat,
+                )
+            )
+    runs = pd.concat(pieces, ignore_index=True)
+    return runs.assign(run=[f"run{i:04d}" for i in range(len(runs))])

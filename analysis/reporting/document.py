@@ -15,7 +15,7 @@ from analysis.failures import InputError
 from scaling import contract
 from scaling.files import write_text
 
-SECTIONS = ("fit", "prediction", "transfer", "backtest", "probe", "tasks")
+SECTIONS = ("summary", "fit", "prediction", "placement", "noise", "transfer", "compare", "backtest", "probe", "tasks")
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -14,6 +14,7 @@ from analysis.fits.bootstrap import percentile_interval
 from analysis.fits.lossmodel import tokens_from_flops
 from analysis.fits.reference import PUBLISHED_FIT_FLOPS, RULE_LABEL, reference_frontiers
 from analysis.fits.result import ApproachResult
+from analysis.reporting import rollout_section
 from analysis.reporting.curve_figures import plot_curves, plot_runs
 from analysis.reporting.figure_style import (
     D_LABEL,
@@ -254,4 +255,4 @@ def make_figures(analysis: Analysis, figures: Path) -> list[tuple[str, str]]:
                 "is left out",
             )
         )
-    return made
+    return made + rollout_section.make_figure(analysis, figures)

@@ -4,11 +4,11 @@ extrapolations, figures, warnings, and what could not be fitted."""
 from analysis.fits.analyse import Analysis
 from analysis.fits.approach3 import with_allocation
 from analysis.fits.extrapolate import frontier_table
-from analysis.fits.laws import DEFAULT_LAW, LAWS
-from analysis.fits.prediction import LawCheck
+from analysis.fits.laws import DEFAULT_LAW
 from analysis.fits.profiles import LOCAL_SIZES
 from analysis.fits.reference import BESIROGLU_2024, HOFFMANN_2022, HOFFMANN_TABLE2
 from analysis.fits.result import ApproachResult
+from analysis.reporting import rollout_section
 from analysis.reporting.document import figure
 
 BOOTSTRAP_NOTES = {
@@ -20,9 +20,10 @@ BOOTSTRAP_NOTES = {
 }
 PROFILE_NOTES = {
     "local": f"a parabola in log N through the {LOCAL_SIZES} sizes nearest each budget's lowest loss, so the window "
-    "follows the minimum (the least biased estimator we measured; benchmarks/RESULTS.md)",
+    "follows the minimum",
     "parabola": "a parabola in log N through all of each budget's sizes (Hoffmann et al. 2022)",
-    "akima": "Akima interpolation of log loss in log N (Porian et al. 2024)",
+    "akima": "Akima interpolation of log loss in log N (Porian et al. 2024; the default: the least biased "
+    "estimator we measured on profiles whose shape is not a parabola's, benchmarks/RESULTS.md)",
 }
 
 
@@ -54,11 +55,10 @@ def allocation_section(analysis: Analysis) -> list[str]:
             f"Intervals: {level:.0%} bootstrap percentile intervals over {analysis.config.n_boot} refits; "
             "failed refits are counted above and left out. Approach 1 resamples runs. Approach 2 keeps "
             "every run and redraws its loss from a curve more flexible than the profile estimator's (a "
-            "cubic in log N where a budget has 6 sizes), times (1 + noise drawn from that curve's "
-            "residuals, scaled to each budget), then finds the minimum exactly as on the data, so the "
-            "estimator's misfit shows in the intervals. Approach 3 "
-            + BOOTSTRAP_NOTES[analysis.config.bootstrap]
-            + " Hoffmann's are their published 10th-90th "
+            "cubic in log N through the sizes near each budget's lowest loss), times (1 + noise drawn from "
+            "that curve's residuals, scaled to each budget), then finds the minimum exactly as on the data, so "
+            "the estimator's misfit shows in the intervals; the replicates are centred on the estimate. "
+            "Approach 3 " + BOOTSTRAP_NOTES[analysis.config.bootstrap] + " Hoffmann's are their published 10th-90th "
             "percentiles.",
         ]
         + profile_note(analysis)
@@ -113,36 +113,37 @@ def approach3_section(analysis: Analysis) -> list[str]:
         lines += [f"| {key} | {_interval(result, key, level)} |" for key in result.estimate]
     starts = "variable-projection starts" if analysis.config.init == "varpro" else "Hoffmann et al.'s grid of starts"
     note = f" The frontier: {law.frontier_note}." if law.frontier_note else ""
+    delta = result.details.delta
+    loss = (
+        "least squares"
+        if not delta < float("inf")
+        else f"Huber loss (delta {delta:.3g}, `--loss {analysis.config.objective.kind}`)"
+    )
     return lines + [
         "",
-        "G is the coefficient in N_opt = G (C/6)^a. Fit: Huber loss (delta 1e-3) on log L, summed over "
-        f"runs (Besiroglu et al. 2024), from {starts}; bootstrap refits start from every distinct "
-        "optimum those starts reached, and each runs to convergence." + note,
+        f"G is the coefficient in N_opt = G (C/6)^a. Fit: {loss} on log L, summed over runs (Besiroglu et al. "
+        f"2024), from {starts}; bootstrap refits start from every distinct optimum those starts reached, and "
+        "each runs to convergence." + note,
     ]
 
 
-def law_check_section(analysis: Analysis) -> list[str]:
-    """How far each law extrapolates: fitted without the largest runs, its error on them."""
-    checks = analysis.law_checks
-    held = next((c.holdout for c in checks.values() if isinstance(c, LawCheck)), None)
-    if held is None:
+def frontier_law_section(analysis: Analysis) -> list[str]:
+    """The floor law through approach 2's minima: its parameters and its best loss at the requested budgets."""
+    law, level = analysis.frontier_law, analysis.config.level
+    if law is None:
         return []
     lines = [
-        "## Which law extrapolates",
+        "## Frontier with a floor: L*(C) = E + k (C / 1e18)^-g through approach 2's minima",
         "",
-        f"Each law is fitted without {held}, then asked for their loss "
-        "(`python -m analysis.backtest` gives the same with prediction intervals).",
+        "Approach 2's own loss law is a pure power law, which falls without limit; this one levels off at E. "
+        "It predicts the best loss at a budget only.",
         "",
-        "| law | formula | mean abs. relative error | max |",
-        "|---|---|---|---|",
+        f"| parameter | estimate [{level:.0%} interval] |",
+        "|---|---|",
     ]
-    for name, check in checks.items():
-        cells = (
-            f"{check.mean_abs_relative_error:.2%} | {check.max_abs_relative_error:.2%}"
-            if isinstance(check, LawCheck)
-            else f"not fitted: {check} | "
-        )
-        lines.append(f"| {name} | {LAWS[name].formula} | {cells} |")
+    for key, value in law.estimate.items():
+        low, high = law.interval(key, level)
+        lines.append(f"| {key} | {value:.4g} [{low:.4g}, {high:.4g}] |")
     return lines
 
 
@@ -211,8 +212,9 @@ def render(analysis: Analysis, other: Analysis | None, figures: list[tuple[str, 
     lines += [f"- {note}" for note in data.notes]
     if analysis.results:
         lines += [""] + allocation_section(analysis) + [""] + approach3_section(analysis)
+        lines += [""] + frontier_law_section(analysis)
         lines += [""] + convention_section(analysis, other) + [""] + extrapolation_section(analysis)
-        lines += [""] + law_check_section(analysis)
+        lines += [""] + rollout_section.table(analysis)
     else:
         lines += ["", "**No approach could be fitted** (reasons under *Not fitted*); the figure shows the runs only."]
     lines += ["", "## Figures", ""]

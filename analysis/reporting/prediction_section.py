@@ -2,11 +2,14 @@
 
 A sweep with `sweep.holdout_factor` trains, after its grid, one run at a budget beyond every fitted
 one, at the size the fits called compute-optimal (scaling/sweeping/holdout.py). The fits never see it
-(analysis/fit_input.py). Here a parametric law (approach 3) predicts its loss with a prediction interval
-for one new run (parameter uncertainty from the bootstrap times one run's noise about the law,
-analysis/fits/prediction.py), and the measured loss is set beside it: the OLMo ladder's check that a law
-fitted on small runs predicts a larger one (Bhagia et al. 2024, "Establishing Task Scaling Laws via
-Compute-Efficient Model Ladders"). Every other law's error on the held-out run is listed beside it.
+(analysis/fit_input.py). Here a parametric law (approach 3, the law chosen by the grid's rollout unless
+--law names one) predicts its loss with a prediction interval for one new run (parameter uncertainty,
+one run's noise, and the law's misfit as its rollout measured it: analysis/fits/prediction.py), and the
+measured loss is set beside it: the OLMo ladder's check that a law fitted on small runs predicts a larger
+one (Bhagia et al. 2024, "Establishing Task Scaling Laws via Compute-Efficient Model Ladders"). Every
+other predictor's error on the held-out run is listed beside it: each law, approach 2's power law
+through the minima and the floor law E + k C^-g (these two predict the best loss at a budget, which the
+held-out run, placed at the predicted optimum, approximates).
 """
 
 import json
@@ -18,9 +21,10 @@ import pandas as pd
 
 from analysis.failures import FitError
 from analysis.fits.analyse import Analysis
-from analysis.fits.laws import LAWS
-from analysis.fits.prediction import Holdout, check_law, prediction_interval
+from analysis.fits.powerlaw import evaluate_power_law
+from analysis.fits.prediction import Holdout, calibrate, check_law, leave_one_out, prediction_interval
 from analysis.fits.result import ApproachResult
+from analysis.fits.rollout import APPROACH2, FRONTIER, applicable_laws
 from analysis.reporting.document import figure
 from scaling import contract
 
@@ -29,19 +33,29 @@ PREDICTOR = "approach3"  # the only approach that predicts the loss of any (N, D
 
 
 def predictor(analysis: Analysis) -> ApproachResult | None:
-    """Approach 3 under `--law` (chinchilla by default). Choosing the law by the grid's own extrapolation
-    check was tried and dropped: on synthetic sweeps drawn from the chinchilla law that check, one budget
-    of five runs, sometimes picked another law whose interval then missed the truth."""
+    """Approach 3 under the law the analysis fitted (chosen by the rollout unless --law named one)."""
     return analysis.results.get(PREDICTOR)
 
 
 def predictions(analysis: Analysis, result: ApproachResult | None) -> pd.DataFrame | None:
-    """Each held-out run: observed loss, predicted loss, its interval, relative error; None when there is
-    no held-out run or no parametric fit to predict it."""
+    """Each held-out run: observed loss, predicted loss, its calibrated interval, relative error, and the
+    range its prediction spans when any one fitted run is left out; None when there is no held-out run or
+    no parametric fit to predict it."""
     held = analysis.data.held_out
     if held is None or held.empty or result is None:
         return None
-    predicted, low, high = prediction_interval(result, held, analysis.config.level, analysis.config.seed)
+    config = analysis.config
+    calibration = calibrate(
+        analysis.data.runs,
+        result.details.law.name,
+        config.objective,
+        config.seed,
+        config.init,
+        config.bootstrap,
+        config.n_boot,
+    )
+    predicted, low, high = prediction_interval(result, held, config.level, config.seed, calibration)
+    loo = leave_one_out(analysis.data.runs, held, result.details.law.name, config.objective)
     observed = held["loss"].to_numpy(float)
     return pd.DataFrame(
         {
@@ -55,21 +69,34 @@ def predictions(analysis: Analysis, result: ApproachResult | None) -> pd.DataFra
             "high": high,
             "relative_error": (observed - predicted) / predicted,
             "interval_held": (low <= observed) & (observed <= high),
+            "loo_low": np.nanmin(loo, axis=0),
+            "loo_high": np.nanmax(loo, axis=0),
+            "calibrated": calibration is not None,
         }
     )
 
 
-def law_errors(analysis: Analysis) -> dict[str, float | str]:
-    """Each law fitted on the grid (point estimate) and its mean |relative error| on the held-out runs,
-    or why it could not be fitted: which law would have predicted best."""
+def predictor_errors(analysis: Analysis) -> dict[str, float | str]:
+    """Every predictor fitted on the grid (point estimates) and its mean |relative error| on the held-out runs,
+    or why it could not be fitted: each law, and the two best-loss predictors through approach 2's minima."""
     runs = pd.concat([analysis.data.runs, analysis.data.held_out], ignore_index=True)
     mask = np.arange(len(runs)) >= len(analysis.data.runs)
+    held = analysis.data.held_out
+    observed, C = held["loss"].to_numpy(float), held["C"].to_numpy(float)
     errors: dict[str, float | str] = {}
-    for name in LAWS:
+    for name in applicable_laws(analysis.data.runs):
         try:
-            errors[name] = check_law(runs, Holdout(mask, "the held-out run"), name).mean_abs_relative_error
+            errors[name] = check_law(runs, Holdout(mask, "the held-out run"), name, analysis.config.objective)
         except FitError as error:
             errors[name] = str(error).split(":")[0]
+    if "approach2" in analysis.results:
+        estimate = analysis.results["approach2"].estimate
+        power = evaluate_power_law(C, estimate["log_k_loss"], estimate["loss_exponent"])
+        errors[APPROACH2] = float(np.mean(np.abs(power - observed) / observed))
+    if analysis.frontier_law is not None:
+        errors[FRONTIER] = float(np.mean(np.abs(analysis.frontier_law.predict(C) - observed) / observed))
+    else:
+        errors[FRONTIER] = analysis.skipped.get("frontier law", "approach 2 did not fit").split(":")[0]
     return errors
 
 
@@ -138,13 +165,13 @@ def plot(analysis: Analysis, result: ApproachResult, table: pd.DataFrame, path: 
     plt.close(fig)
 
 
-def section(analysis: Analysis, folder: Path, figures: Path) -> str | None:
-    """Markdown for the prediction section, or None when the sweep has no held-out run."""
+def section(analysis: Analysis, folder: Path, figures: Path, table: pd.DataFrame | None) -> str | None:
+    """Markdown for the prediction section (`table` from `predictions`), or None when the sweep has no
+    held-out run."""
     if analysis.data.held_out is None or analysis.data.held_out.empty:
         return None
     lines = ["## Prediction vs outcome", ""]
     result = predictor(analysis)
-    table = predictions(analysis, result)
     if table is None:
         return "\n".join(
             lines
@@ -163,28 +190,35 @@ def section(analysis: Analysis, folder: Path, figures: Path) -> str | None:
             "",
         ]
     level, law = f"{analysis.config.level:.0%}", result.details.law.name
-    lines += [f"The prediction is approach 3 under the `{law}` law (`--law` chooses another).", ""]
+    lines += [f"The prediction is approach 3 under the `{law}` law ({analysis.choice.note}).", ""]
     lines += [
-        f"| run | N | D | C | predicted loss | {level} prediction interval | measured | error | inside |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---|",
+        f"| run | N | D | C | predicted loss | {level} prediction interval | measured | error | inside | "
+        "leave one run out |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---|---|",
     ]
     for row in table.itertuples():
         lines.append(
             f"| {row.run} | {row.N:,.0f} | {row.D:,.0f} | {row.C:.3g} | {row.predicted:.4f} | "
             f"[{row.low:.4f}, {row.high:.4f}] | {row.observed:.4f} | {row.relative_error:+.2%} | "
-            f"{'yes' if row.interval_held else '**no**'} |"
+            f"{'yes' if row.interval_held else '**no**'} | [{row.loo_low:.4f}, {row.loo_high:.4f}] |"
         )
+    calibrated = (
+        " widened, where wider, to the rollout's conformal interval (the law's own misfit one step ahead)"
+        if table["calibrated"].all()
+        else " (too few budgets to roll the law out and calibrate it)"
+    )
     lines += [
         "",
         "Error is (measured - predicted) / predicted. The interval is for one new run: the bootstrap's "
-        "parameter uncertainty times one run's noise about the law.",
+        f"parameter uncertainty times one run's noise about the law,{calibrated}. The last column is the "
+        "range of the prediction when any one fitted run is left out.",
         "",
     ]
-    errors = law_errors(analysis)
+    errors = predictor_errors(analysis)
     lines += [
-        f"The same runs under every law of `--law` (point estimates; the interval above is for `{law}`):",
+        f"Every predictor fitted on the same runs (point estimates; the interval above is for `{law}`):",
         "",
-        "| law | absolute error on the held-out run |",
+        "| predictor | absolute error on the held-out run |",
         "|---|---:|",
     ]
     lines += [

@@ -76,6 +76,12 @@ def causal_attention(
     upper triangle is never computed (4 blocks do 62.5% of the full score work). Heads are moved
     ahead of positions once, not per block. Queries are the last T of the S positions, so it also
     serves a KV cache (T < S).
+
+    The softmax is normalised after the weighted sum, as flash attention does: exp(scores - max)
+    times v, then divided by the row sums, so the division (and its gradient) touches T x K outputs
+    instead of T x S probabilities. With narrow heads (K = 4 against S = 64 keys) the (B, H, T, S)
+    score arrays are most of attention's work, and this took ~10% off a whole train step of the
+    CPU ladder's 78k-parameter rung (benchmarks/RESULTS.md).
     """
     t, s, k = q_BxTxHxK.shape[1], k_BxSxHxK.shape[1], q_BxTxHxK.shape[-1]
     scale = 1.0 / math.sqrt(k) if scale is None else scale
@@ -90,8 +96,17 @@ def causal_attention(
         )
         visible_TxS = jnp.arange(start, stop)[:, None] + (s - t) >= jnp.arange(keys)[None, :]
         scores_BxHxTxS = jnp.where(visible_TxS, scores_BxHxTxS, jnp.finfo(jnp.float32).min)
-        probs_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1).astype(v_BxSxHxK.dtype)
-        outs.append(jnp.einsum("bhts,bhsk->bhtk", probs_BxHxTxS, v_BxHxSxK[:, :, :keys]))
+        # Softmax is unchanged by the shift, so its gradient needs none through the max (as in jax.nn.softmax).
+        top_BxHxTx1 = jax.lax.stop_gradient(jnp.max(scores_BxHxTxS, axis=-1, keepdims=True))
+        weights_BxHxTxS = jnp.exp(scores_BxHxTxS - top_BxHxTx1)
+        total_BxHxTx1 = jnp.sum(weights_BxHxTxS, axis=-1, keepdims=True)
+        out_BxHxTxK = jnp.einsum(
+            "bhts,bhsk->bhtk",
+            weights_BxHxTxS.astype(v_BxSxHxK.dtype),
+            v_BxHxSxK[:, :, :keys],
+            preferred_element_type=jnp.float32,
+        )
+        outs.append((out_BxHxTxK / total_BxHxTx1).astype(v_BxSxHxK.dtype))
     return jnp.swapaxes(outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2), 1, 2)
 
 

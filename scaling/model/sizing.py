@@ -27,12 +27,24 @@ class ParamCount:
 
 
 def ffn_dim(cfg: ModelConfig) -> int:
-    """Hidden width of the MLP: 4d for GELU, 8/3 d rounded up to a multiple of 64 for SwiGLU."""
+    """Hidden width of the MLP: 4d for GELU; for SwiGLU, whose three matrices would hold 12 d^2 at 4d,
+    8/3 d (Shazeer 2020), so both MLPs have 8 d^2 weights and cost the same FLOPs. It is rounded to
+    the nearest multiple of `head_dim`, the family's unit of width (4 channels on the CPU ladder, 64 on
+    GPU ones, where matmul tiles want it): within 5% of GELU's weights at any width of four heads or more."""
     if cfg.d_ff is not None:
         return cfg.d_ff
     if cfg.mlp == "swiglu":
-        return 64 * math.ceil(8 * cfg.d_model / 3 / 64)
+        return cfg.head_dim * max(1, round(8 * cfg.d_model / 3 / cfg.head_dim))
     return 4 * cfg.d_model
+
+
+def legacy_ffn_dim(cfg: ModelConfig) -> int:
+    """The MLP width of runs whose config.yaml does not record `d_ff` (written before it did): SwiGLU
+    was 8/3 d rounded up to a multiple of 64, which at the CPU ladder's widths held up to 50% more weights
+    than GELU's MLP."""
+    if cfg.d_ff is None and cfg.mlp == "swiglu":
+        return 64 * math.ceil(8 * cfg.d_model / 3 / 64)
+    return ffn_dim(cfg)
 
 
 def _norm_params(cfg: ModelConfig) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from scaling.config import ModelConfig, run_config
+from scaling.errors import ConfigError
 from scaling.model.sizing import param_count
 from scaling.planning.ladder import Rung, ladder, nearest_rung, shaped
 
@@ -129,6 +130,21 @@ def isoflop_grid(
         for c in budgets
         for k in points
     ]
+
+
+def check_every_budget_trains(grid: list[GridPoint], tokens_per_param: float) -> None:
+    """ConfigError naming sweep.tokens_per_param when it leaves a budget with no point to train (every point
+    off the ladder or under one step): the sweep would fit a profile that is not there."""
+    for budget in sorted({g.budget for g in grid}):
+        points = [g for g in grid if g.budget == budget]
+        if all(g.dropped for g in points):
+            raise ConfigError(
+                "sweep.tokens_per_param",
+                f"{tokens_per_param:g} leaves budget {budget:.3g} FLOPs with no run to train "
+                f"(point {points[0].point}: {points[0].dropped})",
+                "choose one that puts each budget's optimum sqrt(C / (6 x tokens_per_param)) on the ladder "
+                "(`python -m scaling.isoflop` prints the grid), e.g. 20",
+            )
 
 
 def format_grid(grid: list[GridPoint]) -> str:

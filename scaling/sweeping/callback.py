@@ -20,13 +20,22 @@ from scaling import contract
 from scaling.config import run_config
 from scaling.errors import EXIT_RUN_FAILED, ConfigError, exit_with, signal_exit_code
 from scaling.files import unwritable_reason
-from scaling.planning.grids import describe_sweep_grid
+from scaling.planning.grids import check_every_budget_trains, describe_sweep_grid, sweep_grid
+from scaling.runtime import can_pin, usable_cores
 from scaling.sweeping import progress
 from scaling.sweeping.holdout import run_holdout
 from scaling.sweeping.jobs import plan_job, plan_run
+from scaling.sweeping.launcher import threads_for
 from scaling.sweeping.naming import naming_keys, sweep_dir
 from scaling.sweeping.runs_table import OUTCOMES, completed_summary, launch_entries
 from scaling.training.steptime import time_steps
+from scaling.training.validate import check_fields
+
+
+def runs_at_once(run: progress.PlannedRun) -> int:
+    """How many runs like this one hydra/launcher=local trains side by side on this machine's cores."""
+    cores = len(usable_cores())
+    return cores // threads_for(run.cfg, run.plan, cores) if can_pin() else 1
 
 
 class SweepCallback(Callback):
@@ -38,9 +47,15 @@ class SweepCallback(Callback):
             file=sys.stderr,
         )
         keys = naming_keys(config.sweep.vary, (config.hydra.sweeper.get("params") or {}).keys())
+        cfg = run_config(config)
+        try:  # bad input stops the sweep before any job starts: one line, exit 2 (Hydra would print a traceback)
+            check_fields(cfg)
+            if "sweep.point" in keys:
+                check_every_budget_trains(sweep_grid(config), cfg.sweep.tokens_per_param)
+        except ConfigError as err:
+            exit_with(err, debug=cfg.debug)
         if "sweep.point" in keys:
             print(describe_sweep_grid(config), file=sys.stderr)
-        cfg = run_config(config)
         progress.announce(
             sweep_dir(cfg),
             cfg.sweep.launch,
@@ -48,6 +63,7 @@ class SweepCallback(Callback):
                 run for run in progress.planned_runs(config, plan_job, plan_run) if completed_summary(run.cfg) is None
             ],
             lambda c, p: statistics.median(time_steps(c, p, progress.TIMED_STEPS, warmup=1)),
+            runs_at_once if "LocalLauncher" in str(config.hydra.launcher.get("_target_", "")) else lambda run: 1,
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

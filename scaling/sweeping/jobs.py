@@ -1,5 +1,5 @@
-"""One sweep job, from its config to its row in the runs table: name the run, drop a grid point that
-cannot train, skip a finished run, else train it in this process.
+"""One sweep job, from its config to its rows in the runs table: its runs (one per seed), each named, a
+grid point that cannot train dropped, a finished run skipped, else trained in this process.
 
 A run's failure is recorded (in its summary, the table and the launch log), never raised, so one bad run
 never takes the others down; the launch then exits 3 (scaling/sweeping/callback.py). Two things stop a
@@ -16,6 +16,7 @@ from typing import Any
 
 from scaling import contract, diskspace
 from scaling.config import RunConfig
+from scaling.config import replace as cfg_replace
 from scaling.data.load import load_corpus
 from scaling.errors import EXIT_DISK_FULL, ConfigError, DiskFull, RunBusy, Stop, signal_exit_code
 from scaling.planning.plan import isoflop_point, make_plan
@@ -28,17 +29,30 @@ from scaling.training.trainer import train
 from scaling.training.validate import validate_config
 
 
-def plan_job(cfg: RunConfig, sweeper_params, task_overrides) -> tuple[RunConfig, dict, str | None]:
-    """A multirun job's run: named from its swept values, and why it cannot train (None if it can)."""
+def seeded_runs(cfg: RunConfig, swept: dict[str, Any]) -> list[tuple[RunConfig, dict[str, Any]]]:
+    """A grid point's runs, one per seed (sweep.seeds): train.seed + seeds x seed_offset + k, the data order's
+    seed shifted alike when it is set apart. A run at a seed other than train.seed is named by it (a swept
+    `train.seed`), so a one-seed sweep relaunched with more seeds trains only the new ones."""
+    k_seeds, runs = cfg.sweep.seeds, []
+    for k in range(k_seeds):
+        shift = k_seeds * cfg.sweep.seed_offset + k
+        seed, data_seed = cfg.train.seed + shift, cfg.train.data_seed
+        seeded = cfg_replace(cfg, train={"seed": seed, "data_seed": None if data_seed is None else data_seed + shift})
+        runs.append((seeded, {**swept, "train.seed": seed} if shift else swept))
+    return runs
+
+
+def plan_job(cfg: RunConfig, sweeper_params, task_overrides) -> tuple[list[tuple[RunConfig, dict]], str | None]:
+    """A multirun job's runs (one per seed), each named from its swept values, and why the grid point
+    cannot train (None if it can)."""
     validate_config(cfg)
     keys = naming_keys(cfg.sweep.vary, (sweeper_params or {}).keys())
     swept = swept_values(keys, task_overrides)
-    cfg = named_run(cfg, swept)
     drop_reason = None
     if cfg.sweep.point is not None:
         corpus = load_corpus(cfg.data, progress=cfg.progress)
         drop_reason = isoflop_point(cfg, corpus.vocab_size, max_tokens=len(corpus.train)).dropped
-    return cfg, swept, drop_reason
+    return [(named_run(c, s), s) for c, s in seeded_runs(cfg, swept)], drop_reason
 
 
 def plan_run(cfg: RunConfig):
@@ -46,16 +60,20 @@ def plan_run(cfg: RunConfig):
     return make_plan(cfg, load_corpus(cfg.data, progress=False).vocab_size)
 
 
-def run_job(cfg: RunConfig, swept: dict[str, Any], drop_reason: str | None, runtime: dict[str, Any]) -> dict:
-    """One multirun job (a WSD ladder job trains its main run, then its branches), in this process."""
+def run_job(runs: list[tuple[RunConfig, dict[str, Any]]], drop_reason: str | None, runtime: dict[str, Any]) -> dict:
+    """One multirun job, in this process: its runs one after another (a WSD ladder run trains its main
+    run, then its branches). The summary of a job of one run; name -> summary for several."""
     if drop_reason:
-        name = Path(cfg.run_dir).name
-        print(f"[{cfg.sweep.name}] {name}: dropped ({drop_reason})", file=sys.stderr)
-        log_outcome(sweep_dir(cfg), cfg.sweep.launch, name, "dropped", None)
+        for cfg, _ in runs:
+            name = Path(cfg.run_dir).name
+            print(f"[{cfg.sweep.name}] {name}: dropped ({drop_reason})", file=sys.stderr)
+            log_outcome(sweep_dir(cfg), cfg.sweep.launch, name, "dropped", None)
         return {"status": "dropped", "reason": drop_reason}
-    if cfg.sweep.branches:
-        return {Path(c.run_dir).name: run_one(c, swept, extra, runtime) for c, extra in wsd_ladder(cfg)}
-    return run_one(cfg, swept, {}, runtime)
+    done = {}
+    for cfg, swept in runs:
+        ladder = wsd_ladder(cfg) if cfg.sweep.branches else [(cfg, {})]
+        done.update({Path(c.run_dir).name: run_one(c, swept, extra, runtime) for c, extra in ladder})
+    return done if len(done) > 1 else next(iter(done.values()))
 
 
 ROW_BYTES = 64 * 1024  # room for one more row of runs.parquet and launches.jsonl

@@ -31,6 +31,7 @@ from jax.experimental import multihost_utils
 from scaling import contract
 from scaling.config import CheckpointConfig, ModelConfig
 from scaling.errors import ConfigError
+from scaling.model.sizing import legacy_ffn_dim
 from scaling.model.transformer import Transformer, build_model
 from scaling.training.mesh import is_writer
 from scaling.training.rundir import read_config
@@ -268,6 +269,8 @@ def _stored_model_config(run_dir: Path) -> tuple[ModelConfig, int, int]:
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     model_cfg = ModelConfig(**{k: v for k, v in stored[contract.CONFIG_SECTION]["model"].items() if k in fields})
     model_cfg = dataclasses.replace(model_cfg, **derived["model_shape"], n_params=None)
+    if "d_ff" not in derived["model_shape"]:  # written before config.yaml recorded it
+        model_cfg = dataclasses.replace(model_cfg, d_ff=legacy_ffn_dim(model_cfg))
     return model_cfg, derived["vocab_size"], derived["tokens_per_step"]
 
 

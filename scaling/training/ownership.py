@@ -25,6 +25,7 @@ OWN_ENTRIES = (
     contract.CONFIG_FILE,
     contract.METRICS_FILE,
     contract.SUMMARY_FILE,
+    contract.EVAL_WINDOWS_FILE,
     contract.CHECKPOINT_DIR,
     contract.DAMAGED_CHECKPOINT_DIR,
     TENSORBOARD_DIR,

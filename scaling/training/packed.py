@@ -98,7 +98,7 @@ class PackedTrainer:
         self.params, self.opt_state = _stack(params), _stack([tx.init(p) for p in params])
         self.schedules = jnp.asarray(np.stack([schedule_values(b.cfg.train, b.plan.steps) for b in books]))
         self.step_fn = make_packed_step(graphdef, optimizer_factory(cfg.train, multipliers), plan.grad_accum)
-        chunks = eval_chunks(first.eval_windows(), cfg.train.batch_size)
+        chunks = eval_chunks(first.eval_set.windows_NxT1, cfg.train.batch_size)
         self.eval_chunks = jnp.asarray(chunks)
         micro = plan.grad_accum if chunks.shape[1] % plan.grad_accum == 0 else 1
         mesh = make_mesh(cfg.mesh)
@@ -121,8 +121,9 @@ class PackedTrainer:
     def _save(self, slot: int, i: int, step: int, wall_s: float, keep: bool = True) -> None:
         """Evaluate run i, which sits at `slot` of the stacked state, and checkpoint it unless `keep` is
         False (the last step of a run saving no checkpoints)."""
-        params = _take(self.params, slot)
-        eval_loss = float(self.evaluate(params, self.eval_chunks))
+        params, t0 = _take(self.params, slot), time.perf_counter()
+        losses_N = np.asarray(self.evaluate(params, self.eval_chunks))
+        eval_loss = self.books[i].evaluated(losses_N, time.perf_counter() - t0)
         if keep:
             self.books[i].save(step, params, _take(self.opt_state, slot), eval_loss, wall_s, self._since_log(slot, i))
         else:

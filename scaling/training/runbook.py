@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ import numpy as np
 from scaling import contract, diskspace
 from scaling.config import RunConfig
 from scaling.data.corpus import Corpus
-from scaling.data.order import DataOrder, check_ids, eval_set, n_sequences, sequences
+from scaling.data.eval_set import loss_and_se, run_eval_windows
+from scaling.data.order import DataOrder, check_ids, n_sequences, sequences
 from scaling.errors import ConfigError
 from scaling.model.attention import resolve_attention_impl
 from scaling.planning.plan import Plan
@@ -26,10 +28,13 @@ from scaling.training import checkpoint, rundir
 from scaling.training.divergence import Divergence, DivergenceMonitor
 from scaling.training.mesh import is_writer
 from scaling.training.provenance import environment
-from scaling.training.schedule import learning_rate
+from scaling.training.schedule import learning_rate, weight_decay
 from scaling.training.tracking import Tracker
 
 SINCE_LOG = "clipped_since_log"  # a checkpoint record's [steps clipped, steps] since the last logged step
+# Batches are gathered for this many tokens of steps at once (a quarter of a million: one step of a
+# large model, hundreds of a tiny one's).
+BATCH_BLOCK_TOKENS = 1 << 18
 
 
 class RunBook:
@@ -43,6 +48,13 @@ class RunBook:
             n_seqs=n_sequences(len(corpus.train), plan.model.seq_len),
             kind=cfg.data.order,
         )
+        self.eval_set = run_eval_windows(
+            cfg.data, corpus.val, corpus.meta.get("eot_id"), plan.model.seq_len, cfg.train.batch_size
+        )
+        # The held-out windows' ids are checked as the batches' are (a token file changed under the run).
+        check_ids(self.eval_set.windows_NxT1, plan.vocab_size, self._source("val_source"), "the held-out windows")
+        self.eval_se, self.eval_seconds = math.nan, []  # the last evaluation's error; each one's time
+        self.window_losses: np.ndarray | None = None  # the last evaluation's loss per window
         self.mngr = checkpoint.manager(run_dir, cfg.checkpoint)
         self.checkpoint_bytes = checkpoint.size_estimate(plan.params.total)
         self.monitor = DivergenceMonitor(plan.vocab_size)
@@ -52,19 +64,31 @@ class RunBook:
         # row logged after a resume holds the uninterrupted run's clipped_fraction.
         self.since_log: tuple[float, int] = (0.0, 0)
         self.tracker: Tracker | None = None
+        self._block: tuple[int, np.ndarray] = (0, np.zeros((0,)))  # (first step, its batches): see `batch`
+        # Seconds this process spent writing checkpoints: with eval_s, where a run's wall time goes
+        # besides its steps, in summary.json.
+        self.checkpoint_s = 0.0
+        # Every step's lr, computed once: per row it was a dozen eager ops, more host time than a
+        # small model's step on a busy core. On the CPU: on an accelerator it would queue behind the step.
+        with jax.default_device(jax.local_devices(backend="cpu")[0]):
+            self.lrs = np.asarray(learning_rate(cfg.train, plan.steps, np.arange(plan.steps + 1)))
 
     def batch(self, step: int) -> np.ndarray:
-        """(B, T + 1) token windows of `step`: a pure function of the run's data seed and the step. Ids outside
-        the vocabulary (a token file changed under the run) stop it, naming the file, instead of a NaN loss."""
-        windows = sequences(self.corpus.train, self.order.indices(step), self.plan.model.seq_len)
-        check_ids(windows, self.plan.vocab_size, self._source("source"), f"the batch of step {step}")
-        return windows
+        """(B, T + 1) token windows of `step`: a pure function of the run's data seed and the step.
 
-    def eval_windows(self) -> np.ndarray:
-        """The fixed held-out windows, their ids checked as the batches' are."""
-        windows = eval_set(self.corpus.val, self.plan.model.seq_len, self.cfg.data.eval_tokens)
-        check_ids(windows, self.plan.vocab_size, self._source("val_source"), "the held-out windows")
-        return windows
+        Gathered BATCH_BLOCK_TOKENS at a time: the data order's few dozen vector operations per call
+        cost more host time per step than a tiny model's step itself when taken one step at a time. Ids
+        outside the vocabulary (a token file changed under the run) stop it, naming the file, instead of
+        a NaN loss."""
+        start, block = self._block
+        if not start <= step < start + len(block):
+            b, t1 = self.cfg.train.batch_size, self.plan.model.seq_len + 1
+            count = max(1, BATCH_BLOCK_TOKENS // (b * t1))
+            ids = self.order.indices(step, count)
+            self._block = start, block = step, sequences(self.corpus.train, ids, t1 - 1).reshape(count, b, t1)
+            what = f"the batch of step {step}" if count == 1 else f"the batches of steps {step}-{step + count - 1}"
+            check_ids(block, self.plan.vocab_size, self._source("source"), what)
+        return block[step - start]
 
     def _source(self, key: str) -> str:
         """The file a split was read from (data=tokens: the user's; val_source only when given apart)."""
@@ -127,10 +151,7 @@ class RunBook:
 
     def row(self, step: int, **values) -> dict:
         tokens = step * self.plan.tokens_per_step
-        with jax.default_device(
-            jax.local_devices(backend="cpu")[0]
-        ):  # on an accelerator it would queue behind the step in flight
-            lr = float(learning_rate(self.cfg.train, self.plan.steps, step))
+        lr = float(self.lrs[step])
         base = {"step": step, "tokens": tokens, "flops": tokens * self.plan.flops_per_token["6n"], "lr": lr}
         blank = {name: math.nan for name in contract.METRIC_COLUMNS if name not in base}
         return {**base, **blank, **values}
@@ -161,6 +182,19 @@ class RunBook:
             )
         return self.monitor.add(step, loss) is None
 
+    def evaluated(self, window_losses_N: np.ndarray, seconds: float) -> float:
+        """An evaluation's loss, from the loss of every window; its error over documents and its time are kept."""
+        # (a `windows` set of runs made before documents may end in a partial batch, which is not scored)
+        self.window_losses = window_losses_N[: len(self.eval_set.document_N)]
+        loss, self.eval_se = loss_and_se(self.window_losses, self.scored_documents)
+        self.eval_seconds.append(seconds)
+        return loss
+
+    @property
+    def scored_documents(self) -> np.ndarray:
+        """The document of each window the last evaluation scored."""
+        return self.eval_set.document_N[: len(self.window_losses)]
+
     def log_eval(self, step: int, eval_loss: float, wall_s: float) -> None:
         """An evaluation row (and its tracker point)."""
         self.rows.append(self.row(step, eval_loss=eval_loss, wall_s=wall_s))
@@ -178,10 +212,14 @@ class RunBook:
             "eval_loss": eval_loss,
             SINCE_LOG: list(since_log),
         }
+        t0 = time.perf_counter()
         self.require_space()
         checkpoint.save(self.mngr, step, params, opt_state, record)
         if is_writer():
             rundir.write_metrics(self.run_dir, self.rows)
+            if self.window_losses is not None:
+                rundir.write_eval_windows(self.run_dir, self.scored_documents, self.window_losses)
+        self.checkpoint_s += time.perf_counter() - t0
 
     def save_for_preemption(
         self, step: int, params: Any, opt_state: Any, wall_s: float, since_log: tuple[float, int]
@@ -261,8 +299,21 @@ class RunBook:
             "final_eval_loss": float(evals.eval_loss.iloc[-1]) if len(evals) else math.nan,
             "grad_norm": float(train.grad_norm.iloc[-1]) if len(train) else math.nan,  # at the last log
             "clipped_fraction": _clipped_fraction(train),
+            # the final loss's standard error over validation documents (scaling/data/eval_set.py), and what
+            # evaluating cost this launch: the first evaluation compiles, so the median is the one to quote
+            contract.FINAL_EVAL_LOSS_SE: self.eval_se,
+            **self.eval_set.describe(),
+            "eval_count": len(self.eval_seconds),
+            "eval_s": float(np.sum(self.eval_seconds)),
+            "eval_s_median": float(np.median(self.eval_seconds)) if self.eval_seconds else math.nan,
+            "weight_decay_applied": weight_decay(self.cfg.train, plan.steps),
+            contract.SEED: self.cfg.train.seed,
+            "data_seed": self.order.seed,
             "wall_s": wall_s,
             "compile_s": compile_s,
+            "checkpoint_s": self.checkpoint_s,
+            # XLA:CPU's compute threads: equal counts give equal numbers whatever trains beside the run
+            "cpu_threads": runtime.get("cpu_threads"),
             contract.PARAMS_DIGEST: checkpoint.params_digest(params),
             contract.CORPUS_HASH: meta.get(contract.CORPUS_HASH),
             contract.TOKENIZER_HASH: meta.get(contract.TOKENIZER_HASH),

@@ -29,6 +29,7 @@ import pandas as pd
 import yaml
 
 from scaling import contract
+from scaling.data.eval_set import UNRECORDED_EVAL_SET
 from scaling.data.order import UNRECORDED_ORDER
 from scaling.errors import ConfigError, RunBusy
 from scaling.files import atomic_write, write_json, write_text
@@ -50,11 +51,15 @@ VOLATILE_FIELDS = {
     "tracker",
     "sweep.vary",
     "sweep.launch",
+    "sweep.seeds",  # (a run's own seed is train.seed; these say how the sweep chose it)
+    "sweep.seed_offset",
+    "sweep.jobs",  # how many runs share the machine never changes a run's numbers (tests/test_side_by_side.py)
 }
 # Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
 # it (or with null) implies: a run started before data.order existed trained with the `permutation`
-# order. A launch that leaves such a field unset (null) keeps the stored run's value.
-ADDED_FIELDS = {"data.order": UNRECORDED_ORDER}
+# order, and one started before data.eval_set was evaluated on spread `windows`. A launch that leaves
+# such a field unset (null) keeps the stored run's value. eval_max_doc_share never shaped a windows set.
+ADDED_FIELDS = {"data.order": UNRECORDED_ORDER, "data.eval_set": UNRECORDED_EVAL_SET, "data.eval_max_doc_share": 0.05}
 
 
 def unreadable(path: Path, why: str, fix: str) -> ConfigError:
@@ -140,6 +145,11 @@ CONFIG_FIX = (
 )
 
 
+def recorded_eval_set(stored: dict | None) -> str | None:
+    """The eval set a stored config.yaml says its run was evaluated on (None: no run there yet)."""
+    return None if stored is None else str(config_fields(stored)["data.eval_set"])
+
+
 def read_config(run_dir: Path) -> dict | None:
     """config.yaml (None when there is none); a one-line error naming it when it is damaged or cut short."""
     path = Path(run_dir) / contract.CONFIG_FILE
@@ -217,3 +227,9 @@ def metrics_frame(rows: list[dict]) -> pd.DataFrame:
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     df = metrics_frame(rows)
     atomic_write(run_dir / contract.METRICS_FILE, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def write_eval_windows(run_dir: Path, document_N, loss_N) -> None:
+    """The latest evaluation's loss on every window, with the document it comes from."""
+    df = pd.DataFrame(dict(zip(contract.EVAL_WINDOW_COLUMNS, (document_N, loss_N))))
+    atomic_write(run_dir / contract.EVAL_WINDOWS_FILE, lambda tmp: df.to_parquet(tmp, index=False))

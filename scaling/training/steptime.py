@@ -27,21 +27,35 @@ def random_batches(n: int, batch_size: int, seq_len: int, vocab_size: int, seed:
     return [jnp.asarray(rng.integers(0, vocab_size, (batch_size, seq_len + 1)), jnp.int32) for _ in range(n)]
 
 
+class StepTimer:
+    """A run's train step on random batches, compiled by the first call of `time` (its warm-up)."""
+
+    def __init__(self, cfg: RunConfig, plan, n_steps: int):
+        graphdef, params = nnx.split(build_model(plan.model, plan.vocab_size, cfg.train.seed), nnx.Param)
+        self.params = nnx.to_pure_dict(params)
+        multipliers = optimizer_multipliers(self.params, plan.model)
+        self.opt_state = make_optimizer(cfg.train, n_steps, multipliers).init(self.params)
+        self.schedule = jnp.asarray(schedule_values(cfg.train, n_steps))
+        self.step_fn = make_train_step(graphdef, optimizer_factory(cfg.train, multipliers), plan.grad_accum)
+        self.batches = random_batches(
+            n_steps, cfg.train.batch_size, plan.model.seq_len, plan.vocab_size, cfg.train.seed
+        )
+        self.done = 0
+
+    def time(self, steps: int) -> list[float]:
+        """Seconds of each of the next `steps` steps."""
+        times = []
+        for seqs_BxT1 in self.batches[self.done : self.done + steps]:
+            t0 = time.perf_counter()
+            self.params, self.opt_state, metrics = self.step_fn(self.params, self.opt_state, seqs_BxT1, self.schedule)
+            jax.block_until_ready((self.params, metrics))
+            times.append(time.perf_counter() - t0)
+        self.done += steps
+        return times
+
+
 def time_steps(cfg: RunConfig, plan, steps: int, warmup: int) -> list[float]:
     """Seconds per step for `steps` steps after `warmup` untimed ones (the first compiles)."""
-    graphdef, params = nnx.split(build_model(plan.model, plan.vocab_size, cfg.train.seed), nnx.Param)
-    params = nnx.to_pure_dict(params)
-    n_total = warmup + steps
-    multipliers = optimizer_multipliers(params, plan.model)
-    opt_state = make_optimizer(cfg.train, n_total, multipliers).init(params)
-    schedule = jnp.asarray(schedule_values(cfg.train, n_total))
-    step_fn = make_train_step(graphdef, optimizer_factory(cfg.train, multipliers), plan.grad_accum)
-    batches = random_batches(n_total, cfg.train.batch_size, plan.model.seq_len, plan.vocab_size, cfg.train.seed)
-    times = []
-    for i, seqs_BxT1 in enumerate(batches):
-        t0 = time.perf_counter()
-        params, opt_state, metrics = step_fn(params, opt_state, seqs_BxT1, schedule)
-        jax.block_until_ready((params, metrics))
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times
+    timer = StepTimer(cfg, plan, warmup + steps)
+    timer.time(warmup)
+    return timer.time(steps)

@@ -14,12 +14,12 @@ import signal
 import sys
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
@@ -27,6 +27,7 @@ from tqdm import tqdm
 from scaling import contract, diskspace
 from scaling.config import RunConfig, replace
 from scaling.data.corpus import Corpus
+from scaling.data.eval_set import run_eval_set
 from scaling.data.load import load_corpus
 from scaling.data.order import run_order, warn_if_repeats
 from scaling.model.mup import optimizer_multipliers
@@ -92,12 +93,18 @@ class Preemption:
 
 
 def with_run_order(cfg: RunConfig, run_dir: Path) -> RunConfig:
-    """cfg with data.order set: as asked, else the order the run in `run_dir` started with (a new branch:
-    that of the run it starts from, whose data stream it continues), else the newest."""
+    """cfg with data.order and data.eval_set set: as asked, else what the run in `run_dir` started with (a
+    new branch: what the run it starts from had, whose data stream it continues), else the newest."""
     stored = None if cfg.overwrite else rundir.read_config(run_dir)
     if stored is None and cfg.train.init_from is not None:
         stored = rundir.read_config(Path(cfg.train.init_from))
-    return replace(cfg, data={"order": run_order(cfg.data.order, rundir.recorded_order(stored))})
+    return replace(
+        cfg,
+        data={
+            "order": run_order(cfg.data.order, rundir.recorded_order(stored)),
+            "eval_set": run_eval_set(cfg.data.eval_set, rundir.recorded_eval_set(stored)),
+        },
+    )
 
 
 class Trainer:
@@ -137,11 +144,12 @@ class Trainer:
         t0 = time.perf_counter()
         self.step_fn, _ = programs.compiled(programs.key("step", cfg, plan, mesh), build_step)
         self.compile_s = time.perf_counter() - t0
-        chunks = eval_chunks(book.eval_windows(), cfg.train.batch_size)
+        chunks = eval_chunks(book.eval_set.windows_NxT1, cfg.train.batch_size)
         self.eval_chunks = global_batch(chunks, NamedSharding(mesh, PartitionSpec(None, BATCH_AXES)))
         micro = plan.grad_accum if chunks.shape[1] % plan.grad_accum == 0 else 1
         self.evaluate, _ = programs.compiled(
-            programs.key("eval", cfg, plan, mesh, micro, chunks.shape), lambda: make_eval(self.graphdef, micro)
+            programs.key("eval", cfg, plan, mesh, micro, chunks.shape),
+            lambda: make_eval(self.graphdef, micro, replicated),
         )
 
     def resume(self) -> None:
@@ -150,11 +158,13 @@ class Trainer:
         if restored is not None:
             self.params, self.opt_state = restored["params"], restored["opt_state"]
 
-    def save(self, step: int, wall_s: float, since_log: tuple[jax.Array, int], keep: bool = True) -> float:
+    def save(self, step: int, wall_s: float, since_log: tuple[float, int], keep: bool = True) -> float:
         """Evaluate, and checkpoint (unless `keep` is False: the last step of a run saving no checkpoints)."""
-        eval_loss = float(self.evaluate(self.params, self.eval_chunks))
+        t0 = time.perf_counter()
+        losses_N = np.asarray(self.evaluate(self.params, self.eval_chunks))  # the evaluation's one host sync
+        eval_loss = self.book.evaluated(losses_N, time.perf_counter() - t0)
         if keep:
-            self.book.save(step, self.params, self.opt_state, eval_loss, wall_s, _counts(since_log))
+            self.book.save(step, self.params, self.opt_state, eval_loss, wall_s, since_log)
         else:
             self.book.log_eval(step, eval_loss, wall_s)
         self.last_log = (step, time.perf_counter())  # evaluation time is not training throughput
@@ -167,23 +177,22 @@ class Trainer:
         self.last_log = (book.step, t0)
         book.start(swept)
         status, pending = contract.FAILED, None
-        # Steps clipped since the last log, counted on device; a resumed run starts from the counts its
+        norms: list[jax.Array] = []  # gradient norms since the last log, read with it (no host sync per step)
+        # (steps clipped, steps) before `norms` since the last log: a resumed run starts from the counts its
         # checkpoint recorded, so its next logged fraction is the uninterrupted run's.
-        clipped, since_log = jnp.asarray(book.since_log[0], jnp.float32), book.since_log[1]
+        carried = book.since_log
         preemption = Preemption()
         bar = tqdm(total=plan.steps, initial=book.step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
-        prefetch = ThreadPoolExecutor(max_workers=1)
-        next_batch = prefetch.submit(book.batch, book.step)
         try:
             if book.needs_initial_checkpoint():
                 self.save(0, 0.0, (0.0, 0))
             status = contract.COMPLETED
             for step in range(book.step, plan.steps):
-                seqs = global_batch(next_batch.result(), self.batch_sharding)
-                if step + 1 < plan.steps:
-                    next_batch = prefetch.submit(book.batch, step + 1)
+                # The step is dispatched asynchronously, so the next batch is gathered while this one
+                # computes; no thread is needed for that (one cost more than the gather on a busy core).
+                seqs = global_batch(book.batch(step), self.batch_sharding)
                 self.params, self.opt_state, metrics = self.step_fn(self.params, self.opt_state, seqs, self.schedule)
-                clipped, since_log = clipped + (metrics["grad_norm"] > cfg.train.grad_clip), since_log + 1
+                norms.append(metrics["grad_norm"])
                 done = step + 1
                 # The previous step's metrics are read only now, so the device never idles on the host.
                 if pending is not None and not self._log(*pending, bar, wall()):
@@ -191,7 +200,7 @@ class Trainer:
                     break
                 pending = None
                 if done % cfg.train.log_every == 0 or done == plan.steps:
-                    pending, clipped, since_log = (done, metrics, clipped / since_log), jnp.zeros((), jnp.float32), 0
+                    pending, norms, carried = (done, metrics, norms, carried), [], (0.0, 0)
                 on_schedule = checkpoint.should_save(cfg.checkpoint, done, plan.steps)
                 # The last step is always evaluated, even when no checkpoint is saved there.
                 if on_schedule or preemption.requested or done == plan.steps:
@@ -200,12 +209,11 @@ class Trainer:
                         break
                     pending = None
                     if on_schedule or done == plan.steps:
-                        eval_loss = self.save(done, wall(), (clipped, since_log), keep=on_schedule)
+                        eval_loss = self.save(done, wall(), self._counts(norms, carried), keep=on_schedule)
                         bar.set_postfix(eval=f"{eval_loss:.3f}", refresh=False)
                     else:
-                        book.save_for_preemption(
-                            done, self.params, self.opt_state, wall(), _counts((clipped, since_log))
-                        )
+                        since_log = self._counts(norms, carried)
+                        book.save_for_preemption(done, self.params, self.opt_state, wall(), since_log)
                 book.step = done
                 bar.update(1)
                 if preemption.requested and done < plan.steps:
@@ -218,25 +226,29 @@ class Trainer:
             raise
         finally:
             bar.close()
-            prefetch.shutdown(wait=False, cancel_futures=True)
             preemption.restore()
             status = book.close(status)
         summary = book.summary(status, wall(), self.params, self.compile_s, runtime, stopped_by=preemption.name)
         self.preemption = preemption
         return summary
 
-    def _log(self, step: int, metrics: dict, clipped: jax.Array, bar, wall_s: float) -> bool:
-        """Record a logged step (one host sync); False once the run has diverged."""
+    def _log(
+        self, step: int, metrics: dict, norms: list[jax.Array], carried: tuple[float, int], bar, wall_s: float
+    ) -> bool:
+        """Record a logged step (one host sync); False once the run has diverged. `norms`: the gradient
+        norms of the steps since the previous log (after `carried`), for the share of them that were clipped."""
         loss, grad_norm, now = float(metrics["loss"]), float(metrics["grad_norm"]), time.perf_counter()
+        clipped, steps = self._counts(norms, carried)
         tokens_per_s = (step - self.last_log[0]) * self.book.plan.tokens_per_step / max(now - self.last_log[1], 1e-9)
         self.last_log = (step, now)
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-        return self.book.log_train(step, loss, grad_norm, float(clipped), tokens_per_s, wall_s)
+        return self.book.log_train(step, loss, grad_norm, clipped / max(steps, 1), tokens_per_s, wall_s)
 
-
-def _counts(since_log: tuple[jax.Array | float, int]) -> tuple[float, int]:
-    """(steps clipped, steps) since the last log, as plain numbers for a checkpoint's record."""
-    return float(since_log[0]), int(since_log[1])
+    def _counts(self, norms: list[jax.Array], carried: tuple[float, int]) -> tuple[float, int]:
+        """(steps clipped, steps) since the last log: `carried` plus `norms`, as plain numbers (a host sync,
+        taken only at a log or a checkpoint) for a row or a checkpoint's record."""
+        over = np.asarray(jax.device_get(norms)) > self.book.cfg.train.grad_clip if norms else np.zeros(0, bool)
+        return float(carried[0] + over.sum()), int(carried[1] + len(norms))
 
 
 def train(cfg: RunConfig, runtime: dict[str, Any] | None = None, swept: dict[str, Any] | None = None) -> dict:

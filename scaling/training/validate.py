@@ -19,6 +19,7 @@ import numpy as np
 from scaling import contract
 from scaling.config import RunConfig
 from scaling.data.cache import cache_root
+from scaling.data.eval_set import EVAL_SETS, run_eval_windows
 from scaling.errors import ConfigError
 from scaling.files import unwritable_reason
 from scaling.model.mup import PARAMETRIZATIONS
@@ -39,6 +40,8 @@ CHOICES = {
     "data.name": ("pystdlib", "text", "tokens"),
     "train.schedule": SCHEDULES,
 }
+# Unset (None) is valid for these: the run keeps what it started with, a new run takes the newest.
+OPTIONAL_CHOICES = {"data.eval_set": EVAL_SETS}
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,9 @@ BOUNDS: dict[str, Range] = {
     "model.init_std": Range(0, example="0.02"),
     "model.rope_theta": Range(0, example="10000"),
     "data.vocab_size": Range(0, example="4096"),
-    "data.val_fraction": Range(0, 1, example="0.01"),
+    "data.val_fraction": Range(0, 1, example="0.05"),
     "data.eval_tokens": Range(0, example="65536"),
+    "data.eval_max_doc_share": Range(0, 1, high_closed=True, example="0.05"),
     "train.tokens": Range(0, example="300000"),
     "train.flops": Range(0, example="1e13"),
     "train.batch_size": Range(0, example="16"),
@@ -91,6 +95,7 @@ BOUNDS: dict[str, Range] = {
     "train.b2": Range(0, 1, low_closed=True, example="0.95"),
     "train.eps": Range(0, example="1e-8"),
     "train.weight_decay": Range(0, low_closed=True, example="0.1"),
+    "train.weight_decay_timescale": Range(0, example="null (train.weight_decay as given) or 0.5 (half the run)"),
     "train.grad_clip": Range(0, example="1.0 (a very large value turns clipping off)"),
     "train.seed": Range(0, low_closed=True, example="0"),
     "train.data_seed": Range(0, low_closed=True, example="null (the same as train.seed)"),
@@ -104,6 +109,10 @@ BOUNDS: dict[str, Range] = {
     "sweep.spacing": Range(1, example="2.0"),
     "sweep.tokens_per_param": Range(0, example="20"),
     "sweep.holdout_factor": Range(0, low_closed=True, example="4 (or 0: no held-out run)"),
+    "sweep.seeds": Range(0, example="3 (every grid point at three seeds)"),
+    "sweep.seed_offset": Range(0, low_closed=True, example="1 (a second design, sharing no seed with the first)"),
+    "sweep.pack": Range(0, low_closed=True, example="0 (chosen for the device) or K runs per program"),
+    "sweep.jobs": Range(0, low_closed=True, example="0 (chosen for the machine), 1 (one at a time) or K at once"),
 }
 
 
@@ -122,6 +131,14 @@ def check_fields(cfg: RunConfig) -> None:
     for field, allowed in CHOICES.items():
         value = _get(cfg, field)
         _require(value in allowed, field, f"'{value}' is not one of {', '.join(allowed)}", f"set {field}={allowed[0]}")
+    for field, allowed in OPTIONAL_CHOICES.items():
+        value = _get(cfg, field)
+        _require(
+            value is None or value in allowed,
+            field,
+            f"'{value}' is not one of {', '.join(allowed)}",
+            f"set {field}={allowed[0]} or leave it unset",
+        )
     for field, valid in BOUNDS.items():
         value = _get(cfg, field)
         shown = f"{value:g}" if isinstance(value, float) else value
@@ -330,6 +347,8 @@ def validate_plan(cfg: RunConfig, plan, corpus) -> None:
         f"the held-out split ({len(corpus.val)} tokens) is shorter than one sequence",
         "raise data.val_fraction or give data.val_path",
     )
+    # raises naming data.eval_tokens when the validation documents cannot give the set under its cap
+    run_eval_windows(cfg.data, corpus.val, corpus.meta.get("eot_id"), seq_len, cfg.train.batch_size)
     t = cfg.train
     for field, value in (("train.warmup_steps", t.warmup_steps), ("train.decay_start", t.decay_start)):
         _require(
