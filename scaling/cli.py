@@ -89,8 +89,9 @@ def validated_entry(hydra_main: Callable[[], object], argv: list[str] | None = N
     sys.argv = [sys.argv[0], *argv, *extra]
     try:
         hydra_main()
-    except KeyboardInterrupt:  # while Hydra composes, or in a sweep's plan before its first job
-        exit_with(Interrupted("before training started"), debug="debug=true" in argv)
+    except KeyboardInterrupt:  # while Hydra composes, in a sweep's plan, or in the launcher while its runs stop
+        where = "the sweep (its runs in flight, if any, checkpointed first)" if extra else "before training started"
+        exit_with(Interrupted(where), debug="debug=true" in argv)
 
 
 def train_cli() -> None:
