@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis import report
+from analysis.fit_input import load
 from analysis.fits.lossmodel import LossParams, compute_optimal, predict_loss
 from analysis.fits.synthetic import isoflop_runs, training_curves
 from scaling import contract
@@ -92,3 +93,20 @@ def test_the_placement_section_places_the_held_out_run_and_leaves_each_point_out
     assert number_after(placed, " at ") > reached
     assert "of the 20 grid points in turn" in placed
     assert number_after(placed, "a spread of") < 0.06
+
+
+def test_with_one_seed_the_noise_section_still_gives_the_residuals_size(tmp_path):
+    """One seed per point: no seed noise to test against, but the RMS of the law's and of each budget's
+    parabola's residuals is still stated. The sweep's loss is the true law's times exp(0.002 x normal), so
+    the law (the true one) misses by about 0.002 x the loss, and no curve by ten times that."""
+    from tests.test_prediction_section import held_out_sweep
+
+    folder, _ = held_out_sweep(tmp_path / "demo")
+    noise_nats = 0.002 * load(folder).runs["loss"].mean()
+    assert report.main([str(folder), "--n-boot", "30"]) == 0
+    noise = (folder / contract.REPORT_FILE).read_text().split("## Noise: seeds and the evaluation set", 1)[1]
+    assert "seed noise is not measured" in noise
+    rows = [line for line in noise.splitlines() if line.startswith(("| parabola at C", "| approach 3"))]
+    rms = {row.strip("|").split("|")[0].strip(): float(row.strip("|").split("|")[-1]) for row in rows}
+    assert len(rms) == 5 and all(0 < value < 10 * noise_nats for value in rms.values())
+    assert 0.5 * noise_nats < rms["approach 3, law `chinchilla`"] < 2 * noise_nats

@@ -120,7 +120,7 @@ def test_a_run_beside_others_equals_the_run_alone_at_its_thread_count(tmp_path, 
     )
     assert alone.returncode == 0, alone.stderr[-3000:]
     together = _summaries(tmp_path / "sbs")
-    summary, twin = json.loads((tmp_path / "alone" / contract.SUMMARY_FILE).read_text()), together["lr=0.01"]
+    summary, twin = json.loads((tmp_path / "alone" / contract.SUMMARY_FILE).read_text()), together["lr-0.01"]
     assert summary["runtime"]["cpu_threads"] == twin["runtime"]["cpu_threads"] == 1
     assert summary[contract.PARAMS_DIGEST] == twin[contract.PARAMS_DIGEST]
     assert len({s[contract.PARAMS_DIGEST] for s in together.values()}) == 3  # (three different runs)
@@ -131,17 +131,17 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, tiny_override
     other two, trained beside it, complete."""
     folder = tmp_path / "sbs" / "runs"
     folder.mkdir(parents=True)
-    (folder / "lr=0.01").write_text("a file where the run's folder should be")
+    (folder / "lr-0.01").write_text("a file where the run's folder should be")
     result = run_cli(_sweep_args(tmp_path, tiny_overrides, "sweep.jobs=2", "train.lr=3e-3,1e-2,2e-2"))
     assert result.returncode == 0, result.stderr[-3000:]
     log = [json.loads(line) for line in (tmp_path / "sbs" / contract.LAUNCH_LOG).read_text().splitlines()]
     assert sorted((e["run_name"], e["outcome"]) for e in log) == [
-        ("lr=0.003", "trained"),
-        ("lr=0.01", "failed"),
-        ("lr=0.02", "trained"),
+        ("lr-0.003", "trained"),
+        ("lr-0.01", "failed"),
+        ("lr-0.02", "trained"),
     ]
     table = pd.read_parquet(tmp_path / "sbs" / contract.RUNS_TABLE)
-    assert sorted(table.run_name) == ["lr=0.003", "lr=0.02"] and (table.status == contract.COMPLETED).all()
+    assert sorted(table.run_name) == ["lr-0.003", "lr-0.02"] and (table.status == contract.COMPLETED).all()
 
 
 @pytest.mark.slow

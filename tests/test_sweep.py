@@ -113,7 +113,7 @@ def test_a_key_swept_over_null_and_numbers_names_and_records_every_run(tmp_path)
     by it, and the table's swept column keeps one type, so every run's row is recorded."""
     for value in ("null", "0.25"):
         swept = swept_values(["train.weight_decay_timescale"], [f"train.weight_decay_timescale={value}"])
-        assert run_name(swept) == f"weight_decay_timescale={value}"
+        assert run_name(swept) == f"weight_decay_timescale-{value}"
         record(tmp_path, {"run_name": run_name(swept), **{f"swept.{k}": v for k, v in swept.items()}})
     table = pd.read_parquet(tmp_path / "runs.parquet").set_index("run_name")["swept.train.weight_decay_timescale"]
     assert table.isna().tolist() == [False, True] and table.iloc[0] == 0.25

@@ -80,7 +80,15 @@ def seeds_lines(analysis: Analysis) -> list[str]:
     by_size = seed_sd_by_size(runs)
     noise = seed_noise(runs)
     if noise.dof == 0:
-        return ["Every grid point trained at one seed, so seed noise is not measured (`sweep.seeds=3` measures it)."]
+        return [
+            "Every grid point trained at one seed, so seed noise is not measured (`sweep.seeds=3` measures it) and "
+            f"the fits' residuals cannot be tested against it. Their size (the IsoFLOP parabolas aim at an RMS of at "
+            f"most {PARABOLA_TARGET} nats):",
+            "",
+            "| curve | points | RMS residual |",
+            "|---|---:|---:|",
+            *(f"| {row['curve']} | {row['points']} | {row['test'].rms:.4f} |" for row in misfit_rows(analysis)),
+        ]
     lines = [
         f"Seed noise: grid points trained at several seeds (initialisation and data order; `sweep.seeds`). Pooled "
         f"over every point, one run's loss scatters about its point's mean by **{noise.sd:.4f}** nats "

@@ -66,7 +66,7 @@ def section(analysis: Analysis, figures: Path) -> str | None:
     held = analysis.data.held_out
     if held is None or held.empty:
         return None
-    runs, law = analysis.data.runs, analysis.config.law
+    runs, law = analysis.data.runs, analysis.choice.law
     lines = ["## Where the held-out run sits, and what steers its prediction", ""]
     for row in held.itertuples():
         lines.append(f"- {row.run}: " + _where(placement(runs, row.N, row.D)))
