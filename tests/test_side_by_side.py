@@ -16,6 +16,7 @@ import pytest
 
 from scaling import contract
 from scaling.config import replace
+from scaling.errors import EXIT_RUN_FAILED
 from scaling.planning.cores import FLOPS_PER_THREAD, Split, split, threads_per_run
 from scaling.planning.plan import make_plan
 from scaling.sweeping.launcher import threads_for
@@ -133,7 +134,7 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, tiny_override
     folder.mkdir(parents=True)
     (folder / "lr-0.01").write_text("a file where the run's folder should be")
     result = run_cli(_sweep_args(tmp_path, tiny_overrides, "sweep.jobs=2", "train.lr=3e-3,1e-2,2e-2"))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == EXIT_RUN_FAILED, result.stderr[-3000:]  # a run failed: the launch says so (3)
     log = [json.loads(line) for line in (tmp_path / "sbs" / contract.LAUNCH_LOG).read_text().splitlines()]
     assert sorted((e["run_name"], e["outcome"]) for e in log) == [
         ("lr-0.003", "trained"),
