@@ -15,7 +15,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from analysis.failures import InputError
+from analysis.failures import InputError, NoCompletedRuns
+from analysis.fit_checks import check_plausible, numbers
 from analysis.fits.fit_data import FitData
 from analysis.fits.lossmodel import FLOPS_PER_PARAM_TOKEN, tokens_from_flops
 from scaling import contract
@@ -141,6 +142,12 @@ def _load_sweep(table: pd.DataFrame, folder: Path, params: ParamsConvention, pat
     held = completed[contract.HOLDOUT].fillna(False).astype(bool) if contract.HOLDOUT in completed else None
     held_rows = completed[held] if held is not None else completed.iloc[:0]
     completed = completed[~held] if held is not None else completed
+    if completed.empty and len(table):
+        named = ", ".join(table[contract.RUN_NAME].astype(str)[:5]) + (", ..." if len(table) > 5 else "")
+        raise NoCompletedRuns(
+            f"{path}: none of its {len(table)} runs completed ({dropped}: {named}), so there is nothing to fit; "
+            "each run's summary.json says why (a diverged run: lower train.lr and train it anew)"
+        )
     notes = [f"using {len(completed)} completed runs of {len(table)} (left out: {dropped})"] + _diverged_note(table)
     notes += _family_note(completed)
     notes += eval_set_note(completed)
@@ -148,28 +155,29 @@ def _load_sweep(table: pd.DataFrame, folder: Path, params: ParamsConvention, pat
         notes.append(
             f"held out to test the prediction, so not fitted: {', '.join(held_rows[contract.RUN_NAME].astype(str))}"
         )
-    runs, dropped = _valid(_canonical(completed, n_column), f"{n_column}, tokens or final_eval_loss")
+    names = {"N": n_column, "D": "tokens", "loss": contract.FINAL_EVAL_LOSS}
+    runs, dropped = _valid(_canonical(completed, n_column, path), names, path, ours=True)
     run_dirs = (
         dict(zip(completed[contract.RUN_NAME].astype(str), completed[contract.RUN_DIR]))
         if contract.RUN_DIR in completed
         else {}
     )
     curves, curve_notes = _load_curves(runs, folder, run_dirs)
-    held_out = _canonical(held_rows, n_column) if len(held_rows) else None
+    held_out = _canonical(held_rows, n_column, path) if len(held_rows) else None
     return FitData(runs, curves, path, params, tuple(notes + dropped + curve_notes), ours=True, held_out=held_out)
 
 
-def _canonical(rows: pd.DataFrame, n_column: str) -> pd.DataFrame:
+def _canonical(rows: pd.DataFrame, n_column: str, path: Path) -> pd.DataFrame:
     """Sweep-table rows as canonical runs (N by the chosen convention)."""
-    N = rows[n_column].to_numpy(float)
-    D = rows["tokens"].to_numpy(float)
+    N = numbers(rows, n_column, path)
+    D = numbers(rows, "tokens", path)
     return pd.DataFrame(
         {
             "run": rows[contract.RUN_NAME].astype(str).to_numpy(),
             "N": N,
             "D": D,
             "C": FLOPS_PER_PARAM_TOKEN * N * D,
-            "loss": rows[contract.FINAL_EVAL_LOSS].to_numpy(float),
+            "loss": numbers(rows, contract.FINAL_EVAL_LOSS, path),
             "budget": rows[contract.BUDGET].to_numpy(float) if contract.BUDGET in rows else np.nan,
             "epochs": rows[EPOCHS].to_numpy(float) if EPOCHS in rows else np.nan,
             "seed": rows[contract.SEED].to_numpy(float) if contract.SEED in rows else np.nan,
@@ -221,10 +229,11 @@ def _load_curves(runs: pd.DataFrame, folder: Path, run_dirs: dict) -> tuple[pd.D
             folder, entry if isinstance(entry, str) else f"{contract.RUNS_SUBDIR}/{run}"
         )
         metrics_path = run_dir / contract.METRICS_FILE
-        if not metrics_path.is_file():
+        try:
+            metrics = pd.read_parquet(metrics_path, columns=["tokens", "eval_loss"]).dropna()
+        except (OSError, ValueError):  # missing, or damaged (pyarrow's ArrowInvalid is a ValueError)
             missing.append(run)
             continue
-        metrics = pd.read_parquet(metrics_path, columns=["tokens", "eval_loss"]).dropna()
         metrics = metrics[(metrics["tokens"] > 0) & (metrics["eval_loss"] > 0)]
         D = metrics["tokens"].to_numpy(float)
         pieces.append(
@@ -240,7 +249,9 @@ def _load_curves(runs: pd.DataFrame, folder: Path, run_dirs: dict) -> tuple[pd.D
         )
     named = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
     notes = (
-        [f"no {contract.METRICS_FILE} for {len(missing)} runs ({named}): approach 1 leaves them out"] if missing else []
+        [f"no readable {contract.METRICS_FILE} for {len(missing)} runs ({named}): approach 1 leaves them out"]
+        if missing
+        else []
     )
     return (pd.concat(pieces, ignore_index=True) if pieces else None), notes
 
@@ -270,36 +281,41 @@ def _load_outside(table: pd.DataFrame, columns: Columns, path: Path) -> FitData:
     columns, named = _with_common_names(table, columns)
     _require(table, columns.n, "pass --n-col NAME")
     _require(table, columns.loss, "pass --loss-col NAME")
-    N = table[columns.n].to_numpy(float)
     if columns.flops is not None:
         _require(table, columns.flops, "pass --flops-col NAME")
-        D = tokens_from_flops(table[columns.flops].to_numpy(float), N)
     else:
         _require(table, columns.d, "pass --d-col NAME, or --flops-col NAME to derive D = C / (6 N)")
-        D = table[columns.d].to_numpy(float)
     for column, flag in ((columns.budget, "--budget-col"), (columns.epochs, "--epochs-col")):
         if column is not None:
             _require(table, column, f"pass {flag} NAME")
+    number = lambda column: numbers(table, column, path)  # noqa: E731
+    N = number(columns.n)
+    D = tokens_from_flops(number(columns.flops), N) if columns.flops is not None else number(columns.d)
     runs = pd.DataFrame(
         {
             "run": table.index.astype(str),
             "N": N,
             "D": D,
             "C": FLOPS_PER_PARAM_TOKEN * N * D,
-            "loss": table[columns.loss].to_numpy(float),
-            "budget": table[columns.budget].to_numpy(float) if columns.budget else np.nan,
-            "epochs": table[columns.epochs].to_numpy(float) if columns.epochs else np.nan,
+            "loss": number(columns.loss),
+            "budget": number(columns.budget) if columns.budget else np.nan,
+            "epochs": number(columns.epochs) if columns.epochs else np.nan,
             "seed": np.nan,
             "loss_se": np.nan,
         }
     )
-    runs, dropped = _valid(runs, f"{columns.n}, {columns.flops or columns.d} or {columns.loss}")
+    names = {"N": columns.n, "D": f"D (= {columns.flops} / 6N)" if columns.flops else columns.d, "loss": columns.loss}
+    runs, dropped = _valid(runs, names, path, ours=False)
     notes = tuple([f"using {len(runs)} rows"] + named + dropped)
     return FitData(runs, None, path, f"column {columns.n!r}", notes, ours=False)
 
 
-def _valid(runs: pd.DataFrame, what: str) -> tuple[pd.DataFrame, list[str]]:
-    """Drop rows whose N, D or loss is missing or not positive; fail if none is left."""
+def _valid(runs: pd.DataFrame, names: dict[str, str], path: Path, ours: bool) -> tuple[pd.DataFrame, list[str]]:
+    """Drop rows whose N, D or loss is missing or not positive, and exact repeats of a row (each dropped row
+    counted in a note); refuse a value no run could have; fail if no row is left."""
+    what = f"{names['N']}, {names['D']} or {names['loss']}"
+    label = (lambda run: f"run {run}") if ours else (lambda run: f"row {run}")  # noqa: E731
+    check_plausible(runs, names, path, label)
     values = runs[["N", "D", "loss"]].to_numpy(float)
     missing, non_positive = (
         ~np.isfinite(values).all(axis=1),
@@ -311,4 +327,12 @@ def _valid(runs: pd.DataFrame, what: str) -> tuple[pd.DataFrame, list[str]]:
     counts = {"a missing or infinite value": int(missing.sum()), "a value <= 0": int(non_positive.sum())}
     why = ", ".join(f"{count} with {reason}" for reason, count in counts.items() if count)
     notes = [f"dropped {int((~good).sum())} rows of {len(runs)} for their {what} ({why})"] if not good.all() else []
-    return runs[good].reset_index(drop=True), notes
+    runs = runs[good].reset_index(drop=True)
+    repeated = runs.duplicated(subset=["N", "D", "loss"], keep="first").to_numpy()
+    if repeated.any():
+        shown = ", ".join(label(run) for run in runs.run[repeated][:5]) + (", ..." if repeated.sum() > 5 else "")
+        notes.append(
+            f"dropped {int(repeated.sum())} duplicate rows ({shown}): the same {names['N']}, {names['D']} and "
+            f"{names['loss']} as an earlier row, which would count twice in every fit and narrow its intervals"
+        )
+    return runs[~repeated].reset_index(drop=True), notes

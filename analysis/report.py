@@ -19,7 +19,7 @@ from analysis.compare import report_variants
 from analysis.failures import InputError
 from analysis.fits.analyse import Analysis
 from analysis.fitting import fit_parser, load_and_analyse, read_and_analyse
-from analysis.reporting.document import write_section
+from analysis.reporting.document import check_markers, write_section
 from analysis.reporting.family_section import families
 from analysis.reporting.family_section import section as family_section
 from analysis.reporting.fit_figures import make_figures
@@ -77,6 +77,7 @@ def family_report(args: argparse.Namespace, folder: Path) -> bool:
 
 def report(args: argparse.Namespace) -> int:
     folder = report_folder(Path(args.path))
+    check_markers(folder / contract.REPORT_FILE)  # before any fitting: a broken report.md is refused at once
     if transfer_report(args, folder) or family_report(args, folder) or report_variants(args, folder):
         print(folder / contract.REPORT_FILE)
         print(write_page(folder / contract.REPORT_FILE))

@@ -17,6 +17,8 @@ use it without pulling in JAX or the trainer.
       summary.json                    status and everything a scaling fit needs about the run
       checkpoints/<step>/             Orbax checkpoints; damaged ones move to checkpoints_damaged/
       training.lock                   held by the one process training the run (scaling/training/rundir.py)
+      run_manifest.json               written first into a new or empty folder: the entries the run owns,
+                                      the only ones overwrite=true may delete (tensorboard/ and wandb/ too)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_CHECKPOINT_DIR = "checkpoints_damaged"
 RUN_LOCK = "training.lock"
+RUN_MANIFEST = "run_manifest.json"
 # config.yaml holds three sections.
 CONFIG_SECTION, DERIVED_SECTION, DATA_SECTION = "config", "derived", "data"
 
@@ -63,6 +66,9 @@ FINISHED = (COMPLETED, DIVERGED)
 # A diverged run's summary says where (scaling/training/divergence.py): the logged step at which its smoothed
 # train loss first left its running best for good, and why.
 DIVERGED_STEP, DIVERGED_REASON = "diverged_step", "diverged_reason"
+# A preempted run's summary names the signal that stopped it (SIGTERM, SIGINT, SIGUSR2): the exit status is
+# 128 + its number (scaling/errors.py).
+STOP_SIGNAL = "stop_signal"
 # The hash of the tokens a run trained on. One name everywhere: corpus metadata, config.yaml's data
 # section, summary.json and runs.parquet.
 CORPUS_HASH = "corpus_hash"

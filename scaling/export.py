@@ -47,11 +47,13 @@ from scaling import contract
 from scaling.config import DataConfig, ModelConfig
 from scaling.data.load import load_corpus
 from scaling.data.prepare import EOT
-from scaling.errors import ConfigError, exit_with
+from scaling.errors import ConfigError, Interrupted, exit_with
 from scaling.export_families import _bias_or_zeros, _np, architecture_for, family_export
+from scaling.files import unwritable_reason
 from scaling.model.mup import attention_scale, output_multiplier
 from scaling.model.sizing import ffn_dim
-from scaling.training.checkpoint import load_model, saved_steps
+from scaling.runtime import initialize
+from scaling.training.checkpoint import DamagedCheckpoint, load_model, saved_steps
 from scaling.training.rundir import read_config
 
 WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
@@ -287,12 +289,23 @@ def export(run_dir: Path, step: int | None, out_dir: Path) -> Path:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not contract.is_run_dir(run_dir):
         raise ConfigError("RUN", f"{run_dir} has no {contract.CONFIG_FILE}", "pass a run directory")
+    reason = unwritable_reason(out_dir)
+    if reason is not None or (out_dir.exists() and not out_dir.is_dir()):
+        raise ConfigError(
+            "OUT_DIR", f"cannot write the folder {out_dir} ({reason or 'it is a file'})", "choose a new folder"
+        )
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError("OUT_DIR", f"{out_dir} exists and is not empty", "choose a new folder or remove it")
     steps = saved_steps(run_dir)
     if not steps or (step is not None and step not in steps):
         raise ConfigError("--step", f"{step} is not a saved checkpoint of {run_dir}", f"use one of {steps}")
-    model = load_model(run_dir, step, compute_dtype="float32")
+    try:
+        model = load_model(run_dir, step, compute_dtype="float32")
+    except DamagedCheckpoint as err:
+        others = [s for s in steps if s != err.step]
+        raise ConfigError(
+            "--step", f"{err} in {run_dir}; nothing was written", f"export another step: {others}"
+        ) from None
     decoder = model.cfg.family == "decoder"  # the other families' counterparts: scaling/export_families.py
     family = family_for(model.cfg) if decoder else architecture_for(model.cfg)  # refuses before anything is written
     tokenizer_path, eot_id = tokenizer_files(run_dir)
@@ -332,10 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
     parser.add_argument("out_dir", type=Path, help="the folder to write (new or empty)")
     args = parser.parse_args(argv)
+    initialize(compilation_cache=False)  # (quietens Orbax's per-read log lines, as for every command)
     try:
         out = export(args.run, args.step, args.out_dir)
     except ConfigError as err:
         exit_with(err)
+    except KeyboardInterrupt:  # OUT_DIR appears whole (a renamed temporary folder) or not at all
+        exit_with(Interrupted(f"nothing was written to {args.out_dir}"))
     print(f"wrote {out} ({out / WEIGHTS_FILE}, {CONFIG_FILE}, tokenizer files)", file=sys.stderr)
     return 0
 

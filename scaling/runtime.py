@@ -1,17 +1,18 @@
 """Process set-up, done once by each command's entry point and never as a side effect of an import.
 
 `initialize` sets XLA's CPU flags (read when JAX's backend starts, so it must run first), quietens
-Orbax's per-save logging, turns on JAX's persistent compilation cache, and picks a file-only
-plotting backend. It returns what it set, the number of XLA:CPU compute threads included; training
-records that in summary.json. `use_cores` pins a worker process (runs trained side by side,
-scaling/sweeping/workers.py) to its own cores before its backend starts: XLA:CPU sizes its thread pool
-to the cores the process may run on.
+Orbax's per-save logging, prints warnings as one `warning: ...` line each, turns on JAX's persistent
+compilation cache, and picks a file-only plotting backend. It returns what it set, the number of XLA:CPU
+compute threads included; training records that in summary.json. `use_cores` pins a worker process (runs
+trained side by side, scaling/sweeping/workers.py) to its own cores before its backend starts: XLA:CPU
+sizes its thread pool to the cores the process may run on.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,11 @@ def share_accelerators(job: int) -> dict[str, str]:
     return {k: os.environ[k] for k in ("XLA_PYTHON_CLIENT_PREALLOCATE", "CUDA_VISIBLE_DEVICES") if k in os.environ}
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the commands print it: `warning: MESSAGE`, without the source line that raised it."""
+    return f"warning: {message}\n"
+
+
 def initialize(compilation_cache: bool = True, plotting: bool = False, job: int | None = None) -> dict[str, Any]:
     """Set up this process for training or analysis (`job`: the sweep job number, when one); returns
     what was set."""
@@ -108,6 +114,7 @@ def initialize(compilation_cache: bool = True, plotting: bool = False, job: int 
     # progress lines, and real failures still raise.
     logging.getLogger("absl").setLevel(logging.ERROR)
     record["absl_log_level"] = "ERROR"
+    warnings.formatwarning = one_line_warning
     record["compilation_cache"] = enable_compilation_cache() if compilation_cache else None
     if plotting:
         import matplotlib

@@ -5,6 +5,8 @@ the fields."""
 from __future__ import annotations
 
 import importlib.util
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from tokenizers import Tokenizer
 from scaling import export
 from scaling.config import ModelConfig
 from scaling.errors import ConfigError
-from scaling.training.checkpoint import load_model
+from scaling.training.checkpoint import load_model, saved_steps
 from scaling.training.trainer import train
 from tests.helpers import compose_config
 
@@ -150,3 +152,29 @@ def test_cli_refuses_in_one_line_and_writes_nothing(exported, tmp_path, capsys):
         assert_refused.append((caught.value.code, err.startswith("error:"), "\n" not in err))
     assert assert_refused == [(2, True, True)] * 2
     assert not (tmp_path / "new").exists()
+
+
+def test_cli_refuses_a_file_as_out_dir_and_a_damaged_checkpoint_in_one_line(exported, tmp_path, capsys):
+    run_dir, _ = exported
+    (tmp_path / "file").write_text("mine")
+    damaged = tmp_path / "run"
+    shutil.copytree(run_dir, damaged)
+    step = saved_steps(damaged)[-1]
+    leaf = max((p for p in (damaged / "checkpoints" / str(step) / "params").rglob("*") if p.is_file()), key=_size)
+    data = bytearray(leaf.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: its digest no longer matches
+    leaf.write_bytes(bytes(data))
+    cases = {
+        "a file": ([str(run_dir), str(tmp_path / "file")], "OUT_DIR: cannot write"),
+        "damaged": ([str(damaged), str(tmp_path / "out")], f"--step: checkpoint step {step} is damaged"),
+    }
+    for argv, named in cases.values():
+        with pytest.raises(SystemExit) as caught:
+            export.main(argv)
+        err = capsys.readouterr().err
+        assert caught.value.code == 2 and err.count("\n") == 1 and err.startswith(f"error: {named}"), err
+    assert (tmp_path / "file").read_text() == "mine" and not (tmp_path / "out").exists()
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size

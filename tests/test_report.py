@@ -1,5 +1,6 @@
 """The report on a synthetic sweep folder in the training side's format: figures, markdown, and the CLI."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +145,19 @@ def test_split_sections_gives_every_piece_in_document_order(tmp_path):
     write_section(path, "fit", "fit")
     path.write_text("# Title\n\n" + path.read_text() + "\nnotes\n")
     assert split_sections(path.read_text()) == [(None, "# Title"), ("fit", "fit"), ("probe", "probes"), (None, "notes")]
+
+
+@pytest.mark.parametrize("lost", [END, START])
+def test_a_section_that_lost_a_marker_is_refused_and_the_report_left_as_it_was(sweep, report, tmp_path, capsys, lost):
+    """Rewriting it would add a second fit section beside the stale one, or swallow a person's text."""
+    folder = tmp_path / "sweep"
+    shutil.copytree(sweep, folder)
+    damaged = (folder / "report.md").read_text().replace(lost, "") + "\nmy notes\n"
+    (folder / "report.md").write_text(damaged)
+    assert main([str(folder), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "report.md: the fit section's markers are broken" in err
+    assert (folder / "report.md").read_text() == damaged
 
 
 def test_published_fit_range_is_the_compute_of_hoffmanns_runs():

@@ -16,6 +16,7 @@ import pytest
 
 from scaling import contract
 from scaling.config import replace
+from scaling.errors import EXIT_RUN_FAILED
 from scaling.planning.cores import FLOPS_PER_THREAD, Split, split, threads_per_run
 from scaling.planning.plan import make_plan
 from scaling.sweeping.launcher import threads_for
@@ -133,7 +134,7 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, tiny_override
     folder.mkdir(parents=True)
     (folder / "lr-0.01").write_text("a file where the run's folder should be")
     result = run_cli(_sweep_args(tmp_path, tiny_overrides, "sweep.jobs=2", "train.lr=3e-3,1e-2,2e-2"))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == EXIT_RUN_FAILED, result.stderr[-3000:]  # a run failed: the launch says so (3)
     log = [json.loads(line) for line in (tmp_path / "sbs" / contract.LAUNCH_LOG).read_text().splitlines()]
     assert sorted((e["run_name"], e["outcome"]) for e in log) == [
         ("lr-0.003", "trained"),
@@ -146,7 +147,7 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, tiny_override
 
 @pytest.mark.slow
 def test_sigterm_reaches_every_run_in_the_pool_and_the_relaunch_resumes_them(tmp_path, tiny_overrides):
-    """SIGTERM to the launching process: both runs in flight checkpoint and stop, the sweep exits 0, and
+    """SIGTERM to the launching process: both runs in flight checkpoint and stop, the sweep exits 143, and
     the relaunch resumes them to the parameters of the same sweep never interrupted."""
     long_runs = ("sweep.jobs=2", "train.lr=3e-3,1e-2", "train.tokens=200000")
     args = _sweep_args(tmp_path / "stopped", tiny_overrides, *long_runs)
@@ -164,7 +165,7 @@ def test_sigterm_reaches_every_run_in_the_pool_and_the_relaunch_resumes_them(tmp
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+    assert proc.returncode == 143, stderr[-3000:]  # 128 + SIGTERM (scaling/errors.py)
     statuses = [s["status"] for s in _summaries(tmp_path / "stopped" / "sbs").values()]
     # (a run may have finished before the signal landed, on a busy machine)
     assert contract.PREEMPTED in statuses and set(statuses) <= {contract.PREEMPTED, contract.COMPLETED}, stderr

@@ -46,7 +46,17 @@ def test_tiny_sweep_fills_the_table_then_relaunch_trains_nothing(tiny_sweep):
     assert first.returncode == 0, first.stderr[-3000:]
     table = pd.read_parquet(root / "tiny" / "runs.parquet")
     assert len(table) == 6 and (table.status == "completed").all() and table.run_name.is_unique
-    assert {"budget", "params_total", "tokens", "final_eval_loss", "flops_6n", "run_dir"} <= set(table.columns)
+    columns = {
+        "budget",
+        "params_total",
+        "tokens",
+        "final_eval_loss",
+        "flops_6n",
+        "run_dir",
+        "grad_norm",
+        "clipped_fraction",
+    }
+    assert columns <= set(table.columns)
     assert sorted(table.budget.unique()) == [4e10, 8e10]
     assert "6 trained, 0 skipped, 0 failed" in first.stderr
     for run_dir in table.run_dir:

@@ -205,3 +205,16 @@ def sequences(tokens: np.ndarray, seq_ids: np.ndarray, seq_len: int) -> np.ndarr
     """(len(seq_ids), seq_len + 1) int32 windows, gathered from the memmap in one fancy-indexed read."""
     index_NL = np.asarray(seq_ids, dtype=np.int64)[:, None] * seq_len + np.arange(seq_len + 1)
     return np.asarray(tokens)[index_NL].astype(np.int32)
+
+
+def check_ids(windows: np.ndarray, vocab_size: int, source: str, what: str) -> None:
+    """Every id read must lie in the vocabulary: a token file replaced under a run otherwise trains on
+    garbage and ends in a NaN loss. One pass over the windows, cheap beside a step."""
+    high, low = int(windows.max()), int(windows.min())
+    if high >= vocab_size or low < 0:
+        raise ConfigError(
+            "data.path",
+            f"{source} holds token id {high if high >= vocab_size else low} in {what}, outside the vocabulary "
+            f"0..{vocab_size - 1}: the file changed since the run opened it",
+            "restore the file it trained on and relaunch (it is checked again), or start over with overwrite=true",
+        )

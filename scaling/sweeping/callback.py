@@ -1,9 +1,13 @@
 """Hydra's hooks around a sweep: the plan (grid, runs, FLOPs, estimated time) before its jobs start, then the
-held-out run and a tally of this launch's outcomes after them."""
+held-out run and a tally of this launch's outcomes after them (SweepCallback, for the shipped sweeps), and
+for any named sweep the launch's exit status (LaunchStatus): 3 when any of its runs diverged or failed
+(found so, or made so), 128 + the signal when a job's run was stopped by one.
+
+Hydra turns an exception raised in a callback into a warning and goes on, so a refusal here exits itself.
+"""
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -14,7 +18,8 @@ from omegaconf import DictConfig
 
 from scaling import contract
 from scaling.config import run_config
-from scaling.errors import ConfigError, exit_with
+from scaling.errors import EXIT_RUN_FAILED, ConfigError, exit_with, signal_exit_code
+from scaling.files import unwritable_reason
 from scaling.planning.grids import check_every_budget_trains, describe_sweep_grid, sweep_grid
 from scaling.runtime import can_pin, usable_cores
 from scaling.sweeping import progress
@@ -22,7 +27,7 @@ from scaling.sweeping.holdout import run_holdout
 from scaling.sweeping.jobs import plan_job, plan_run
 from scaling.sweeping.launcher import threads_for
 from scaling.sweeping.naming import naming_keys, sweep_dir
-from scaling.sweeping.runs_table import OUTCOMES, completed_summary
+from scaling.sweeping.runs_table import OUTCOMES, completed_summary, launch_entries
 from scaling.training.steptime import time_steps
 from scaling.training.validate import check_fields
 
@@ -64,11 +69,48 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if config.sweep.holdout_factor > 1:
             run_holdout(config)
-        path = Path(config.results_root) / str(config.sweep.name) / contract.LAUNCH_LOG
-        entries = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        mine = [e for e in entries if e["launch"] == (config.sweep.launch or "")]
+        folder = Path(config.results_root) / str(config.sweep.name)
+        mine = launch_entries(folder, config.sweep.launch)
         counts = {k: sum(e["outcome"] == k for e in mine) for k in OUTCOMES}
         tally = ", ".join(f"{v} {k}" for k, v in counts.items() if v or k in ("trained", "skipped", "failed"))
+        print(f"sweep {config.sweep.name} finished: {tally}; table: {folder / contract.RUNS_TABLE}", file=sys.stderr)
+
+
+class LaunchStatus(Callback):
+    """For every multirun of a named sweep (sweeps/config.yaml registers it): a sweep folder that cannot be
+    written is refused before any job starts (exit 2), and the launch exits with its status at the end.
+    Hydra calls it first at the start and last at the end, after SweepCallback's tally and held-out run."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(config.results_root) / str(config.sweep.name)
+        reason = unwritable_reason(folder) if config.sweep.name else None
+        if str(config.results_root).startswith("~"):
+            reason = "~ is not expanded here: write the path out, e.g. results_root=$HOME/..."
+        if reason is not None:
+            problem = f"cannot write the sweep folder {folder} ({reason})"
+            exit_with(
+                ConfigError("results_root", problem, "pass a writable results_root=DIR"), bool(config.get("debug"))
+            )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.sweep.name:
+            return
+        folder = Path(config.results_root) / str(config.sweep.name)
+        code = launch_exit_code(launch_entries(folder, config.sweep.launch))
+        if code:
+            raise SystemExit(code)
+
+
+def launch_exit_code(entries: list[dict[str, Any]]) -> int:
+    """3 when a run of the launch diverged or failed (say which), else 128 + the signal that stopped one, else 0."""
+    bad = [e for e in entries if {e.get("status"), e["outcome"]} & {contract.FAILED, contract.DIVERGED}]
+    if bad:
+        named = ", ".join(f"{e['run_name']} ({e.get('status') or e['outcome']})" for e in bad[:6])
         print(
-            f"sweep {config.sweep.name} finished: {tally}; table: {path.parent / contract.RUNS_TABLE}", file=sys.stderr
+            f"error: {len(bad)} runs did not complete: {named}{', ...' if len(bad) > 6 else ''}; "
+            f"the lines above and {contract.LAUNCH_LOG} say why (exit 3)",
+            file=sys.stderr,
         )
+        return EXIT_RUN_FAILED
+    stopped = [e for e in entries if contract.PREEMPTED in (e.get("status"), e["outcome"])]
+    return signal_exit_code(stopped[0].get(contract.STOP_SIGNAL)) if stopped else 0

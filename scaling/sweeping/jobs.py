@@ -2,8 +2,9 @@
 grid point that cannot train dropped, a finished run skipped, else trained in this process.
 
 A run's failure is recorded (in its summary, the table and the launch log), never raised, so one bad run
-never takes the others down. Two things stop a whole job: a full disk (every later run would meet it
-too) and a preemption (the run checkpointed; submitit requeues the job and its relaunch resumes it).
+never takes the others down; the launch then exits 3 (scaling/sweeping/callback.py). Two things stop a
+whole job: a full disk (every later run would meet it too) and a preemption (the run checkpointed; the job
+exits 128 + the signal, and submitit requeues it or a relaunch resumes it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from scaling import contract, diskspace
 from scaling.config import RunConfig
 from scaling.config import replace as cfg_replace
 from scaling.data.load import load_corpus
-from scaling.errors import EXIT_DISK_FULL, ConfigError, DiskFull, RunBusy, Stop
+from scaling.errors import EXIT_DISK_FULL, ConfigError, DiskFull, RunBusy, Stop, signal_exit_code
 from scaling.planning.plan import isoflop_point, make_plan
 from scaling.sweeping import progress
 from scaling.sweeping.naming import named_run, naming_keys, sweep_dir, swept_values
@@ -85,10 +86,12 @@ class DiskFullStop(Stop):
 
 
 class Preempted(Stop):
-    """A run was preempted and checkpointed: the job stops, and its relaunch (submitit requeues it)
-    resumes the run. Exit 0: nothing went wrong."""
+    """A run was preempted (or Ctrl-C'd) and checkpointed: the job stops with 128 + the signal, and its
+    relaunch (submitit requeues it) resumes the run."""
 
-    exit_code = 0
+    def __init__(self, message: str, signal_name: str | None):
+        super().__init__(message)
+        self.exit_code = signal_exit_code(signal_name)
 
 
 def train_here(cfg: RunConfig, swept: dict[str, Any], runtime: dict[str, Any]) -> dict:
@@ -123,7 +126,11 @@ def run_one(
 
     A run another launch is training (its lock is held) is left to that launch, which records it."""
     folder, name = sweep_dir(cfg), Path(cfg.run_dir).name
-    summary = trained or completed_summary(cfg)
+    try:
+        summary = trained or completed_summary(cfg)
+    except ConfigError as err:  # a damaged config.yaml: this run cannot go on, the others can
+        print(err.line(), file=sys.stderr)
+        trained = summary = {"status": contract.FAILED, "error": err.line()}
     outcome = "trained" if trained and trained.get("status") == contract.COMPLETED else "skipped"
     if trained is not None and outcome != "trained":
         outcome = trained.get("status", contract.FAILED)
@@ -140,7 +147,11 @@ def run_one(
     if where:
         print(f"[{cfg.sweep.name}] {where}", file=sys.stderr)
     if summary.get("status") == contract.PREEMPTED:
-        raise Preempted(f"[{cfg.sweep.name}] {name}: preempted, checkpointed; the relaunched job resumes it")
+        signal_name = summary.get(contract.STOP_SIGNAL)
+        raise Preempted(
+            f"[{cfg.sweep.name}] {name}: stopped by {signal_name} and checkpointed; the relaunched job resumes it",
+            signal_name,
+        )
     return summary
 
 
@@ -148,4 +159,6 @@ def _describe(s: dict) -> str:
     if contract.PARAMS_TOTAL not in s:
         return s.get("error", "")
     where = f" at step {s[contract.DIVERGED_STEP]}" if contract.DIVERGED_STEP in s else ""
-    return f"N={s['params_total']:,} D={s['tokens']:,} eval_loss={s['final_eval_loss']:.4f} ({s['wall_s']:.0f}s){where}"
+    loss = s.get(contract.FINAL_EVAL_LOSS)
+    loss = "none" if loss is None else f"{loss:.4f}"  # (null in JSON when there was no finite one)
+    return f"N={s['params_total']:,} D={s['tokens']:,} eval_loss={loss} ({s['wall_s']:.0f}s){where}"

@@ -14,8 +14,9 @@ Every job still goes through Hydra's own `run_job` (in its worker, or here), so 
 and returns are Hydra's. Dropped grid points and finished runs are settled here at once. A run's failure
 is recorded where it ran (scaling/sweeping/jobs.py); a worker that dies is recorded as its run's failure
 and replaced, and the other runs go on. A preemption signal (SIGTERM, SIGUSR2) reaches every run in
-flight, each checkpoints, no new run starts, and the sweep exits 0 for its relaunch to resume it; a job
-that stops the sweep (a full disk: 74) lets the runs in flight finish, then exits with its status.
+flight, each checkpoints, no new run starts, and the sweep exits 128 + the signal (scaling/errors.py) for
+its relaunch to resume it; a job that stops the sweep (a full disk: 74) lets the runs in flight finish,
+then exits with its status.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ class LocalLauncher(Launcher):
                     [(i, configs[i]) for i in members], functools.partial(self._settle, jobs, configs, returns, stop)
                 )
             if stop or pool.signal is not None:
-                code = stop[0] if stop else 0
+                code = stop[0] if stop else 128 + pool.signal  # (a signal that found no run in flight)
                 print(
                     f"sweep stopped ({'a preemption signal' if pool.signal else f'exit status {code}'})",
                     file=sys.stderr,

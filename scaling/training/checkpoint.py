@@ -189,7 +189,9 @@ def _check_structure(step_dir: Path, step: int, abstract: dict[str, Any]) -> Non
 
 
 def _first_line(err: BaseException) -> str:
-    return str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+    """The error's first line, without Orbax's pointer to TensorStore's details (the repr of a method)."""
+    text = str(err).splitlines()[0].split(" See full TensorStore details")[0] if str(err) else type(err).__name__
+    return text[:200]
 
 
 def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract: dict[str, Any]) -> dict[str, Any]:
@@ -212,11 +214,13 @@ def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract: dict[str, An
 def restore_latest(mngr: ocp.CheckpointManager, abstract: dict[str, Any]) -> dict[str, Any] | None:
     """Newest checkpoint that restores and verifies. A damaged one is set aside (by the writing
     process only) with a warning, and the next older one is tried."""
-    for step in sorted(mngr.all_steps(), reverse=True):
+    steps = sorted(mngr.all_steps(), reverse=True)
+    for step, older in zip(steps, [*steps[1:], None]):
         try:
             return _restore_step(mngr, step, abstract)
         except DamagedCheckpoint as err:
-            warnings.warn(f"{err}; set aside, trying an older one")
+            then = f"trying step {older}" if older is not None else "no older one is left: the run starts over"
+            warnings.warn(f"{err}; set aside in {contract.DAMAGED_CHECKPOINT_DIR}/, {then}")
             if is_writer():
                 _quarantine(mngr, step)
     return None

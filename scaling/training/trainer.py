@@ -34,7 +34,7 @@ from scaling.model import families
 from scaling.model.mup import optimizer_multipliers
 from scaling.model.objectives import batch_width
 from scaling.planning.plan import Plan, make_plan
-from scaling.training import checkpoint, programs, rundir
+from scaling.training import checkpoint, ownership, programs, rundir
 from scaling.training.mesh import (
     BATCH_AXES,
     batch_sharding,
@@ -45,6 +45,7 @@ from scaling.training.mesh import (
     tree_shardings,
 )
 from scaling.training.optimizer import make_optimizer, optimizer_factory
+from scaling.training.outcome import already_line, one_line
 from scaling.training.relaunch import check_stored, exclusive, prepare_run_dir, resolved_config
 from scaling.training.runbook import RunBook
 from scaling.training.schedule import schedule_values
@@ -52,7 +53,8 @@ from scaling.training.step import make_eval, make_train_step
 from scaling.training.validate import validate_config, validate_plan
 
 # SIGTERM: SLURM or submitit preempting the job. SIGUSR2: submitit's warning before the time limit.
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+# SIGINT: Ctrl-C, which stops a run the same way (a checkpoint, then exit 130); a second Ctrl-C stops at once.
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 
 class Preemption:
@@ -61,13 +63,23 @@ class Preemption:
 
     def __init__(self):
         self.signal: int | None = None
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in PREEMPTION_SIGNALS}
+        # A signal the process was started ignoring stays ignored (a job started with `&` or nohup ignores Ctrl-C).
+        ignored = {sig for sig in PREEMPTION_SIGNALS if signal.getsignal(sig) == signal.SIG_IGN}
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in PREEMPTION_SIGNALS if sig not in ignored}
 
     @property
     def requested(self) -> bool:
         return self.signal is not None
 
+    @property
+    def name(self) -> str | None:
+        return signal.Signals(self.signal).name if self.signal is not None else None
+
     def _handle(self, signum, frame):
+        if signum == signal.SIGINT and self.signal == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice: stop now (every write is atomic; the last checkpoint stays)
+        if signum == signal.SIGINT:
+            print("stopping after this step's checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
         self.signal = signum
 
     def restore(self) -> None:
@@ -147,11 +159,15 @@ class Trainer:
         if restored is not None:
             self.params, self.opt_state = restored["params"], restored["opt_state"]
 
-    def save(self, step: int, wall_s: float) -> float:
+    def save(self, step: int, wall_s: float, since_log: tuple[float, int], keep: bool = True) -> float:
+        """Evaluate, and checkpoint (unless `keep` is False: the last step of a run saving no checkpoints)."""
         t0 = time.perf_counter()
         losses_N = np.asarray(self.evaluate(self.params, self.eval_chunks))  # the evaluation's one host sync
         eval_loss = self.book.evaluated(losses_N, time.perf_counter() - t0)
-        self.book.save(step, self.params, self.opt_state, eval_loss, wall_s)
+        if keep:
+            self.book.save(step, self.params, self.opt_state, eval_loss, wall_s, since_log)
+        else:
+            self.book.log_eval(step, eval_loss, wall_s)
         self.last_log = (step, time.perf_counter())  # evaluation time is not training throughput
         return eval_loss
 
@@ -161,13 +177,16 @@ class Trainer:
         wall = lambda: book.wall_before + time.perf_counter() - t0  # noqa: E731
         self.last_log = (book.step, t0)
         book.start(swept)
-        if book.step == 0 and checkpoint.should_save(cfg.checkpoint, 0, plan.steps):
-            self.save(0, 0.0)
         status, pending = contract.FAILED, None
         norms: list[jax.Array] = []  # gradient norms since the last log, read with it (no host sync per step)
+        # (steps clipped, steps) before `norms` since the last log: a resumed run starts from the counts its
+        # checkpoint recorded, so its next logged fraction is the uninterrupted run's.
+        carried = book.since_log
         preemption = Preemption()
         bar = tqdm(total=plan.steps, initial=book.step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
         try:
+            if book.needs_initial_checkpoint():
+                self.save(0, 0.0, (0.0, 0))
             status = contract.COMPLETED
             for step in range(book.step, plan.steps):
                 # The step is dispatched asynchronously, so the next batch is gathered while this one
@@ -182,41 +201,55 @@ class Trainer:
                     break
                 pending = None
                 if done % cfg.train.log_every == 0 or done == plan.steps:
-                    pending, norms = (done, metrics, norms), []
+                    pending, norms, carried = (done, metrics, norms, carried), [], (0.0, 0)
                 on_schedule = checkpoint.should_save(cfg.checkpoint, done, plan.steps)
-                if on_schedule or preemption.requested:
+                # The last step is always evaluated, even when no checkpoint is saved there.
+                if on_schedule or preemption.requested or done == plan.steps:
                     if pending is not None and not self._log(*pending, bar, wall()):
                         status = contract.DIVERGED
                         break
                     pending = None
-                    if on_schedule:
-                        bar.set_postfix(eval=f"{self.save(done, wall()):.3f}", refresh=False)
+                    if on_schedule or done == plan.steps:
+                        eval_loss = self.save(done, wall(), self._counts(norms, carried), keep=on_schedule)
+                        bar.set_postfix(eval=f"{eval_loss:.3f}", refresh=False)
                     else:
-                        book.save_for_preemption(done, self.params, self.opt_state, wall())
+                        since_log = self._counts(norms, carried)
+                        book.save_for_preemption(done, self.params, self.opt_state, wall(), since_log)
                 book.step = done
                 bar.update(1)
-                if preemption.requested:
+                if preemption.requested and done < plan.steps:
                     status = contract.PREEMPTED
                     break
             if status == contract.COMPLETED and pending is not None and not self._log(*pending, bar, wall()):
                 status = contract.DIVERGED
+        except BaseException:  # a full disk, a second Ctrl-C, a bug: keep every checkpoint, close the trackers
+            status = contract.FAILED
+            raise
         finally:
             bar.close()
             preemption.restore()
             status = book.close(status)
-        summary = book.summary(status, wall(), self.params, self.compile_s, runtime)
+        summary = book.summary(status, wall(), self.params, self.compile_s, runtime, stopped_by=preemption.name)
         self.preemption = preemption
         return summary
 
-    def _log(self, step: int, metrics: dict, norms: list[jax.Array], bar, wall_s: float) -> bool:
+    def _log(
+        self, step: int, metrics: dict, norms: list[jax.Array], carried: tuple[float, int], bar, wall_s: float
+    ) -> bool:
         """Record a logged step (one host sync); False once the run has diverged. `norms`: the gradient
-        norms of the steps since the previous log, for the share of them that were clipped."""
+        norms of the steps since the previous log (after `carried`), for the share of them that were clipped."""
         loss, grad_norm, now = float(metrics["loss"]), float(metrics["grad_norm"]), time.perf_counter()
-        clipped = float(np.mean(np.asarray(jax.device_get(norms)) > self.book.cfg.train.grad_clip))
+        clipped, steps = self._counts(norms, carried)
         tokens_per_s = (step - self.last_log[0]) * self.book.plan.tokens_per_step / max(now - self.last_log[1], 1e-9)
         self.last_log = (step, now)
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-        return self.book.log_train(step, loss, grad_norm, clipped, tokens_per_s, wall_s)
+        return self.book.log_train(step, loss, grad_norm, clipped / max(steps, 1), tokens_per_s, wall_s)
+
+    def _counts(self, norms: list[jax.Array], carried: tuple[float, int]) -> tuple[float, int]:
+        """(steps clipped, steps) since the last log: `carried` plus `norms`, as plain numbers (a host sync,
+        taken only at a log or a checkpoint) for a row or a checkpoint's record."""
+        over = np.asarray(jax.device_get(norms)) > self.book.cfg.train.grad_clip if norms else np.zeros(0, bool)
+        return float(carried[0] + over.sum()), int(carried[1] + len(norms))
 
 
 def train(cfg: RunConfig, runtime: dict[str, Any] | None = None, swept: dict[str, Any] | None = None) -> dict:
@@ -227,8 +260,8 @@ def train(cfg: RunConfig, runtime: dict[str, Any] | None = None, swept: dict[str
     `runtime.initialize` set up, recorded in the summary; `swept` the values that name the run in a sweep."""
     validate_config(cfg)
     initialize_distributed(cfg.mesh)
+    ownership.check_run_dir(cfg.run_dir, cfg.overwrite)  # new, empty or ours; never anything else
     run_dir = Path(cfg.run_dir)
-    rundir.check_writable(run_dir)
     cfg = with_run_order(cfg, run_dir)  # a resumed run keeps its data order
     corpus = load_corpus(cfg.data, progress=cfg.progress)
     plan = make_plan(cfg, corpus.vocab_size)
@@ -240,7 +273,7 @@ def train(cfg: RunConfig, runtime: dict[str, Any] | None = None, swept: dict[str
             done = prepare_run_dir(cfg, run_dir, resolved)
             if done is None:
                 return _train_here(cfg, plan, corpus, run_dir, runtime or {}, swept)
-    print(f"{run_dir}: already {done['status']} ({done['steps']} steps); nothing to do", file=sys.stderr)
+    print(already_line(done, run_dir), file=sys.stderr)
     return done
 
 
@@ -259,13 +292,3 @@ def _train_here(
         print(one_line(summary), file=sys.stderr)
     trainer.preemption.forward()
     return summary
-
-
-def one_line(s: dict) -> str:
-    where = (
-        f" at step {s[contract.DIVERGED_STEP]} ({s[contract.DIVERGED_REASON]})" if contract.DIVERGED_STEP in s else ""
-    )
-    return (
-        f"{s['status']}{where}: N={s['params_total']:,} D={s['tokens_trained']:,} "
-        f"eval_loss={s['final_eval_loss']:.4f} in {s['wall_s']:.1f}s -> {s['run_dir']}"
-    )

@@ -24,7 +24,7 @@ from scaling.errors import ConfigError
 from scaling.files import unwritable_reason
 from scaling.model.mup import PARAMETRIZATIONS
 from scaling.model.objectives import ENCODER, ENCODER_DECODER, FAMILIES, mean_span, noise_density, span_layout
-from scaling.planning.memory import available_bytes, needed_bytes
+from scaling.planning.memory import available_bytes, needed_bytes, sequence_bytes, state_bytes
 from scaling.training.checkpoint import saved_steps
 from scaling.training.mesh import make_mesh
 from scaling.training.schedule import SCHEDULES
@@ -419,16 +419,28 @@ def validate_plan(cfg: RunConfig, plan, corpus) -> None:
 
 
 def _check_memory(cfg: RunConfig, plan) -> None:
-    """Refuse, before allocating anything, a run whose training state and activations cannot fit."""
+    """Refuse, before allocating anything, a run whose training state and activations cannot fit; blame the
+    model when its state alone does not fit, else the micro-batch (batch size over gradient accumulation)."""
     need = needed_bytes(plan, cfg.train.batch_size)
     have, what = available_bytes()
+    if have is None or need <= have:
+        return
+    gib = lambda n: f"{n / 2**30:,.1f} GiB"  # noqa: E731
+    if state_bytes(plan) < have:
+        micro = cfg.train.batch_size // plan.grad_accum
+        fits = max(1, int((have - state_bytes(plan)) // sequence_bytes(plan)))
+        raise ConfigError(
+            "train.batch_size",
+            f"{cfg.train.batch_size} sequences in micro-batches of {micro} need at least {gib(need)} to train "
+            f"(activations of {micro} sequences, plus 16 bytes per parameter) but the {what} is {gib(have)}",
+            f"use micro-batches of at most {fits} sequences: a smaller train.batch_size, or more train.grad_accum",
+        )
     field = "model.n_params" if cfg.model.n_params is not None else "model.d_model"
-    _require(
-        have is None or need <= have,
+    raise ConfigError(
         field,
-        f"{plan.params.total:,} parameters need at least {need / 2**30:,.1f} GiB to train (16 bytes per parameter "
-        f"plus activations) but the {what} is {(have or 0) / 2**30:,.1f} GiB",
-        "choose a smaller model, a smaller train.batch_size or more train.grad_accum, or more devices",
+        f"{plan.params.total:,} parameters need at least {gib(need)} to train (16 bytes per parameter "
+        f"plus activations) but the {what} is {gib(have)}",
+        "choose a smaller model, or more devices",
     )
 
 
