@@ -2,22 +2,29 @@
 way to turn bad input into `error: ...` on stderr with exit status 2 (never a traceback)."""
 
 import argparse
-import math
 import sys
 from collections.abc import Callable
 
-from analysis.failures import InputError
-from scaling.errors import EXIT_BAD_INPUT, ConfigError
+from analysis.failures import InputError, NoCompletedRuns
+from scaling.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, ConfigError, Interrupted
+from scaling.files import finite_or_none as finite_or_none  # (the fit commands' JSON, written by the same rule)
 
 
 def run(main: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Call `main(args)`; bad input (ours, or a training-side ConfigError) becomes one line and exit 2."""
+    """Call `main(args)`; bad input (ours, or a training-side ConfigError) becomes one line and exit 2, runs
+    none of which completed exit 3, Ctrl-C 130 (scaling/errors.py has the table)."""
     try:
         return main(args)
+    except NoCompletedRuns as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
     except ConfigError as error:
         print(error.line(), file=sys.stderr)
+    except KeyboardInterrupt:
+        print(Interrupted("every table, figure and report is written whole or not at all").line(), file=sys.stderr)
+        return Interrupted.exit_code
     return EXIT_BAD_INPUT
 
 
@@ -32,14 +39,3 @@ def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return int(text)
-
-
-def finite_or_none(value):
-    """NaN and infinity are not JSON: write them as null (in nested dicts and lists)."""
-    if isinstance(value, dict):
-        return {key: finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [finite_or_none(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -18,10 +18,13 @@ from analysis.fits.profiles import DEFAULT_PROFILE, PROFILES
 from analysis.fits.rollout import AUTO, LawChoice, percent
 
 
-def input_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The input options every fitting command shares: which table, which columns, which rows."""
+def input_parser(prog: str, description: str, several: bool = False) -> argparse.ArgumentParser:
+    """The input options every fitting command shares: which table (or tables), which columns, which rows."""
     parser = OneLineParser(prog=prog, description=description)
-    parser.add_argument("path", help="sweep folder (results/NAME) or a CSV/parquet table of runs")
+    if several:
+        parser.add_argument("paths", nargs="+", help="sweep folders (results/NAME) or CSV/parquet tables of runs")
+    else:
+        parser.add_argument("path", help="sweep folder (results/NAME) or a CSV/parquet table of runs")
     parser.add_argument("--n-col", default="N", help="outside tables: column of parameters N")
     parser.add_argument("--d-col", default="D", help="outside tables: column of training tokens D")
     parser.add_argument("--flops-col", help="outside tables: column of training FLOPs C (then D = C / 6N)")
@@ -64,9 +67,7 @@ def add_law_options(parser: argparse.ArgumentParser) -> None:
         default=HUBER_C,
         help=f"--loss huber: delta as a multiple of the residuals' robust scale (default {HUBER_C}, Huber's constant)",
     )
-    parser.add_argument("--n-boot", type=positive_int, default=DEFAULT_N_BOOT, help="bootstrap refits per approach")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    parser.add_argument("--level", type=_fraction, default=DEFAULT_LEVEL, help="interval level (0.8: 10th-90th)")
+    add_bootstrap_options(parser)
     parser.add_argument(
         "--init",
         choices=["varpro", "grid"],
@@ -83,11 +84,22 @@ def add_law_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_bootstrap_options(parser: argparse.ArgumentParser) -> None:
+    """How many bootstrap refits, their seed, and the interval level."""
+    parser.add_argument("--n-boot", type=positive_int, default=DEFAULT_N_BOOT, help="bootstrap refits per approach")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--level", type=_fraction, default=DEFAULT_LEVEL, help="interval level (0.8: 10th-90th)")
+
+
+def add_budgets_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--budgets", type=_float_list, default=(), help="extrapolate to these FLOPs, e.g. 1e21,1e23")
+
+
 def fit_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """Input and fit options shared by analysis.fit and analysis.report."""
     parser = input_parser(prog, description)
     add_law_options(parser)
-    parser.add_argument("--budgets", type=_float_list, default=(), help="extrapolate to these FLOPs, e.g. 1e21,1e23")
+    add_budgets_option(parser)
     parser.add_argument(
         "--profile",
         choices=list(PROFILES),

@@ -12,6 +12,12 @@ Importing this module registers ScalingLM as "scaling". Three ways to get it imp
         0.4.13 and earlier have no such discovery.
   lm_eval run --plugins analysis.harness --model scaling ...   (the same releases, explicitly)
 
+`--model_args` takes path (a run directory), step (default: the newest checkpoint) and max_gen_toks;
+the batch is lm-eval's `--batch_size`. Sweep runs are named without commas, since lm-eval cuts
+`--model_args` at every one; a run folder named before (`flops=4e11,point=0`) is passed as JSON,
+`--model_args '{"path": "results/demo/runs/flops=4e11,point=0"}'`. A path that is not a run, a step it
+did not save, or an argument we do not take is one line naming it (exit 2) under `python -m analysis.harness`.
+
 The checkpoint runs in JAX (float32) through our own model: loglikelihood in fixed-shape batches of
 full forward passes, greedy generation with the KV-cache decoder (scaling/model/decode.py). Only greedy
 generation exists; a request for sampling is refused rather than silently decoded greedily.
@@ -30,13 +36,48 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tokenizers import Tokenizer
 
+from scaling import contract
+from scaling.errors import ConfigError, exit_with
 from scaling.export import tokenizer_files
 from scaling.model.decode import make_greedy_decoder
 from scaling.model.transformer import token_losses
 from scaling.runtime import initialize
-from scaling.training.checkpoint import load_model
+from scaling.training.checkpoint import load_model, saved_steps
 
 DEFAULT_MAX_GEN_TOKS = 64
+DEFAULT_BATCH = 16  # rows per forward pass when lm-eval's --batch_size is unset or "auto"
+MODEL_ARGS = ("path", "step", "max_gen_toks")
+
+
+def checked_step(path: str, step: int | str | None, unknown: dict) -> int:
+    """The checkpoint to score: `step`, or the newest. A ConfigError naming the path, the step, or the
+    arguments (`unknown`) that are none of ours; when the path is no run and lm-eval passed other
+    arguments, it most likely cut a path with commas, and the fix says how to pass it whole."""
+    if not contract.is_run_dir(path):
+        fix = "pass path=RUN_DIR"
+        if unknown:
+            cut = ", ".join(f"{key}={value}" for key, value in unknown.items())
+            fix = f'lm-eval cut the path at its commas (it passed {cut} too): pass it as JSON, --model_args \'{{"path": "..."}}\''
+        raise ConfigError("--model_args path", f"{path} is not a run directory (no {contract.CONFIG_FILE})", fix)
+    if unknown:
+        names = ", ".join(unknown)
+        raise ConfigError(
+            "--model_args", f"{names}: not arguments of the scaling model", f"use {', '.join(MODEL_ARGS)}"
+        )
+    steps = saved_steps(path)
+    if not steps:
+        raise ConfigError("--model_args path", f"{path} has no complete checkpoint", "train the run first")
+    if step in (None, "", "None"):
+        return steps[-1]
+    if not str(step).isdigit() or int(step) not in steps:
+        raise ConfigError("--model_args step", f"{step} is not a saved checkpoint of {path}", f"use one of {steps}")
+    return int(step)
+
+
+def batch_rows(batch_size: int | str | None) -> int:
+    """lm-eval's --batch_size as rows per forward pass ('auto' and unset: DEFAULT_BATCH)."""
+    text = str(batch_size)
+    return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_BATCH
 
 
 @register_model("scaling")
@@ -47,18 +88,27 @@ class ScalingLM(TemplateLM):
         self,
         path: str,
         step: int | str | None = None,
-        batch_size: int | str = 16,
         max_gen_toks: int | str = DEFAULT_MAX_GEN_TOKS,
-        **_ignored,
+        # lm-eval passes these three to every model (its --batch_size, ...); JAX picks its own device.
+        batch_size: int | str | None = None,
+        max_batch_size: int | None = None,
+        device: str | None = None,
+        **unknown,
     ):
         super().__init__()
-        step = None if step in (None, "", "None") else int(step)
-        model = load_model(path, step, compute_dtype="float32")
+        path = str(path)
+        model = load_model(path, checked_step(path, step, unknown), compute_dtype="float32")
+        if model.cfg.family != "decoder":
+            raise ConfigError(
+                "model.family",
+                f"{path} is a {model.cfg.family} run; lm-eval's log-likelihoods and generation are a decoder's",
+                "score it with python -m analysis.tasks, which scores every family by its own objective",
+            )
         self.graphdef, self.state = nnx.split(model)
         self.seq_len, self.vocab_size = model.cfg.seq_len, model.vocab_size
         tokenizer_path, self.eot = tokenizer_files(path)
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        self.rows, self.max_gen_toks = int(batch_size), int(max_gen_toks)
+        self.rows, self.max_gen_toks = batch_rows(batch_size), int(max_gen_toks)
         self.scores = jax.jit(self._scores)
         self.decoders: dict[int, object] = {}
 
@@ -134,6 +184,14 @@ class ScalingLM(TemplateLM):
         return out
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """lm-eval's command line with ScalingLM registered; our bad input is one line, exit 2."""
     initialize()
-    cli_evaluate()
+    try:
+        cli_evaluate()
+    except ConfigError as err:
+        exit_with(err)
+
+
+if __name__ == "__main__":
+    main()

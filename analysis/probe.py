@@ -62,7 +62,7 @@ def probe_run(run: RunInfo, table: pd.DataFrame, settings: ProbeSettings, spec: 
 
 def probe_path(path: Path, settings: ProbeSettings) -> pd.DataFrame:
     """Probe every run under `path`, then redraw the figures and the report section from the whole table."""
-    runs = [read_run(run_dir) for run_dir in find_run_dirs(path)]
+    runs = decoder_runs(path, [read_run(run_dir) for run_dir in find_run_dirs(path)])
     for run in runs:
         settings.check(run)
     spec = probe_table(path)
@@ -73,6 +73,20 @@ def probe_path(path: Path, settings: ProbeSettings) -> pd.DataFrame:
     figures = write_figures(table, probed, path / contract.FIGURES_DIR)
     publish(path, "probe", section(table, probed, settings, figures))
     return table
+
+
+def decoder_runs(path: Path, runs: list[RunInfo]) -> list[RunInfo]:
+    """The probes measure decoders (next-token loss by position, KV-cache decoding of continuations): the other
+    families' runs are left out, named; a path with none is refused in one line."""
+    decoders = [run for run in runs if run.family == contract.DEFAULT_FAMILY]
+    if not decoders:
+        raise InputError(
+            f"model.family: the runs under {path} are {runs[0].family} runs, and the probes measure decoders "
+            "(next-token loss, KV-cache decoding); score any family with python -m analysis.tasks"
+        )
+    if len(decoders) < len(runs):
+        print(f"probing the {len(decoders)} decoder runs of {len(runs)} (the probes measure decoders)", file=sys.stderr)
+    return decoders
 
 
 def _forget_steps(text: str) -> tuple[int, ...]:

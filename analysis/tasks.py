@@ -25,6 +25,7 @@ from analysis.abilities.score import SuiteScorer
 from analysis.abilities.suite import Task
 from analysis.abilities.task_figures import emergence_figure, ladder_figure
 from analysis.abilities.task_section import section
+from analysis.abilities.task_set import TASK_SET_FILE, read_task_set, write_task_set
 from analysis.abilities.two_step import two_step
 from analysis.command import OneLineParser, positive_int
 from analysis.command import run as run_command
@@ -70,7 +71,7 @@ def task_set(path: Path, runs: list[RunInfo], settings: TaskSettings, context: i
             f"score each corpus's runs separately (the tasks are cut from one corpus)"
         )
     header = {"n": settings.n, "seed": settings.seed, "context": context, contract.CORPUS_HASH: runs[0].corpus_hash}
-    stored = tables.read_task_set(path / tables.TASK_SET_FILE)
+    stored = read_task_set(path / TASK_SET_FILE)
     if stored is not None and stored[0] == header:
         return stored
     texts = heldout_texts(runs[0].data)  # refuses data=tokens in one line
@@ -89,10 +90,14 @@ def flops_per_token(run: RunInfo) -> float:
     return float(read_config(run.run_dir)[contract.DERIVED_SECTION]["flops_per_token"]["6n"])
 
 
-def score_run(run: RunInfo, table: pd.DataFrame, tasks: list[Task], settings: dict, spec: TableSpec) -> pd.DataFrame:
-    """Score the checkpoints `run` still lacks (analysis/measurements.py writes the table after each)."""
+def score_run(
+    run: RunInfo, table: pd.DataFrame, tasks: list[Task], settings: dict, spec: TableSpec, final: bool = False
+) -> pd.DataFrame:
+    """Score the checkpoints `run` still lacks (only its last with `final`; analysis/measurements.py writes the
+    table after each). Each run is scored by its family's own objective (analysis/abilities/family_scoring.py)."""
     done = tables.scored_steps(table, run.name)
-    missing = {step for step, _ in run.checkpoints if step not in done}
+    wanted = run.checkpoints[-1:] if final else run.checkpoints
+    missing = {step for step, _ in wanted if step not in done}
     if not missing:
         return table
     scorer, per_token = None, flops_per_token(run)
@@ -100,7 +105,7 @@ def score_run(run: RunInfo, table: pd.DataFrame, tasks: list[Task], settings: di
 
     def measure(step: int, tokens: int, graphdef, state) -> pd.DataFrame:
         nonlocal scorer
-        scorer = scorer or SuiteScorer(graphdef, tasks, run.vocab_size)
+        scorer = scorer or SuiteScorer(graphdef, tasks, run.vocab_size, run.family)
         return tables.rows(run.name, step, tokens, tokens * per_token, run.params, scorer.score(state), sizes)
 
     # float32 whatever the training dtype: scores then do not depend on the machine that scores
@@ -111,6 +116,9 @@ def predictions(table: pd.DataFrame, tasks: list[Task], runs: list[RunInfo]) -> 
     """(points, predictions, reasons a task was not fitted) of the two-step ladder, per task."""
     params = {run.name: run.params for run in runs}
     points, fitted, skipped = {}, {}, {}
+    if len({run.family for run in runs}) > 1:  # one law across families' task losses would mix objectives
+        why = "the runs span several model families; analysis.report's families section compares them"
+        return points, fitted, {task.name: why for task in tasks}
     for task in tasks:
         points[task.name] = ladder_points(table, task, params)
         try:
@@ -120,8 +128,9 @@ def predictions(table: pd.DataFrame, tasks: list[Task], runs: list[RunInfo]) -> 
     return points, fitted, skipped
 
 
-def score_path(path: Path, settings: TaskSettings) -> pd.DataFrame:
-    """Score every run under `path`, then redraw the figures and the report section from the whole table."""
+def score_path(path: Path, settings: TaskSettings, final: bool = False) -> pd.DataFrame:
+    """Score every run under `path` (every checkpoint, or with `final` each run's last), then redraw the figures
+    and the report section from the whole table."""
     runs = sorted((read_run(run_dir) for run_dir in find_run_dirs(path)), key=lambda r: r.params)
     context = resolve_context(settings, runs)
     header, tasks = task_set(path, runs, settings, context)
@@ -134,9 +143,9 @@ def score_path(path: Path, settings: TaskSettings) -> pd.DataFrame:
     table_settings = {**header, "tasks": {task.name: task.hash for task in tasks}}
     spec = tables.task_table(path)
     table = spec.read(table_settings)  # refuses before anything is written
-    tables.write_task_set(path / tables.TASK_SET_FILE, header, tasks)
+    write_task_set(path / TASK_SET_FILE, header, tasks)
     for run in runs:
-        table = score_run(run, table, tasks, table_settings, spec)
+        table = score_run(run, table, tasks, table_settings, spec, final)
     scored_runs = measured_runs(path, runs, table)
     points, fitted, skipped = predictions(table, scored, scored_runs)
     figures = [emergence_figure(table, scored, scored_runs, path / contract.FIGURES_DIR)]
@@ -159,13 +168,18 @@ def parser() -> OneLineParser:
         default=defaults.context,
         help=f"prompt tokens (default: the shortest run's context minus {MAX_ANSWER})",
     )
+    parser.add_argument(
+        "--final",
+        action="store_true",
+        help="score only each run's last checkpoint (a sweep of many runs: scores against compute, one per run)",
+    )
     return parser
 
 
 def tasks_command(args: argparse.Namespace) -> int:
-    score_path(args.path, TaskSettings(args.n, args.seed, args.context))
+    score_path(args.path, TaskSettings(args.n, args.seed, args.context), args.final)
     print(
-        f"wrote {args.path / contract.TASKS_TABLE}, {args.path / tables.TASK_SET_FILE}, "
+        f"wrote {args.path / contract.TASKS_TABLE}, {args.path / TASK_SET_FILE}, "
         f"{args.path / contract.FIGURES_DIR}/tasks_*.png and the tasks section of {args.path / contract.REPORT_FILE}",
         file=sys.stderr,
     )

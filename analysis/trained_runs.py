@@ -41,6 +41,7 @@ class RunInfo:
     steps: int  # planned optimiser steps
     checkpoints: tuple[tuple[int, int], ...]  # (step, tokens seen)
     corpus_hash: str | None
+    family: str = "decoder"  # model.family: decoder | encoder | encoder_decoder (scaling/model/families.py)
 
     @property
     def data_fingerprint(self) -> tuple:
@@ -95,6 +96,7 @@ def read_run(run_dir: Path) -> RunInfo:
         steps=int(derived["steps"]),
         checkpoints=tuple((c["step"], c["tokens"]) for c in list_checkpoints(run_dir)),
         corpus_hash=stored[contract.DATA_SECTION].get(contract.CORPUS_HASH),
+        family=config["model"].get("family") or "decoder",  # runs made before families were decoders
     )
 
 

@@ -7,7 +7,8 @@ Needs the `bench` extra (`pip install -e .[bench]`: torch and transformers). The
 GPT2LMHeadModel (learned positions, LayerNorm with biases, tanh GELU, tied embeddings, dropout 0)
 trained in eager PyTorch, fp32, with AdamW and gradient clipping like ours. Our side is
 `python -m scaling.bench` in a subprocess with the same shape; by default our architecture is set
-to GPT-2's (`--arch gpt2`), `--arch ours` keeps our defaults (RoPE, RMSNorm, no biases).
+to GPT-2's (`--arch gpt2`), `--arch ours` keeps our defaults (RoPE, RMSNorm, SwiGLU, no biases; GELU before
+2026-12-07, as in the results recorded before then).
 Our CPU default splits each step into ~512-token micro-batches (scaling.planning.plan.micro_batches);
 `--hf-grad-accum` gives HF the same split and `--ours-grad-accum 1` takes it away from ours.
 The two run alternately `--repeats` times so that other load on the machine hits both alike;

@@ -1,7 +1,8 @@
 """The command line of `python -m scaling.train`: Hydra's entry point, one run or one sweep job each.
 
 Bad overrides are refused in one line (exit 2) before Hydra composes anything; a full disk (74) or a
-run another process is training (75) is one line too (scaling/errors.py). A single run sets up
+run another process is training (75) is one line too, and a run that diverged or failed exits 3, one
+stopped by a signal 128 + the signal (scaling/errors.py has the table). A single run sets up
 the process (`runtime.initialize`) and trains in place; a multirun job (a sweep) names its run from
 its swept values, drops grid points that cannot train, and trains in the same process: a launcher's
 worker trains its runs one after another (reusing imports, corpus and compiled steps), each run's
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 
 import hydra
@@ -22,11 +24,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from scaling.config import RunConfig, register_configs, to_dataclass
-from scaling.errors import ConfigError, Stop, exit_with
+from scaling.errors import ConfigError, Interrupted, Stop, exit_with
 from scaling.overrides import check_overrides, whole_numbers
-from scaling.runtime import initialize
+from scaling.runtime import initialize, one_line_warning
 from scaling.sweeping import jobs
 from scaling.sweeping.naming import NOT_NAMING
+from scaling.training.outcome import exit_code
 from scaling.training.trainer import train
 
 
@@ -34,8 +37,8 @@ def sweep_job(cfg: RunConfig, hydra_cfg) -> dict:
     """A multirun job: name the run, drop a grid point that cannot train, else train it in this process
     (a launcher's worker trains its jobs one after another, reusing imports, corpus and compiled steps)."""
     runtime = initialize(cfg.compilation_cache, job=hydra_cfg.job.num)
-    cfg, swept, drop_reason = jobs.plan_job(cfg, hydra_cfg.sweeper.get("params"), hydra_cfg.overrides.task)
-    return jobs.run_job(cfg, swept, drop_reason, runtime)
+    runs, drop_reason = jobs.plan_job(cfg, hydra_cfg.sweeper.get("params"), hydra_cfg.overrides.task)
+    return jobs.run_job(runs, drop_reason, runtime)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sweeps", config_name="config")
@@ -45,10 +48,15 @@ def main(node: DictConfig) -> dict | None:
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode == RunMode.MULTIRUN and cfg.sweep.name:
             return sweep_job(cfg, hydra_cfg)
-        return train(cfg, initialize(cfg.compilation_cache))
+        summary = train(cfg, initialize(cfg.compilation_cache))
     except (ConfigError, Stop) as err:
         exit_with(err, debug=cfg.debug)
         return None
+    except KeyboardInterrupt:  # outside the training loop (which stops on Ctrl-C by itself), or a second Ctrl-C
+        exit_with(Interrupted(cfg.run_dir or f"the {cfg.sweep.name} sweep"), debug=cfg.debug)
+    if exit_code(summary):  # diverged, failed, or stopped by a signal: its line is printed already
+        raise SystemExit(exit_code(summary))
+    return summary
 
 
 def is_multirun(argv: list[str], overrides: list[str]) -> bool:
@@ -70,6 +78,7 @@ def validated_entry(hydra_main: Callable[[], object], argv: list[str] | None = N
     """A command's entry point: reject bad overrides in one line (exit 2), then hand over to Hydra
     (with the launch's own overrides added when it starts a sweep)."""
     argv = whole_numbers(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = one_line_warning  # (also before a sweep's jobs set up their process)
     register_configs()
     overrides = [a for a in argv if not a.startswith("-")]
     try:
@@ -78,7 +87,11 @@ def validated_entry(hydra_main: Callable[[], object], argv: list[str] | None = N
         exit_with(err, debug="debug=true" in argv)
     extra = launch_overrides(overrides) if is_multirun(argv, overrides) else []
     sys.argv = [sys.argv[0], *argv, *extra]
-    hydra_main()
+    try:
+        hydra_main()
+    except KeyboardInterrupt:  # while Hydra composes, in a sweep's plan, or in the launcher while its runs stop
+        where = "the sweep (its runs in flight, if any, checkpointed first)" if extra else "before training started"
+        exit_with(Interrupted(where), debug="debug=true" in argv)
 
 
 def train_cli() -> None:

@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 
 @dataclass
 class ModelConfig:
-    """Decoder-only transformer shape and architecture switches."""
+    """Transformer shape, architecture switches and pre-training family."""
 
     d_model: int = 128
     n_layers: int = 4
@@ -30,11 +30,14 @@ class ModelConfig:
     head_dim: int = 8
     aspect_ratio: float = 32.0
     min_layers: int = 2
-    d_ff: Optional[int] = None  # default: 4*d_model (gelu) or 8/3*d_model rounded to 64 (swiglu)
+    # The narrowest member has this many heads: narrower still, one width step changes the size so much that
+    # no steady sqrt(2) ladder passes through it (the objectives sweep takes 3, to reach below 10k parameters).
+    min_heads: int = 4
+    d_ff: Optional[int] = None  # default: 4*d_model (gelu) or 8/3*d_model to a multiple of head_dim (swiglu)
     norm_position: str = "pre"  # pre | post
     norm: str = "rmsnorm"  # rmsnorm | layernorm
-    position: str = "rope"  # rope | learned
-    mlp: str = "gelu"  # gelu | swiglu
+    position: str = "rope"  # rope | learned | relative (T5's relative position buckets; encoder_decoder only)
+    mlp: str = "swiglu"  # swiglu (Llama's; measured better than gelu at equal parameters and FLOPs) | gelu
     tie_embeddings: bool = True
     use_bias: bool = False
     init_std: float = 0.02
@@ -45,6 +48,14 @@ class ModelConfig:
     base_width: int = 32
     compute_dtype: str = "auto"  # auto (bf16 on GPU/TPU, fp32 on CPU) | float32 | bfloat16
     attention_impl: str = "auto"  # auto | xla | cudnn  (jax.nn.dot_product_attention)
+    # The pre-training family (scaling/model/families.py): decoder (next-token prediction, GPT) | encoder
+    # (bidirectional, masked language modelling, BERT) | encoder_decoder (T5's span corruption, cross-attention).
+    family: str = "decoder"
+    # The family's objective (scaling/model/objectives.py); null: the published setting, and a field
+    # another family has no use for must stay null.
+    mask_rate: Optional[float] = None  # encoder: share of positions predicted (null: 0.15, BERT)
+    noise_density: Optional[float] = None  # encoder_decoder: share of tokens corrupted (null: 0.15, T5)
+    mean_span: Optional[float] = None  # encoder_decoder: mean corrupted-span length in tokens (null: 3, T5)
 
 
 @dataclass
@@ -58,8 +69,15 @@ class DataConfig:
     val_path: Optional[str] = None  # tokens: optional held-out token file
     token_dtype: str = "uint16"  # tokens: dtype of a raw .bin file
     jsonl_field: str = "text"
-    val_fraction: float = 0.01  # share of files (pystdlib/text) or tail tokens (tokens) held out
+    # Share of files (pystdlib/text) or tail tokens (tokens) held out. 5%: the standard library's 1% held
+    # 17 documents, too few for an evaluation set with no document over 5% of it.
+    val_fraction: float = 0.05
     eval_tokens: int = 65536  # size of the fixed held-out evaluation set
+    # No validation document gives more than this share of the evaluation set (scaling/data/eval_set.py).
+    eval_max_doc_share: float = 0.05
+    # The evaluation set (scaling/data/eval_set.py): documents | windows (that of runs made before this field).
+    # Unset: a resumed run keeps the set it started with, a new run takes documents; config.yaml records it.
+    eval_set: Optional[str] = None
     cache_dir: Optional[str] = None  # default: $SCALING_CACHE or ~/.cache/scaling
     # The data order (scaling/data/order.py): feistel | permutation (that of runs made before this field).
     # Unset: a resumed run keeps the order it started with, a new run takes feistel; config.yaml records it.
@@ -88,6 +106,11 @@ class TrainConfig:
     b2: float = 0.95
     eps: float = 1e-8
     weight_decay: float = 0.1
+    # Weight decay by timescale (Wang & Aitchison 2024): AdamW's weights are an exponential moving average of
+    # its updates over about 1 / (lr x weight_decay) steps. Set, this is that timescale as a fraction of the
+    # run's steps, and the weight decay becomes 1 / (lr x timescale x steps) (train.weight_decay is ignored),
+    # so runs of every length are regularised alike. A WSD branch keeps the decay of the run it starts from.
+    weight_decay_timescale: Optional[float] = None
     grad_clip: float = 1.0
     seed: int = 0  # parameter initialisation
     data_seed: Optional[int] = None  # data order; defaults to seed
@@ -135,14 +158,23 @@ class SweepConfig:
     point: Optional[int] = None  # IsoFLOP: offset of this model size from the expected optimum
     spacing: float = 2.0  # IsoFLOP: ratio between neighbouring sizes
     tokens_per_param: float = 20.0  # IsoFLOP: where the grid is centred (Chinchilla's D/N = 20)
+    # Seeds: every grid point trains at `seeds` seeds (train.seed, and the data order that follows it),
+    # train.seed + seeds x seed_offset + k for k < seeds, so seed_offset=1 is a second design that shares
+    # no seed with the first (scaling/sweeping/jobs.py). A run at a seed other than train.seed is named by it.
+    seeds: int = 1
+    seed_offset: int = 0
     # WSD ladder: budgets, as fractions of train.tokens, reached by cooldown branches of one run.
     branches: list[float] = field(default_factory=list)
     # Predict, then verify (scaling/sweeping/holdout.py): after the grid, one run at this factor times the
     # largest budget, at the size the fits call optimal; 0 for none.
     holdout_factor: float = 0.0
-    # hydra/launcher=packed: how many runs of one shape train in one vmapped program (scaling/training/packed.py);
-    # 0 chooses (1 on CPU, where packing measured slower; 8 on accelerators).
+    # hydra/launcher=local on an accelerator: how many runs of one shape train in one vmapped program
+    # (scaling/training/packed.py); 0 chooses (1 on CPU, where packing measured slower; 8 on accelerators).
     pack: int = 0
+    # hydra/launcher=local on a CPU: how many runs train side by side, each in its own process on its own
+    # cores (cores / jobs each); 0 chooses for each run from the core count and its size
+    # (scaling/planning/cores.py); 1 trains them one after another in the launching process.
+    jobs: int = 0
     # Set by the launching command (scaling/cli.py), never by hand: the keys a command-line multirun
     # varies (with the keys of hydra.sweeper.params they name each run's folder), and this launch's id.
     vary: list[str] = field(default_factory=list)
@@ -165,6 +197,9 @@ class BenchConfig:
     steps: int = 10
     warmup: int = 3
     pack: int = 1  # > 1: also time this many runs packed in one vmapped program
+    # != 1: also time K runs side by side, each in its own process on its own cores (0: as many as
+    # hydra/launcher=local would train at once for this size, scaling/planning/cores.py)
+    jobs: int = 1
 
 
 @dataclass

@@ -13,7 +13,15 @@ from NumPy, the JSON by hand. Only architectures with an exact counterpart are e
                               without them is exported with zero biases, which computes the same.
 
 Anything else (post-norm, RMSNorm with GELU, LayerNorm with RoPE, an untied output head with a
-bias, which neither has) is refused in one line naming the fields without a counterpart. Our
+bias, which neither has) is refused in one line naming the fields without a counterpart.
+
+muP (scaling/model/mup.py) is folded into the weights, so a muP run exports as a plain Llama or GPT-2
+that computes the same logits: its 1/m logit multiplier goes into an untied output head (lm_head =
+the head, or the tied embedding, times 1/m; tie_word_embeddings is then false, since a head tied to the
+input embedding cannot carry a factor the embedding does not), and its attention scale into the query
+projection (times scale * sqrt(d_head), which the architecture's own 1/sqrt(d_head) turns back into
+the scale). Where both factors are 1 (SP; muP at its base width with heads of the family's size) the
+weights are exported as they are. Our
 kernels are (in, out): Llama's nn.Linear weights are their transpose, GPT-2's Conv1D weights are
 them as they are; our fused qkv kernel (d, 3d) holds [q | k | v] columns, each head-major, which
 is also how both split theirs into heads.
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -38,9 +47,13 @@ from scaling import contract
 from scaling.config import DataConfig, ModelConfig
 from scaling.data.load import load_corpus
 from scaling.data.prepare import EOT
-from scaling.errors import ConfigError, exit_with
+from scaling.errors import ConfigError, Interrupted, exit_with
+from scaling.export_families import _bias_or_zeros, _np, architecture_for, family_export
+from scaling.files import unwritable_reason
+from scaling.model.mup import attention_scale, output_multiplier
 from scaling.model.sizing import ffn_dim
-from scaling.training.checkpoint import load_model, saved_steps
+from scaling.runtime import initialize
+from scaling.training.checkpoint import DamagedCheckpoint, load_model, saved_steps
 from scaling.training.rundir import read_config
 
 WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
@@ -71,14 +84,7 @@ def _differing(cfg: ModelConfig, family: Family) -> list[str]:
 
 def family_for(cfg: ModelConfig) -> Family:
     """The family whose every switch `cfg` matches; else a ConfigError naming the fields that differ
-    from the nearest family (the hook where a new parametrization must be folded or refused)."""
-    parametrization = getattr(cfg, "parametrization", "sp")
-    if parametrization != "sp":  # muP's logit multiplier and 1/d_head attention scale are not folded yet
-        raise ConfigError(
-            "model.parametrization",
-            f"{parametrization} is not exported",
-            "export supports the standard parametrization (sp) only",
-        )
+    from the nearest family. (A parametrization is not a switch: `Folding` carries it into the weights.)"""
     nearest = min(FAMILIES, key=lambda family: len(_differing(cfg, family)))
     fields = _differing(cfg, nearest)
     if fields:
@@ -98,16 +104,30 @@ def family_for(cfg: ModelConfig) -> Family:
     return nearest
 
 
-def _np(x) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(x, np.float32))
+@dataclass(frozen=True)
+class Folding:
+    """What the exported weights absorb so that a standard architecture computes our logits: the factor
+    on the logits (muP's 1/m) and the factor on the queries (our attention scale over 1/sqrt(d_head))."""
+
+    logits: float
+    queries: float
+
+    @classmethod
+    def of(cls, cfg: ModelConfig) -> Folding:
+        d_head = cfg.d_model // cfg.n_heads
+        return cls(logits=output_multiplier(cfg), queries=attention_scale(cfg) * math.sqrt(d_head))
+
+    def untied(self, cfg: ModelConfig) -> bool:
+        """Whether the export needs its own lm_head: ours is untied, or the logits carry a factor."""
+        return not cfg.tie_embeddings or self.logits != 1.0
+
+    def head(self, params: dict, cfg: ModelConfig) -> np.ndarray:
+        """lm_head.weight (vocab, d): our head's kernel transposed, or the tied embedding, times the logit factor."""
+        weight = params["embed"]["embedding"] if cfg.tie_embeddings else _np(params["head"]["kernel"]).T
+        return _np(np.asarray(weight, np.float64) * self.logits)
 
 
-def _bias_or_zeros(layer: dict, width: int) -> np.ndarray:
-    """The layer's bias, or zeros where the model has none: the same function for an architecture that needs one."""
-    return _np(layer["bias"]) if "bias" in layer else np.zeros(width, np.float32)
-
-
-def llama_weights(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
+def llama_weights(params: dict, cfg: ModelConfig, fold: Folding) -> dict[str, np.ndarray]:
     d = cfg.d_model
     out = {
         "model.embed_tokens.weight": _np(params["embed"]["embedding"]),
@@ -116,10 +136,11 @@ def llama_weights(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
     for i, block in sorted(params["blocks"].items()):
         p = f"model.layers.{i}."
         qkv, attn_out, mlp = block["attn"]["qkv"], block["attn"]["out"], block["mlp"]
+        kernel, bias = _folded_qkv(qkv, d, fold)
         for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
-            out[f"{p}self_attn.{name}.weight"] = _np(qkv["kernel"][:, j * d : (j + 1) * d].T)
+            out[f"{p}self_attn.{name}.weight"] = _np(kernel[:, j * d : (j + 1) * d].T)
             if cfg.use_bias:
-                out[f"{p}self_attn.{name}.bias"] = _np(qkv["bias"][j * d : (j + 1) * d])
+                out[f"{p}self_attn.{name}.bias"] = _np(bias[j * d : (j + 1) * d])
         linears = {
             "self_attn.o_proj": attn_out,
             "mlp.gate_proj": mlp["gate"],
@@ -132,12 +153,22 @@ def llama_weights(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
                 out[f"{p}{name}.bias"] = _np(layer["bias"])
         out[f"{p}input_layernorm.weight"] = _np(block["norm1"]["scale"])
         out[f"{p}post_attention_layernorm.weight"] = _np(block["norm2"]["scale"])
-    if not cfg.tie_embeddings:
-        out["lm_head.weight"] = _np(params["head"]["kernel"]).T.copy()
+    if fold.untied(cfg):
+        out["lm_head.weight"] = fold.head(params, cfg)
     return out
 
 
-def gpt2_weights(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
+def _folded_qkv(qkv: dict, d: int, fold: Folding) -> tuple[np.ndarray, np.ndarray | None]:
+    """Our fused [q | k | v] kernel (d, 3d) and bias (3d), the query columns times the query factor
+    (computed in float64: a factor of 1 leaves the weights bit for bit)."""
+    factor = np.ones(3 * d)
+    factor[:d] = fold.queries
+    kernel = np.asarray(qkv["kernel"], np.float64) * factor
+    bias = np.asarray(qkv["bias"], np.float64) * factor if "bias" in qkv else None
+    return kernel, bias
+
+
+def gpt2_weights(params: dict, cfg: ModelConfig, fold: Folding) -> dict[str, np.ndarray]:
     d, f = cfg.d_model, ffn_dim(cfg)
     out = {
         "transformer.wte.weight": _np(params["embed"]["embedding"]),
@@ -147,8 +178,10 @@ def gpt2_weights(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
     }
     for i, block in sorted(params["blocks"].items()):
         p = f"transformer.h.{i}."
+        kernel, bias = _folded_qkv(block["attn"]["qkv"], d, fold)
+        qkv = {"kernel": kernel, **({"bias": bias} if bias is not None else {})}
         layers = {
-            "attn.c_attn": (block["attn"]["qkv"], 3 * d),
+            "attn.c_attn": (qkv, 3 * d),
             "attn.c_proj": (block["attn"]["out"], d),
             "mlp.c_fc": (block["mlp"]["up"], f),
             "mlp.c_proj": (block["mlp"]["down"], d),
@@ -159,21 +192,23 @@ def gpt2_weights(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
         for name, norm in (("ln_1", block["norm1"]), ("ln_2", block["norm2"])):
             out[f"{p}{name}.weight"] = _np(norm["scale"])
             out[f"{p}{name}.bias"] = _bias_or_zeros(norm, d)
-    if not cfg.tie_embeddings:
-        out["lm_head.weight"] = _np(params["head"]["kernel"]).T.copy()
+    if fold.untied(cfg):
+        out["lm_head.weight"] = fold.head(params, cfg)
     return out
 
 
-def hf_config(family: Family, cfg: ModelConfig, vocab_size: int, eot_id: int) -> dict:
+def hf_config(family: Family, cfg: ModelConfig, vocab_size: int, eot_id: int, fold: Folding) -> dict:
     common = {
         "architectures": [family.architecture],
         "vocab_size": vocab_size,
-        "tie_word_embeddings": cfg.tie_embeddings,
+        "tie_word_embeddings": not fold.untied(cfg),
         "bos_token_id": eot_id,
         "eos_token_id": eot_id,
         "initializer_range": cfg.init_std,
         "use_cache": True,
         "torch_dtype": "float32",
+        # Where our parametrization went (read by nothing in transformers; there for a person reading the file).
+        "scaling_folded": {"parametrization": cfg.parametrization, "logits": fold.logits, "queries": fold.queries},
     }
     if family is LLAMA:
         return {
@@ -254,23 +289,38 @@ def export(run_dir: Path, step: int | None, out_dir: Path) -> Path:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not contract.is_run_dir(run_dir):
         raise ConfigError("RUN", f"{run_dir} has no {contract.CONFIG_FILE}", "pass a run directory")
+    reason = unwritable_reason(out_dir)
+    if reason is not None or (out_dir.exists() and not out_dir.is_dir()):
+        raise ConfigError(
+            "OUT_DIR", f"cannot write the folder {out_dir} ({reason or 'it is a file'})", "choose a new folder"
+        )
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError("OUT_DIR", f"{out_dir} exists and is not empty", "choose a new folder or remove it")
     steps = saved_steps(run_dir)
     if not steps or (step is not None and step not in steps):
         raise ConfigError("--step", f"{step} is not a saved checkpoint of {run_dir}", f"use one of {steps}")
-    model = load_model(run_dir, step, compute_dtype="float32")
-    family = family_for(model.cfg)  # refuses before anything is written
+    try:
+        model = load_model(run_dir, step, compute_dtype="float32")
+    except DamagedCheckpoint as err:
+        others = [s for s in steps if s != err.step]
+        raise ConfigError(
+            "--step", f"{err} in {run_dir}; nothing was written", f"export another step: {others}"
+        ) from None
+    decoder = model.cfg.family == "decoder"  # the other families' counterparts: scaling/export_families.py
+    family = family_for(model.cfg) if decoder else architecture_for(model.cfg)  # refuses before anything is written
     tokenizer_path, eot_id = tokenizer_files(run_dir)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    weights = (llama_weights if family is LLAMA else gpt2_weights)(params, model.cfg)
+    if decoder:
+        fold = Folding.of(model.cfg)
+        weights = (llama_weights if family is LLAMA else gpt2_weights)(params, model.cfg, fold)
+        config = hf_config(family, model.cfg, model.vocab_size, eot_id, fold)
+    else:
+        weights, config = family_export(params, model.cfg, model.vocab_size, eot_id)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        (tmp / CONFIG_FILE).write_text(
-            json.dumps(hf_config(family, model.cfg, model.vocab_size, eot_id), indent=2) + "\n"
-        )
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         shutil.copyfile(tokenizer_path, tmp / TOKENIZER_FILE)
         (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(model.cfg.seq_len), indent=2) + "\n")
         specials = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT, "pad_token": EOT}
@@ -295,10 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
     parser.add_argument("out_dir", type=Path, help="the folder to write (new or empty)")
     args = parser.parse_args(argv)
+    initialize(compilation_cache=False)  # (quietens Orbax's per-read log lines, as for every command)
     try:
         out = export(args.run, args.step, args.out_dir)
     except ConfigError as err:
         exit_with(err)
+    except KeyboardInterrupt:  # OUT_DIR appears whole (a renamed temporary folder) or not at all
+        exit_with(Interrupted(f"nothing was written to {args.out_dir}"))
     print(f"wrote {out} ({out / WEIGHTS_FILE}, {CONFIG_FILE}, tokenizer files)", file=sys.stderr)
     return 0
 

@@ -7,6 +7,7 @@ anything else of the training side.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -42,12 +43,21 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def finite_or_none(value: Any) -> Any:
+    """NaN and infinity are not JSON: write them as null (in nested dicts and lists)."""
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: Path) -> dict | None:
-    return json.loads(Path(path).read_text()) if Path(path).exists() else None
+    """Strict JSON (NaN and infinity as null), which every reader accepts."""
+    text = json.dumps(finite_or_none(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    write_text(path, text + "\n")
 
 
 def unwritable_reason(folder: Path) -> str | None:

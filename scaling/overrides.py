@@ -1,12 +1,16 @@
-"""The command line checked before Hydra composes anything: unknown keys and ill-typed values are one line
-(exit 2), and counts written in scientific notation (`train.tokens=3e5`) become the integers they are."""
+"""The command line checked before Hydra composes anything: unknown keys, ill-typed values and config-group
+choices that do not exist (`sweep=dmeo`) are one line (exit 2), and counts written in scientific notation
+(`train.tokens=3e5`) become the integers they are."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 
+from hydra._internal.config_repository import ConfigRepository
+from hydra._internal.utils import create_config_search_path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -27,6 +31,7 @@ def check_overrides(overrides: list[str]) -> None:
     for ov in parsed:
         key = ov.key_or_group
         if key.split("/")[0].split(".")[0] in CONFIG_GROUPS and ("." not in key or key.startswith("hydra")):
+            _check_group_choice(ov)
             continue
         if key.startswith("sweep."):
             continue  # sweep definitions may add their own fields
@@ -39,6 +44,22 @@ def check_overrides(overrides: list[str]) -> None:
             OmegaConf.update(schema, key, ov.value(), merge=True)
         except OmegaConfBaseException as err:
             raise ConfigError(key, str(err).splitlines()[0], "check the value's type") from err
+
+
+def _check_group_choice(ov) -> None:
+    """A config group's choice (`sweep=demo`, `data=text`, `tracker=[tensorboard,wandb]`, `hydra/launcher=slurm`)
+    must be one its folder holds; Hydra's own refusal is many lines and exits 1."""
+    key = ov.key_or_group
+    repository = ConfigRepository(create_config_search_path("pkg://sweeps"))
+    if "." in key or not repository.group_exists(key):
+        return
+    choices = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else ov.value()
+    options = repository.get_group_options(key)
+    for choice in choices if isinstance(choices, list) else [choices]:
+        if choice is not None and str(choice) not in options:
+            near = difflib.get_close_matches(str(choice), options, n=1)
+            fix = f"did you mean {key}={near[0]}?" if near else "choose one of them"
+            raise ConfigError(key, f"'{choice}' is not one of {', '.join(options)}", fix)
 
 
 def _field_type(key: str) -> type | None:

@@ -28,7 +28,8 @@ KEYS = {
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
-    """One tiny benchmark: 2 timed steps after 1 warm-up, alone and 2 packed; caches in a private folder."""
+    """One tiny benchmark: 2 timed steps after 1 warm-up, alone, 2 packed and 2 side by side; caches in a
+    private folder."""
     cache = tmp_path_factory.mktemp("bench_cache")
     args = [f"model.{k}={v}" for k, v in TINY.items()]
     args += [
@@ -37,11 +38,12 @@ def bench_run(tmp_path_factory):
         "bench.steps=2",
         "bench.warmup=1",
         "bench.pack=2",
+        "bench.jobs=2",
         "compilation_cache=false",
     ]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SCALING_CACHE", str(cache))
-        return run_cli(args, module="scaling.bench", timeout=120), cache
+        return run_cli(args, module="scaling.bench", timeout=240), cache
 
 
 def test_last_line_is_json_with_the_promised_keys(bench_run):
@@ -72,6 +74,17 @@ def test_packed_runs_are_timed_together(bench_run):
     assert row["pack_tokens_per_s"] == pytest.approx(2 * 4 * TINY["seq_len"] / row["pack_step_time_s"])
     assert row["pack_speedup"] == pytest.approx(row["pack_tokens_per_s"] / row["tokens_per_s"])
     assert "2 packed runs" in bench_run[0].stdout.strip().splitlines()[-2]
+
+
+def test_runs_side_by_side_are_timed_together(bench_run):
+    """bench.jobs=2: two worker processes, one core each (this machine has at least two), both compiled
+    before either starts timing; their aggregate rate against one run's."""
+    row = json.loads(bench_run[0].stdout.strip().splitlines()[-1])
+    assert row["jobs"] == 2 and row["threads_per_job"] == row["threads"] // 2
+    assert row["jobs_flops_per_s"] == pytest.approx(row["jobs_tokens_per_s"] * row["flops_per_token"])
+    assert row["jobs_speedup"] == pytest.approx(row["jobs_tokens_per_s"] / row["tokens_per_s"])
+    assert row["jobs_mfu"] == pytest.approx(row["jobs_flops_per_s"] / row["peak_flops_per_s"])
+    assert "2 runs side by side" in bench_run[0].stdout.strip().splitlines()[-2]
 
 
 def test_cpu_peak_is_the_best_library_and_cached_per_machine(bench_run):

@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from scaling import contract
 from scaling.config import CheckpointConfig, CheckpointRule
 from scaling.training.checkpoint import (
     list_checkpoints,
@@ -24,12 +26,13 @@ from scaling.training.checkpoint import (
     schedule,
     should_save,
 )
+from scaling.training.runbook import RunBook
 from scaling.training.trainer import Trainer, train
-from tests.helpers import REPO, compose_config, run_cli
+from tests.helpers import REPO, compose_config, run_cli, run_in_process
 
 STEPS = 150  # train.tokens / (batch 8 x seq 32)
 RUN_ARGS = ["train.tokens=38400", "train.log_every=5"]
-COMPARED = ["step", "tokens", "flops", "lr", "train_loss", "eval_loss"]
+COMPARED = ["step", "tokens", "flops", "lr", "train_loss", "eval_loss", "grad_norm", "clipped_fraction"]
 
 
 def test_default_schedule_is_pythia_like():
@@ -49,6 +52,26 @@ def test_should_save_is_pure_and_bounded():
     assert should_save(cfg, 64, 100) and should_save(cfg, 100, 100)
     assert not should_save(cfg, 65, 100) and not should_save(cfg, 128, 100) and not should_save(cfg, -1, 100)
     assert not should_save(CheckpointConfig(enabled=False), 0, 100)
+
+
+def _strict_json(path: Path) -> dict:
+    """JSON as the standard defines it: a bare NaN or Infinity (which Python writes by default) is an error."""
+
+    def refuse(constant: str):
+        raise ValueError(f"{path} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_run_saving_no_checkpoints_still_evaluates_its_last_step(tmp_path, tiny_overrides, monkeypatch, capsys):
+    """checkpoint.enabled=false: the run is completed with a finite final eval loss (issue 25, case 4)."""
+    args = [f"run_dir={tmp_path}", *tiny_overrides, "train.tokens=6000", "checkpoint.enabled=false"]
+    code, stderr = run_in_process(args, monkeypatch, capsys)
+    summary = _strict_json(tmp_path / "summary.json")
+    assert code == 0 and summary["status"] == "completed", stderr
+    assert np.isfinite(summary["final_eval_loss"]) and saved_steps(tmp_path) == []
+    evaluated = pd.read_parquet(tmp_path / "metrics.parquet").dropna(subset=["eval_loss"])
+    assert evaluated.step.tolist() == [summary["steps"]]
 
 
 def _launch(run_dir: Path, overrides: list[str]) -> subprocess.Popen:
@@ -106,12 +129,56 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, tiny_overrides, referen
     _wait_for_checkpoint(tmp_path, 16, proc)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr[-2000:]
     summary = _summary(tmp_path)
+    assert proc.returncode == (143 if summary["status"] == "preempted" else 0), stderr[-2000:]
     if summary["status"] == "preempted":  # (the run may have finished before the signal landed)
         assert summary["steps_done"] in saved_steps(tmp_path)
         result = run_cli([f"run_dir={tmp_path}", *tiny_overrides, *RUN_ARGS])
         assert result.returncode == 0, result.stderr[-2000:]
+    _assert_same_run(tmp_path, reference)
+
+
+def test_a_crash_just_after_a_checkpoint_resumes_to_the_same_rows(tmp_path, tiny_overrides, reference, monkeypatch):
+    """Killed right after a checkpoint between two logs (say 32, between the logs of steps 30 and 35): the
+    resumed run's next row counts the clipped steps before the checkpoint too (its checkpoint recorded
+    them), as the uninterrupted run's does."""
+    clipped = _metrics(reference).dropna(subset=["clipped_fraction"]).set_index("step").clipped_fraction
+    next_log = lambda step: -(-step // 5) * 5  # noqa: E731 - train.log_every=5
+    # A checkpoint off the logging steps whose window was partly clipped, so that a lost count shows.
+    between = [s for s in saved_steps(reference) if s % 5 and 0 < clipped.get(next_log(s), 0) < 1]
+    assert between, clipped.to_dict()  # (none: the reference run never clipped part of a window; it can fail)
+    crash_at = between[-1]
+    original = RunBook.save
+
+    def save(self, step, *args, **kwargs):
+        original(self, step, *args, **kwargs)
+        if step == crash_at:
+            raise RuntimeError("killed")
+
+    cfg = compose_config([f"run_dir={tmp_path}", *tiny_overrides, *RUN_ARGS])
+    monkeypatch.setattr(RunBook, "save", save)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg)
+    monkeypatch.undo()
+    assert saved_steps(tmp_path)[-1] == crash_at and train(cfg)["status"] == "completed"
+    _assert_same_run(tmp_path, reference)
+
+
+def test_a_crash_just_after_the_first_checkpoint_resumes_from_it(tmp_path, tiny_overrides, reference, monkeypatch):
+    """Killed right after the step-0 checkpoint (a full disk can stop a run there): the relaunch resumes
+    from step 0 without saving that step a second time (Orbax refuses an existing step)."""
+    original = RunBook.save
+
+    def save(self, step, *args, **kwargs):
+        original(self, step, *args, **kwargs)
+        raise RuntimeError("killed")
+
+    cfg = compose_config([f"run_dir={tmp_path}", *tiny_overrides, *RUN_ARGS])
+    monkeypatch.setattr(RunBook, "save", save)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg)
+    monkeypatch.undo()
+    assert saved_steps(tmp_path) == [0] and train(cfg)["status"] == "completed"
     _assert_same_run(tmp_path, reference)
 
 
@@ -201,3 +268,21 @@ def test_checkpoints_are_plain_orbax(reference):
 
     restored = ocp.StandardCheckpointer().restore((reference / "checkpoints" / str(STEPS) / "params").absolute())
     assert "embed" in restored and restored["embed"]["embedding"].shape == (300, 32)
+
+
+def test_a_swiglu_run_from_before_d_ff_was_recorded_loads_at_its_width(tmp_path, tiny_overrides):
+    """SwiGLU was 8/3 d rounded up to a multiple of 64, and config.yaml did not record the width: such a
+    run (trained here at that width, its config.yaml then set back to how it was written) loads with it."""
+    run_dir = tmp_path / "old"
+    train(
+        compose_config(
+            [*tiny_overrides, "model.mlp=swiglu", "model.d_ff=128", "train.tokens=2048", f"run_dir={run_dir}"]
+        )
+    )
+    path = run_dir / contract.CONFIG_FILE
+    stored = yaml.safe_load(path.read_text())
+    stored[contract.CONFIG_SECTION]["model"]["d_ff"] = None
+    assert stored[contract.DERIVED_SECTION]["model_shape"].pop("d_ff") == 128
+    path.write_text(yaml.safe_dump(stored, sort_keys=False))
+    (run_dir / contract.RUN_MANIFEST).unlink()  # (such a run is also from before manifests)
+    assert load_model(run_dir).blocks[0].mlp.up.kernel.shape == (32, 128)  # today's rule would give 88

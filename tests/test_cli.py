@@ -40,6 +40,12 @@ CASES = {
     "unknown choice": (["model.norm=batchnorm"], "model.norm"),
     "missing data path": (["data=tokens", "data.path=/nonexistent/train.bin"], "data.path"),
     "missing text glob": (["data.path=/nonexistent/*.txt"], "data.path"),
+    "sweep name typo": (["sweep=dmeo"], "sweep: 'dmeo' is not one of"),
+    "data group typo": (["data=txt"], "did you mean data=text?"),
+    "tracker typo": (["tracker=[tensorboard,wandbb]"], "did you mean tracker=wandb?"),
+    "launcher typo": (["hydra/launcher=slrum"], "did you mean hydra/launcher=slurm?"),
+    "batch too large to fit": (["train.tokens=1e12", "train.batch_size=10000000"], "train.batch_size"),
+    "empty run_dir": (["run_dir=''"], "run_dir"),
 }
 
 

@@ -155,6 +155,7 @@ def write_tokens(path: Path, values) -> str:
     [
         (lambda t: dict(name="text", path=str(t / "nothing" / "*.txt")), "data.path"),  # empty glob
         (lambda t: dict(name="text", path=None), "data.path"),
+        (lambda t: dict(name="text", path=write_tokens(t / "empty.txt", [])), "data.path"),  # one empty file
         (lambda t: dict(name="text", path=write_tokens(t / "x.txt", [0xFFFF] * 9)), "data.path"),  # not UTF-8
         (lambda t: dict(name="text", path=str(t / "*.txt"), vocab_size=100), "data.vocab_size"),
         (lambda t: dict(name="pystdlib", val_fraction=0.0), "data.val_fraction"),
@@ -183,7 +184,7 @@ def test_user_mistakes_name_the_field(tmp_path, overrides, field):
 
 def test_no_validation_document_is_explained(tmp_path):
     (tmp_path / "only.txt").write_text("one document cannot be split into train and validation")
-    with pytest.raises(ConfigError, match="data.val_fraction"):
+    with pytest.raises(ConfigError, match="data.path: .* one document, which cannot be both trained on and held out"):
         load_corpus(text_config(tmp_path, path=str(tmp_path / "only.txt")), progress=False)
     assert not [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]  # the failed build left nothing
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 
 from scaling.data import tokens
 from scaling.data.load import load_corpus
+from scaling.data.order import check_ids
+from scaling.errors import ConfigError
 from tests.test_data_load import tokens_config
 
 
@@ -35,3 +38,25 @@ def test_tokens_npy_with_val_path(tmp_path):
     prepared = load_corpus(cfg)
     assert isinstance(prepared.train, np.memmap) and len(prepared.train) == 5000 and len(prepared.val) == 300
     assert prepared.train.dtype == np.uint32 and prepared.meta["max_token_id"] == 4999
+
+
+def test_a_file_replaced_in_place_with_the_same_size_and_time_is_scanned_again(tmp_path):
+    path = tmp_path / "train.bin"
+    np.random.default_rng(0).integers(0, 1000, 10_000).astype(np.uint16).tofile(path)
+    cfg = tokens_config(tmp_path, path=str(path), val_fraction=0.1, vocab_size=1000)
+    first = load_corpus(cfg)
+    stat = path.stat()
+    np.random.default_rng(1).integers(1000, 60_000, 10_000).astype(np.uint16).tofile(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # what `cp -p` or a restore from backup leaves
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    with pytest.raises(ConfigError, match=f"data.vocab_size: 1000 but {path} holds token id"):
+        load_corpus(cfg)
+    assert first.meta["max_token_id"] < 1000
+
+
+def test_ids_outside_the_vocabulary_in_a_window_read_stop_the_run_naming_the_file():
+    """What the sampled hash misses (a change between its blocks) the windows read catch, step by step."""
+    windows = np.array([[1, 2, 3], [4, 5, 70_000]])
+    with pytest.raises(ConfigError, match="data.path: /data/train.bin holds token id 70000 in the batch of step 7"):
+        check_ids(windows, 1000, "/data/train.bin", "the batch of step 7")
+    check_ids(windows[:1], 1000, "/data/train.bin", "the batch of step 7")

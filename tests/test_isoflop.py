@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 
+from scaling import isoflop
 from scaling.config import ModelConfig, register_configs
 from scaling.model.sizing import param_count
 from scaling.planning.grids import (
@@ -124,3 +125,13 @@ def test_one_job_places_its_point_on_the_rung_of_the_whole_grid(point):
     alone = grid_point(budget, point, model, 512, 1024, spacing=spacing)
     together = isoflop_grid([budget], [-4, -3, -2, -1, 0, 1, 2], model, 512, 1024, spacing=spacing)
     assert alone == next(g for g in together if g.point == point)
+
+
+@pytest.mark.parametrize(
+    "argv, named", [(["sweep=dmeo"], "did you mean sweep=demo?"), (["model.widht=3"], "model.widht")]
+)
+def test_the_grid_command_refuses_a_bad_override_in_one_line(argv, named, capsys):
+    with pytest.raises(SystemExit) as caught:
+        isoflop.main(argv)
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and err.count("\n") == 1 and err.startswith("error:") and named in err

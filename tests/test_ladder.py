@@ -3,6 +3,7 @@ of a geometric sequence shared by every budget, and one-line errors for targets 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from scaling.config import ModelConfig
 from scaling.errors import ConfigError
 from scaling.model.sizing import param_count
-from scaling.planning.ladder import SIZE_TOLERANCE, ladder, shape_for_params, smallest
+from scaling.planning.ladder import SIZE_TOLERANCE, depths, ladder, preferred_layers, shape_for_params, smallest
 
 # The shipped families: the CPU sweeps' (sweeps/sweep/isoflop_base.yaml), the default, and a GPU one.
 FAMILIES = {
@@ -95,3 +96,16 @@ def test_an_unreachable_target_names_the_nearest_sizes(target):
     assert line.startswith("error: model.n_params: ") and "nearest reachable sizes are" in line and "\n" not in line
     first = smallest(model, 512)
     assert f"{first.params:,} (d_model {first.d_model}, {first.n_layers} layers)" in line
+
+
+def test_an_encoder_decoder_shares_the_depth_rule_between_its_two_stacks():
+    """T5's parameter-matched split (L/2 + L/2): the encoder-decoder prefers half the decoder's n_layers at a
+    width, its floor of two layers counts both stacks (1 + 1), and every rung's two stacks together take a
+    depth the decoder's rule allows at that width."""
+    decoder, vocab, top = FAMILIES["cpu-sweeps"]
+    t5 = dataclasses.replace(decoder, family="encoder_decoder")
+    for d_model in (16, 64, 256, 1024):
+        assert preferred_layers(t5, d_model) == pytest.approx(preferred_layers(decoder, d_model) / 2)
+    assert (smallest(decoder, vocab).n_layers, smallest(t5, vocab).n_layers) == (2, 1)
+    for rung in ladder(t5, vocab, math.sqrt(2), top):
+        assert 2 * rung.shape.n_layers in depths(decoder, rung.shape.d_model)

@@ -1,5 +1,7 @@
-"""muP (Yang et al. 2022): the table's learning rates and initialisation, a coordinate check that fails
-on a broken muP, muP at the base width equal to SP bit for bit, and muP runs that resume exactly."""
+"""muP (Yang et al. 2022): the table's learning rates and initialisation, weight decay as the reference
+implementation's MuAdamW applies it, a coordinate check on the sweeps' configuration (tied embeddings, no
+biases) that fails on a broken muP, muP at the base width equal to SP bit for bit, and muP runs that resume
+exactly."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ import pytest
 from flax import nnx
 
 from scaling.config import ModelConfig, TrainConfig
+from scaling.data.eval_set import run_eval_windows
 from scaling.data.load import load_corpus
-from scaling.data.order import eval_set
-from scaling.model import mup
+from scaling.model import mup, transformer
 from scaling.model.attention import rope_tables
 from scaling.model.transformer import build_model, token_losses
 from scaling.training.checkpoint import load_model
@@ -25,6 +27,7 @@ from scaling.training.trainer import train
 from tests.helpers import compose_config
 from tests.test_checkpoint import _assert_same_run, _preempted_then_resumed
 
+# The sweeps' configuration: tied embeddings (the output layer is the embedding, times 1/m), no biases.
 BASE = ModelConfig(
     d_model=16,
     n_layers=2,
@@ -34,9 +37,10 @@ BASE = ModelConfig(
     parametrization="mup",
     base_width=16,
     compute_dtype="float32",
-    tie_embeddings=False,
-    use_bias=True,
+    tie_embeddings=True,
+    use_bias=False,
 )
+UNTIED = dataclasses.replace(BASE, tie_embeddings=False, use_bias=True)  # a separate readout, with biases
 VOCAB = 64
 WIDTHS = (32, 64, 128, 256)
 
@@ -46,7 +50,7 @@ def _params(cfg: ModelConfig, seed: int = 0) -> dict:
 
 
 def test_learning_rate_multipliers_follow_the_table():
-    cfg = dataclasses.replace(BASE, d_model=64, n_heads=16)  # m = 4
+    cfg = dataclasses.replace(UNTIED, d_model=64, n_heads=16)  # m = 4
     multipliers = mup.lr_multipliers(_params(cfg), cfg)
     flat = {jax.tree_util.keystr(path): value for path, value in jax.tree_util.tree_leaves_with_path(multipliers)}
     for name, value in flat.items():
@@ -63,8 +67,8 @@ def test_learning_rate_multipliers_follow_the_table():
 
 
 def test_initialisation_and_multipliers_follow_the_table():
-    wide = dataclasses.replace(BASE, d_model=256, n_heads=64)  # m = 16: hidden std / 4
-    params, base = _params(wide), _params(BASE)
+    wide = dataclasses.replace(UNTIED, d_model=256, n_heads=64)  # m = 16: hidden std / 4
+    params, base = _params(wide), _params(UNTIED)
     for name, expected in (("qkv", 0.02 / 4), ("up", 0.02 / 4)):
         block = params["blocks"][0]
         kernel = block["attn"][name]["kernel"] if name == "qkv" else block["mlp"][name]["kernel"]
@@ -78,8 +82,8 @@ def test_initialisation_and_multipliers_follow_the_table():
     assert mup.attention_scale(dataclasses.replace(wide_heads, parametrization="sp")) == pytest.approx(1 / 4)
 
 
-def _trained(cfg: ModelConfig, steps: int, lr: float = 1e-2) -> tuple[nnx.Module, dict]:
-    train = TrainConfig(lr=lr, warmup_fraction=0.0, schedule="constant", weight_decay=0.0)
+def _trained(cfg: ModelConfig, steps: int, lr: float = 1e-2, wd: float = 0.1) -> tuple[nnx.Module, dict]:
+    train = TrainConfig(lr=lr, warmup_fraction=0.0, schedule="constant", weight_decay=wd)
     model = build_model(cfg, VOCAB, seed=0)
     graphdef, state = nnx.split(model, nnx.Param)
     params = nnx.to_pure_dict(state)
@@ -141,6 +145,66 @@ def test_coordinate_check_fails_on_a_broken_mup(monkeypatch):
         assert_flat(coordinate_slopes("mup"))
 
 
+def test_coordinate_check_fails_without_the_output_multiplier(monkeypatch):
+    """With tied embeddings the 1/m logit multiplier is what makes the shared matrix a muP readout: without
+    it the logits grow with width (slope +0.49 measured), and the check says so."""
+    monkeypatch.setattr(transformer, "output_multiplier", lambda cfg: 1.0)
+    with pytest.raises(AssertionError, match="logits"):
+        assert_flat(coordinate_slopes("mup"))
+
+
+def reference_muadamw(params: dict, grads: list[dict], cfg: ModelConfig, lr: float, wd: float) -> dict:
+    """microsoft/mup's MuAdamW in float64 NumPy: torch's AdamW over parameter groups, where a matrix-like
+    parameter (both dimensions scale with width: the hidden matrices) gets lr / m and weight_decay x m, and
+    the rest (the embedding, vocabulary by width, and the norm scales) keep lr and weight_decay. Torch's
+    AdamW step: p *= 1 - lr_g wd_g; m, v as Adam's; p -= lr_g m_hat / (sqrt(v_hat) + eps). Decay applies
+    where ours does (matrices and the embedding, not norm scales)."""
+    m = cfg.d_model / cfg.base_width
+    flat = {jax.tree_util.keystr(k): np.asarray(v, np.float64) for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    state = {name: (np.zeros_like(p), np.zeros_like(p)) for name, p in flat.items()}
+    b1, b2, eps = 0.9, 0.95, 1e-8
+    for t, grad in enumerate(grads, start=1):
+        g_flat = {
+            jax.tree_util.keystr(k): np.asarray(v, np.float64) for k, v in jax.tree_util.tree_leaves_with_path(grad)
+        }
+        for name, p in flat.items():
+            hidden = p.ndim == 2 and "embed" not in name
+            lr_g, wd_g = (lr / m, wd * m) if hidden else (lr, wd)
+            if p.ndim >= 2:
+                p *= 1.0 - lr_g * wd_g
+            mu, nu = state[name]
+            mu, nu = b1 * mu + (1 - b1) * g_flat[name], b2 * nu + (1 - b2) * g_flat[name] ** 2
+            state[name] = (mu, nu)
+            p -= lr_g * (mu / (1 - b1**t)) / (np.sqrt(nu / (1 - b2**t)) + eps)
+    return flat
+
+
+def test_mup_weight_decay_equals_the_reference_muadamw():
+    """Three steps of our optimiser under muP (m = 4) equal the reference's to float32 rounding; the
+    decay alone (zero gradients) shrinks every matrix by exactly lr x wd per step, at any width."""
+    cfg = dataclasses.replace(BASE, d_model=64, n_heads=16)
+    lr, wd = 1e-2, 0.1
+    train = TrainConfig(lr=lr, warmup_fraction=0.0, schedule="constant", weight_decay=wd, grad_clip=1e9)
+    params = _params(cfg)
+    rng = np.random.default_rng(0)
+    grads = [jax.tree.map(lambda p: rng.normal(0, 1e-3, p.shape).astype(np.float32), params) for _ in range(3)]
+    multipliers = mup.optimizer_multipliers(params, cfg)
+    tx = make_optimizer(train, 10, multipliers)
+    ours, state = params, tx.init(params)
+    for grad in grads:
+        updates, state = tx.update(grad, state, ours)
+        ours = jax.tree.map(lambda p, u: p + u, ours, updates)
+    expected = reference_muadamw(params, grads, cfg, lr, wd)
+    for path, value in jax.tree_util.tree_leaves_with_path(ours):
+        np.testing.assert_allclose(
+            np.asarray(value, np.float64), expected[jax.tree_util.keystr(path)], rtol=2e-5, atol=1e-7
+        )
+    zero = jax.tree.map(np.zeros_like, params)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    kernel = params["blocks"][0]["attn"]["qkv"]["kernel"]
+    np.testing.assert_allclose(updates["blocks"][0]["attn"]["qkv"]["kernel"], -lr * wd * kernel, rtol=1e-6)
+
+
 def test_mup_at_the_base_width_trains_exactly_as_sp():
     _, mup_params = _trained(BASE, 3)
     _, sp_params = _trained(dataclasses.replace(BASE, parametrization="sp"), 3)
@@ -163,7 +227,8 @@ def test_a_mup_run_resumes_bit_for_bit_and_loads_for_analysis(tmp_path, tiny_ove
     _assert_same_run(tmp_path / "resumed", reference)
     model = load_model(reference)
     assert model.output_mult == 0.5  # d_model 32 over base width 16
-    windows = eval_chunks(eval_set(load_corpus(cfg.data, progress=False).val, 32, cfg.data.eval_tokens), 8)
+    corpus = load_corpus(cfg.data, progress=False)
+    windows = eval_chunks(run_eval_windows(cfg.data, corpus.val, corpus.meta["eot_id"], 32, 8).windows_NxT1, 8)
     seqs = jnp.asarray(windows.reshape(-1, windows.shape[-1]))
     loss = float(token_losses(model(seqs[:, :-1]), seqs[:, 1:]).mean())
     assert loss == pytest.approx(summary["final_eval_loss"], rel=1e-4)

@@ -71,3 +71,14 @@ def test_the_report_sets_prediction_beside_outcome(tmp_path, capsys, loss_factor
     assert predicted == pytest.approx(truth, rel=0.01) and low < truth < high
     assert (cells[8] == "yes") is inside and (low <= measured <= high) is inside
     assert (folder / contract.FIGURES_DIR / "prediction.png").stat().st_size > 10_000
+
+
+def test_the_placement_section_leaves_each_point_out_under_the_chosen_law(tmp_path):
+    """With the default law (chosen by rollout, so no law is named on the command line) the placement
+    section still refits without each grid point, under the law the fit chose."""
+    folder, _ = held_out_sweep(tmp_path / "demo")
+    assert report.main([str(folder), "--n-boot", "30"]) == 0
+    text = (folder / contract.REPORT_FILE).read_text()
+    section = text[text.index("<!-- placement:start -->") : text.index("<!-- placement:end -->")]
+    assert "not fitted" not in section
+    assert "Leave one point out (holdout,point=0, law `" in section and "nats (target: at most" in section

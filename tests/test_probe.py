@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from flax import nnx
 
-from analysis import probe
+from analysis import measurements, probe
 from analysis.probes.counts import SeenCounts, bin_range, frequency_bin
 from analysis.probes.measure import FORGETTING, MEMORISATION_HELDOUT, MEMORISATION_SCORE
 from analysis.probes.stats import uniformity_test
@@ -185,7 +185,7 @@ def test_rerun_measures_nothing_new_and_restores_missing_rows(control, monkeypat
     def no_loading(*args, **kwargs):
         pytest.fail("a re-run with every checkpoint probed must load no model")
 
-    monkeypatch.setattr(probe, "load_model", no_loading)
+    monkeypatch.setattr(measurements, "load_model", no_loading)
     assert probe.main(args) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "probes.parquet"), table)
     monkeypatch.undo()

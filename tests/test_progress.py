@@ -41,10 +41,19 @@ def test_planned_runs_are_the_runs_the_jobs_train(tmp_path):
     config = _config(["sweep=tiny", f"results_root={tmp_path}"])
     runs = progress.planned_runs(config, plan_job, plan_run)
     assert len(runs) == 6 and len({r.name for r in runs}) == 6
-    assert all(r.name.startswith("flops=") and ",point=" in r.name for r in runs)
+    assert all(r.name.startswith("flops-") and "_point-" in r.name for r in runs)
     for r in runs:  # 6 N D of the run's own plan, whole steps
         assert r.flops == pytest.approx(6 * r.plan.params.total * r.plan.tokens_per_step * r.plan.steps)
         assert r.flops == pytest.approx(r.steps * r.flops_per_step)
+
+
+def test_a_sweeper_param_with_one_value_names_every_planned_run(tmp_path):
+    """As Hydra passes it to every job (sweep=mlp_choice's `sweep.point: "0"`), so the plan's names are the runs' names."""
+    config = _config(["sweep=tiny", f"results_root={tmp_path}"])
+    with open_dict(config):
+        config.hydra.sweeper.params["sweep.point"] = "0"
+    runs = progress.planned_runs(config, plan_job, plan_run)
+    assert sorted(r.name for r in runs) == ["flops-4e10_point-0", "flops-8e10_point-0"]
 
 
 def test_the_estimate_joins_the_cheapest_and_dearest_step_by_a_line(tmp_path):
@@ -60,6 +69,11 @@ def test_the_estimate_joins_the_cheapest_and_dearest_step_by_a_line(tmp_path):
     assert estimate == pytest.approx(sum(r.steps * (0.002 + 1e-9 * r.flops_per_step) for r in runs))
     assert len(measured) == 2  # only two shapes are timed
     assert progress.estimate_seconds([], step_seconds) is None
+    # runs trained two at a time (hydra/launcher=local on two cores) take half the time; one run alone its own
+    alone = runs[0].name
+    halved = progress.estimate_seconds(runs, step_seconds, lambda r: 1 if r.name == alone else 2)
+    first = runs[0].steps * (0.002 + 1e-9 * runs[0].flops_per_step)
+    assert halved == pytest.approx(first + (estimate - first) / 2)
 
 
 def test_the_progress_line_counts_this_launch_only(tmp_path):

@@ -1,5 +1,6 @@
 """The report on a synthetic sweep folder in the training side's format: figures, markdown, and the CLI."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from analysis.fits.reference import HOFFMANN_2022, PUBLISHED_FIT_FLOPS
 from analysis.fits.result import ApproachResult
 from analysis.fits.synthetic import isoflop_runs, training_curves
 from analysis.report import main
-from analysis.reporting.document import markers, split_sections, write_section
+from analysis.reporting.document import SECTIONS, markers, split_sections, write_section
 from analysis.reporting.fit_figures import _draw_published
 from analysis.reporting.summary_section import unidentified
 from tests.helpers import REPO, write_sweep
@@ -57,7 +58,13 @@ def test_report_writes_every_figure_as_png(sweep, report):
 
 
 def test_report_has_estimates_conventions_and_extrapolations(report):
-    assert report.rstrip().endswith(END)
+    # The fit section is whole (one start, one end), and the report is nothing but its sections, in SECTIONS
+    # order: the noise section, written last by the same command, now ends it.
+    assert report.count(START) == 1 and report.count(END) == 1 and report.index(START) < report.index(END)
+    names = [name for name, _ in split_sections(report)]
+    assert None not in names  # no text outside a section
+    assert names == sorted(names, key=SECTIONS.index) and {"summary", "fit", "noise"} <= set(names)
+    assert report.rstrip().endswith(markers(names[-1])[1])
     for heading in (
         "## Compute-optimal allocation",
         "## Approach 3: L(N, D)",
@@ -138,6 +145,19 @@ def test_split_sections_gives_every_piece_in_document_order(tmp_path):
     write_section(path, "fit", "fit")
     path.write_text("# Title\n\n" + path.read_text() + "\nnotes\n")
     assert split_sections(path.read_text()) == [(None, "# Title"), ("fit", "fit"), ("probe", "probes"), (None, "notes")]
+
+
+@pytest.mark.parametrize("lost", [END, START])
+def test_a_section_that_lost_a_marker_is_refused_and_the_report_left_as_it_was(sweep, report, tmp_path, capsys, lost):
+    """Rewriting it would add a second fit section beside the stale one, or swallow a person's text."""
+    folder = tmp_path / "sweep"
+    shutil.copytree(sweep, folder)
+    damaged = (folder / "report.md").read_text().replace(lost, "") + "\nmy notes\n"
+    (folder / "report.md").write_text(damaged)
+    assert main([str(folder), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "report.md: the fit section's markers are broken" in err
+    assert (folder / "report.md").read_text() == damaged
 
 
 def test_published_fit_range_is_the_compute_of_hoffmanns_runs():

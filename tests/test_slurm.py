@@ -36,7 +36,7 @@ SWEEP = [
     "hydra.launcher.mem_gb=1",
     "hydra.launcher.timeout_min=20",
 ]
-INTERRUPTED = "flops=8e10,point=1"  # the longer of the two runs
+INTERRUPTED = "flops-8e10_point-1"  # the longer of the two runs
 SIGNAL_AFTER_STEP = 8  # a checkpoint on the log-spaced schedule: training is under way
 
 
@@ -78,7 +78,7 @@ def test_tiny_sweep_through_the_submitit_launcher(slurm_sweep):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 trained, 0 skipped, 0 failed" in result.stderr
     table = pd.read_parquet(folder / "runs.parquet")
-    assert sorted(table.run_name) == ["flops=4e10,point=1", INTERRUPTED]
+    assert sorted(table.run_name) == ["flops-4e10_point-1", INTERRUPTED]
     assert (table.status == "completed").all() and sorted(table.budget) == [4e10, 8e10]
     # One SLURM array task per run, each of whose logs reports its run trained.
     logs = sorted((folder / ".submitit").glob("*/*_0_log.err"))

@@ -38,7 +38,9 @@ def test_gradient_accumulation_equals_full_batch():
     (full, loss_full), (accum, loss_accum) = results
     assert loss_full == pytest.approx(loss_accum, rel=1e-5)
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(accum)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5
+        )  # Adam divides by sqrt(v): a near-zero gradient magnifies float32 summation order
 
 
 def test_train_step_is_deterministic():
@@ -89,8 +91,8 @@ def test_bf16_compute_keeps_fp32_master_weights_and_tracks_fp32_training():
 def test_evaluation_in_micro_batches_equals_whole_chunks():
     graphdef, _, params, _ = _state()
     chunks = jnp.asarray(np.random.default_rng(2).integers(0, VOCAB, (3, 8, 17)), jnp.int32)
-    whole = float(make_eval(graphdef, 1)(params, chunks))
+    whole = np.asarray(make_eval(graphdef, 1)(params, chunks))  # every window's loss, in the windows' order
     per_window = [float(loss_fn(graphdef, params, chunks[c, i : i + 1])) for c in range(3) for i in range(8)]
-    assert whole == pytest.approx(np.mean(per_window), rel=1e-6)
+    np.testing.assert_allclose(whole, per_window, rtol=1e-5)
     for micro in (2, 4, 8):
-        assert float(make_eval(graphdef, micro)(params, chunks)) == pytest.approx(whole, rel=1e-6)
+        np.testing.assert_allclose(np.asarray(make_eval(graphdef, micro)(params, chunks)), whole, rtol=1e-6)

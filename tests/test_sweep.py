@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from scaling.sweeping.naming import run_name, swept_values
 from scaling.sweeping.runs_table import record
 from tests.helpers import run_cli
 
@@ -45,7 +46,17 @@ def test_tiny_sweep_fills_the_table_then_relaunch_trains_nothing(tiny_sweep):
     assert first.returncode == 0, first.stderr[-3000:]
     table = pd.read_parquet(root / "tiny" / "runs.parquet")
     assert len(table) == 6 and (table.status == "completed").all() and table.run_name.is_unique
-    assert {"budget", "params_total", "tokens", "final_eval_loss", "flops_6n", "run_dir"} <= set(table.columns)
+    columns = {
+        "budget",
+        "params_total",
+        "tokens",
+        "final_eval_loss",
+        "flops_6n",
+        "run_dir",
+        "grad_norm",
+        "clipped_fraction",
+    }
+    assert columns <= set(table.columns)
     assert sorted(table.budget.unique()) == [4e10, 8e10]
     assert "6 trained, 0 skipped, 0 failed" in first.stderr
     for run_dir in table.run_dir:
@@ -60,7 +71,7 @@ def test_tiny_sweep_fills_the_table_then_relaunch_trains_nothing(tiny_sweep):
 def test_run_names_are_readable_and_stable(tiny_sweep):
     root, _, _ = tiny_sweep
     names = sorted(p.name for p in (root / "tiny" / "runs").iterdir())
-    assert names[0] == "flops=4e10,point=-1" and len(names) == 6
+    assert names[0] == "flops-4e10_point--1" and len(names) == 6
 
 
 @pytest.mark.slow
@@ -75,7 +86,7 @@ def test_wsd_ladder_branches_share_the_main_runs_prefix(tmp_path, tiny_corpus_di
         "data=text",
         f"data.path={tiny_corpus_dir}/*.txt",
         "data.vocab_size=300",
-        "data.val_fraction=0.2",
+        "data.val_fraction=0.3",
         f"data.cache_dir={cache_dir}",
         "data.eval_tokens=2048",
         "model.seq_len=32",
@@ -95,3 +106,14 @@ def test_wsd_ladder_branches_share_the_main_runs_prefix(tmp_path, tiny_corpus_di
         b.loc[shared, ["lr", "train_loss", "eval_loss"]], m.loc[shared, ["lr", "train_loss", "eval_loss"]]
     )
     assert b.lr.loc[40] == pytest.approx(0.0, abs=1e-12) and m.lr.loc[40] > 0  # branch cooled down, main did not
+
+
+def test_a_key_swept_over_null_and_numbers_names_and_records_every_run(tmp_path):
+    """`train.weight_decay_timescale: null,0.25` (sweep=weight_decay): Hydra writes null, the run is named
+    by it, and the table's swept column keeps one type, so every run's row is recorded."""
+    for value in ("null", "0.25"):
+        swept = swept_values(["train.weight_decay_timescale"], [f"train.weight_decay_timescale={value}"])
+        assert run_name(swept) == f"weight_decay_timescale-{value}"
+        record(tmp_path, {"run_name": run_name(swept), **{f"swept.{k}": v for k, v in swept.items()}})
+    table = pd.read_parquet(tmp_path / "runs.parquet").set_index("run_name")["swept.train.weight_decay_timescale"]
+    assert table.isna().tolist() == [False, True] and table.iloc[0] == 0.25

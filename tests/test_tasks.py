@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 from tokenizers import Tokenizer
 
+from analysis import measurements
 from analysis import tasks as tasks_command
 from analysis.abilities.build import CLOSERS, INDUCTION_PREFIX, MAX_ANSWER, build_suite
 from analysis.abilities.documents import heldout_texts, tokenize
@@ -225,7 +226,7 @@ def test_rerun_scores_nothing_new_and_restores_missing_rows(scored, monkeypatch)
     def no_loading(*args, **kwargs):
         pytest.fail("a re-run with every checkpoint scored must load no model")
 
-    monkeypatch.setattr(tasks_command, "load_model", no_loading)
+    monkeypatch.setattr(measurements, "load_model", no_loading)
     assert tasks_command.main(args) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "tasks.parquet"), table)
     monkeypatch.undo()

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from scaling.overrides import whole_numbers
-from scaling.training.validate import BOUNDS, CHOICES, Range
+from scaling.training.validate import BOUNDS, CHOICES, OPTIONAL_CHOICES, Range
 from tests.helpers import run_in_process
 
 # case -> (overrides, field named in the message, the value as the message shows it)
@@ -23,6 +23,7 @@ CASES = {
     "odd family head": (["model.head_dim=5"], "model.head_dim", "5"),
     "aspect_ratio negative": (["model.aspect_ratio=-1"], "model.aspect_ratio", "-1"),
     "min_layers zero": (["model.min_layers=0"], "model.min_layers", "0"),
+    "min_heads zero": (["model.min_heads=0"], "model.min_heads", "0"),
     "base_width zero": (["model.base_width=0"], "model.base_width", "0"),
     "parametrization": (["model.parametrization=ntk"], "model.parametrization", "ntk"),
     "wandb_mode": (["tracker.wandb_mode=cloud"], "tracker.wandb_mode", "cloud"),
@@ -49,6 +50,9 @@ CASES = {
     "val_fraction zero": (["data.val_fraction=0"], "data.val_fraction", "0"),
     "val_fraction one": (["data.val_fraction=1"], "data.val_fraction", "1"),
     "eval_tokens zero": (["data.eval_tokens=0"], "data.eval_tokens", "0"),
+    "eval_tokens beyond the cap": (["data.eval_tokens=10000000"], "data.eval_tokens", "10,000,000"),
+    "eval_max_doc_share zero": (["data.eval_max_doc_share=0"], "data.eval_max_doc_share", "0"),
+    "eval_set": (["data.eval_set=sampled"], "data.eval_set", "sampled"),
     "token_dtype not integer": (["data.token_dtype=float32"], "data.token_dtype", "float32"),
     "val_path outside data=tokens": (["data.val_path=/tmp/val.bin"], "data.val_path", "/tmp/val.bin"),
     "text glob matching nothing": (["data.path=/nonexistent/*.txt"], "data.path", "/nonexistent/*.txt"),
@@ -78,6 +82,7 @@ CASES = {
     "b2 negative": (["train.b2=-0.1"], "train.b2", "-0.1"),
     "eps zero": (["train.eps=0"], "train.eps", "0"),
     "weight_decay negative": (["train.weight_decay=-0.1"], "train.weight_decay", "-0.1"),
+    "weight_decay_timescale zero": (["train.weight_decay_timescale=0"], "train.weight_decay_timescale", "0"),
     "grad_clip zero": (["train.grad_clip=0"], "train.grad_clip", "0"),
     "seed negative": (["train.seed=-1"], "train.seed", "-1"),
     "data_seed negative": (["train.data_seed=-1"], "train.data_seed", "-1"),
@@ -110,8 +115,34 @@ CASES = {
     "coordinator without port": (["mesh.coordinator=node0"], "mesh.coordinator", "node0"),
     "sweep spacing one": (["sweep.spacing=1"], "sweep.spacing", "1"),
     "tokens_per_param zero": (["sweep.tokens_per_param=0"], "sweep.tokens_per_param", "0"),
+    "seeds zero": (["sweep.seeds=0"], "sweep.seeds", "0"),
+    "seed_offset negative": (["sweep.seed_offset=-1"], "sweep.seed_offset", "-1"),
+    "pack negative": (["sweep.pack=-1"], "sweep.pack", "-1"),
+    "jobs negative": (["sweep.jobs=-2"], "sweep.jobs", "-2"),
     "branch beyond one": (["sweep.branches=[1.5]"], "sweep.branches", "1.5"),
     "run_dir under a file": (["run_dir={blocker}/run"], "run_dir", "{blocker}"),
+    "family": (["model.family=prefix_lm"], "model.family", "prefix_lm"),
+    "relative positions in a decoder": (["model.position=relative"], "model.position", "not decoder"),
+    "mask_rate one": (["model.family=encoder", "model.mask_rate=1"], "model.mask_rate", "1"),
+    "mask_rate for a decoder": (["model.mask_rate=0.2"], "model.mask_rate", "model.family=encoder only, not decoder"),
+    "noise_density zero": (["model.family=encoder_decoder", "model.noise_density=0"], "model.noise_density", "0"),
+    "noise_density for an encoder": (
+        ["model.family=encoder", "model.noise_density=0.2"],
+        "model.noise_density",
+        "model.family=encoder_decoder only, not encoder",
+    ),
+    "noise_density leaving too few clean tokens": (
+        ["model.family=encoder_decoder", "model.noise_density=0.9", "model.mean_span=1"],
+        "model.noise_density",
+        "0.9 leaves 3 uncorrupted tokens for 29 spans",
+    ),
+    "mean_span below one": (["model.family=encoder_decoder", "model.mean_span=0.5"], "model.mean_span", "0.5"),
+    "mean_span for a decoder": (["model.mean_span=3"], "model.mean_span", "model.family=encoder_decoder only"),
+    "mean_span longer than the sequence": (
+        ["model.family=encoder_decoder", "model.mean_span=40"],
+        "model.mean_span",
+        "40 tokens is longer than the 5 tokens",
+    ),
 }
 
 
@@ -167,7 +198,7 @@ def test_counts_in_scientific_notation_are_whole_numbers():
 def test_every_numeric_field_has_a_case():
     """The table above covers every bounded and every multiple-choice field."""
     covered = {override.split("=")[0] for overrides, _, _ in CASES.values() for override in overrides}
-    assert set(BOUNDS) | set(CHOICES) <= covered
+    assert set(BOUNDS) | set(CHOICES) | set(OPTIONAL_CHOICES) <= covered
 
 
 def test_range_text_and_membership():

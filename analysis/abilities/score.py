@@ -6,7 +6,8 @@ short continuations, not four full sequences. From the logits at the candidates'
 their log-likelihoods and whether each token is the argmax. Exact match needs no decoding loop:
 greedy decoding emits the answer exactly when every answer token is the argmax given the prompt and
 the answer tokens before it (what `is_argmax` reads), which the tests check against the greedy
-decoder of scaling/model/decode.py.
+decoder of scaling/model/decode.py. That is the decoder's way; the other families score the same items by
+their own objectives (analysis/abilities/family_scoring.py), through the same batching and metrics.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from analysis.abilities.family_scoring import SCORERS
 from analysis.abilities.suite import (
     ACCURACY,
     ANSWER_LOGPROB,
@@ -25,6 +27,7 @@ from analysis.abilities.suite import (
     EXACT_MATCH,
     Task,
 )
+from scaling.model.objectives import DECODER
 from scaling.model.transformer import Transformer, token_losses
 
 LOGIT_BUDGET = 1 << 24  # floats of candidate logits per call (64 MB): sets the batch size
@@ -51,9 +54,15 @@ def candidate_logprobs(
     return -token_losses(logits_BxCxMxV, cands_BxCxM), is_argmax_BxCxM
 
 
-def make_scorer(graphdef: nnx.GraphDef) -> Callable[[nnx.State, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
-    """A jitted (state, prompts (B, P), candidates (B, C, M)) -> `candidate_logprobs`, compiled once per shape."""
-    return jax.jit(lambda state, prompt, cands: candidate_logprobs(nnx.merge(graphdef, state), prompt, cands))
+def make_scorer(
+    graphdef: nnx.GraphDef, family: str = DECODER
+) -> Callable[[nnx.State, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+    """A jitted (state, prompts (B, P), candidates (B, C, M), their lengths (B, C)) -> (log-likelihoods, is argmax)
+    of each candidate token by the family's objective, compiled once per shape (the decoder needs no lengths)."""
+    if family == DECODER:
+        return jax.jit(lambda state, prompt, cands, _: candidate_logprobs(nnx.merge(graphdef, state), prompt, cands))
+    score = SCORERS[family]
+    return jax.jit(lambda state, prompt, cands, lengths: score(nnx.merge(graphdef, state), prompt, cands, lengths))
 
 
 def padded_arrays(task: Task) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -91,8 +100,8 @@ def summarise(
 class SuiteScorer:
     """Everything fixed for one model shape and task set (arrays, jitted scorer); `score` takes a checkpoint."""
 
-    def __init__(self, graphdef: nnx.GraphDef, tasks: list[Task], vocab_size: int):
-        self.scorer = make_scorer(graphdef)
+    def __init__(self, graphdef: nnx.GraphDef, tasks: list[Task], vocab_size: int, family: str = DECODER):
+        self.scorer = make_scorer(graphdef, family)
         self.tasks = [task for task in tasks if task.items]
         self.arrays = {task.name: padded_arrays(task) for task in self.tasks}
         self.vocab_size = vocab_size
@@ -107,22 +116,26 @@ class SuiteScorer:
         out = {}
         for task in self.tasks:
             prompts_NxP, cands_NxCxM, lengths_NxC, answers_N = self.arrays[task.name]
-            logp, is_argmax = self._candidates(state, prompts_NxP, cands_NxCxM)
+            logp, is_argmax = self._candidates(state, prompts_NxP, cands_NxCxM, lengths_NxC)
             out[task.name] = summarise(task, logp, is_argmax, lengths_NxC, answers_N)
         return out
 
     def _candidates(
-        self, state: nnx.State, prompts_NxP: np.ndarray, cands_NxCxM: np.ndarray
+        self, state: nnx.State, prompts_NxP: np.ndarray, cands_NxCxM: np.ndarray, lengths_NxC: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The scorer over fixed-size batches (the last zero-padded) so it compiles once per task."""
         rows, n = self._rows(cands_NxCxM), len(prompts_NxP)
+        if lengths_NxC is None:  # every candidate as long as the widest
+            lengths_NxC = np.full(cands_NxCxM.shape[:2], cands_NxCxM.shape[2], np.int32)
         logps, argmaxes = [], []
         for start in range(0, n, rows):
             take = min(rows, n - start)
             prompt = np.zeros((rows, prompts_NxP.shape[1]), np.int32)
             cands = np.zeros((rows, *cands_NxCxM.shape[1:]), np.int32)
+            lengths = np.ones((rows, cands_NxCxM.shape[1]), np.int32)
             prompt[:take], cands[:take] = prompts_NxP[start : start + take], cands_NxCxM[start : start + take]
-            logp, is_argmax = self.scorer(state, jnp.asarray(prompt), jnp.asarray(cands))
+            lengths[:take] = lengths_NxC[start : start + take]
+            logp, is_argmax = self.scorer(state, jnp.asarray(prompt), jnp.asarray(cands), jnp.asarray(lengths))
             logps.append(np.asarray(logp)[:take])
             argmaxes.append(np.asarray(is_argmax)[:take])
         return np.concatenate(logps), np.concatenate(argmaxes)

@@ -20,6 +20,12 @@ GENERATE, CHOICE = "generate", "choice"
 # multiple choice. Continuous: the right answer's mean log-likelihood per token (nats), and the
 # probability of the right choice (softmax of the candidates' total log-likelihoods).
 EXACT_MATCH, ACCURACY, ANSWER_LOGPROB, CHOICE_PROB = "exact_match", "accuracy", "answer_logprob", "choice_prob"
+METRIC_LABELS = {  # how the figures name each metric on an axis
+    EXACT_MATCH: "exact match of the greedy answer",
+    ACCURACY: "multiple-choice accuracy",
+    CHOICE_PROB: "probability of the right choice",
+    ANSWER_LOGPROB: "answer log-likelihood (nats/token)",
+}
 
 
 @dataclass(frozen=True)

@@ -15,17 +15,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.abilities.emergence import series, uniform_logprob
-from analysis.abilities.suite import ANSWER_LOGPROB, Task
+from analysis.abilities.suite import ANSWER_LOGPROB, METRIC_LABELS, Task
 from analysis.abilities.two_step import LadderPrediction
 from analysis.trained_runs import RunInfo, size_label
 
 PANEL = (4.8, 3.2)  # inches per panel
-LABELS = {
-    "exact_match": "exact match of the greedy answer",
-    "accuracy": "multiple-choice accuracy",
-    "choice_prob": "probability of the right choice",
-    "answer_logprob": "answer log-likelihood (nats/token)",
-}
 
 
 def _colours(runs: list[RunInfo]) -> dict[str, tuple]:
@@ -54,7 +48,7 @@ def emergence_figure(table: pd.DataFrame, tasks: list[Task], runs: list[RunInfo]
                 ax.plot(s.flops, s.value, marker="o", ms=3, color=colours[run.name], label=size_label(run))
             _chance_line(ax, task, metric, runs[0].vocab_size)
             ax.set_xscale("log")
-            ax.set(xlabel="training FLOPs (log)", ylabel=LABELS[metric], title=f"{task.name}: {metric}")
+            ax.set(xlabel="training FLOPs (log)", ylabel=METRIC_LABELS[metric], title=f"{task.name}: {metric}")
             ax.grid(alpha=0.3, which="both")
         row[0].legend(fontsize=7)
     fig.suptitle("Abilities through training and across sizes: discrete (left) and continuous (right) metrics")
@@ -84,7 +78,7 @@ def ladder_figure(
         ax.axhline(task.chance, color="grey", ls="--", lw=1)
         ax.set(
             xlabel="task loss (nats/token of the right answer)",
-            ylabel=LABELS[task.discrete],
+            ylabel=METRIC_LABELS[task.discrete],
             title=f"{task.name}: error {p.error:+.3f}",
         )
         ax.grid(alpha=0.3)

@@ -80,8 +80,9 @@ def section(
         "",
         f"Written by `python -m analysis.tasks`; rows in `tasks.parquet`, items in `task_set.json`. Tasks cut from "
         f"the held-out documents (seed {settings['seed']}, prompts of {settings['context']} tokens, up to "
-        f"{settings['n']} items each), scored at every saved checkpoint in float32. Discrete metrics: exact match of "
-        f"the greedy answer, or accuracy of a multiple choice by total log-likelihood; continuous: the right answer's "
+        f"{settings['n']} items each), scored at every saved checkpoint (each run's last with `--final`) in float32, "
+        "each run by its family's own objective (analysis/abilities/family_scoring.py). Discrete metrics: exact match "
+        f"of the greedy answer, or accuracy of a multiple choice by total log-likelihood; continuous: the right answer's "
         f'mean log-likelihood per token and the probability of the right choice. "Above chance": more than '
         f"{RISE_SIGMAS:g} binomial standard errors above the chance level.",
         "",

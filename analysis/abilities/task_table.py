@@ -1,25 +1,20 @@
-"""tasks.parquet, the tidy table of task scores, and task_set.json, the items that were scored.
+"""tasks.parquet, the tidy table of task scores (the items that were scored: task_set.py).
 
 tasks.parquet has one row per (run, step, task, metric): run (run folder name), step, tokens and
 flops seen at that checkpoint, params (the run's total parameters), task, metric, value, and n (the
 items it averages). The settings and every task's hash travel in the parquet metadata, so a re-run
 that would score other items is refused (analysis/measurements.py).
-task_set.json holds the settings, the corpus the tasks were cut from, and every item in token ids.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from analysis.abilities.suite import Task, task_from_dict
 from analysis.measurements import TableSpec
 from scaling import contract
-from scaling.files import write_text
 
-TASK_SET_FILE = "task_set.json"
 COLUMNS = ("run", "step", "tokens", "flops", "params", "task", "metric", "value", "n")
 TYPES = ("string", "int64", "int64", "float64", "int64", "string", "string", "float64", "int64")
 
@@ -49,15 +44,3 @@ def rows(
         for metric, value in values.items()
     ]
     return pd.DataFrame(records, columns=list(COLUMNS))
-
-
-def write_task_set(path: Path, header: dict, tasks: list[Task]) -> None:
-    write_text(path, json.dumps({**header, "tasks": [task.as_dict() for task in tasks]}) + "\n")
-
-
-def read_task_set(path: Path) -> tuple[dict, list[Task]] | None:
-    """(header, tasks) of a stored task set, or None if there is none."""
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text())
-    return {k: v for k, v in record.items() if k != "tasks"}, [task_from_dict(t) for t in record["tasks"]]

@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.failures import FitError
-from analysis.fits.bootstrap import replicate, resample_counts
+from analysis.fits.bootstrap import point_counts, replicate
 from analysis.fits.powerlaw import fit_power_law
 from analysis.fits.result import ApproachResult, power_law_frontier
+from analysis.fits.seeds import point_ids
 
 GRID_POINTS = 200
 SMOOTH_EVALS = 5
@@ -144,7 +145,7 @@ def fit_approach1(
     source = curve_source(runs, curves, start)
     env = envelope(source, np.ones(len(source.run_n), dtype=bool))
     estimate = frontier_params(env)
-    counts = resample_counts(np.zeros(len(source.run_n)), n_boot, seed)
+    counts = point_counts(point_ids(runs), n_boot, seed)  # grid points, then seeds within each
     samples = replicate(lambda count: frontier_params(envelope(source, count > 0)), counts, estimate)
     notes = (
         [f"approach 1: dropped {env.n_edge} envelope points won by the smallest or largest model"] if env.n_edge else []

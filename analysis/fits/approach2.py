@@ -46,6 +46,7 @@ from analysis.fits.profiles import (
     polynomial,
 )
 from analysis.fits.result import ApproachResult, power_law_frontier
+from analysis.fits.seeds import seed_means
 
 MIN_BUDGETS = 3
 # Without a budget column, runs are grouped by C: a gap wider than this (in decades) starts a new budget,
@@ -195,6 +196,7 @@ def fit_approach2(runs: pd.DataFrame, n_boot: int, seed: int, profile: str = DEF
         raise FitError(f"unknown IsoFLOP profile estimator {profile!r}: choose one of {', '.join(PROFILES)}")
     groups, notes = budget_groups(runs)
     runs = runs.assign(group=groups).dropna(subset=["group"]).reset_index(drop=True)
+    runs = seed_means(runs, by=("group",))  # a profile is fitted through each size's mean over its seeds
     if runs.empty:
         raise FitError("approach 2 found no IsoFLOP budgets: add a budget column (--budget-col) or IsoFLOP runs")
     profiles, skipped = fit_minima(runs, profile)

@@ -39,11 +39,12 @@ from analysis.fits.bootstrap import (
     DEFAULT_LEVEL,
     WARN_FRACTION,
     percentile_interval,
-    resample_counts,
+    point_counts,
 )
 from analysis.fits.huber import DEFAULT_OBJECTIVE, EPOCH_DELTA, MAX_STEPS, Objective, polish, robust_scale
 from analysis.fits.laws import DEFAULT_LAW, LAWS, Law, LawData, law_data
 from analysis.fits.result import ApproachResult
+from analysis.fits.seeds import point_ids
 
 MIN_POINTS = 8
 MIN_DELTA = 1e-6  # floor on the scaled Huber delta, for runs the law fits exactly (noise-free synthetic data)
@@ -284,11 +285,14 @@ def run_columns(runs: pd.DataFrame) -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(column, float) for column in (runs["N"], runs["D"], runs["loss"], epochs))
 
 
-def bootstrap_refits(fit: LawFit, n_boot: int, seed: int, bootstrap: Bootstrap) -> tuple[np.ndarray, np.ndarray]:
-    """Theta and convergence of n_boot refits: to smoothed residual draws, or to resamples of the runs."""
+def bootstrap_refits(
+    fit: LawFit, n_boot: int, seed: int, bootstrap: Bootstrap, points: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Theta and convergence of n_boot refits: to smoothed residual draws, or to resamples of the runs
+    (grid points, then the seeds within each: `points` labels each run's point; None, every run its own)."""
     n = fit.data.u.size
     if bootstrap == "runs":
-        return refit(fit, resample_counts(np.zeros(n), n_boot, seed))
+        return refit(fit, point_counts(np.arange(n) if points is None else points, n_boot, seed))
     return refit(fit, np.ones((n_boot, n)), replicate_targets(fit, n_boot, seed))
 
 
@@ -307,7 +311,7 @@ def fit_approach3(
     N, D, loss, epochs = run_columns(runs)
     data = prepare(law, N, D, loss, epochs)
     main = fit_law(law, data, init, objective)
-    boot_theta, converged = bootstrap_refits(main, n_boot, seed, bootstrap)
+    boot_theta, converged = bootstrap_refits(main, n_boot, seed, bootstrap, point_ids(runs))
     samples = law.named(boot_theta, data)
     warnings = [
         f"approach 3: {note}"

@@ -16,16 +16,21 @@ CHECKED_KEYS = ("a", "b")
 WARN_FRACTION = 0.05  # warn when more refits than this fail, or end on a bound
 
 
-def resample_counts(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n_runs) counts: how often each run appears in each resample, drawn within each stratum.
+def point_counts(points: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_runs) counts of a two-stage bootstrap: the grid points are resampled, then the seeds of each
+    point drawn (the runs sharing its label) are resampled within it, as often as it was drawn.
 
-    Counts rather than index lists let a refit weight each distinct run instead of copying rows.
-    """
+    Seeds of one point are not independent designs but repeats of one, so resampling runs across points
+    would let a replicate hold three seeds of one point and none of its neighbour. With one seed per point
+    this is the runs bootstrap."""
     rng = np.random.default_rng(seed)
-    counts = np.zeros((n_boot, strata.size), dtype=np.int64)
-    for label in np.unique(strata):
-        members = np.flatnonzero(strata == label)
-        counts[:, members] = rng.multinomial(members.size, np.full(members.size, 1.0 / members.size), size=n_boot)
+    labels, index = np.unique(points, return_inverse=True)
+    drawn = rng.multinomial(labels.size, np.full(labels.size, 1.0 / labels.size), size=n_boot)  # (n_boot, P)
+    counts = np.zeros((n_boot, points.size), dtype=np.int64)
+    for k in range(labels.size):
+        members = np.flatnonzero(index == k)
+        # a point drawn c times brings c x (its seeds) draws among its seeds
+        counts[:, members] = rng.multinomial(drawn[:, k] * members.size, np.full(members.size, 1.0 / members.size))
     return counts
 
 

@@ -117,3 +117,38 @@ def law_runs(
             "epochs": epochs,
         }
     )
+
+
+def scaled_law(params: LossParams, n_factor: float, d_factor: float) -> LossParams:
+    """The law of a variant whose every parameter counts as n_factor and every token as d_factor of the
+    reference's: L_v(N, D) = L(n_factor N, d_factor D). Its compute multiplier is n_factor * d_factor at every C."""
+    return LossParams(
+        params.E, params.A * n_factor**-params.alpha, params.B * d_factor**-params.beta, params.alpha, params.beta
+    )
+
+
+def variant_runs(
+    variants: list[LossParams],
+    budgets: np.ndarray,
+    sizes: int = 5,
+    span_decades: float = 0.6,
+    noise: float = 0.0,
+    seeds: int = 1,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Several variants trained on one ladder (the IsoFLOP grid around the first variant's optimum), each run's
+    loss drawn from its variant's law, `seeds` runs per grid point; a `variant` column indexes `variants`."""
+    rng = np.random.default_rng(seed)
+    grid = isoflop_runs(variants[0], budgets, sizes, span_decades)
+    pieces = []
+    for index, params in enumerate(variants):
+        for repeat in range(seeds):
+            pieces.append(
+                grid.assign(
+                    loss=noisy_loss(params, grid["N"].to_numpy(), grid["D"].to_numpy(), noise, rng),
+                    variant=index,
+                    seed=repeat,
+                )
+            )
+    runs = pd.concat(pieces, ignore_index=True)
+    return runs.assign(run=[f"run{i:04d}" for i in range(len(runs))])

@@ -21,7 +21,7 @@ from flax import nnx
 from analysis.failures import InputError
 from analysis.probes.counts import SeenCounts, binned_losses
 from analysis.trained_runs import RunInfo, RunStream
-from scaling.data.order import eval_set
+from scaling.data.eval_set import WINDOWS, build_eval_set
 from scaling.model.decode import make_greedy_decoder
 from scaling.model.transformer import token_losses
 
@@ -144,7 +144,9 @@ class CheckpointProbes:
         self.rows = max(1, TOKENS_PER_CALL // run.seq_len)
         self.losses = jax.jit(lambda state, s: token_losses(nnx.merge(graphdef, state)(s[:, :-1]), s[:, 1:]))
         self.decode = make_greedy_decoder(graphdef, settings.continuation)
-        self.eval_NxT1 = eval_set(data.corpus.val, run.seq_len, settings.eval_tokens)
+        # spread windows, as probes always took them (their held-out loss is a curve's shape, not a fit's input)
+        eval_set = build_eval_set(WINDOWS, data.corpus.val, None, run.seq_len, settings.eval_tokens, 1.0)
+        self.eval_NxT1 = eval_set.windows_NxT1
         self.positions = memo_positions(run, settings.memo_samples)
         self.memo_NxT1 = data.at_positions(self.positions)
         n_heldout = min(max(1, settings.memo_samples // HELDOUT_SHARE), len(self.eval_NxT1))

@@ -5,14 +5,29 @@ command rewrites only its own section and keeps everything else, including text 
 Sections stay in one order (SECTIONS) whatever order the commands ran in. Every write is atomic
 (a temporary file renamed over the old one), so an interrupted command never leaves half a report.
 After its section, a command redraws report.html from the whole of report.md (`page.write_page`).
+A marker that lost its partner (an edit deleted the other one) is refused in one line: guessing where the
+section ends could delete a person's text, or leave a stale copy of the section behind.
 """
 
 from pathlib import Path
 
+from analysis.failures import InputError
 from scaling import contract
 from scaling.files import write_text
 
-SECTIONS = ("summary", "fit", "prediction", "transfer", "backtest", "probe", "tasks")
+SECTIONS = (
+    "summary",
+    "fit",
+    "prediction",
+    "placement",
+    "noise",
+    "transfer",
+    "families",
+    "compare",
+    "backtest",
+    "probe",
+    "tasks",
+)
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -69,8 +84,30 @@ def place_section(document: str, name: str, body: str) -> str:
     return before + block + ("\n" + after if after and not after.startswith("\n") else after)
 
 
+def check_markers(report: Path) -> None:
+    """Every section of report.md has one start marker and one end marker after it, or neither; else an
+    InputError naming the marker, its line, and the fix."""
+    document = report.read_text() if report.exists() else ""
+    for name in SECTIONS:
+        start, end = markers(name)
+        starts, ends = document.count(start), document.count(end)
+        if starts == ends == 0:
+            continue
+        if starts == ends == 1 and document.index(start) < document.index(end):
+            continue
+        present = start if starts else end
+        line = document[: document.index(present)].count("\n") + 1
+        missing = end if starts and not ends else start if ends and not starts else f"one pair of {start} ... {end}"
+        raise InputError(
+            f"{report}: the {name} section's markers are broken ({present} on line {line}, {starts} start and "
+            f"{ends} end markers; want {missing}); restore them around the section, or delete the section with "
+            "its markers, and run again (nothing was written)"
+        )
+
+
 def write_section(report: Path, name: str, body: str) -> None:
-    """Set one section of report.md (created if missing), atomically."""
+    """Set one section of report.md (created if missing), atomically; a broken marker is refused."""
+    check_markers(report)
     document = report.read_text() if report.exists() else ""
     report.parent.mkdir(parents=True, exist_ok=True)
     write_text(report, place_section(document, name, body))

@@ -1,11 +1,11 @@
-"""Registers `hydra/launcher=packed` with Hydra.
+"""Registers `hydra/launcher=local` (and its old name, `packed`) with Hydra.
 
 Hydra only instantiates launchers whose class lives in the `hydra_plugins` namespace package, so
 this module names the launcher there; the launcher itself is `scaling/sweeping/launcher.py`.
 """
 
-from scaling.sweeping.launcher import PackingLauncher as _PackingLauncher
+from scaling.sweeping.launcher import LocalLauncher as _LocalLauncher
 
 
-class PackingLauncher(_PackingLauncher):
-    """Hydra's basic launcher, except that runs of one shape train together (scaling/sweeping/launcher.py)."""
+class LocalLauncher(_LocalLauncher):
+    """A sweep on this machine: runs side by side on CPU cores, packed on accelerators (scaling/sweeping/launcher.py)."""

@@ -148,9 +148,11 @@ class DataOrder:
         if self.kind not in ORDERS:
             raise ConfigError("data.order", f"unknown order {self.kind!r}", f"use one of {', '.join(ORDERS)}")
 
-    def indices(self, step: int) -> np.ndarray:
-        """(batch_size,) int64 sequence ids of `step` (a batch larger than an epoch may repeat ids)."""
-        positions_B = step * self.batch_size + np.arange(self.batch_size, dtype=np.int64)
+    def indices(self, step: int, steps: int = 1) -> np.ndarray:
+        """(steps * batch_size,) int64 sequence ids of steps step..step + steps - 1, one batch after another (a
+        batch larger than an epoch may repeat ids). Each id is computed alone, so a block of steps equals its
+        steps asked one by one, at a fraction of the cost per step."""
+        positions_B = step * self.batch_size + np.arange(steps * self.batch_size, dtype=np.int64)
         epoch_B, offset_B = np.divmod(positions_B, self.n_seqs)
         if self.kind == FEISTEL:
             return feistel(offset_B, feistel_keys(self.seed, epoch_B), self.n_seqs)
@@ -205,8 +207,14 @@ def sequences(tokens: np.ndarray, seq_ids: np.ndarray, seq_len: int) -> np.ndarr
     return np.asarray(tokens)[index_NL].astype(np.int32)
 
 
-def eval_set(val_tokens: np.ndarray, seq_len: int, n_tokens: int) -> np.ndarray:
-    """The fixed held-out windows (about `n_tokens` tokens), spread evenly over the validation split."""
-    available = n_sequences(len(val_tokens), seq_len)
-    count = min(available, max(1, n_tokens // seq_len))
-    return sequences(val_tokens, np.arange(count) * available // count, seq_len)
+def check_ids(windows: np.ndarray, vocab_size: int, source: str, what: str) -> None:
+    """Every id read must lie in the vocabulary: a token file replaced under a run otherwise trains on
+    garbage and ends in a NaN loss. One pass over the windows, cheap beside a step."""
+    high, low = int(windows.max()), int(windows.min())
+    if high >= vocab_size or low < 0:
+        raise ConfigError(
+            "data.path",
+            f"{source} holds token id {high if high >= vocab_size else low} in {what}, outside the vocabulary "
+            f"0..{vocab_size - 1}: the file changed since the run opened it",
+            "restore the file it trained on and relaunch (it is checked again), or start over with overwrite=true",
+        )

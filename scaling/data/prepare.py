@@ -51,6 +51,7 @@ def prepare(cfg: DataConfig, root: Path, sources: list[Source], folder: Path, pr
     start = time.perf_counter()
     counts: Counter = Counter()
     tokenizer = _train_tokenizer(_training_texts(documents(sources, cfg), cfg.val_fraction, counts), cfg, progress)
+    _check_documents(cfg, sources, counts)
     if not counts["train"] or not counts["val"]:
         raise ConfigError(
             "data.val_fraction",
@@ -87,6 +88,20 @@ def prepare(cfg: DataConfig, root: Path, sources: list[Source], folder: Path, pr
         "sampled_sha256": file_digests(folder),  # checked on every open (scaling/data/cache.py)
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def _check_documents(cfg: DataConfig, sources: list[Source], counts: Counter) -> None:
+    """Too few documents is the files' fault, not the split's: say so, naming what data.path matched."""
+    found = counts["train"] + counts["val"]
+    matched = f"{cfg.path!r} matches {len(sources)} file{'s' if len(sources) > 1 else ''}"
+    if found == 0:
+        raise ConfigError("data.path", f"{matched} but none holds any text", "point it at files with text")
+    if found == 1:
+        raise ConfigError(
+            "data.path",
+            f"{matched} holding one document, which cannot be both trained on and held out",
+            "add files (.jsonl: one document per line)",
+        )
 
 
 def _training_texts(documents: Iterable[tuple[str, str]], fraction: float, counts: Counter) -> Iterator[str]:

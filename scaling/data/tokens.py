@@ -1,7 +1,10 @@
 """A user's pre-tokenised ids (nanoGPT .bin or .npy), memory-mapped in place and never copied.
 
-The file is scanned once (smallest and largest id, content hash) and the scan cached by path, size
-and modification time, so a multi-gigabyte file is read in full only on first use.
+The file is scanned once (smallest and largest id, content hash) and the scan cached by path, size,
+modification time and a sampled hash (scaling/data/cache.py), so a multi-gigabyte file is read in full
+only on first use, and a file replaced in place with the same size and time is scanned again. What the
+sample misses, the windows read do not: every batch's ids are checked against the vocabulary
+(scaling/training/runbook.py).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling.config import DataConfig
-from scaling.data.cache import cache_root
+from scaling.data.cache import cache_root, sampled_sha256
 from scaling.data.corpus import Corpus, check_fraction, check_vocab
 from scaling.errors import ConfigError
 
@@ -108,7 +111,8 @@ def _scan_cached(cfg: DataConfig, path: str, tokens: np.ndarray) -> dict:
     """`_scan` once per (path, size, mtime): reading a multi-GB file on every run would cost minutes."""
     file = Path(path).expanduser().resolve()
     stat = file.stat()
-    key = hashlib.sha256(json.dumps([str(file), stat.st_size, stat.st_mtime_ns]).encode()).hexdigest()[:16]
+    what = [str(file), stat.st_size, stat.st_mtime_ns, sampled_sha256(file)]
+    key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
     record = cache_root(cfg) / "token-scans" / f"{key}.json"
     try:
         return json.loads(record.read_text())

@@ -5,6 +5,7 @@ whole sequence causally: cuDNN flash attention on GPU (`jax.nn.dot_product_atten
 `causal_attention`, which takes queries in blocks against only the keys each block can see. With a
 cache (`LayerCache`, keys and values of every position so far) it attends S new tokens at positions
 start..start+S-1 to the cached ones and returns the cache with their keys and values written in.
+With `causal=False` it is an encoder's bidirectional attention (`full_attention`, which cross-attention uses too).
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def causal_attention(
     upper triangle is never computed (4 blocks do 62.5% of the full score work). Heads are moved
     ahead of positions once, not per block. Queries are the last T of the S positions, so it also
     serves a KV cache (T < S).
+
+    The softmax is normalised after the weighted sum, as flash attention does: exp(scores - max)
+    times v, then divided by the row sums, so the division (and its gradient) touches T x K outputs
+    instead of T x S probabilities. With narrow heads (K = 4 against S = 64 keys) the (B, H, T, S)
+    score arrays are most of attention's work, and this took ~10% off a whole train step of the
+    CPU ladder's 78k-parameter rung (benchmarks/RESULTS.md).
     """
     t, s, k = q_BxTxHxK.shape[1], k_BxSxHxK.shape[1], q_BxTxHxK.shape[-1]
     scale = 1.0 / math.sqrt(k) if scale is None else scale
@@ -90,9 +97,45 @@ def causal_attention(
         )
         visible_TxS = jnp.arange(start, stop)[:, None] + (s - t) >= jnp.arange(keys)[None, :]
         scores_BxHxTxS = jnp.where(visible_TxS, scores_BxHxTxS, jnp.finfo(jnp.float32).min)
-        probs_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1).astype(v_BxSxHxK.dtype)
-        outs.append(jnp.einsum("bhts,bhsk->bhtk", probs_BxHxTxS, v_BxHxSxK[:, :, :keys]))
+        # Softmax is unchanged by the shift, so its gradient needs none through the max (as in jax.nn.softmax).
+        top_BxHxTx1 = jax.lax.stop_gradient(jnp.max(scores_BxHxTxS, axis=-1, keepdims=True))
+        weights_BxHxTxS = jnp.exp(scores_BxHxTxS - top_BxHxTx1)
+        total_BxHxTx1 = jnp.sum(weights_BxHxTxS, axis=-1, keepdims=True)
+        out_BxHxTxK = jnp.einsum(
+            "bhts,bhsk->bhtk",
+            weights_BxHxTxS.astype(v_BxSxHxK.dtype),
+            v_BxHxSxK[:, :, :keys],
+            preferred_element_type=jnp.float32,
+        )
+        outs.append((out_BxHxTxK / total_BxHxTx1).astype(v_BxSxHxK.dtype))
     return jnp.swapaxes(outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2), 1, 2)
+
+
+def full_attention(
+    q_BxTxHxK: jax.Array,
+    k_BxSxHxK: jax.Array,
+    v_BxSxHxK: jax.Array,
+    scale: float,
+    lengths_B: jax.Array | None = None,
+    bias_1xHxTxS: jax.Array | None = None,
+    causal: bool = False,
+) -> jax.Array:
+    """softmax(scale q k^T + bias) v with every query seeing every key (an encoder's self-attention, and
+    cross-attention), except keys at or past each row's length when `lengths_B` is given (right padding), and
+    later keys when `causal`; softmax in f32. `bias`: T5's relative position bias (scaling/model/encoder_decoder.py)."""
+    q_BxTxHxK = q_BxTxHxK * jnp.asarray(scale, q_BxTxHxK.dtype)
+    scores_BxHxTxS = jnp.einsum("bthk,bshk->bhts", q_BxTxHxK, k_BxSxHxK, preferred_element_type=jnp.float32)
+    if bias_1xHxTxS is not None:
+        scores_BxHxTxS = scores_BxHxTxS + bias_1xHxTxS
+    if causal:
+        t, s = q_BxTxHxK.shape[1], k_BxSxHxK.shape[1]
+        visible_TxS = jnp.arange(t)[:, None] + (s - t) >= jnp.arange(s)[None, :]
+        scores_BxHxTxS = jnp.where(visible_TxS, scores_BxHxTxS, jnp.finfo(jnp.float32).min)
+    if lengths_B is not None:
+        visible_Bx1x1xS = (jnp.arange(k_BxSxHxK.shape[1])[None, :] < lengths_B[:, None])[:, None, None, :]
+        scores_BxHxTxS = jnp.where(visible_Bx1x1xS, scores_BxHxTxS, jnp.finfo(jnp.float32).min)
+    probs_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1).astype(v_BxSxHxK.dtype)
+    return jnp.einsum("bhts,bshk->bthk", probs_BxHxTxS, v_BxSxHxK)
 
 
 def cached_attention(
@@ -110,17 +153,27 @@ def cached_attention(
 
 
 class Attention(nnx.Module):
-    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
+    """Self-attention: causal (a decoder's), or bidirectional with `causal=False` (an encoder's)."""
+
+    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs, causal: bool = True):
         d, resid_std = cfg.d_model, cfg.init_std / math.sqrt(2 * cfg.n_layers)
-        self.n_heads, self.impl = cfg.n_heads, resolve_attention_impl(cfg)
+        self.n_heads, self.impl, self.causal = cfg.n_heads, resolve_attention_impl(cfg), causal
         self.scale = attention_scale(cfg)
         self.qkv = Linear(d, 3 * d, hidden_std(cfg, cfg.init_std), cfg.use_bias, dtype, rngs)
         self.out = Linear(d, d, hidden_std(cfg, resid_std), cfg.use_bias, dtype, rngs)
 
     def __call__(
-        self, x_BxSxD: jax.Array, rope: RopeTables | None, cache: LayerCache | None = None, start=0
+        self,
+        x_BxSxD: jax.Array,
+        rope: RopeTables | None,
+        cache: LayerCache | None = None,
+        start=0,
+        lengths_B=None,
+        bias_1xHxSxS=None,
     ) -> tuple[jax.Array, LayerCache | None]:
-        """Attention output for tokens at positions start..start+S-1, and the extended cache (None without one)."""
+        """Attention output for tokens at positions start..start+S-1, and the extended cache (None without one).
+        `lengths_B` (bidirectional only): each row's real length, the keys after it being padding. `bias_1xHxSxS`:
+        added to the scores (T5's relative positions; computed by `full_attention`, without a cache)."""
         b, s, d = x_BxSxD.shape
         qkv_BxSx3xHxK = self.qkv(x_BxSxD).reshape(b, s, 3, self.n_heads, d // self.n_heads)
         q_BxSxHxK, k_BxSxHxK, v_BxSxHxK = (qkv_BxSx3xHxK[:, :, i] for i in range(3))
@@ -136,10 +189,20 @@ class Attention(nnx.Module):
             )
             cache = (keys_BxTxHxK, values_BxTxHxK)
             y_BxSxHxK = cached_attention(q_BxSxHxK, keys_BxTxHxK, values_BxTxHxK, start, self.scale)
+        elif bias_1xHxSxS is not None or (self.impl == "xla" and not self.causal):
+            y_BxSxHxK = full_attention(
+                q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, self.scale, lengths_B, bias_1xHxSxS, self.causal
+            )
         elif self.impl == "xla":
             y_BxSxHxK = causal_attention(q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, scale=self.scale)
         else:
             y_BxSxHxK = jax.nn.dot_product_attention(
-                q_BxSxHxK, k_BxSxHxK, v_BxSxHxK, scale=self.scale, is_causal=True, implementation=self.impl
+                q_BxSxHxK,
+                k_BxSxHxK,
+                v_BxSxHxK,
+                scale=self.scale,
+                is_causal=self.causal,
+                key_value_seq_lengths=lengths_B,
+                implementation=self.impl,
             )
         return self.out(y_BxSxHxK.reshape(b, s, d)), cache

@@ -40,26 +40,27 @@ class Mlp(nnx.Module):
 
 
 class Block(nnx.Module):
-    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs, causal: bool = True):
         self.pre_ln = cfg.norm_position == "pre"
         self.norm1, self.norm2 = Norm(cfg, rngs), Norm(cfg, rngs)
-        self.attn, self.mlp = Attention(cfg, dtype, rngs), Mlp(cfg, dtype, rngs)
+        self.attn, self.mlp = Attention(cfg, dtype, rngs, causal), Mlp(cfg, dtype, rngs)
 
-    def __call__(self, x_BxTxD: jax.Array, rope, cache: LayerCache | None = None, start=0):
+    def __call__(self, x_BxTxD: jax.Array, rope, cache: LayerCache | None = None, start=0, lengths_B=None, bias=None):
         if self.pre_ln:
-            attended_BxTxD, cache = self.attn(self.norm1(x_BxTxD), rope, cache, start)
+            attended_BxTxD, cache = self.attn(self.norm1(x_BxTxD), rope, cache, start, lengths_B, bias)
             x_BxTxD = x_BxTxD + attended_BxTxD
             return x_BxTxD + self.mlp(self.norm2(x_BxTxD)), cache
         # Post-LN (the original Transformer): normalise after each residual addition.
-        attended_BxTxD, cache = self.attn(x_BxTxD, rope, cache, start)
+        attended_BxTxD, cache = self.attn(x_BxTxD, rope, cache, start, lengths_B, bias)
         x_BxTxD = self.norm1(x_BxTxD + attended_BxTxD)
         return self.norm2(x_BxTxD + self.mlp(x_BxTxD)), cache
 
 
 class Transformer(nnx.Module):
-    """Token ids (B, T) -> float32 logits (B, T, V); `extend` runs new tokens against a key/value cache."""
+    """Token ids (B, T) -> float32 logits (B, T, V); `extend` runs new tokens against a key/value cache.
+    With `causal=False` its blocks attend both ways: the masked-LM encoder (scaling/model/encoder.py) builds on it."""
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, rngs: nnx.Rngs, causal: bool = True):
         self.cfg, self.vocab_size = cfg, vocab_size
         self.dtype = resolve_compute_dtype(cfg.compute_dtype)
         self.output_mult = output_multiplier(cfg)
@@ -70,7 +71,7 @@ class Transformer(nnx.Module):
             if cfg.position == "learned"
             else None
         )
-        self.blocks = nnx.List([Block(cfg, self.dtype, rngs) for _ in range(cfg.n_layers)])
+        self.blocks = nnx.List([Block(cfg, self.dtype, rngs, causal) for _ in range(cfg.n_layers)])
         self.final_norm = Norm(cfg, rngs) if cfg.norm_position == "pre" else None
         self.head = (
             None
@@ -98,22 +99,37 @@ class Transformer(nnx.Module):
         states into logits: decoding needs only the last position's."""
         return self.hidden(self.embed(tokens_BxS), caches, start)
 
-    def hidden(self, x_BxSxD: jax.Array, caches: list[LayerCache] | None, start) -> tuple[jax.Array, list | None]:
-        """Embedded tokens at positions start.. through every block and the final norm."""
+    def hidden(
+        self, x_BxSxD: jax.Array, caches: list[LayerCache] | None, start, lengths_B=None, bias=None
+    ) -> tuple[jax.Array, list | None]:
+        """Embedded tokens at positions start.. through every block and the final norm (`lengths_B`, `bias`: see
+        Attention)."""
         s = x_BxSxD.shape[1]
-        if self.pos_embed is not None:
-            x_BxSxD = x_BxSxD + self.pos_embed(start + jnp.arange(s))[None]
-        x_BxSxD = x_BxSxD.astype(self.dtype)
+        x_BxSxD = self.embed_positions(x_BxSxD, start)
         head_dim = self.cfg.d_model // self.cfg.n_heads
         positions = s if caches is None else caches[0][0].shape[1]
-        rope = rope_tables(positions, head_dim, self.cfg.rope_theta) if self.pos_embed is None else None
+        rope = rope_tables(positions, head_dim, self.cfg.rope_theta) if self.cfg.position == "rope" else None
         updated = []
         for i, block in enumerate(self.blocks):
-            x_BxSxD, cache = block(x_BxSxD, rope, None if caches is None else caches[i], start)
+            x_BxSxD, cache = block(x_BxSxD, rope, None if caches is None else caches[i], start, lengths_B, bias)
             updated.append(cache)
         if self.final_norm is not None:
             x_BxSxD = self.final_norm(x_BxSxD)
         return x_BxSxD, None if caches is None else updated
+
+    def embed_positions(self, x_BxSxD: jax.Array, start) -> jax.Array:
+        """Token embeddings plus learned positions (when used), in the compute dtype."""
+        if self.pos_embed is not None:
+            x_BxSxD = x_BxSxD + self.pos_embed(start + jnp.arange(x_BxSxD.shape[1]))[None]
+        return x_BxSxD.astype(self.dtype)
+
+    def loss(self, seqs_BxT1: jax.Array) -> jax.Array:
+        """Mean next-token cross-entropy of a batch of windows (the train step's loss; each family has its own)."""
+        return token_losses(self(seqs_BxT1[:, :-1]), seqs_BxT1[:, 1:]).mean()
+
+    def window_losses(self, seqs_BxT1: jax.Array) -> jax.Array:
+        """(B,) mean next-token cross-entropy of each window (the held-out evaluation's; each family has its own)."""
+        return token_losses(self(seqs_BxT1[:, :-1]), seqs_BxT1[:, 1:]).mean(axis=-1)
 
     def logits(self, x_BxTxD: jax.Array) -> jax.Array:
         """Output projection in float32 so the softmax over the vocabulary is accurate (times muP's

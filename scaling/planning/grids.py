@@ -10,6 +10,7 @@ would need more tokens than the training split holds, are dropped, with the reas
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from scaling.config import ModelConfig, run_config
-from scaling.model.sizing import param_count
+from scaling.errors import ConfigError
+from scaling.model.sizing import flops_per_token, param_count
 from scaling.planning.ladder import Rung, ladder, nearest_rung, shaped
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
@@ -25,7 +27,7 @@ CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
 @dataclass(frozen=True)
 class GridPoint:
-    budget: float  # C, FLOPs (6 N D convention, N total parameters)
+    budget: float  # C, FLOPs (6 N D convention, N total parameters; other families: sizing.py's 6n per token)
     point: int  # j: rungs above (below, if negative) the rung nearest the expected optimum
     rung: int  # k: the ladder rung this point trains (-1 when it falls below the ladder)
     n_target: float  # the rung's target size N_0 * spacing^k
@@ -92,11 +94,12 @@ def grid_point(
     rung = rungs[k]
     model = shaped(model, rung.shape.d_model, rung.shape.n_layers)
     counts = param_count(model, vocab_size)
-    steps = int(budget / (6.0 * counts.total) // tokens_per_step)
+    per_token = flops_per_token(model, vocab_size)["6n"]  # 6 N_total for a decoder (sizing.py: other families)
+    steps = int(budget / per_token // tokens_per_step)
     tokens = steps * tokens_per_step
     dropped = None
     if steps < 1:
-        dropped = f"D={budget / (6 * counts.total):,.0f} tokens is less than one step ({tokens_per_step:,} tokens)"
+        dropped = f"D={budget / per_token:,.0f} tokens is less than one step ({tokens_per_step:,} tokens)"
     elif max_tokens is not None and tokens > max_tokens:
         dropped = f"D={tokens:,} tokens exceeds the {max_tokens:,} training tokens (would repeat data)"
     shape = (model.d_model, model.n_layers, model.n_heads)
@@ -129,6 +132,21 @@ def isoflop_grid(
         for c in budgets
         for k in points
     ]
+
+
+def check_every_budget_trains(grid: list[GridPoint], tokens_per_param: float) -> None:
+    """ConfigError naming sweep.tokens_per_param when it leaves a budget with no point to train (every point
+    off the ladder or under one step): the sweep would fit a profile that is not there."""
+    for budget in sorted({g.budget for g in grid}):
+        points = [g for g in grid if g.budget == budget]
+        if all(g.dropped for g in points):
+            raise ConfigError(
+                "sweep.tokens_per_param",
+                f"{tokens_per_param:g} leaves budget {budget:.3g} FLOPs with no run to train "
+                f"(point {points[0].point}: {points[0].dropped})",
+                "choose one that puts each budget's optimum sqrt(C / (6 x tokens_per_param)) on the ladder "
+                "(`python -m scaling.isoflop` prints the grid), e.g. 20",
+            )
 
 
 def format_grid(grid: list[GridPoint]) -> str:
@@ -179,9 +197,12 @@ def _expand(override) -> list[Any]:
     return list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
 
 
-def sweep_grid(config) -> list[GridPoint]:
-    """The IsoFLOP grid a composed sweep config (with its hydra node) will run."""
+def sweep_grid(config, family: str | None = None) -> list[GridPoint]:
+    """The IsoFLOP grid a composed sweep config (with its hydra node) will run (for one family of a sweep that
+    varies model.family)."""
     cfg = run_config(config, drop=("run_dir",))
+    if family is not None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, family=family))
     budgets = [float(c) for c in sweep_values(config, "train.flops")]
     points = [int(k) for k in sweep_values(config, "sweep.point")]
     tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
@@ -197,5 +218,9 @@ def sweep_grid(config) -> list[GridPoint]:
 
 
 def describe_sweep_grid(config) -> str:
-    """The grid, formatted, before any job starts."""
-    return format_grid(sweep_grid(config))
+    """The grid, formatted, before any job starts: one per family when the sweep varies model.family (each
+    family's ladder counts its own parameters and each point its own FLOPs per token)."""
+    families = [str(family) for family in sweep_values(config, "model.family")]
+    if len(families) <= 1:
+        return format_grid(sweep_grid(config))
+    return "\n\n".join(f"model.family={family}:\n{format_grid(sweep_grid(config, family))}" for family in families)

@@ -2,9 +2,10 @@
 
 A family fixes the head dimension (heads = d_model / head_dim) and prefers a depth of
 d_model / aspect_ratio layers, never fewer than `min_layers`. Its members are the widths that are
-multiples of the head dimension with at least MIN_HEADS heads, each at depths from half to twice the
+multiples of the head dimension with at least `min_heads` heads, each at depths from half to twice the
 preferred one. Parameter counts include the embeddings (the Chinchilla convention), so the vocabulary
-matters.
+matters; each pre-training family counts its own (scaling/model/sizing.py). An encoder-decoder has n_layers
+blocks in each of its two stacks and the depth rules apply to the two together (`stacks`).
 
 Two rules draw sizes from it:
 - `shape_for_params`: one run's `model.n_params` gets the member within 10% of the target whose depth
@@ -31,12 +32,10 @@ import numpy as np
 
 from scaling.config import ModelConfig
 from scaling.errors import ConfigError
+from scaling.model.objectives import ENCODER_DECODER
 from scaling.model.sizing import param_count
 
 SIZE_TOLERANCE = 0.10  # a shape serves a target within 10% of it
-# The narrowest member has this many heads: narrower still, one width step changes the size so much
-# that no steady ladder can pass through it.
-MIN_HEADS = 4
 MAX_WIDTH_STEPS = 4096  # a bound on the search: widths up to 4096 heads
 OPTION_BAND = 1.5  # shapes a ladder rung may take: within this factor of its target (beyond 10%, at a cost)
 LOOKAHEAD = 4  # rungs beyond the current one that the choice of its shape looks at
@@ -63,15 +62,24 @@ def shaped(cfg: ModelConfig, d_model: int, n_layers: int) -> ModelConfig:
     return dataclasses.replace(cfg, d_model=d_model, n_layers=n_layers, n_heads=d_model // cfg.head_dim, n_params=None)
 
 
+def stacks(cfg: ModelConfig) -> int:
+    """Stacks of n_layers blocks each: two in an encoder-decoder. The depth rules apply to the stacks together,
+    so the encoder-decoder of a rung is as deep as the decoder along a token's path and holds as many parameters:
+    T5's parameter-matched variant of L/2 + L/2 layers (Raffel et al. 2020, section 3.2.2, table 2)."""
+    return 2 if cfg.family == ENCODER_DECODER else 1
+
+
 def preferred_layers(cfg: ModelConfig, d_model: int) -> float:
-    """The depth the family prefers at this width: d_model / aspect_ratio, never below the floor."""
-    return max(cfg.min_layers, d_model / cfg.aspect_ratio)
+    """The depth (n_layers) the family prefers at this width: d_model / aspect_ratio, never below the floor,
+    shared between the stacks."""
+    return max(cfg.min_layers, d_model / cfg.aspect_ratio) / stacks(cfg)
 
 
 def depths(cfg: ModelConfig, d_model: int) -> range:
     """Depths the family allows at a width: half to twice the preferred one, never below the floor."""
     preferred = preferred_layers(cfg, d_model)
-    return range(max(cfg.min_layers, math.ceil(preferred / 2)), math.floor(2 * preferred) + 1)
+    floor = math.ceil(cfg.min_layers / stacks(cfg))
+    return range(max(floor, math.ceil(preferred / 2)), math.floor(2 * preferred) + 1)
 
 
 def members(cfg: ModelConfig, vocab_size: int, low: float, high: float) -> list[Shape]:
@@ -80,7 +88,7 @@ def members(cfg: ModelConfig, vocab_size: int, low: float, high: float) -> list[
     The count is affine in depth, N(d, L) = N(d, 0) + L * N_layer(d), so each width costs two calls of
     `param_count` and yields its depths in the window directly (no search over the whole lattice)."""
     shapes: list[Shape] = []
-    for heads in range(MIN_HEADS, MAX_WIDTH_STEPS + 1):
+    for heads in range(cfg.min_heads, MAX_WIDTH_STEPS + 1):
         d = heads * cfg.head_dim
         base = param_count(shaped(cfg, d, 0), vocab_size).total
         per_layer = param_count(shaped(cfg, d, 1), vocab_size).total - base
@@ -94,8 +102,8 @@ def members(cfg: ModelConfig, vocab_size: int, low: float, high: float) -> list[
 
 
 def smallest(cfg: ModelConfig, vocab_size: int) -> Shape:
-    """The family's smallest member: MIN_HEADS heads at the shallowest depth allowed there."""
-    d = MIN_HEADS * cfg.head_dim
+    """The family's smallest member: `min_heads` heads at the shallowest depth allowed there."""
+    d = cfg.min_heads * cfg.head_dim
     n_layers = depths(cfg, d).start
     return Shape(param_count(shaped(cfg, d, n_layers), vocab_size).total, d, n_layers)
 

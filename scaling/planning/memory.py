@@ -24,10 +24,19 @@ BYTES_PER_VALUE = 4
 
 def needed_bytes(plan: Plan, batch_size: int) -> int:
     """Bytes the run needs at least: training state plus one micro-batch's activations."""
+    return state_bytes(plan) + batch_size // plan.grad_accum * sequence_bytes(plan)
+
+
+def state_bytes(plan: Plan) -> int:
+    """The training state alone (parameters, gradients, Adam's moments): what no batch size changes."""
+    return STATE_BYTES_PER_PARAM * plan.params.total
+
+
+def sequence_bytes(plan: Plan) -> int:
+    """The activations one sequence of a micro-batch keeps for the backward pass."""
     m = plan.model
-    tokens = batch_size // plan.grad_accum * m.seq_len
     per_token = m.n_layers * (34 * m.d_model + 5 * m.n_heads * m.seq_len) + 2 * plan.vocab_size
-    return STATE_BYTES_PER_PARAM * plan.params.total + BYTES_PER_VALUE * tokens * per_token
+    return BYTES_PER_VALUE * m.seq_len * per_token
 
 
 def available_bytes() -> tuple[int | None, str]:

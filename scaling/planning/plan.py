@@ -11,7 +11,7 @@ import jax
 
 from scaling.config import ModelConfig, RunConfig
 from scaling.errors import ConfigError
-from scaling.model.sizing import ParamCount, flops_per_token, param_count
+from scaling.model.sizing import ParamCount, ffn_dim, flops_per_token, param_count
 from scaling.planning.grids import GridPoint, grid_point
 from scaling.planning.ladder import shape_for_params
 
@@ -31,7 +31,10 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "model_shape": {k: getattr(self.model, k) for k in ("d_model", "n_layers", "n_heads", "seq_len")},
+            "model_shape": {
+                **{k: getattr(self.model, k) for k in ("d_model", "n_layers", "n_heads", "seq_len")},
+                "d_ff": ffn_dim(self.model),  # recorded so that a later default cannot change how a run loads
+            },
             "vocab_size": self.vocab_size,
             "params_total": self.params.total,
             "params_embedding": self.params.embedding,

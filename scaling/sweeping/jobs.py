@@ -1,9 +1,10 @@
-"""One sweep job, from its config to its row in the runs table: name the run, drop a grid point that
-cannot train, skip a finished run, else train it in this process.
+"""One sweep job, from its config to its rows in the runs table: its runs (one per seed), each named, a
+grid point that cannot train dropped, a finished run skipped, else trained in this process.
 
 A run's failure is recorded (in its summary, the table and the launch log), never raised, so one bad run
-never takes the others down. Two things stop a whole job: a full disk (every later run would meet it
-too) and a preemption (the run checkpointed; submitit requeues the job and its relaunch resumes it).
+never takes the others down; the launch then exits 3 (scaling/sweeping/callback.py). Two things stop a
+whole job: a full disk (every later run would meet it too) and a preemption (the run checkpointed; the job
+exits 128 + the signal, and submitit requeues it or a relaunch resumes it).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 from scaling import contract, diskspace
 from scaling.config import RunConfig
+from scaling.config import replace as cfg_replace
 from scaling.data.load import load_corpus
-from scaling.errors import EXIT_DISK_FULL, ConfigError, DiskFull, RunBusy, Stop
+from scaling.errors import EXIT_DISK_FULL, ConfigError, DiskFull, RunBusy, Stop, signal_exit_code
 from scaling.planning.plan import isoflop_point, make_plan
 from scaling.sweeping import progress
 from scaling.sweeping.naming import named_run, naming_keys, sweep_dir, swept_values
@@ -27,17 +29,30 @@ from scaling.training.trainer import train
 from scaling.training.validate import validate_config
 
 
-def plan_job(cfg: RunConfig, sweeper_params, task_overrides) -> tuple[RunConfig, dict, str | None]:
-    """A multirun job's run: named from its swept values, and why it cannot train (None if it can)."""
+def seeded_runs(cfg: RunConfig, swept: dict[str, Any]) -> list[tuple[RunConfig, dict[str, Any]]]:
+    """A grid point's runs, one per seed (sweep.seeds): train.seed + seeds x seed_offset + k, the data order's
+    seed shifted alike when it is set apart. A run at a seed other than train.seed is named by it (a swept
+    `train.seed`), so a one-seed sweep relaunched with more seeds trains only the new ones."""
+    k_seeds, runs = cfg.sweep.seeds, []
+    for k in range(k_seeds):
+        shift = k_seeds * cfg.sweep.seed_offset + k
+        seed, data_seed = cfg.train.seed + shift, cfg.train.data_seed
+        seeded = cfg_replace(cfg, train={"seed": seed, "data_seed": None if data_seed is None else data_seed + shift})
+        runs.append((seeded, {**swept, "train.seed": seed} if shift else swept))
+    return runs
+
+
+def plan_job(cfg: RunConfig, sweeper_params, task_overrides) -> tuple[list[tuple[RunConfig, dict]], str | None]:
+    """A multirun job's runs (one per seed), each named from its swept values, and why the grid point
+    cannot train (None if it can)."""
     validate_config(cfg)
     keys = naming_keys(cfg.sweep.vary, (sweeper_params or {}).keys())
     swept = swept_values(keys, task_overrides)
-    cfg = named_run(cfg, swept)
     drop_reason = None
     if cfg.sweep.point is not None:
         corpus = load_corpus(cfg.data, progress=cfg.progress)
         drop_reason = isoflop_point(cfg, corpus.vocab_size, max_tokens=len(corpus.train)).dropped
-    return cfg, swept, drop_reason
+    return [(named_run(c, s), s) for c, s in seeded_runs(cfg, swept)], drop_reason
 
 
 def plan_run(cfg: RunConfig):
@@ -45,16 +60,20 @@ def plan_run(cfg: RunConfig):
     return make_plan(cfg, load_corpus(cfg.data, progress=False).vocab_size)
 
 
-def run_job(cfg: RunConfig, swept: dict[str, Any], drop_reason: str | None, runtime: dict[str, Any]) -> dict:
-    """One multirun job (a WSD ladder job trains its main run, then its branches), in this process."""
+def run_job(runs: list[tuple[RunConfig, dict[str, Any]]], drop_reason: str | None, runtime: dict[str, Any]) -> dict:
+    """One multirun job, in this process: its runs one after another (a WSD ladder run trains its main
+    run, then its branches). The summary of a job of one run; name -> summary for several."""
     if drop_reason:
-        name = Path(cfg.run_dir).name
-        print(f"[{cfg.sweep.name}] {name}: dropped ({drop_reason})", file=sys.stderr)
-        log_outcome(sweep_dir(cfg), cfg.sweep.launch, name, "dropped", None)
+        for cfg, _ in runs:
+            name = Path(cfg.run_dir).name
+            print(f"[{cfg.sweep.name}] {name}: dropped ({drop_reason})", file=sys.stderr)
+            log_outcome(sweep_dir(cfg), cfg.sweep.launch, name, "dropped", None)
         return {"status": "dropped", "reason": drop_reason}
-    if cfg.sweep.branches:
-        return {Path(c.run_dir).name: run_one(c, swept, extra, runtime) for c, extra in wsd_ladder(cfg)}
-    return run_one(cfg, swept, {}, runtime)
+    done = {}
+    for cfg, swept in runs:
+        ladder = wsd_ladder(cfg) if cfg.sweep.branches else [(cfg, {})]
+        done.update({Path(c.run_dir).name: run_one(c, swept, extra, runtime) for c, extra in ladder})
+    return done if len(done) > 1 else next(iter(done.values()))
 
 
 ROW_BYTES = 64 * 1024  # room for one more row of runs.parquet and launches.jsonl
@@ -67,10 +86,12 @@ class DiskFullStop(Stop):
 
 
 class Preempted(Stop):
-    """A run was preempted and checkpointed: the job stops, and its relaunch (submitit requeues it)
-    resumes the run. Exit 0: nothing went wrong."""
+    """A run was preempted (or Ctrl-C'd) and checkpointed: the job stops with 128 + the signal, and its
+    relaunch (submitit requeues it) resumes the run."""
 
-    exit_code = 0
+    def __init__(self, message: str, signal_name: str | None):
+        super().__init__(message)
+        self.exit_code = signal_exit_code(signal_name)
 
 
 def train_here(cfg: RunConfig, swept: dict[str, Any], runtime: dict[str, Any]) -> dict:
@@ -105,7 +126,11 @@ def run_one(
 
     A run another launch is training (its lock is held) is left to that launch, which records it."""
     folder, name = sweep_dir(cfg), Path(cfg.run_dir).name
-    summary = trained or completed_summary(cfg)
+    try:
+        summary = trained or completed_summary(cfg)
+    except ConfigError as err:  # a damaged config.yaml: this run cannot go on, the others can
+        print(err.line(), file=sys.stderr)
+        trained = summary = {"status": contract.FAILED, "error": err.line()}
     outcome = "trained" if trained and trained.get("status") == contract.COMPLETED else "skipped"
     if trained is not None and outcome != "trained":
         outcome = trained.get("status", contract.FAILED)
@@ -122,7 +147,11 @@ def run_one(
     if where:
         print(f"[{cfg.sweep.name}] {where}", file=sys.stderr)
     if summary.get("status") == contract.PREEMPTED:
-        raise Preempted(f"[{cfg.sweep.name}] {name}: preempted, checkpointed; the relaunched job resumes it")
+        signal_name = summary.get(contract.STOP_SIGNAL)
+        raise Preempted(
+            f"[{cfg.sweep.name}] {name}: stopped by {signal_name} and checkpointed; the relaunched job resumes it",
+            signal_name,
+        )
     return summary
 
 
@@ -130,4 +159,6 @@ def _describe(s: dict) -> str:
     if contract.PARAMS_TOTAL not in s:
         return s.get("error", "")
     where = f" at step {s[contract.DIVERGED_STEP]}" if contract.DIVERGED_STEP in s else ""
-    return f"N={s['params_total']:,} D={s['tokens']:,} eval_loss={s['final_eval_loss']:.4f} ({s['wall_s']:.0f}s){where}"
+    loss = s.get(contract.FINAL_EVAL_LOSS)
+    loss = "none" if loss is None else f"{loss:.4f}"  # (null in JSON when there was no finite one)
+    return f"N={s['params_total']:,} D={s['tokens']:,} eval_loss={loss} ({s['wall_s']:.0f}s){where}"

@@ -1,13 +1,21 @@
 """How a sweep names its runs: by the values that make each run distinct.
 
 A run is named by the keys of the sweep's `hydra.sweeper.params` and any key swept on the command line
-(`train.lr=1e-3,3e-3`, which the entry point records in `sweep.vary`), e.g. `flops=2.4e11,point=-1`, so
-relaunching a sweep finds every run it trained before.
+(`train.lr=1e-3,3e-3`, which the entry point records in `sweep.vary`), e.g. `flops-2.4e11_point--1`
+(key-value pairs joined by `_`, each key and value by `-`), so relaunching a sweep finds every run it
+trained before. Names use letters, digits and `.-_` only, so they pass unquoted through the tools a run is
+handed to: lm-eval's `--model_args` (a comma-separated key=value list), Hydra overrides (where `,` makes a
+sweep and `=` is refused in a value), shells, URLs, and W&B and TensorBoard run names.
+
+Runs made before that were named `flops=2.4e11,point=-1` (`LEGACY_*`). Their folders keep their names: a
+sweep that finds a run only under its old name uses that folder (`run_folder`), so relaunching an old
+sweep trains nothing it had finished.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -40,11 +48,43 @@ def swept_values(keys: Iterable[str], task_overrides: Iterable[str]) -> dict[str
     return out
 
 
-def run_name(swept: dict[str, Any]) -> str:
-    """Readable, stable name from the swept values: 'flops=6e10,point=-1' (full keys if leaves clash)."""
+PAIR_SEP, VALUE_SEP = "_", "-"
+LEGACY_PAIR_SEP, LEGACY_VALUE_SEP = ",", "="
+UNSAFE = re.compile(r"[^A-Za-z0-9.\-]")  # in a value: anything but letters, digits, '.' and '-'
+
+
+def run_name(swept: dict[str, Any], legacy: bool = False) -> str:
+    """Readable, stable name from the swept values: 'flops-6e10_point--1' (full keys if leaves clash);
+    `legacy`: as runs were named before, 'flops=6e10,point=-1'."""
     short = [k.rsplit(".", 1)[-1] for k in swept]
     keys = short if len(set(short)) == len(short) else list(swept)
-    return ",".join(f"{name}={_compact(v)}" for name, v in sorted(zip(keys, swept.values()))) or "default"
+    pairs = [pair(name, value, legacy) for name, value in sorted(zip(keys, swept.values()))]
+    return (LEGACY_PAIR_SEP if legacy else PAIR_SEP).join(pairs) or "default"
+
+
+def pair(key: str, value: Any, legacy: bool = False) -> str:
+    """'key-value', any character of the value outside UNSAFE's set as '_' ('key=value' when `legacy`)."""
+    if legacy:
+        return f"{key}{LEGACY_VALUE_SEP}{_compact(value)}"
+    return f"{key}{VALUE_SEP}{UNSAFE.sub('_', _compact(value))}"
+
+
+def is_legacy(name: str) -> bool:
+    """Whether a run name is in the old style (new names never hold ',' or '=')."""
+    return LEGACY_PAIR_SEP in name or LEGACY_VALUE_SEP in name
+
+
+def extended(name: str, key: str, value: Any) -> str:
+    """A derived run's name (a WSD branch of run `name`): one more pair, written in the style of `name`."""
+    legacy = is_legacy(name)
+    return f"{name}{LEGACY_PAIR_SEP if legacy else PAIR_SEP}{pair(key, value, legacy)}"
+
+
+def run_folder(parent: Path, name: str, legacy_name: str) -> Path:
+    """parent/name, or parent/legacy_name when only a run made before the renaming is there."""
+    if not (parent / name).exists() and (parent / legacy_name).exists():
+        return parent / legacy_name
+    return parent / name
 
 
 def named_run(cfg: RunConfig, swept: dict[str, Any]) -> RunConfig:
@@ -56,11 +96,13 @@ def named_run(cfg: RunConfig, swept: dict[str, Any]) -> RunConfig:
             "a sweep names each run's folder itself (RESULTS/NAME/runs/<swept values>)",
             "leave run_dir unset and choose results_root=DIR",
         )
-    run_dir = str(sweep_dir(cfg) / contract.RUNS_SUBDIR / run_name(swept))
+    run_dir = str(run_folder(sweep_dir(cfg) / contract.RUNS_SUBDIR, run_name(swept), run_name(swept, legacy=True)))
     return cfg_replace(dataclasses.replace(cfg, run_dir=run_dir), sweep={"vary": sorted(swept)})
 
 
 def _compact(value: Any) -> str:
+    if value is None:
+        return "null"  # as Hydra writes it
     if isinstance(value, float):
         text = f"{value:.4g}"
         return text.replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
@@ -68,6 +110,10 @@ def _compact(value: Any) -> str:
 
 
 def _number_or_text(value: str) -> Any:
+    """The swept value as its type: a number, None for Hydra's null (so that a column of the runs table
+    swept over null and numbers keeps one type), else the text."""
+    if value == "null":
+        return None
     for cast in (int, float):
         try:
             return cast(value)

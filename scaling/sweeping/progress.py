@@ -47,7 +47,8 @@ class PlannedRun:
 
 
 def job_overrides(config: DictConfig) -> list[list[tuple[str, Any]]]:
-    """Every job's swept (key, value) pairs, in Hydra's basic sweeper's order."""
+    """Every job's swept (key, value) pairs, in Hydra's basic sweeper's order. A sweeper param with one
+    value is a key of every job (Hydra passes it to each job, so it names the run) with that value."""
     params = config.hydra.sweeper.get("params") or {}
     texts = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
     lists: dict[str, list[tuple[str, Any]]] = {}
@@ -55,7 +56,7 @@ def job_overrides(config: DictConfig) -> list[list[tuple[str, Any]]]:
         key = override.get_key_element()
         if override.is_sweep_override() and override.is_discrete_sweep() and not key.startswith("hydra"):
             lists[key] = [(key, value) for value in override.sweep_iterator()]
-        elif key in lists:  # one value on the command line replaces the sweep definition's list, as in Hydra
+        elif key in lists or key in params:  # one value (on the command line, it replaces the sweep's list)
             lists[key] = [(key, override.value())]
     return [list(combo) for combo in itertools.product(*lists.values())]
 
@@ -69,26 +70,28 @@ def planned_runs(config: DictConfig, plan_job, make_plan) -> list[PlannedRun]:
         node = base.copy()
         for key, value in combo:
             OmegaConf.update(node, key, value, merge=False)
-        task = [f"{key}={value}" for key, value in combo]
-        cfg, _, dropped = plan_job(to_dataclass(node), config.hydra.sweeper.get("params"), task)
+        task = [f"{key}={'null' if value is None else value}" for key, value in combo]  # as Hydra writes it
+        seeded, dropped = plan_job(to_dataclass(node), config.hydra.sweeper.get("params"), task)
         if dropped:
             continue
-        plan = make_plan(cfg)
-        per_step = plan.tokens_per_step * 6 * plan.params.total
-        runs.append(PlannedRun(Path(cfg.run_dir).name, per_step * plan.steps, plan.steps, per_step, cfg, plan))
+        for cfg, _ in seeded:
+            plan = make_plan(cfg)
+            per_step = plan.tokens_per_step * 6 * plan.params.total
+            runs.append(PlannedRun(Path(cfg.run_dir).name, per_step * plan.steps, plan.steps, per_step, cfg, plan))
     return runs
 
 
-def estimate_seconds(runs: list[PlannedRun], time_step) -> float | None:
+def estimate_seconds(runs: list[PlannedRun], time_step, at_once=lambda run: 1) -> float | None:
     """Seconds to train `runs`: steps x (a + b x FLOPs per step), a and b from `time_step(cfg, plan)`
-    (median seconds of a short measured step) at the cheapest and the dearest shape."""
+    (median seconds of a short measured step) at the cheapest and the dearest shape, each run's time
+    divided by `at_once(run)`, how many runs like it train side by side."""
     if not runs:
         return None
     cheap, dear = min(runs, key=lambda r: r.flops_per_step), max(runs, key=lambda r: r.flops_per_step)
     t_cheap = time_step(cheap.cfg, cheap.plan)
     t_dear = time_step(dear.cfg, dear.plan) if dear.flops_per_step > cheap.flops_per_step else t_cheap
     slope = max(0.0, (t_dear - t_cheap) / (dear.flops_per_step - cheap.flops_per_step)) if dear is not cheap else 0.0
-    return sum(r.steps * (t_cheap + slope * (r.flops_per_step - cheap.flops_per_step)) for r in runs)
+    return sum(r.steps * (t_cheap + slope * (r.flops_per_step - cheap.flops_per_step)) / at_once(r) for r in runs)
 
 
 def duration(seconds: float) -> str:
@@ -137,11 +140,11 @@ def line(folder: Path, launch: str | None) -> str | None:
     )
 
 
-def announce(folder: Path, launch: str | None, plan_runs, time_step) -> None:
+def announce(folder: Path, launch: str | None, plan_runs, time_step, at_once=lambda run: 1) -> None:
     """Plan the sweep and print it; a sweep that cannot be planned is still launched (its jobs report why)."""
     try:
         runs = plan_runs()
     except (ConfigError, ValueError, KeyError) as err:
         print(f"plan: not estimated ({str(err).splitlines()[0][:160]}); each run reports for itself", file=sys.stderr)
         return
-    print(start(folder, launch, runs, estimate_seconds(runs, time_step)), file=sys.stderr)
+    print(start(folder, launch, runs, estimate_seconds(runs, time_step, at_once)), file=sys.stderr)

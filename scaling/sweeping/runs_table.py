@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from scaling import contract
 from scaling.config import RunConfig, to_dataclass
-from scaling.files import atomic_write
+from scaling.files import atomic_write, finite_or_none
 from scaling.sweeping.wsd import MAIN_RUN, branch_fields
 from scaling.training import rundir
 
@@ -111,11 +111,29 @@ def log_outcome(folder: Path, launch: str | None, run_name: str, outcome: str, s
     """Append what this launch did with one run to launches.jsonl."""
     entry = {"launch": launch or "", "run_name": run_name, "outcome": outcome, "time": time.time()}
     if summary:
-        entry.update({k: summary.get(k) for k in ("status", "params_total", "tokens", "final_eval_loss", "wall_s")})
+        keys = ("status", "params_total", "tokens", "final_eval_loss", "wall_s", contract.STOP_SIGNAL)
+        entry.update({k: summary.get(k) for k in keys if k in summary})
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder / f"{contract.LAUNCH_LOG}.lock")):
         with open(folder / contract.LAUNCH_LOG, "a") as f:
-            f.write(json.dumps(entry) + "\n")
+            f.write(json.dumps(finite_or_none(entry)) + "\n")
+
+
+def launch_entries(folder: Path, launch: str | None) -> list[dict[str, Any]]:
+    """What one launch did with each run (launches.jsonl); a line cut short by a crash is skipped, with a warning."""
+    path = folder / contract.LAUNCH_LOG
+    entries, damaged = [], 0
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            damaged += 1
+            continue
+        if isinstance(entry, dict) and entry.get("launch") == (launch or ""):
+            entries.append(entry)
+    if damaged:
+        print(f"warning: {path}: {damaged} unreadable lines skipped", file=sys.stderr)
+    return entries
 
 
 def completed_summary(cfg: RunConfig) -> dict | None:

@@ -11,7 +11,8 @@ from typing import Any
 from scaling.config import RunConfig
 from scaling.config import replace as cfg_replace
 from scaling.errors import ConfigError
-from scaling.training.schedule import warmup_steps
+from scaling.sweeping.naming import extended
+from scaling.training.schedule import warmup_steps, weight_decay
 
 MAIN_RUN = {"branch_of": "", "shared_tokens": 0, "branch_fraction": 1.0}  # table fields of a run that is no branch
 
@@ -31,7 +32,10 @@ def wsd_ladder(cfg: RunConfig) -> list[tuple[RunConfig, dict[str, Any]]]:
     warm = warmup_steps(cfg.train, total)
     ends = sorted({int(f * total) for f in cfg.sweep.branches if 0 < f < 1})
     starts = [end - int(round(cfg.train.decay_fraction * end)) for end in ends]
+    # The branches share the main run's first steps, so they share its weight decay too (a decay set by
+    # timescale would otherwise follow each branch's own length, and the shared steps would differ).
     shared = {"schedule": "wsd", "warmup_steps": warm}
+    decay = {"weight_decay": weight_decay(cfg.train, total), "weight_decay_timescale": None}
     main = cfg_replace(
         cfg,
         train=shared,
@@ -43,6 +47,7 @@ def wsd_ladder(cfg: RunConfig) -> list[tuple[RunConfig, dict[str, Any]]]:
         branch = cfg_replace(
             main,
             train={
+                **decay,
                 "tokens": end * tokens_per_step,
                 "decay_start": start,
                 "init_from": main.run_dir,
@@ -50,7 +55,8 @@ def wsd_ladder(cfg: RunConfig) -> list[tuple[RunConfig, dict[str, Any]]]:
             },
             checkpoint={"steps": [start]},
         )
-        branch = dataclasses.replace(branch, run_dir=f"{main.run_dir},branch={end / total:.3g}")
+        name = extended(Path(main.run_dir).name, "branch", float(f"{end / total:.3g}"))
+        branch = dataclasses.replace(branch, run_dir=str(Path(main.run_dir).with_name(name)))
         runs.append((branch, branch_fields(branch, main)))
     return runs
 

@@ -31,7 +31,8 @@ from jax.experimental import multihost_utils
 from scaling import contract
 from scaling.config import CheckpointConfig, ModelConfig
 from scaling.errors import ConfigError
-from scaling.model.transformer import Transformer, build_model
+from scaling.model import families
+from scaling.model.sizing import legacy_ffn_dim
 from scaling.training.mesh import is_writer
 from scaling.training.rundir import read_config
 
@@ -188,7 +189,9 @@ def _check_structure(step_dir: Path, step: int, abstract: dict[str, Any]) -> Non
 
 
 def _first_line(err: BaseException) -> str:
-    return str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+    """The error's first line, without Orbax's pointer to TensorStore's details (the repr of a method)."""
+    text = str(err).splitlines()[0].split(" See full TensorStore details")[0] if str(err) else type(err).__name__
+    return text[:200]
 
 
 def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract: dict[str, Any]) -> dict[str, Any]:
@@ -211,11 +214,13 @@ def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract: dict[str, An
 def restore_latest(mngr: ocp.CheckpointManager, abstract: dict[str, Any]) -> dict[str, Any] | None:
     """Newest checkpoint that restores and verifies. A damaged one is set aside (by the writing
     process only) with a warning, and the next older one is tried."""
-    for step in sorted(mngr.all_steps(), reverse=True):
+    steps = sorted(mngr.all_steps(), reverse=True)
+    for step, older in zip(steps, [*steps[1:], None]):
         try:
             return _restore_step(mngr, step, abstract)
         except DamagedCheckpoint as err:
-            warnings.warn(f"{err}; set aside, trying an older one")
+            then = f"trying step {older}" if older is not None else "no older one is left: the run starts over"
+            warnings.warn(f"{err}; set aside in {contract.DAMAGED_CHECKPOINT_DIR}/, {then}")
             if is_writer():
                 _quarantine(mngr, step)
     return None
@@ -264,6 +269,8 @@ def _stored_model_config(run_dir: Path) -> tuple[ModelConfig, int, int]:
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     model_cfg = ModelConfig(**{k: v for k, v in stored[contract.CONFIG_SECTION]["model"].items() if k in fields})
     model_cfg = dataclasses.replace(model_cfg, **derived["model_shape"], n_params=None)
+    if "d_ff" not in derived["model_shape"]:  # written before config.yaml recorded it
+        model_cfg = dataclasses.replace(model_cfg, d_ff=legacy_ffn_dim(model_cfg))
     return model_cfg, derived["vocab_size"], derived["tokens_per_step"]
 
 
@@ -273,12 +280,13 @@ def list_checkpoints(run_dir: str | Path) -> list[dict[str, int]]:
     return [{"step": s, "tokens": s * tokens_per_step} for s in saved_steps(run_dir)]
 
 
-def load_model(run_dir: str | Path, step: int | None = None, compute_dtype: str | None = None) -> Transformer:
-    """A ready-to-run NNX model from any saved step (default: the newest); no training code needed."""
+def load_model(run_dir: str | Path, step: int | None = None, compute_dtype: str | None = None) -> families.Model:
+    """A ready-to-run NNX model of the run's family from any saved step (default: the newest); no training code
+    needed."""
     model_cfg, vocab_size, _ = _stored_model_config(Path(run_dir))
     if compute_dtype is not None:
         model_cfg = dataclasses.replace(model_cfg, compute_dtype=compute_dtype)
-    abstract = nnx.eval_shape(lambda: build_model(model_cfg, vocab_size, seed=0))
+    abstract = nnx.eval_shape(lambda: families.build(model_cfg, vocab_size, seed=0))
     graphdef, params = nnx.split(abstract, nnx.Param)
     steps = saved_steps(run_dir)
     if not steps:

@@ -15,6 +15,7 @@ K of them share it; on a CPU the measured vmapped step was slower than K steps o
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from contextlib import ExitStack
@@ -29,18 +30,18 @@ from flax import nnx
 from scaling import contract
 from scaling.config import RunConfig
 from scaling.data.load import load_corpus
-from scaling.data.order import eval_set
+from scaling.model import families
 from scaling.model.mup import optimizer_multipliers
-from scaling.model.transformer import build_model
 from scaling.planning.plan import Plan, make_plan
-from scaling.training import checkpoint, programs, rundir
+from scaling.training import checkpoint, ownership, programs, rundir
 from scaling.training.mesh import is_writer, make_mesh
 from scaling.training.optimizer import make_optimizer, optimizer_factory
+from scaling.training.outcome import one_line
 from scaling.training.relaunch import exclusive, prepare_run_dir, resolved_config
 from scaling.training.runbook import RunBook
 from scaling.training.schedule import schedule_values
-from scaling.training.step import eval_chunks, make_eval, make_packed_step
-from scaling.training.trainer import Preemption, one_line, with_run_order
+from scaling.training.step import make_eval, make_packed_step
+from scaling.training.trainer import Preemption, with_run_order
 from scaling.training.validate import validate_config, validate_plan
 
 AUTO_PACK_ACCELERATOR = 8  # sweep.pack=0 on a GPU/TPU: up to this many runs per program
@@ -87,9 +88,9 @@ class PackedTrainer:
         self.books = books
         first = books[0]
         cfg, plan = first.cfg, first.plan
-        graphdef, _ = nnx.split(build_model(plan.model, plan.vocab_size, 0), nnx.Param)
+        graphdef, _ = nnx.split(families.build(plan.model, plan.vocab_size, 0), nnx.Param)
         params = [
-            nnx.to_pure_dict(nnx.split(build_model(plan.model, plan.vocab_size, b.cfg.train.seed), nnx.Param)[1])
+            nnx.to_pure_dict(nnx.split(families.build(plan.model, plan.vocab_size, b.cfg.train.seed), nnx.Param)[1])
             for b in books
         ]
         multipliers = optimizer_multipliers(params[0], plan.model)
@@ -97,7 +98,7 @@ class PackedTrainer:
         self.params, self.opt_state = _stack(params), _stack([tx.init(p) for p in params])
         self.schedules = jnp.asarray(np.stack([schedule_values(b.cfg.train, b.plan.steps) for b in books]))
         self.step_fn = make_packed_step(graphdef, optimizer_factory(cfg.train, multipliers), plan.grad_accum)
-        chunks = eval_chunks(eval_set(first.corpus.val, plan.model.seq_len, cfg.data.eval_tokens), cfg.train.batch_size)
+        chunks = first.eval_batches()
         self.eval_chunks = jnp.asarray(chunks)
         micro = plan.grad_accum if chunks.shape[1] % plan.grad_accum == 0 else 1
         mesh = make_mesh(cfg.mesh)
@@ -117,11 +118,19 @@ class PackedTrainer:
             raise ValueError("the runs of a pack must resume from the same step; train them apart")
         self.params, self.opt_state = _stack(params), _stack(opt_state)
 
-    def _save(self, slot: int, i: int, step: int, wall_s: float) -> None:
-        """Evaluate and checkpoint run i, which sits at `slot` of the stacked state."""
-        params = _take(self.params, slot)
-        eval_loss = float(self.evaluate(params, self.eval_chunks))
-        self.books[i].save(step, params, _take(self.opt_state, slot), eval_loss, wall_s)
+    def _save(self, slot: int, i: int, step: int, wall_s: float, keep: bool = True) -> None:
+        """Evaluate run i, which sits at `slot` of the stacked state, and checkpoint it unless `keep` is
+        False (the last step of a run saving no checkpoints)."""
+        params, t0 = _take(self.params, slot), time.perf_counter()
+        losses_N = np.asarray(self.evaluate(params, self.eval_chunks))
+        eval_loss = self.books[i].evaluated(losses_N, time.perf_counter() - t0)
+        if keep:
+            self.books[i].save(step, params, _take(self.opt_state, slot), eval_loss, wall_s, self._since_log(slot, i))
+        else:
+            self.books[i].log_eval(step, eval_loss, wall_s)
+
+    def _since_log(self, slot: int, i: int) -> tuple[float, int]:
+        return float(self.clipped[slot]), self.since_log[i]
 
     def run(self, runtime: dict[str, Any], swept: list[dict[str, Any]]) -> list[dict]:
         """Train every run to its end; the summaries in the order of the books."""
@@ -129,17 +138,17 @@ class PackedTrainer:
         wall = lambda book: book.wall_before + time.perf_counter() - t0  # noqa: E731
         summaries: dict[int, dict] = {}
         active = list(range(len(self.books)))  # book indices still in the pack, in stack order
-        for i in active:
-            self.books[i].start(swept[i])
-            if self.books[i].step == 0 and checkpoint.should_save(
-                self.books[i].cfg.checkpoint, 0, self.books[i].plan.steps
-            ):
-                self._save(i, i, 0, 0.0)
-        last_log = {i: (self.books[i].step, t0) for i in active}
-        # Steps clipped since each run's last log, counted on the device (no host sync per step).
-        self.clipped, self.since_log = jnp.zeros(len(active), jnp.float32), dict.fromkeys(active, 0)
+        # Steps clipped since each run's last log, counted on the device (no host sync per step); a resumed
+        # run starts from the counts its checkpoint recorded.
+        self.clipped = jnp.asarray([self.books[i].since_log[0] for i in active], jnp.float32)
+        self.since_log = {i: self.books[i].since_log[1] for i in active}
         preemption = Preemption()
         try:
+            for i in active:
+                self.books[i].start(swept[i])
+                if self.books[i].needs_initial_checkpoint():
+                    self._save(i, i, 0, 0.0)
+            last_log = {i: (self.books[i].step, t0) for i in active}
             while active:
                 step = self.books[active[0]].step
                 seqs = jnp.asarray(np.stack([self.books[i].batch(step) for i in active]))
@@ -152,13 +161,18 @@ class PackedTrainer:
                     book.step = done
                     status = self._after_step(slot, i, done, metrics, last_log, wall(book), preemption.requested)
                     if status is not None:
-                        summaries[i] = self._finish(slot, i, status, wall(book), runtime)
+                        summaries[i] = self._finish(slot, i, status, wall(book), runtime, preemption.name)
                         leaving.append(slot)
                 if leaving:
                     keep = np.array([s for s in range(len(active)) if s not in leaving], int)
                     active = [active[s] for s in keep]
                     self.params, self.opt_state = _take(self.params, keep), _take(self.opt_state, keep)
                     self.schedules, self.clipped = self.schedules[keep], self.clipped[keep]
+        except BaseException:  # a full disk, a second Ctrl-C, a bug: the runs still in the pack keep their
+            for i in active:  # checkpoints and close their trackers, as a single run's do
+                with contextlib.suppress(Exception):
+                    self.books[i].close(contract.FAILED)
+            raise
         finally:
             preemption.restore()
         self.preemption = preemption
@@ -180,19 +194,24 @@ class PackedTrainer:
             loss, grad_norm = float(metrics["loss"][slot]), float(metrics["grad_norm"][slot])
             if not book.log_train(done, loss, grad_norm, clipped, tokens_per_s, wall_s):
                 return contract.DIVERGED
-        if checkpoint.should_save(cfg.checkpoint, done, plan.steps):
-            self._save(slot, i, done, wall_s)
+        on_schedule = checkpoint.should_save(cfg.checkpoint, done, plan.steps)
+        if on_schedule or done == plan.steps:  # the last step is always evaluated
+            self._save(slot, i, done, wall_s, keep=on_schedule)
             last_log[i] = (done, time.perf_counter())
         elif preempted:
-            book.save_for_preemption(done, _take(self.params, slot), _take(self.opt_state, slot), wall_s)
-        if preempted:
+            since_log = self._since_log(slot, i)
+            book.save_for_preemption(done, _take(self.params, slot), _take(self.opt_state, slot), wall_s, since_log)
+        if preempted and done < plan.steps:
             return contract.PREEMPTED
         return contract.COMPLETED if done == plan.steps else None
 
-    def _finish(self, slot: int, i: int, status: str, wall_s: float, runtime: dict[str, Any]) -> dict:
+    def _finish(
+        self, slot: int, i: int, status: str, wall_s: float, runtime: dict[str, Any], stopped_by: str | None
+    ) -> dict:
         book = self.books[i]
         status = book.close(status)
-        summary = book.summary(status, wall_s, _take(self.params, slot), 0.0, {**runtime, "packed": len(self.books)})
+        runtime = {**runtime, "packed": len(self.books)}
+        summary = book.summary(status, wall_s, _take(self.params, slot), 0.0, runtime, stopped_by=stopped_by)
         if is_writer():
             rundir.write_summary(book.run_dir, summary)
         return summary
@@ -205,8 +224,8 @@ def train_pack(cfgs: list[RunConfig], runtime: dict[str, Any], swept: list[dict[
         books = []
         for cfg in cfgs:
             validate_config(cfg)
+            ownership.check_run_dir(cfg.run_dir, cfg.overwrite)
             run_dir = Path(cfg.run_dir)
-            rundir.check_writable(run_dir)
             cfg = with_run_order(cfg, run_dir)
             corpus = load_corpus(cfg.data, progress=False)
             plan = make_plan(cfg, corpus.vocab_size)

@@ -25,7 +25,7 @@ def key(kind: str, cfg: RunConfig, plan: Plan, mesh: Mesh, *extra: Hashable) -> 
     """Everything a compiled step or evaluation depends on: the model, the optimiser's constants (not
     the schedule, an argument), the batch layout and the devices."""
     t = cfg.train
-    optimiser = (t.schedule, t.b1, t.b2, t.eps, t.weight_decay, t.grad_clip)
+    optimiser = (t.schedule, t.b1, t.b2, t.eps, t.grad_clip)  # (the weight decay is a schedule value)
     layout = (t.batch_size, plan.grad_accum, tuple(mesh.shape.items()), tuple(d.id for d in mesh.devices.flat))
     return (kind, repr(plan.model), plan.vocab_size, optimiser, layout, *extra)
 

@@ -21,7 +21,7 @@ from scaling.config import RunConfig
 from scaling.data.corpus import Corpus
 from scaling.errors import ConfigError, RunBusy
 from scaling.planning.plan import Plan
-from scaling.training import rundir
+from scaling.training import ownership, rundir
 from scaling.training.mesh import is_writer
 
 OTHER_DATA_FIX = "relaunch with the data it trained on (data=pystdlib: the same Python), another run_dir, or overwrite=true to start over"
@@ -39,8 +39,8 @@ def resolved_config(cfg: RunConfig, plan: Plan, corpus: Corpus) -> dict[str, Any
 def check_stored(cfg: RunConfig, run_dir: Path, resolved: dict) -> dict | None:
     """Read-only: the summary of a finished run (nothing to do); a one-line error when the stored run
     differs from this launch in config or in data; None when there is training to do."""
-    stored = rundir.read_config(run_dir)
-    if stored is None or cfg.overwrite:
+    stored = None if cfg.overwrite else rundir.read_config(run_dir)  # (overwrite=true: even a damaged one)
+    if stored is None:
         return None
     differing = rundir.config_differences(stored, resolved)
     if differing:
@@ -62,8 +62,8 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, resolved: dict) -> dict | Non
     done = check_stored(cfg, run_dir, resolved)
     if done is not None:
         return done
-    stored = rundir.read_config(run_dir)
-    if stored is not None and not cfg.overwrite:
+    stored = None if cfg.overwrite else rundir.read_config(run_dir)
+    if stored is not None:
         before = stored.get(contract.DERIVED_SECTION, {}).get("grad_accum")
         now = resolved[contract.DERIVED_SECTION]["grad_accum"]
         if before is not None and before != now:
@@ -72,8 +72,10 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, resolved: dict) -> dict | Non
                 "device count changed): it continues to float tolerance, not bit for bit"
             )
     if is_writer():
-        if stored is not None and cfg.overwrite:
-            rundir.clear(run_dir)
+        if cfg.overwrite:
+            ownership.clear(run_dir)  # only what its manifest lists (scaling/training/ownership.py)
+        if ownership.read_manifest(run_dir) is None and not ownership.is_earlier_run(run_dir):
+            ownership.write_manifest(run_dir)  # a new or empty folder (checked before the lock was taken)
         rundir.write_config(run_dir, resolved)
     return None
 

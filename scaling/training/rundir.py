@@ -6,15 +6,21 @@ run_dir/
   summary.json      status and everything a scaling fit needs about the run
   checkpoints/      Orbax checkpoints (scaling/training/checkpoint.py)
   training.lock     held (flock) by the one process training the run
+  run_manifest.json the entries the run owns (written first, into a new or empty folder)
+
+What the run owns, and what overwrite=true may delete, is scaling/training/ownership.py. A damaged file is
+named in one line: summary.json is rebuilt (the run resumes from its checkpoints and writes it anew);
+config.yaml and metrics.parquet cannot be, so the relaunch is refused with the fix.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
-import shutil
 import socket
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,15 +29,14 @@ import pandas as pd
 import yaml
 
 from scaling import contract
+from scaling.data.eval_set import UNRECORDED_EVAL_SET
 from scaling.data.order import UNRECORDED_ORDER
 from scaling.errors import ConfigError, RunBusy
-from scaling.files import (
-    atomic_write,
-    read_json,
-    unwritable_reason,
-    write_json,
-    write_text,
-)
+from scaling.files import atomic_write, write_json, write_text
+from scaling.training.ownership import read_manifest
+
+# config.yaml ends with YAML's end-of-document line, so a file cut short is told from a whole one.
+CONFIG_END = "...\n"
 
 # Fields that may change between launches without changing what is trained: a whole section
 # ("bench") or one dotted field ("sweep.launch").
@@ -46,18 +51,25 @@ VOLATILE_FIELDS = {
     "tracker",
     "sweep.vary",
     "sweep.launch",
+    "sweep.seeds",  # (a run's own seed is train.seed; these say how the sweep chose it)
+    "sweep.seed_offset",
+    "sweep.jobs",  # how many runs share the machine never changes a run's numbers (tests/test_side_by_side.py)
 }
 # Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
 # it (or with null) implies: a run started before data.order existed trained with the `permutation`
-# order. A launch that leaves such a field unset (null) keeps the stored run's value.
-ADDED_FIELDS = {"data.order": UNRECORDED_ORDER}
+# order, and one started before data.eval_set was evaluated on spread `windows`; one started before model.family
+# existed was a decoder. A launch that leaves such a field unset (null) keeps the stored run's value.
+# eval_max_doc_share never shaped a windows set.
+ADDED_FIELDS = {
+    "data.order": UNRECORDED_ORDER,
+    "data.eval_set": UNRECORDED_EVAL_SET,
+    "data.eval_max_doc_share": 0.05,
+    "model.family": "decoder",
+}
 
 
-def check_writable(run_dir: Path) -> None:
-    """A one-line error when the run directory could not be created or written; creates nothing."""
-    reason = unwritable_reason(run_dir)
-    if reason is not None:
-        raise ConfigError("run_dir", f"cannot write to {run_dir} ({reason})", "pass a writable run_dir=DIR")
+def unreadable(path: Path, why: str, fix: str) -> ConfigError:
+    return ConfigError(str(path), f"unreadable ({why.splitlines()[0][:160] if why else 'empty'})", fix)
 
 
 @contextmanager
@@ -134,29 +146,81 @@ def recorded_order(stored: dict | None) -> str | None:
     return None if stored is None else str(config_fields(stored)["data.order"])
 
 
+CONFIG_FIX = (
+    "it records the run's settings and cannot be rebuilt: restore it, or start the run over with overwrite=true"
+)
+
+
+def recorded_eval_set(stored: dict | None) -> str | None:
+    """The eval set a stored config.yaml says its run was evaluated on (None: no run there yet)."""
+    return None if stored is None else str(config_fields(stored)["data.eval_set"])
+
+
 def read_config(run_dir: Path) -> dict | None:
+    """config.yaml (None when there is none); a one-line error naming it when it is damaged or cut short."""
     path = Path(run_dir) / contract.CONFIG_FILE
-    return yaml.safe_load(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        text = path.read_text()
+        stored = yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise unreadable(path, str(err), CONFIG_FIX) from None
+    if read_manifest(run_dir) is not None and not text.endswith(CONFIG_END):
+        raise unreadable(path, f"cut short: it lacks the closing {CONFIG_END.strip()!r} line", CONFIG_FIX)
+    if not isinstance(stored, dict) or not isinstance(stored.get(contract.CONFIG_SECTION), dict):
+        raise unreadable(path, f"no {contract.CONFIG_SECTION} section", CONFIG_FIX)
+    return stored
 
 
 def write_config(run_dir: Path, resolved: dict) -> None:
-    write_text(run_dir / contract.CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
+    write_text(run_dir / contract.CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False, explicit_end=True))
 
 
 def read_summary(run_dir: Path) -> dict | None:
-    return read_json(Path(run_dir) / contract.SUMMARY_FILE)
+    """summary.json, or None when there is none. A damaged one is named and taken as missing: the relaunch
+    resumes the run from its newest checkpoint (the last step, if it had finished) and writes it anew."""
+    path = Path(run_dir) / contract.SUMMARY_FILE
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        summary, why = None, str(err)
+    else:
+        why = "not a JSON object"
+    if isinstance(summary, dict):
+        return summary
+    warnings.warn(
+        f"{path} is unreadable ({why.splitlines()[0][:120]}); relaunching rebuilds it (the run resumes from its "
+        "newest checkpoint)"
+    )
+    return None
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
     write_json(Path(run_dir) / contract.SUMMARY_FILE, summary)
 
 
-def read_metrics(run_dir: Path, up_to_step: int | None = None) -> pd.DataFrame:
-    """The metrics table, cut at `up_to_step` when resuming so no step is duplicated."""
-    path = run_dir / contract.METRICS_FILE
+def read_metrics(run_dir: Path, up_to_step: int | None = None, needed_step: int = 0) -> pd.DataFrame:
+    """The metrics table, cut at `up_to_step` when resuming so no step is duplicated. A resume needs the
+    rows up to the checkpoint (`needed_step`: the last logged step it covers), which nothing else holds: a
+    table missing, damaged or short of it is a one-line error naming it."""
+    path = Path(run_dir) / contract.METRICS_FILE
+    fix = (
+        f"it holds the curve up to step {up_to_step}, which the checkpoints do not: restore it, or start the run "
+        "over with overwrite=true (the same run, bit for bit)"
+    )
     if not path.exists():
+        if needed_step > 0:
+            raise ConfigError(str(path), "missing", fix)
         return pd.DataFrame(columns=contract.METRIC_COLUMNS)
-    df = pd.read_parquet(path)
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise unreadable(path, str(err), fix) from None
+    if needed_step > 0 and not (df.step == needed_step).any():
+        raise ConfigError(str(path), f"has no row for step {needed_step}", fix)
     return df[df.step <= up_to_step] if up_to_step is not None else df
 
 
@@ -171,8 +235,7 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     atomic_write(run_dir / contract.METRICS_FILE, lambda tmp: df.to_parquet(tmp, index=False))
 
 
-def clear(run_dir: Path) -> None:
-    """overwrite=true: remove what a previous run wrote (only our own files and checkpoints)."""
-    for name in (contract.CONFIG_FILE, contract.METRICS_FILE, contract.SUMMARY_FILE):
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / contract.CHECKPOINT_DIR, ignore_errors=True)
+def write_eval_windows(run_dir: Path, document_N, loss_N) -> None:
+    """The latest evaluation's loss on every window, with the document it comes from."""
+    df = pd.DataFrame(dict(zip(contract.EVAL_WINDOW_COLUMNS, (document_N, loss_N))))
+    atomic_write(run_dir / contract.EVAL_WINDOWS_FILE, lambda tmp: df.to_parquet(tmp, index=False))

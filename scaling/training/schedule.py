@@ -32,8 +32,17 @@ def decay_start(cfg: TrainConfig, total_steps: int) -> int:
     return total_steps - int(round(cfg.decay_fraction * total_steps))
 
 
+def weight_decay(cfg: TrainConfig, total_steps: int) -> float:
+    """The AdamW weight decay of a run of `total_steps`: train.weight_decay, or, with a timescale
+    (Wang & Aitchison 2024), the decay whose EMA timescale 1 / (lr x decay) is that fraction of the steps."""
+    if cfg.weight_decay_timescale is None:
+        return cfg.weight_decay
+    return 1.0 / (cfg.lr * cfg.weight_decay_timescale * max(total_steps, 1))
+
+
 def schedule_values(cfg: TrainConfig, total_steps: int) -> np.ndarray:
-    """The numbers that place the schedule (peak lr, warmup, length, cooldown start, floor, amplitude).
+    """The numbers that place the schedule (peak lr, warmup, length, cooldown start, floor, amplitude) and
+    the weight decay, which may depend on the run's length.
 
     The train step takes them as an array argument instead of baking them in as constants, so runs
     that differ only in budget, lr or warmup compile to the same program and share the persistent
@@ -41,8 +50,19 @@ def schedule_values(cfg: TrainConfig, total_steps: int) -> np.ndarray:
     """
     lo = cfg.lr * cfg.min_lr_ratio if cfg.schedule == "cosine" else 0.0
     start = decay_start(cfg, total_steps) if cfg.schedule == "wsd" else total_steps
-    values = (cfg.lr, warmup_steps(cfg, total_steps), total_steps, start, lo, cfg.lr - lo)
+    values = (
+        cfg.lr,
+        warmup_steps(cfg, total_steps),
+        total_steps,
+        start,
+        lo,
+        cfg.lr - lo,
+        weight_decay(cfg, total_steps),
+    )
     return np.asarray(values, np.float32)
+
+
+WEIGHT_DECAY_VALUE = 6  # where weight_decay sits in schedule_values
 
 
 def schedule_lr(kind: str, values, step):

@@ -11,13 +11,23 @@ import numpy as np
 import optax
 from flax import nnx
 
-from scaling.model.transformer import token_losses
+# XLA:CPU rewrites every reduction over more than 32 elements into a reduce-window of 32-wide pieces
+# and a second reduction (its tree_reduction_rewriter, for the precision of long sums). In these
+# programs the long reductions are softmax rows (64 keys at the CPU ladder's context, 512 logits) and
+# means over one batch, short enough to sum directly, and the rewrite kept XLA from fusing them with
+# the exponentials that feed them: without it a train step of the ladder's rungs did 14-24% less work
+# on one core (benchmarks/RESULTS.md). Per program, so GPU and TPU programs and anything else keep it.
+CPU_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "tree_reduction_rewriter"}
 
 
-def loss_fn(graphdef: nnx.GraphDef, params: Any, seqs_BxT1: jax.Array) -> jax.Array:
-    model = nnx.merge(graphdef, params)
-    logits_BxTxV = model(seqs_BxT1[:, :-1])
-    return token_losses(logits_BxTxV, seqs_BxT1[:, 1:]).mean()
+def compiler_options() -> dict[str, str] | None:
+    """XLA options for the train and evaluation programs on this process's backend."""
+    return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
+
+
+def loss_fn(graphdef: nnx.GraphDef, params: Any, seqs_BxW: jax.Array) -> jax.Array:
+    """The family's own training loss of a batch (scaling/model/objectives.py says what a row holds)."""
+    return nnx.merge(graphdef, params).loss(seqs_BxW)
 
 
 def micro_split(seqs_BxT1: jax.Array, n: int) -> jax.Array:
@@ -70,8 +80,8 @@ def make_train_step(
     instead of being re-laid out."""
     step = train_step(graphdef, optimizer, grad_accum)
     if out_shardings is None:
-        return jax.jit(step, donate_argnums=(0, 1))
-    return jax.jit(step, donate_argnums=(0, 1), out_shardings=out_shardings)
+        return jax.jit(step, donate_argnums=(0, 1), compiler_options=compiler_options())
+    return jax.jit(step, donate_argnums=(0, 1), out_shardings=out_shardings, compiler_options=compiler_options())
 
 
 def make_packed_step(
@@ -79,7 +89,8 @@ def make_packed_step(
 ):
     """K runs of one shape in one program: `train_step` vmapped over a leading axis of the parameters,
     optimiser states, batches and schedules (each run its own seed, data order, lr and length)."""
-    return jax.jit(jax.vmap(train_step(graphdef, optimizer, grad_accum)), donate_argnums=(0, 1))
+    step = jax.vmap(train_step(graphdef, optimizer, grad_accum))
+    return jax.jit(step, donate_argnums=(0, 1), compiler_options=compiler_options())
 
 
 def eval_chunks(eval_NxT1: np.ndarray, batch_size: int) -> np.ndarray:
@@ -89,16 +100,24 @@ def eval_chunks(eval_NxT1: np.ndarray, batch_size: int) -> np.ndarray:
     return eval_NxT1[:n].reshape(-1, chunk, eval_NxT1.shape[-1])
 
 
-def make_eval(graphdef: nnx.GraphDef, micro: int = 1):
-    """Mean loss over the fixed held-out chunks; one host sync per evaluation. Each chunk goes
-    through the model in `micro` equal pieces, split as the train step splits its batch (the same
-    windows whatever the split, so evaluations compare across machines)."""
+def window_losses(graphdef: nnx.GraphDef, params: Any, seqs_BxW: jax.Array) -> jax.Array:
+    """(B,) mean loss of each held-out row's targets, by the family's own objective (one row per window)."""
+    return nnx.merge(graphdef, params).window_losses(seqs_BxW)
 
-    @jax.jit
+
+def make_eval(graphdef: nnx.GraphDef, micro: int = 1, out_sharding=None):
+    """The loss of every held-out window, as (chunks * batch,) in the windows' order; one host sync per
+    evaluation. Each chunk goes through the model in `micro` equal pieces, split as the train step
+    splits its batch (the same windows whatever the split, so evaluations compare across machines).
+    `out_sharding` (replicated on a mesh) lets every process read the whole vector."""
+
     def evaluate(params, chunks_CxBxT1):
         c, b, t1 = chunks_CxBxT1.shape
         pieces = jax.vmap(lambda chunk: micro_split(chunk, micro))(chunks_CxBxT1).reshape(c * micro, b // micro, t1)
-        per_piece = jax.lax.map(lambda s: loss_fn(graphdef, params, s), pieces)
-        return per_piece.mean()
+        per_piece = jax.lax.map(lambda s: window_losses(graphdef, params, s), pieces)  # (c * micro, b / micro)
+        # piece a of a chunk holds rows a, a + micro, ...: undo micro_split to restore the windows' order
+        return per_piece.reshape(c, micro, b // micro).swapaxes(1, 2).reshape(c * b)
 
-    return evaluate
+    if out_sharding is None:
+        return jax.jit(evaluate, compiler_options=compiler_options())
+    return jax.jit(evaluate, out_shardings=out_sharding, compiler_options=compiler_options())

@@ -17,8 +17,11 @@ run continues the same W&B run), with the swept values and the whole config as i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -113,15 +116,41 @@ class Tracker:
         numbers = {
             f"summary/{k}": float(v)
             for k, v in summary.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         }
         if "step" in self.writers:
             self.writers["step"].add_hparams(_plain(hparams), numbers, name="hparams")
-        for writer in self.writers.values():
-            writer.close()
         if self.wandb is not None:
             self.wandb.summary.update(numbers)
+        self.close()
+
+    def close(self) -> None:
+        """Close every writer, however the run ended. On a full disk what a writer still held is lost, said in
+        one line (the run's own error says what to do), and its thread is stopped, not left to fail at exit."""
+        failed = {}
+        for axis, writer in self.writers.items():
+            try:
+                writer.close()
+            except OSError as err:
+                failed[axis] = err
+                _stop_threads(writer)
+        if failed:
+            axes = ", ".join(failed)
+            print(f"warning: TensorBoard lost its last events ({axes}: {next(iter(failed.values()))})", file=sys.stderr)
+        self.writers = {}
+        if self.wandb is not None:
             self.wandb.finish()
+            self.wandb = None
+
+
+def _stop_threads(writer: Any) -> None:
+    """After a close that failed half way (tensorboardX flushes before it stops its writer thread): stop the
+    thread and mark the event file closed, so neither fails again, with a traceback, at interpreter exit."""
+    for file_writer in (getattr(writer, "all_writers", None) or {}).values():
+        events = file_writer.event_writer
+        with contextlib.suppress(Exception):
+            events._worker.stop()
+        events._closed = True
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -14,12 +14,12 @@ import signal
 import sys
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
@@ -27,12 +27,14 @@ from tqdm import tqdm
 from scaling import contract, diskspace
 from scaling.config import RunConfig, replace
 from scaling.data.corpus import Corpus
+from scaling.data.eval_set import run_eval_set
 from scaling.data.load import load_corpus
-from scaling.data.order import eval_set, run_order, warn_if_repeats
+from scaling.data.order import run_order, warn_if_repeats
+from scaling.model import families
 from scaling.model.mup import optimizer_multipliers
-from scaling.model.transformer import build_model
+from scaling.model.objectives import batch_width
 from scaling.planning.plan import Plan, make_plan
-from scaling.training import checkpoint, programs, rundir
+from scaling.training import checkpoint, ownership, programs, rundir
 from scaling.training.mesh import (
     BATCH_AXES,
     batch_sharding,
@@ -43,14 +45,16 @@ from scaling.training.mesh import (
     tree_shardings,
 )
 from scaling.training.optimizer import make_optimizer, optimizer_factory
+from scaling.training.outcome import already_line, one_line
 from scaling.training.relaunch import check_stored, exclusive, prepare_run_dir, resolved_config
 from scaling.training.runbook import RunBook
 from scaling.training.schedule import schedule_values
-from scaling.training.step import eval_chunks, make_eval, make_train_step
+from scaling.training.step import make_eval, make_train_step
 from scaling.training.validate import validate_config, validate_plan
 
 # SIGTERM: SLURM or submitit preempting the job. SIGUSR2: submitit's warning before the time limit.
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+# SIGINT: Ctrl-C, which stops a run the same way (a checkpoint, then exit 130); a second Ctrl-C stops at once.
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 
 class Preemption:
@@ -59,13 +63,23 @@ class Preemption:
 
     def __init__(self):
         self.signal: int | None = None
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in PREEMPTION_SIGNALS}
+        # A signal the process was started ignoring stays ignored (a job started with `&` or nohup ignores Ctrl-C).
+        ignored = {sig for sig in PREEMPTION_SIGNALS if signal.getsignal(sig) == signal.SIG_IGN}
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in PREEMPTION_SIGNALS if sig not in ignored}
 
     @property
     def requested(self) -> bool:
         return self.signal is not None
 
+    @property
+    def name(self) -> str | None:
+        return signal.Signals(self.signal).name if self.signal is not None else None
+
     def _handle(self, signum, frame):
+        if signum == signal.SIGINT and self.signal == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice: stop now (every write is atomic; the last checkpoint stays)
+        if signum == signal.SIGINT:
+            print("stopping after this step's checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
         self.signal = signum
 
     def restore(self) -> None:
@@ -80,12 +94,18 @@ class Preemption:
 
 
 def with_run_order(cfg: RunConfig, run_dir: Path) -> RunConfig:
-    """cfg with data.order set: as asked, else the order the run in `run_dir` started with (a new branch:
-    that of the run it starts from, whose data stream it continues), else the newest."""
+    """cfg with data.order and data.eval_set set: as asked, else what the run in `run_dir` started with (a
+    new branch: what the run it starts from had, whose data stream it continues), else the newest."""
     stored = None if cfg.overwrite else rundir.read_config(run_dir)
     if stored is None and cfg.train.init_from is not None:
         stored = rundir.read_config(Path(cfg.train.init_from))
-    return replace(cfg, data={"order": run_order(cfg.data.order, rundir.recorded_order(stored))})
+    return replace(
+        cfg,
+        data={
+            "order": run_order(cfg.data.order, rundir.recorded_order(stored)),
+            "eval_set": run_eval_set(cfg.data.eval_set, rundir.recorded_eval_set(stored)),
+        },
+    )
 
 
 class Trainer:
@@ -94,7 +114,7 @@ class Trainer:
     def __init__(self, book: RunBook):
         self.book = book
         cfg, plan = book.cfg, book.plan
-        model = build_model(plan.model, plan.vocab_size, cfg.train.seed)
+        model = families.build(plan.model, plan.vocab_size, cfg.train.seed)
         self.graphdef, params = nnx.split(model, nnx.Param)
         mesh = make_mesh(cfg.mesh)
         host_params = jax.device_get(nnx.to_pure_dict(params))  # same values on every process
@@ -109,7 +129,7 @@ class Trainer:
         self.schedule = jax.device_put(schedule_values(cfg.train, plan.steps), replicated)
         state_shardings = jax.tree.map(lambda x: x.sharding, (self.params, self.opt_state))
         batch_shape = jax.ShapeDtypeStruct(
-            (cfg.train.batch_size, plan.model.seq_len + 1), jnp.int32, sharding=self.batch_sharding
+            (cfg.train.batch_size, batch_width(plan.model)), jnp.int32, sharding=self.batch_sharding
         )
 
         def build_step():
@@ -125,11 +145,12 @@ class Trainer:
         t0 = time.perf_counter()
         self.step_fn, _ = programs.compiled(programs.key("step", cfg, plan, mesh), build_step)
         self.compile_s = time.perf_counter() - t0
-        chunks = eval_chunks(eval_set(book.corpus.val, plan.model.seq_len, cfg.data.eval_tokens), cfg.train.batch_size)
+        chunks = book.eval_batches()
         self.eval_chunks = global_batch(chunks, NamedSharding(mesh, PartitionSpec(None, BATCH_AXES)))
         micro = plan.grad_accum if chunks.shape[1] % plan.grad_accum == 0 else 1
         self.evaluate, _ = programs.compiled(
-            programs.key("eval", cfg, plan, mesh, micro, chunks.shape), lambda: make_eval(self.graphdef, micro)
+            programs.key("eval", cfg, plan, mesh, micro, chunks.shape),
+            lambda: make_eval(self.graphdef, micro, replicated),
         )
 
     def resume(self) -> None:
@@ -138,9 +159,15 @@ class Trainer:
         if restored is not None:
             self.params, self.opt_state = restored["params"], restored["opt_state"]
 
-    def save(self, step: int, wall_s: float) -> float:
-        eval_loss = float(self.evaluate(self.params, self.eval_chunks))
-        self.book.save(step, self.params, self.opt_state, eval_loss, wall_s)
+    def save(self, step: int, wall_s: float, since_log: tuple[float, int], keep: bool = True) -> float:
+        """Evaluate, and checkpoint (unless `keep` is False: the last step of a run saving no checkpoints)."""
+        t0 = time.perf_counter()
+        losses_N = np.asarray(self.evaluate(self.params, self.eval_chunks))  # the evaluation's one host sync
+        eval_loss = self.book.evaluated(losses_N, time.perf_counter() - t0)
+        if keep:
+            self.book.save(step, self.params, self.opt_state, eval_loss, wall_s, since_log)
+        else:
+            self.book.log_eval(step, eval_loss, wall_s)
         self.last_log = (step, time.perf_counter())  # evaluation time is not training throughput
         return eval_loss
 
@@ -150,22 +177,23 @@ class Trainer:
         wall = lambda: book.wall_before + time.perf_counter() - t0  # noqa: E731
         self.last_log = (book.step, t0)
         book.start(swept)
-        if book.step == 0 and checkpoint.should_save(cfg.checkpoint, 0, plan.steps):
-            self.save(0, 0.0)
         status, pending = contract.FAILED, None
-        clipped, since_log = jnp.zeros((), jnp.float32), 0  # steps clipped since the last log, counted on device
+        norms: list[jax.Array] = []  # gradient norms since the last log, read with it (no host sync per step)
+        # (steps clipped, steps) before `norms` since the last log: a resumed run starts from the counts its
+        # checkpoint recorded, so its next logged fraction is the uninterrupted run's.
+        carried = book.since_log
         preemption = Preemption()
         bar = tqdm(total=plan.steps, initial=book.step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
-        prefetch = ThreadPoolExecutor(max_workers=1)
-        next_batch = prefetch.submit(book.batch, book.step)
         try:
+            if book.needs_initial_checkpoint():
+                self.save(0, 0.0, (0.0, 0))
             status = contract.COMPLETED
             for step in range(book.step, plan.steps):
-                seqs = global_batch(next_batch.result(), self.batch_sharding)
-                if step + 1 < plan.steps:
-                    next_batch = prefetch.submit(book.batch, step + 1)
+                # The step is dispatched asynchronously, so the next batch is gathered while this one
+                # computes; no thread is needed for that (one cost more than the gather on a busy core).
+                seqs = global_batch(book.batch(step), self.batch_sharding)
                 self.params, self.opt_state, metrics = self.step_fn(self.params, self.opt_state, seqs, self.schedule)
-                clipped, since_log = clipped + (metrics["grad_norm"] > cfg.train.grad_clip), since_log + 1
+                norms.append(metrics["grad_norm"])
                 done = step + 1
                 # The previous step's metrics are read only now, so the device never idles on the host.
                 if pending is not None and not self._log(*pending, bar, wall()):
@@ -173,40 +201,55 @@ class Trainer:
                     break
                 pending = None
                 if done % cfg.train.log_every == 0 or done == plan.steps:
-                    pending, clipped, since_log = (done, metrics, clipped / since_log), jnp.zeros((), jnp.float32), 0
+                    pending, norms, carried = (done, metrics, norms, carried), [], (0.0, 0)
                 on_schedule = checkpoint.should_save(cfg.checkpoint, done, plan.steps)
-                if on_schedule or preemption.requested:
+                # The last step is always evaluated, even when no checkpoint is saved there.
+                if on_schedule or preemption.requested or done == plan.steps:
                     if pending is not None and not self._log(*pending, bar, wall()):
                         status = contract.DIVERGED
                         break
                     pending = None
-                    if on_schedule:
-                        bar.set_postfix(eval=f"{self.save(done, wall()):.3f}", refresh=False)
+                    if on_schedule or done == plan.steps:
+                        eval_loss = self.save(done, wall(), self._counts(norms, carried), keep=on_schedule)
+                        bar.set_postfix(eval=f"{eval_loss:.3f}", refresh=False)
                     else:
-                        book.save_for_preemption(done, self.params, self.opt_state, wall())
+                        since_log = self._counts(norms, carried)
+                        book.save_for_preemption(done, self.params, self.opt_state, wall(), since_log)
                 book.step = done
                 bar.update(1)
-                if preemption.requested:
+                if preemption.requested and done < plan.steps:
                     status = contract.PREEMPTED
                     break
             if status == contract.COMPLETED and pending is not None and not self._log(*pending, bar, wall()):
                 status = contract.DIVERGED
+        except BaseException:  # a full disk, a second Ctrl-C, a bug: keep every checkpoint, close the trackers
+            status = contract.FAILED
+            raise
         finally:
             bar.close()
-            prefetch.shutdown(wait=False, cancel_futures=True)
             preemption.restore()
             status = book.close(status)
-        summary = book.summary(status, wall(), self.params, self.compile_s, runtime)
+        summary = book.summary(status, wall(), self.params, self.compile_s, runtime, stopped_by=preemption.name)
         self.preemption = preemption
         return summary
 
-    def _log(self, step: int, metrics: dict, clipped: jax.Array, bar, wall_s: float) -> bool:
-        """Record a logged step (one host sync); False once the run has diverged."""
+    def _log(
+        self, step: int, metrics: dict, norms: list[jax.Array], carried: tuple[float, int], bar, wall_s: float
+    ) -> bool:
+        """Record a logged step (one host sync); False once the run has diverged. `norms`: the gradient
+        norms of the steps since the previous log (after `carried`), for the share of them that were clipped."""
         loss, grad_norm, now = float(metrics["loss"]), float(metrics["grad_norm"]), time.perf_counter()
+        clipped, steps = self._counts(norms, carried)
         tokens_per_s = (step - self.last_log[0]) * self.book.plan.tokens_per_step / max(now - self.last_log[1], 1e-9)
         self.last_log = (step, now)
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-        return self.book.log_train(step, loss, grad_norm, float(clipped), tokens_per_s, wall_s)
+        return self.book.log_train(step, loss, grad_norm, clipped / max(steps, 1), tokens_per_s, wall_s)
+
+    def _counts(self, norms: list[jax.Array], carried: tuple[float, int]) -> tuple[float, int]:
+        """(steps clipped, steps) since the last log: `carried` plus `norms`, as plain numbers (a host sync,
+        taken only at a log or a checkpoint) for a row or a checkpoint's record."""
+        over = np.asarray(jax.device_get(norms)) > self.book.cfg.train.grad_clip if norms else np.zeros(0, bool)
+        return float(carried[0] + over.sum()), int(carried[1] + len(norms))
 
 
 def train(cfg: RunConfig, runtime: dict[str, Any] | None = None, swept: dict[str, Any] | None = None) -> dict:
@@ -217,8 +260,8 @@ def train(cfg: RunConfig, runtime: dict[str, Any] | None = None, swept: dict[str
     `runtime.initialize` set up, recorded in the summary; `swept` the values that name the run in a sweep."""
     validate_config(cfg)
     initialize_distributed(cfg.mesh)
+    ownership.check_run_dir(cfg.run_dir, cfg.overwrite)  # new, empty or ours; never anything else
     run_dir = Path(cfg.run_dir)
-    rundir.check_writable(run_dir)
     cfg = with_run_order(cfg, run_dir)  # a resumed run keeps its data order
     corpus = load_corpus(cfg.data, progress=cfg.progress)
     plan = make_plan(cfg, corpus.vocab_size)
@@ -230,7 +273,7 @@ def train(cfg: RunConfig, runtime: dict[str, Any] | None = None, swept: dict[str
             done = prepare_run_dir(cfg, run_dir, resolved)
             if done is None:
                 return _train_here(cfg, plan, corpus, run_dir, runtime or {}, swept)
-    print(f"{run_dir}: already {done['status']} ({done['steps']} steps); nothing to do", file=sys.stderr)
+    print(already_line(done, run_dir), file=sys.stderr)
     return done
 
 
@@ -249,13 +292,3 @@ def _train_here(
         print(one_line(summary), file=sys.stderr)
     trainer.preemption.forward()
     return summary
-
-
-def one_line(s: dict) -> str:
-    where = (
-        f" at step {s[contract.DIVERGED_STEP]} ({s[contract.DIVERGED_REASON]})" if contract.DIVERGED_STEP in s else ""
-    )
-    return (
-        f"{s['status']}{where}: N={s['params_total']:,} D={s['tokens_trained']:,} "
-        f"eval_loss={s['final_eval_loss']:.4f} in {s['wall_s']:.1f}s -> {s['run_dir']}"
-    )

@@ -19,10 +19,12 @@ import numpy as np
 from scaling import contract
 from scaling.config import RunConfig
 from scaling.data.cache import cache_root
+from scaling.data.eval_set import EVAL_SETS, run_eval_windows
 from scaling.errors import ConfigError
 from scaling.files import unwritable_reason
 from scaling.model.mup import PARAMETRIZATIONS
-from scaling.planning.memory import available_bytes, needed_bytes
+from scaling.model.objectives import ENCODER, ENCODER_DECODER, FAMILIES, mean_span, noise_density, span_layout
+from scaling.planning.memory import available_bytes, needed_bytes, sequence_bytes, state_bytes
 from scaling.training.checkpoint import saved_steps
 from scaling.training.mesh import make_mesh
 from scaling.training.schedule import SCHEDULES
@@ -30,15 +32,18 @@ from scaling.training.schedule import SCHEDULES
 CHOICES = {
     "model.norm_position": ("pre", "post"),
     "model.norm": ("rmsnorm", "layernorm"),
-    "model.position": ("rope", "learned"),
+    "model.position": ("rope", "learned", "relative"),
     "model.mlp": ("gelu", "swiglu"),
     "model.compute_dtype": ("auto", "float32", "bfloat16"),
     "model.attention_impl": ("auto", "xla", "cudnn"),
     "model.parametrization": PARAMETRIZATIONS,
+    "model.family": FAMILIES,
     "tracker.wandb_mode": ("offline", "online", "disabled"),
     "data.name": ("pystdlib", "text", "tokens"),
     "train.schedule": SCHEDULES,
 }
+# Unset (None) is valid for these: the run keeps what it started with, a new run takes the newest.
+OPTIONAL_CHOICES = {"data.eval_set": EVAL_SETS}
 
 
 @dataclass(frozen=True)
@@ -69,13 +74,18 @@ BOUNDS: dict[str, Range] = {
     "model.head_dim": Range(0, example="8"),
     "model.aspect_ratio": Range(0, example="32"),
     "model.min_layers": Range(0, example="2"),
+    "model.min_heads": Range(0, example="4"),
     "model.base_width": Range(0, example="32"),
     "model.d_ff": Range(0, example="512 (or null: 4 x d_model)"),
     "model.init_std": Range(0, example="0.02"),
     "model.rope_theta": Range(0, example="10000"),
+    "model.mask_rate": Range(0, 1, example="0.15 (or null: BERT's 0.15)"),
+    "model.noise_density": Range(0, 1, example="0.15 (or null: T5's 0.15)"),
+    "model.mean_span": Range(1, low_closed=True, example="3 (or null: T5's 3)"),
     "data.vocab_size": Range(0, example="4096"),
-    "data.val_fraction": Range(0, 1, example="0.01"),
+    "data.val_fraction": Range(0, 1, example="0.05"),
     "data.eval_tokens": Range(0, example="65536"),
+    "data.eval_max_doc_share": Range(0, 1, high_closed=True, example="0.05"),
     "train.tokens": Range(0, example="300000"),
     "train.flops": Range(0, example="1e13"),
     "train.batch_size": Range(0, example="16"),
@@ -91,6 +101,7 @@ BOUNDS: dict[str, Range] = {
     "train.b2": Range(0, 1, low_closed=True, example="0.95"),
     "train.eps": Range(0, example="1e-8"),
     "train.weight_decay": Range(0, low_closed=True, example="0.1"),
+    "train.weight_decay_timescale": Range(0, example="null (train.weight_decay as given) or 0.5 (half the run)"),
     "train.grad_clip": Range(0, example="1.0 (a very large value turns clipping off)"),
     "train.seed": Range(0, low_closed=True, example="0"),
     "train.data_seed": Range(0, low_closed=True, example="null (the same as train.seed)"),
@@ -104,6 +115,10 @@ BOUNDS: dict[str, Range] = {
     "sweep.spacing": Range(1, example="2.0"),
     "sweep.tokens_per_param": Range(0, example="20"),
     "sweep.holdout_factor": Range(0, low_closed=True, example="4 (or 0: no held-out run)"),
+    "sweep.seeds": Range(0, example="3 (every grid point at three seeds)"),
+    "sweep.seed_offset": Range(0, low_closed=True, example="1 (a second design, sharing no seed with the first)"),
+    "sweep.pack": Range(0, low_closed=True, example="0 (chosen for the device) or K runs per program"),
+    "sweep.jobs": Range(0, low_closed=True, example="0 (chosen for the machine), 1 (one at a time) or K at once"),
 }
 
 
@@ -122,6 +137,14 @@ def check_fields(cfg: RunConfig) -> None:
     for field, allowed in CHOICES.items():
         value = _get(cfg, field)
         _require(value in allowed, field, f"'{value}' is not one of {', '.join(allowed)}", f"set {field}={allowed[0]}")
+    for field, allowed in OPTIONAL_CHOICES.items():
+        value = _get(cfg, field)
+        _require(
+            value is None or value in allowed,
+            field,
+            f"'{value}' is not one of {', '.join(allowed)}",
+            f"set {field}={allowed[0]} or leave it unset",
+        )
     for field, valid in BOUNDS.items():
         value = _get(cfg, field)
         shown = f"{value:g}" if isinstance(value, float) else value
@@ -137,6 +160,7 @@ def validate_config(cfg: RunConfig) -> None:
     """Everything that can be checked from the config alone (and the files it names)."""
     check_fields(cfg)
     _check_model(cfg)
+    _check_family(cfg)
     _check_train(cfg)
     _check_data(cfg)
     _check_checkpoint(cfg)
@@ -168,6 +192,46 @@ def _check_model(cfg: RunConfig) -> None:
             f"RoPE needs an even head size, got {m.head_dim}",
             "e.g. model.head_dim=4",
         )
+
+
+# Objective settings and the one family each belongs to (scaling/model/objectives.py).
+FAMILY_FIELDS = {"model.mask_rate": ENCODER, "model.noise_density": ENCODER_DECODER, "model.mean_span": ENCODER_DECODER}
+
+
+def _check_family(cfg: RunConfig) -> None:
+    """An objective setting only for its family; span corruption that fits the sequence."""
+    m = cfg.model
+    for field, family in FAMILY_FIELDS.items():
+        value = _get(cfg, field)
+        _require(
+            value is None or m.family == family,
+            field,
+            f"{value} applies to model.family={family} only, not {m.family}",
+            f"leave it null, or set model.family={family}",
+        )
+    _require(
+        m.position != "relative" or m.family == ENCODER_DECODER,
+        "model.position",
+        f"relative (T5's relative position buckets) is for model.family=encoder_decoder, not {m.family}",
+        "use model.position=rope or learned",
+    )
+    if m.family != ENCODER_DECODER:
+        return
+    layout = span_layout(m)
+    _require(
+        mean_span(m) <= layout.noise,
+        "model.mean_span",
+        f"{mean_span(m):g} tokens is longer than the {layout.noise} tokens span corruption corrupts in a sequence "
+        f"of model.seq_len={m.seq_len} (noise density {noise_density(m):g})",
+        f"use a mean span of at most {layout.noise}, or a longer model.seq_len or a higher model.noise_density",
+    )
+    _require(
+        m.seq_len - layout.noise >= layout.spans,
+        "model.noise_density",
+        f"{noise_density(m):g} leaves {m.seq_len - layout.noise} uncorrupted tokens for {layout.spans} spans "
+        f"(each span needs one between it and the next)",
+        "use a lower model.noise_density or a longer model.mean_span",
+    )
 
 
 def _check_train(cfg: RunConfig) -> None:
@@ -330,6 +394,8 @@ def validate_plan(cfg: RunConfig, plan, corpus) -> None:
         f"the held-out split ({len(corpus.val)} tokens) is shorter than one sequence",
         "raise data.val_fraction or give data.val_path",
     )
+    # raises naming data.eval_tokens when the validation documents cannot give the set under its cap
+    run_eval_windows(cfg.data, corpus.val, corpus.meta.get("eot_id"), seq_len, cfg.train.batch_size)
     t = cfg.train
     for field, value in (("train.warmup_steps", t.warmup_steps), ("train.decay_start", t.decay_start)):
         _require(
@@ -353,16 +419,28 @@ def validate_plan(cfg: RunConfig, plan, corpus) -> None:
 
 
 def _check_memory(cfg: RunConfig, plan) -> None:
-    """Refuse, before allocating anything, a run whose training state and activations cannot fit."""
+    """Refuse, before allocating anything, a run whose training state and activations cannot fit; blame the
+    model when its state alone does not fit, else the micro-batch (batch size over gradient accumulation)."""
     need = needed_bytes(plan, cfg.train.batch_size)
     have, what = available_bytes()
+    if have is None or need <= have:
+        return
+    gib = lambda n: f"{n / 2**30:,.1f} GiB"  # noqa: E731
+    if state_bytes(plan) < have:
+        micro = cfg.train.batch_size // plan.grad_accum
+        fits = max(1, int((have - state_bytes(plan)) // sequence_bytes(plan)))
+        raise ConfigError(
+            "train.batch_size",
+            f"{cfg.train.batch_size} sequences in micro-batches of {micro} need at least {gib(need)} to train "
+            f"(activations of {micro} sequences, plus 16 bytes per parameter) but the {what} is {gib(have)}",
+            f"use micro-batches of at most {fits} sequences: a smaller train.batch_size, or more train.grad_accum",
+        )
     field = "model.n_params" if cfg.model.n_params is not None else "model.d_model"
-    _require(
-        have is None or need <= have,
+    raise ConfigError(
         field,
-        f"{plan.params.total:,} parameters need at least {need / 2**30:,.1f} GiB to train (16 bytes per parameter "
-        f"plus activations) but the {what} is {(have or 0) / 2**30:,.1f} GiB",
-        "choose a smaller model, a smaller train.batch_size or more train.grad_accum, or more devices",
+        f"{plan.params.total:,} parameters need at least {gib(need)} to train (16 bytes per parameter "
+        f"plus activations) but the {what} is {gib(have)}",
+        "choose a smaller model, or more devices",
     )
 
 
