@@ -171,7 +171,7 @@ def test_a_run_records_its_eval_set_and_the_loss_error(tmp_path, tiny_overrides)
 
 def test_bad_eval_set_input_is_one_line_and_exit_2(tmp_path, tiny_overrides, monkeypatch, capsys):
     args = [f"run_dir={tmp_path / 'run'}", *tiny_overrides, "train.tokens=4096"]
-    code, err = run_in_process([*args, "data.eval_tokens=200000"], monkeypatch, capsys)
+    code, err = run_in_process([*args, "data.eval_tokens=20000000"], monkeypatch, capsys)
     assert code == 2 and err.strip().startswith("error: data.eval_tokens:") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # refused before anything was written
     code, err = run_in_process([*args, "data.eval_set=sampled"], monkeypatch, capsys)
