@@ -27,6 +27,16 @@ RUN = ["train.tokens=6000", "train.log_every=5"]  # 23 steps
 LR10 = ["train.tokens=40000", "train.lr=10", "train.log_every=1"]  # diverges within 20 steps
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_not_ignored():
+    """Ctrl-C as a terminal delivers it. A process started in the background by a shell inherits SIGINT
+    ignored (so may this test process, e.g. under `nohup ... &`), and a run respects an ignored SIGINT, as
+    Python does; the tests below that send SIGINT to this process need it to be handled."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_overrides) -> dict:
     """The uninterrupted run every stopped-and-resumed run below must end bitwise equal to."""
