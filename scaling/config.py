@@ -158,6 +158,10 @@ class SweepConfig:
     point: Optional[int] = None  # IsoFLOP: offset of this model size from the expected optimum
     spacing: float = 2.0  # IsoFLOP: ratio between neighbouring sizes
     tokens_per_param: float = 20.0  # IsoFLOP: where the grid is centred (Chinchilla's D/N = 20)
+    # IsoFLOP, per pre-training family: a centre for each family named here (others keep tokens_per_param).
+    # A masked LM learns from 15% of the positions it computes, so its optimum sits at more tokens per
+    # parameter than a decoder's; one centre for all would leave some family's minimum off its grid.
+    family_tokens_per_param: dict[str, float] = field(default_factory=dict)
     # Seeds: every grid point trains at `seeds` seeds (train.seed, and the data order that follows it),
     # train.seed + seeds x seed_offset + k for k < seeds, so seed_offset=1 is a second design that shares
     # no seed with the first (scaling/sweeping/jobs.py). A run at a seed other than train.seed is named by it.
@@ -179,6 +183,10 @@ class SweepConfig:
     # varies (with the keys of hydra.sweeper.params they name each run's folder), and this launch's id.
     vary: list[str] = field(default_factory=list)
     launch: Optional[str] = None
+
+    def centre(self, family: str) -> float:
+        """The tokens per parameter a family's IsoFLOP grid is centred on."""
+        return float(self.family_tokens_per_param.get(family, self.tokens_per_param))
 
 
 @dataclass

@@ -135,3 +135,31 @@ def test_the_grid_command_refuses_a_bad_override_in_one_line(argv, named, capsys
         isoflop.main(argv)
     err = capsys.readouterr().err
     assert caught.value.code == 2 and err.count("\n") == 1 and err.startswith("error:") and named in err
+
+
+def test_each_family_centres_its_grid_on_its_own_tokens_per_parameter():
+    """sweep.family_tokens_per_param: the objectives sweep centres each family where its optimum was
+    measured; a job computing its own point alone lands on the point of that family's whole grid."""
+    from scaling.config import run_config
+    from scaling.planning.plan import isoflop_point
+
+    config = _compose_sweep("objectives")
+    centres = {"decoder": 25.0, "encoder": 120.0, "encoder_decoder": 90.0}
+    assert {
+        family: config.sweep.family_tokens_per_param.get(family, config.sweep.tokens_per_param) for family in centres
+    } == centres
+    for family, centre in centres.items():
+        grid = sweep_grid(config, family)
+        for budget in sorted({g.budget for g in grid}):
+            middle = next(g for g in grid if g.budget == budget and g.point == 0)
+            # point 0 is the rung nearest sqrt(C / 6 centre); rungs are up to 1.6x apart, so D/N within 1.6^2
+            assert centre / 2.6 < middle.tokens / middle.n_params < centre * 2.6, (family, budget)
+            job = run_config(
+                _compose_sweep("objectives", [f"model.family={family}", f"train.flops={budget:g}", "sweep.point=-1"])
+            )
+            assert isoflop_point(job, 512) == next(g for g in grid if g.budget == budget and g.point == -1)
+    # the encoder's grid sits at smaller models than the decoder's at the same budget
+    decoder, encoder = (
+        next(g for g in sweep_grid(config, f) if g.budget == 4e11 and g.point == 0) for f in ("decoder", "encoder")
+    )
+    assert encoder.n_params < decoder.n_params

@@ -115,6 +115,12 @@ CASES = {
     "coordinator without port": (["mesh.coordinator=node0"], "mesh.coordinator", "node0"),
     "sweep spacing one": (["sweep.spacing=1"], "sweep.spacing", "1"),
     "tokens_per_param zero": (["sweep.tokens_per_param=0"], "sweep.tokens_per_param", "0"),
+    "family centre for no family": (
+        ["+sweep.family_tokens_per_param={prefix:60}"],
+        "sweep.family_tokens_per_param",
+        "['prefix']",
+    ),
+    "family centre zero": (["+sweep.family_tokens_per_param={encoder:0}"], "sweep.family_tokens_per_param", "0"),
     "seeds zero": (["sweep.seeds=0"], "sweep.seeds", "0"),
     "seed_offset negative": (["sweep.seed_offset=-1"], "sweep.seed_offset", "-1"),
     "pack negative": (["sweep.pack=-1"], "sweep.pack", "-1"),

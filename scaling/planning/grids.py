@@ -213,8 +213,15 @@ def sweep_grid(config, family: str | None = None) -> list[GridPoint]:
         cfg.data.vocab_size,
         tokens_per_step,
         spacing=cfg.sweep.spacing,
-        tokens_per_param=cfg.sweep.tokens_per_param,
+        tokens_per_param=cfg.sweep.centre(cfg.model.family),
     )
+
+
+def check_sweep_trains(config) -> None:
+    """`check_every_budget_trains` for each family the sweep trains (each has its own ladder and centre)."""
+    cfg = run_config(config, drop=("run_dir",))
+    for family in [str(family) for family in sweep_values(config, "model.family")] or [cfg.model.family]:
+        check_every_budget_trains(sweep_grid(config, family), cfg.sweep.centre(family))
 
 
 def describe_sweep_grid(config) -> str:

@@ -103,7 +103,7 @@ def isoflop_point(cfg: RunConfig, vocab_size: int, max_tokens: int | None = None
         vocab_size,
         tokens_per_step,
         spacing=cfg.sweep.spacing,
-        tokens_per_param=cfg.sweep.tokens_per_param,
+        tokens_per_param=cfg.sweep.centre(cfg.model.family),
         max_tokens=max_tokens,
     )
 

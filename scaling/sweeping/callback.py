@@ -20,7 +20,7 @@ from scaling import contract
 from scaling.config import run_config
 from scaling.errors import EXIT_RUN_FAILED, ConfigError, exit_with, signal_exit_code
 from scaling.files import unwritable_reason
-from scaling.planning.grids import check_every_budget_trains, describe_sweep_grid, sweep_grid
+from scaling.planning.grids import check_sweep_trains, describe_sweep_grid
 from scaling.runtime import can_pin, usable_cores
 from scaling.sweeping import progress
 from scaling.sweeping.holdout import run_holdout
@@ -51,7 +51,7 @@ class SweepCallback(Callback):
         try:  # bad input stops the sweep before any job starts: one line, exit 2 (Hydra would print a traceback)
             check_fields(cfg)
             if "sweep.point" in keys:
-                check_every_budget_trains(sweep_grid(config), cfg.sweep.tokens_per_param)
+                check_sweep_trains(config)
         except ConfigError as err:
             exit_with(err, debug=cfg.debug)
         if "sweep.point" in keys:

@@ -355,6 +355,20 @@ def _check_mesh_and_sweep(cfg: RunConfig) -> None:
         f"'{m.coordinator}' is not host:port",
         "e.g. mesh.coordinator=node0:1234",
     )
+    unknown = sorted(set(cfg.sweep.family_tokens_per_param) - set(FAMILIES))
+    _require(
+        not unknown,
+        "sweep.family_tokens_per_param",
+        f"names {unknown}, which are not pre-training families",
+        f"name families of {', '.join(FAMILIES)}, e.g. sweep.family_tokens_per_param={{encoder:120}}",
+    )
+    bad = {k: v for k, v in cfg.sweep.family_tokens_per_param.items() if not v > 0}
+    _require(
+        not bad,
+        "sweep.family_tokens_per_param",
+        f"{bad} are not positive",
+        "give each family a centre above 0 tokens per parameter, e.g. {encoder:120}",
+    )
     outside = [f for f in cfg.sweep.branches if not 0 < f < 1]
     _require(
         not outside,
