@@ -74,7 +74,7 @@ def frontier_figure(fits: dict[str, ApproachResult], level: float, path: Path) -
         xscale="log",
         xlabel=FLOPS_LABEL + ", each family's own count",
         ylabel="IsoFLOP minimum of the family's own loss (nats)",
-        title="Own loss at the optimum (not comparable across families)",
+        title="Each family's own loss at its optimum\n(not comparable across families)",
     )
     left.legend(fontsize=8)
     right.legend(fontsize=8)
