@@ -2,10 +2,15 @@
 differ in a column (`--by`, or found: the one swept column besides the IsoFLOP grid's that takes several values).
 
 Losses are comparable only when every run was evaluated on one set of tokens with one tokenizer. A sweep
-table's runs record corpus_hash, tokenizer_hash and vocab_size; the evaluation set is named by an `eval_set`
-(or `eval_version`) column where the table has one, and otherwise by what defines it today: the corpus, the
-held-out share (data.val_fraction), its size (data.eval_tokens, from each run's config.yaml) and the context
-length it is cut into. Any of these that differs between compared runs is refused in one line naming both.
+table's runs record tokenizer_hash and vocab_size, which must agree, and the identity of their evaluation set:
+  eval_digest  (runs since the evaluation set was recorded) the sha256 of the evaluation windows' tokens. When
+               every run has one and they agree, the runs may have trained on different data (corpus_hash
+               differs: a data change such as data.exclude, scaling/data/mix.py), since they were scored on
+               the same tokens under the same tokenizer; a note says so.
+  otherwise    corpus_hash must agree, and the set is named by an `eval_set` (or `eval_version`) column where
+               the table has one, else by what defines it: the corpus, the held-out share (data.val_fraction),
+               its size (data.eval_tokens, from each run's config.yaml) and the context length it is cut into.
+Any of these that differs between compared runs is refused in one line naming both.
 """
 
 from dataclasses import dataclass
@@ -25,10 +30,18 @@ SEED_COLUMNS = ("seed", f"{contract.SWEPT_PREFIX}train.seed")
 EVAL_SET_COLUMNS = ("eval_set", "eval_version", "eval_set_version")
 # What must agree between compared runs, and what to do when it does not.
 SAME_DATA = {
-    contract.CORPUS_HASH: "compare runs trained and evaluated on one corpus",
     contract.TOKENIZER_HASH: "losses in nats per token compare only under one tokenizer",
     "vocab_size": "losses in nats per token compare only under one vocabulary",
 }
+SAME_EVAL = {
+    contract.EVAL_DIGEST: "compared runs must be scored on the same evaluation windows: train them on one corpus "
+    "with the same data.val_fraction, data.eval_tokens, data.eval_max_doc_share and context (a data change goes "
+    "through data.exclude, which keeps them)",
+    # without eval digests, the corpus and evaluation settings stand in for the windows
+    contract.CORPUS_HASH: "compare runs trained and evaluated on one corpus",
+    "eval_set": "compared runs must be evaluated on one evaluation set",
+}
+CHECKED = (*SAME_DATA, *SAME_EVAL)
 
 
 @dataclass(frozen=True)
@@ -69,11 +82,11 @@ def load_variants(
         notes += [f"{path}: {note}" for note in data.notes]
     runs = pd.concat(pieces, ignore_index=True)
     labels = _ordered(runs["_label"], paths, by, reference)
-    for column in [*SAME_DATA, "eval_set"]:
+    for column in _identity(runs):
         _check_same(runs, column)
-    notes += _unchecked(runs)
+    notes += _unchecked(runs) + _other_training_data(runs)
     runs["variant"] = runs["_label"].map({label: i for i, label in enumerate(labels)})
-    runs = runs.drop(columns=["_label", *[c for c in [*SAME_DATA, "eval_set"] if c in runs]])
+    runs = runs.drop(columns=["_label", *[c for c in CHECKED if c in runs]])
     return Variants(runs, labels, tuple(map(Path, paths)), tuple(notes))
 
 
@@ -144,14 +157,26 @@ def _seeds(rows: pd.DataFrame) -> np.ndarray:
 
 
 def _checked(rows: pd.DataFrame, path: Path) -> dict[str, np.ndarray]:
-    """The columns that must agree across compared runs, as far as this table records them."""
-    out = {column: rows[column].astype(str).to_numpy() for column in SAME_DATA if column in rows.columns}
+    """The columns that must agree across compared runs, as far as this table records them (an eval digest
+    missing for some run is left out: the corpus and eval set then stand in for it)."""
+    columns = [*SAME_DATA, contract.CORPUS_HASH]
+    if contract.EVAL_DIGEST in rows.columns and rows[contract.EVAL_DIGEST].notna().all():
+        columns.append(contract.EVAL_DIGEST)
+    out = {column: rows[column].astype(str).to_numpy() for column in columns if column in rows.columns}
     named = next((c for c in EVAL_SET_COLUMNS if c in rows.columns), None)
     if named is not None:
         out["eval_set"] = rows[named].astype(str).to_numpy()
-    elif contract.RUN_DIR in rows.columns and contract.CORPUS_HASH in rows.columns:
+    elif contract.EVAL_DIGEST not in out and contract.RUN_DIR in rows.columns and contract.CORPUS_HASH in rows.columns:
         out["eval_set"] = np.array([_eval_set(path, row) for row in rows.itertuples()], dtype=object)
     return out
+
+
+def _identity(runs: pd.DataFrame) -> list[str]:
+    """The columns checked for agreement: the eval digest where every run has one (its training data may then
+    differ), else the corpus and the eval set."""
+    if contract.EVAL_DIGEST in runs and runs[contract.EVAL_DIGEST].notna().all():
+        return [*SAME_DATA, contract.EVAL_DIGEST, "eval_set"]
+    return [*SAME_DATA, contract.CORPUS_HASH, "eval_set"]
 
 
 def _eval_set(path: Path, row) -> str:
@@ -191,7 +216,18 @@ def _listed_values(folder: Path, by: str) -> list[str]:
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         return []
     key = by.removeprefix(contract.SWEPT_PREFIX)
-    return [value.strip() for value in str(params.get(key, "")).split(",")]
+    return _choices(str(params.get(key, "")))
+
+
+def _choices(text: str) -> list[str]:
+    """A swept key's values as Hydra lists them: split at the commas outside brackets ('[],[a,b]': two lists)."""
+    values, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char in "[{(") - (char in "]})")
+        if char == "," and depth == 0:
+            values.append(text[start:i].strip())
+            start = i + 1
+    return [*values, text[start:].strip()]
 
 
 def _check_same(runs: pd.DataFrame, column: str) -> None:
@@ -200,7 +236,7 @@ def _check_same(runs: pd.DataFrame, column: str) -> None:
         return
     first = runs.iloc[0]
     other = runs[runs[column] != first[column]].iloc[0]
-    fix = SAME_DATA.get(column, "compared runs must be evaluated on one evaluation set")
+    fix = {**SAME_DATA, **SAME_EVAL}[column]
     raise InputError(
         f"{column} differs: {first['source']} (variant {first['_label']}, run {first['run']}) has {first[column]} but "
         f"{other['source']} (variant {other['_label']}, run {other['run']}) has {other[column]}; {fix}"
@@ -208,6 +244,17 @@ def _check_same(runs: pd.DataFrame, column: str) -> None:
 
 
 def _unchecked(runs: pd.DataFrame) -> list[str]:
-    if "eval_set" in runs:
+    if "eval_set" in runs or contract.EVAL_DIGEST in runs:
         return []
     return ["the runs record no corpus or evaluation set, so that the losses were measured on one set was not checked"]
+
+
+def _other_training_data(runs: pd.DataFrame) -> list[str]:
+    """A note when the runs trained on different data (a data change) but were scored on one evaluation set."""
+    if contract.CORPUS_HASH not in runs or runs[contract.CORPUS_HASH].nunique() < 2:
+        return []
+    digest = runs[contract.EVAL_DIGEST].iloc[0]
+    return [
+        f"the variants trained on {runs[contract.CORPUS_HASH].nunique()} different training sets (corpus_hash) and "
+        f"were scored on one evaluation set (eval_digest {digest}) under one tokenizer"
+    ]

@@ -82,6 +82,10 @@ class DataConfig:
     # The data order (scaling/data/order.py): feistel | permutation (that of runs made before this field).
     # Unset: a resumed run keeps the order it started with, a new run takes feistel; config.yaml records it.
     order: Optional[str] = None
+    # Training documents left out (scaling/data/mix.py): glob patterns (fnmatch) over a document's name inside the
+    # corpus (pystdlib: 'test/*'; text: its path under the glob's folder). The validation documents, the tokenizer
+    # and so the evaluation set are the same with and without them, so runs that differ only here compare.
+    exclude: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -13,6 +13,8 @@ from analysis.fits.lossmodel import LossParams
 from analysis.fits.synthetic import scaled_law, training_curves, variant_runs
 from analysis.report import main as report_main
 from scaling import contract
+from scaling.data.mix import excluded
+from scaling.data.sources import stdlib_sources
 from tests.helpers import REPO, run_cli, write_sweep
 
 REFERENCE = LossParams(E=1.8, A=40.0, B=120.0, alpha=0.35, beta=0.33)
@@ -124,6 +126,31 @@ def test_an_explicit_eval_set_version_must_agree(tmp_path, capsys):
     assert "eval_set differs" in _bad([a, b], capsys) and "has v1" in _bad([a, b], capsys)
 
 
+def test_runs_of_two_training_mixes_compare_when_they_share_the_evaluation_windows(tmp_path, capsys):
+    """A data change (data.exclude): corpus_hash differs, eval_digest and tokenizer agree, so the runs compare."""
+    runs = pair()
+    a = sweep(tmp_path / "a", runs[runs["variant"] == 0], eval_set="documents", eval_digest="e" * 16)
+    b = sweep(
+        tmp_path / "b", runs[runs["variant"] == 1], eval_set="documents", eval_digest="e" * 16, corpus_hash="d" * 64
+    )
+    out = run_json([a, b], capsys)
+    assert out["labels"] == ["a", "b"] and any("2 different training sets" in note for note in out["notes"])
+
+
+def test_runs_scored_on_other_evaluation_windows_are_refused_whatever_their_corpus(tmp_path, capsys):
+    runs = pair()
+    a = sweep(tmp_path / "a", runs[runs["variant"] == 0], eval_set="documents", eval_digest="e" * 16)
+    for corpus in (CORPUS, "d" * 64):
+        b = sweep(
+            tmp_path / "b", runs[runs["variant"] == 1], eval_set="documents", eval_digest="f" * 16, corpus_hash=corpus
+        )
+        err = _bad([a, b], capsys)
+        assert f"eval_digest differs: {a} (variant a" in err and "has eeee" in err and "has ffff" in err
+        assert "data.exclude" in err  # the fix names the way to a data change that keeps the windows
+    missing = sweep(tmp_path / "old", runs[runs["variant"] == 1], corpus_hash="d" * 64)  # recorded no digest
+    assert "corpus_hash differs" in _bad([a, missing], capsys)
+
+
 def test_inputs_that_cannot_be_compared_are_refused(tmp_path, capsys):
     runs = pair()
     a = sweep(tmp_path / "a", runs[runs["variant"] == 0])
@@ -162,19 +189,56 @@ def test_the_recipe_sweeps_one_switch_on_the_variant_ladder():
 @pytest.mark.timeout(1800)  # 12 runs: about 2 minutes on 2 idle cores
 def test_the_recipe_runs_on_the_tiny_sweep_with_a_swept_switch(tmp_path, capsys):
     """The recipe's sweep on the tiny sweep's grid (2 budgets x 3 sizes), trained for real, then compared."""
-    grid = ["train.flops=4e10,8e10", "sweep.point=-1,0,1", "data.eval_tokens=8192"]
-    args = ["--multirun", "sweep=mlp", f"results_root={tmp_path}", *grid]
-    trained = run_cli(args, timeout=1800)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    table = pd.read_parquet(tmp_path / "mlp" / contract.RUNS_TABLE)
-    assert (table["status"] == contract.COMPLETED).all()
+    table = trained_recipe(tmp_path, "mlp", ["train.flops=4e10,8e10", "sweep.point=-1,0,1", "data.eval_tokens=8192"])
     # SwiGLU's MLP counts parameters differently, so a rung may fall below the family's smallest model.
     per_variant = table.groupby("swept.model.mlp").agg(runs=("budget", "size"), budgets=("budget", "nunique"))
     assert list(per_variant.index) == ["gelu", "swiglu"] and (per_variant["budgets"] == 2).all()
     assert (per_variant["runs"] >= 5).all()
-    assert report_main([str(tmp_path / "mlp"), "--n-boot", "100"]) == 0
-    report = (tmp_path / "mlp" / contract.REPORT_FILE).read_text()
-    assert "**swiglu against gelu.**" in report and "compute multiplier" in report
+    compared_recipe(tmp_path / "mlp", ("gelu", "swiglu"), capsys)
+
+
+def trained_recipe(tmp_path, name: str, overrides: list[str]) -> pd.DataFrame:
+    """A recipe's sweep trained for real under `tmp_path`: its runs table, every run completed."""
+    trained = run_cli(["--multirun", f"sweep={name}", f"results_root={tmp_path}", *overrides], timeout=1800)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    table = pd.read_parquet(tmp_path / name / contract.RUNS_TABLE)
+    assert (table["status"] == contract.COMPLETED).all()
+    return table
+
+
+def compared_recipe(folder, labels: tuple[str, str], capsys) -> tuple[str, dict]:
+    """The report and compare's JSON of a trained recipe, checked to compare `labels` (the reference first)."""
+    assert report_main([str(folder), "--n-boot", "100"]) == 0
+    report = (folder / contract.REPORT_FILE).read_text()
+    assert f"**{labels[1]} against {labels[0]}.**" in report and "compute multiplier" in report
     capsys.readouterr()  # the report's own lines (where it wrote)
-    out = run_json([str(tmp_path / "mlp")], capsys)
-    assert out["labels"] == ["gelu", "swiglu"] and len(out["variants"]["swiglu"]["multiplier"]) == 4
+    out = run_json([str(folder)], capsys)
+    assert out["labels"] == list(labels) and len(out["variants"][labels[1]]["multiplier"]) == 4
+    return report, out
+
+
+def test_the_data_recipe_sweeps_the_training_filter_on_the_variant_ladder():
+    """sweep=data_mix is the variant ladder plus one swept data.exclude, whose pattern leaves out the standard
+    library's test suite (and only part of the library)."""
+    recipe = yaml.safe_load((REPO / "sweeps/sweep/data_mix.yaml").read_text())
+    assert recipe["defaults"] == ["/sweep/variant_ladder"] and recipe["sweep"]["name"] == "data_mix"
+    assert recipe["hydra"]["sweeper"]["params"] == {"data.exclude": "[],[test/*]"}
+    dropped = excluded([source.relpath for source in stdlib_sources()[1]], ["test/*"])
+    assert 0 < dropped.sum() < len(dropped)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # 12 runs on the tiny corpus: about 2 minutes on 2 cores
+def test_the_data_recipe_runs_on_the_tiny_sweep(tmp_path, tiny_overrides, capsys):
+    """The data recipe on the tiny corpus (2 budgets x 3 sizes, small enough that no run repeats data), its filter
+    leaving out one of its packages: both variants are scored on the same windows, and compared."""
+    data = [override for override in tiny_overrides if override.startswith(("data=", "data."))]
+    grid = ["train.flops=3e10,6e10", "sweep.point=0,1,2", "data.exclude=[],[json_*]"]
+    table = trained_recipe(tmp_path, "data_mix", [*data, *grid])
+    assert table["eval_digest"].nunique() == 1 and table["corpus_hash"].nunique() == 2
+    per_variant = table.groupby("swept.data.exclude").agg(runs=("budget", "size"), corpora=("corpus_hash", "nunique"))
+    assert list(per_variant.index) == ["[]", "[json_*]"] and (per_variant["runs"] == 6).all()
+    assert (per_variant["corpora"] == 1).all()
+    report, out = compared_recipe(tmp_path / "data_mix", ("[]", "[json_*]"), capsys)
+    assert "2 different training sets (corpus_hash)" in report
+    assert any("2 different training sets" in note for note in out["notes"])

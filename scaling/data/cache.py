@@ -11,8 +11,10 @@ states (odd or empty files included); tokenizer.json has its recorded sha256; an
 evenly over the file (the first and last included; files up to 4 MiB whole), so it costs at most
 4 MiB of reading per file whatever the corpus size (milliseconds from the page cache). It catches a
 truncated, replaced or zero-filled file; a flipped byte between the sampled blocks escapes it,
-which a full hash would catch only by reading the whole corpus on every launch. A damaged cache is
-rebuilt under the lock (`rebuild`).
+which a full hash would catch only by reading the whole corpus on every launch. Files only some runs
+read (the training documents' index, scaling/data/mix.py) are checked in full, against the sha256
+meta.json records, when a run asks for them (`required`). A damaged cache, or one prepared before such a
+file existed (`OutdatedCache`), is rebuilt under the lock (`rebuild`).
 """
 
 from __future__ import annotations
@@ -36,10 +38,15 @@ from scaling.runtime import cache_root as default_cache_root
 
 SAMPLE_BLOCKS, SAMPLE_BLOCK = 64, 1 << 16
 TOKEN_FILES = {"train.bin": "n_train_tokens", "val.bin": "n_val_tokens"}
+INDEX_HASHES = "index_sha256"  # meta.json: {file name: sha256} of the files `required` may name
 
 
 class DamagedCache(Exception):
     """A prepared corpus whose files do not match their metadata."""
+
+
+class OutdatedCache(DamagedCache):
+    """A prepared corpus that lacks a file a run needs: it was prepared before that file was written."""
 
 
 def cache_root(cfg: DataConfig) -> Path:
@@ -65,8 +72,9 @@ def file_digests(folder: Path) -> dict[str, str]:
     return {name: sampled_sha256(folder / name) for name in TOKEN_FILES}
 
 
-def verify(folder: Path) -> dict:
-    """meta.json of a prepared corpus, after checking its files against it; DamagedCache otherwise."""
+def verify(folder: Path, required: tuple[str, ...] = ()) -> dict:
+    """meta.json of a prepared corpus, after checking its files (and the `required` ones) against it;
+    DamagedCache otherwise."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
         itemsize = np.dtype(meta["dtype"]).itemsize
@@ -82,7 +90,21 @@ def verify(folder: Path) -> dict:
     recorded = meta.get("sampled_sha256")
     if recorded is not None and recorded != file_digests(folder):
         raise DamagedCache("the sampled sha256 of its token files differs from the one recorded at preparation")
+    _check_required(folder, meta, required)
     return meta
+
+
+def _check_required(folder: Path, meta: dict, required: tuple[str, ...]) -> None:
+    recorded = meta.get(INDEX_HASHES) or {}
+    for name in required:
+        if name not in recorded:
+            raise OutdatedCache(f"it has no {name}, which preparation writes since data.exclude exists")
+        try:
+            digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        except OSError as err:
+            raise DamagedCache(f"{name} cannot be read ({err.strerror})") from err
+        if digest != recorded[name]:
+            raise DamagedCache(f"{name} does not have the sha256 meta.json records")
 
 
 def build_once(folder: Path, build: Callable[[Path], None]) -> None:
@@ -95,12 +117,12 @@ def build_once(folder: Path, build: Callable[[Path], None]) -> None:
             _build(folder, build)
 
 
-def rebuild(folder: Path, build: Callable[[Path], None], damage: str) -> None:
+def rebuild(folder: Path, build: Callable[[Path], None], damage: str, required: tuple[str, ...] = ()) -> None:
     """Replace a damaged corpus folder under the lock (unless another process already did)."""
     try:
         with FileLock(f"{folder}.lock"):
             try:
-                verify(folder)
+                verify(folder, required)
                 return  # rebuilt by another process while this one waited
             except DamagedCache:
                 shutil.rmtree(folder)  # (a process that mapped the old files keeps reading them)
@@ -135,9 +157,9 @@ def record_digests(folder: Path, meta: dict) -> dict:
     return meta
 
 
-def open_prepared(folder: Path) -> Corpus:
+def open_prepared(folder: Path, required: tuple[str, ...] = ()) -> Corpus:
     """Memory-map a verified corpus folder (DamagedCache if it does not verify)."""
-    meta = verify(folder)
+    meta = verify(folder, required)
     if "sampled_sha256" not in meta:
         meta = record_digests(folder, meta)
     dtype = np.dtype(meta["dtype"])

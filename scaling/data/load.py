@@ -4,7 +4,8 @@
   text      a glob of the user's text files (.jsonl: one document per line, `data.jsonl_field`);
   tokens    a user's pre-tokenised .bin/.npy, memory-mapped in place, never copied (nanoGPT style).
 pystdlib and text are prepared once into the cache (scaling/data/prepare.py), verified on every open
-and memory-mapped; a damaged cache is rebuilt (scaling/data/cache.py).
+and memory-mapped; a damaged cache is rebuilt (scaling/data/cache.py). `data.exclude` then leaves
+documents out of the training split alone (scaling/data/mix.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from scaling import diskspace
 from scaling.config import DataConfig
 from scaling.data.cache import (
     DamagedCache,
+    OutdatedCache,
     build_once,
     cache_root,
     open_prepared,
@@ -30,6 +32,7 @@ from scaling.data.corpus import (
     check_vocab,
     token_dtype,
 )
+from scaling.data.mix import DOCUMENTS_FILE, keep_documents
 from scaling.data.prepare import MIN_TRAINED_VOCAB, cache_key, prepare
 from scaling.data.sources import stdlib_sources, text_sources
 from scaling.data.tokens import load_tokens
@@ -41,6 +44,12 @@ def load_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
     if cfg.name not in PIPELINES:
         raise ConfigError("data.name", f"unknown pipeline {cfg.name!r}", f"use one of {', '.join(PIPELINES)}")
     if cfg.name == "tokens":
+        if cfg.exclude:
+            raise ConfigError(
+                "data.exclude",
+                f"{list(cfg.exclude)} but data=tokens has no documents to exclude",
+                "leave data.exclude empty, or prepare the text with data=text and exclude its files",
+            )
         return load_tokens(cfg)
     check_vocab(cfg, MIN_TRAINED_VOCAB)
     check_fraction(cfg)
@@ -51,14 +60,17 @@ def load_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
     build = lambda tmp: prepare(cfg, root, sources, tmp, progress)  # noqa: E731
     # At most one token per byte of text (byte-level BPE), so this bounds the token files.
     needed = token_dtype(cfg.vocab_size).itemsize * sum(source.size for source in sources)
+    required = (DOCUMENTS_FILE,) if cfg.exclude else ()
     with diskspace.reported(folder, needed):
         build_once(folder, build)
         try:
-            return open_prepared(folder)
+            corpus = open_prepared(folder, required)
         except DamagedCache as err:
-            warnings.warn(f"the corpus cache {folder} is damaged ({err}); rebuilding it")
-            rebuild(folder, build, str(err))
-            return open_prepared(folder)
+            state = "was prepared by an older version" if isinstance(err, OutdatedCache) else "is damaged"
+            warnings.warn(f"the corpus cache {folder} {state} ({err}); rebuilding it")
+            rebuild(folder, build, str(err), required)
+            corpus = open_prepared(folder, required)
+    return keep_documents(corpus, cfg.exclude, folder) if cfg.exclude else corpus
 
 
 def load_tokenizer(path: str) -> Tokenizer:

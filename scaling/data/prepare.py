@@ -1,6 +1,7 @@
 """Preparation of a text corpus, done once: byte-level BPE trained on the training documents only,
-then every document encoded into train.bin or val.bin, and meta.json describing the result.
-The cache key (`cache_key`) names everything that determines the tokens written."""
+then every document encoded into train.bin or val.bin, where each training document lies in train.bin
+(scaling/data/mix.py), and meta.json describing the result. The cache key (`cache_key`) names everything
+that determines the tokens written; a run's training mix (data.exclude) is not among them."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm import tqdm
 
 from scaling.config import DataConfig
-from scaling.data.cache import file_digests
+from scaling.data.cache import INDEX_HASHES, file_digests
 from scaling.data.corpus import token_dtype
+from scaling.data.mix import DOCUMENTS_FILE, write_index
 from scaling.data.sources import Source, documents, is_validation
 from scaling.errors import ConfigError
 
@@ -69,7 +71,7 @@ def prepare(cfg: DataConfig, root: Path, sources: list[Source], folder: Path, pr
         file=sys.stderr,
     )
     with bar:
-        stats = _write_tokens(tokenizer, documents(_tracked(sources, bar), cfg), cfg, folder)
+        stats, index_sha256 = _write_tokens(tokenizer, documents(_tracked(sources, bar), cfg), cfg, folder)
     meta = {
         "pipeline": cfg.name,
         "format_version": FORMAT_VERSION,
@@ -86,6 +88,7 @@ def prepare(cfg: DataConfig, root: Path, sources: list[Source], folder: Path, pr
         "tokenizers_version": tokenizers.__version__,
         "prepare_seconds": round(time.perf_counter() - start, 1),
         "sampled_sha256": file_digests(folder),  # checked on every open (scaling/data/cache.py)
+        INDEX_HASHES: {DOCUMENTS_FILE: index_sha256},  # checked when a run reads it
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
 
@@ -134,12 +137,16 @@ def _tracked(sources: list[Source], bar: tqdm) -> Iterator[Source]:
         bar.update(source.size)
 
 
-def _write_tokens(tokenizer: Tokenizer, documents: Iterable[tuple[str, str]], cfg: DataConfig, folder: Path) -> dict:
-    """Encode in parallel batches; append each document and an end-of-text token to train.bin or val.bin."""
+def _write_tokens(
+    tokenizer: Tokenizer, documents: Iterable[tuple[str, str]], cfg: DataConfig, folder: Path
+) -> tuple[dict, str]:
+    """Encode in parallel batches; append each document and an end-of-text token to train.bin or val.bin, and
+    write where each training document ends (DOCUMENTS_FILE). Returns the counts and that file's sha256."""
     dtype = token_dtype(cfg.vocab_size)
     eot = np.array([tokenizer.token_to_id(EOT)], dtype)
     digest = hashlib.sha256()  # of the documents actually used, names included
     counts: Counter = Counter()
+    train_keys, train_ends = [], []
     with open(folder / "train.bin", "wb") as train_file, open(folder / "val.bin", "wb") as val_file:
         for chunk in _chunks(documents, ENCODE_CHUNK_CHARS):
             encodings = tokenizer.encode_batch_fast([text for _, text in chunk])
@@ -150,7 +157,11 @@ def _write_tokens(tokenizer: Tokenizer, documents: Iterable[tuple[str, str]], cf
                 (val_file if split == "val" else train_file).write(ids.tobytes())
                 counts[f"n_{split}_docs"] += 1
                 counts[f"n_{split}_tokens"] += len(ids)
-    return {"corpus_hash": digest.hexdigest(), **{name: counts[name] for name in sorted(counts)}}
+                if split == "train":
+                    train_keys.append(key)
+                    train_ends.append(counts["n_train_tokens"])
+    stats = {"corpus_hash": digest.hexdigest(), **{name: counts[name] for name in sorted(counts)}}
+    return stats, write_index(folder, train_keys, train_ends)
 
 
 def _chunks(documents: Iterable[tuple[str, str]], chars: int) -> Iterator[list[tuple[str, str]]]:

@@ -65,6 +65,7 @@ ADDED_FIELDS = {
     "data.eval_set": UNRECORDED_EVAL_SET,
     "data.eval_max_doc_share": 0.05,
     "model.family": "decoder",
+    "data.exclude": [],  # runs made before data.exclude trained on every training document
 }
 
 
