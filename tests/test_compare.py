@@ -242,3 +242,44 @@ def test_the_data_recipe_runs_on_the_tiny_sweep(tmp_path, tiny_overrides, capsys
     report, out = compared_recipe(tmp_path / "data_mix", ("[]", "[json_*]"), capsys)
     assert "2 different training sets (corpus_hash)" in report
     assert any("2 different training sets" in note for note in out["notes"])
+
+
+def test_a_multiplier_outside_its_own_interval_is_warned_and_drawn():
+    """The slow recipe test found a multiplier of 2.07x with an interval up to 1.97x: error bars about the point
+    cannot draw that (matplotlib refuses negative ones), and a table must not let it pass for a clean result."""
+    from analysis.fits.variant_comparison import Estimate, Gap, _off_interval
+
+    table = pd.DataFrame(
+        {
+            "C": [4e10, 8e10, 3.2e11],
+            "fitted": [True, True, False],
+            "point": [1.5, 2.067, 5.0],
+            "low": [1.2, 1.4, 6.0],  # the unfitted budget is outside too, but is not a budget trained
+            "high": [1.8, 1.973, 9.0],
+        }
+    )
+    gap = Gap("swiglu", table, Estimate(0.0, -0.1, 0.1), Estimate(np.inf, np.inf, np.inf))
+    warnings = _off_interval([gap])
+    assert len(warnings) == 1 and "8e10 FLOPs, 2.07x" in warnings[0] and "[1.4, 1.97]" in warnings[0]
+    inside = table.assign(high=[1.8, 2.2, 9.0])
+    assert _off_interval([Gap("swiglu", inside, gap.exponent_difference, gap.crossover_log10)]) == []
+
+
+def test_the_figure_draws_a_point_outside_its_interval(tmp_path, capsys, monkeypatch):
+    """The whole report, with a comparison whose first fitted multiplier is pushed above its interval."""
+    import analysis.fits.variant_comparison as vc
+
+    real = vc._gap
+
+    def skewed(*args, **kwargs):
+        gap = real(*args, **kwargs)
+        first = gap.multiplier.index[gap.multiplier["fitted"]][0]
+        gap.multiplier.loc[first, "point"] = gap.multiplier.loc[first, "high"] * 1.1
+        return gap
+
+    monkeypatch.setattr(vc, "_gap", skewed)
+    folder = one_sweep(tmp_path, "swept.model.mlp", ("gelu", "swiglu"))
+    assert report_main([folder, "--n-boot", "40"]) == 0
+    report = (tmp_path / "study" / contract.REPORT_FILE).read_text()
+    assert "lies outside its own interval" in report
+    assert (tmp_path / "study" / contract.FIGURES_DIR / "compare_variants.png").stat().st_size > 10_000

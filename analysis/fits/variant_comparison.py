@@ -174,9 +174,26 @@ def compare(runs: pd.DataFrame, labels: tuple[str, ...], config: CompareConfig =
     centre = float(np.log10(runs["C"]).mean())
     gaps = [_gap(labels[i], frontiers, replicates, i, C, budgets, centre, config.level) for i in range(1, len(labels))]
     outside = _outside_grid(frontiers, runs, labels)
-    warnings = notes + _warnings(fit, converged, labels) + [message for _, message in outside]
+    warnings = notes + _warnings(fit, converged, labels) + [message for _, message in outside] + _off_interval(gaps)
     off_grid = tuple(dict.fromkeys(label for label, _ in outside))
     return Comparison(labels, config, runs, budgets, frontiers, replicates, gaps, weights, tuple(warnings), off_grid)
+
+
+def _off_interval(gaps: list["Gap"]) -> list[str]:
+    """A warning for each fitted budget whose multiplier lies outside its own bootstrap interval: the
+    replicates then disagree with the fit (a skewed or bimodal bootstrap), and the interval should not be
+    read as the estimate's uncertainty."""
+    warnings = []
+    for gap in gaps:
+        table = gap.multiplier[gap.multiplier["fitted"]]
+        off = table[(table["point"] < table["low"]) | (table["point"] > table["high"])]
+        for row in off.itertuples():
+            warnings.append(
+                f"{gap.label}: the multiplier at {row.C:.2g} FLOPs, {row.point:.3g}x, lies outside its own "
+                f"interval [{row.low:.3g}, {row.high:.3g}]: the bootstrap refits disagree with the fit there, so "
+                "read that interval as unreliable (more seeds or budgets steady it)".replace("e+", "e")
+            )
+    return warnings
 
 
 def _frontier(params: dict) -> dict:

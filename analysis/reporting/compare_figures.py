@@ -48,15 +48,10 @@ def plot(comparison: Comparison, path: Path) -> Path:
         point = np.exp(log_multiplier(comparison.frontiers[0], comparison.frontiers[index], C))
         right.plot(C, point, color=colour, label=f"{gap.label} against {comparison.labels[0]} ({level:.0%} band)")
         fitted = gap.multiplier[gap.multiplier["fitted"]]
-        right.errorbar(
-            fitted["C"],
-            fitted["point"],
-            yerr=[fitted["point"] - fitted["low"], fitted["high"] - fitted["point"]],
-            fmt="o",
-            color=colour,
-            capsize=3,
-            label=f"{gap.label}: at the budgets trained",
-        )
+        # The interval as drawn from low to high, not as error bars about the point: a point can lie outside
+        # its own bootstrap interval (the report warns), and error bars cannot show that.
+        right.vlines(fitted["C"], fitted["low"], np.minimum(fitted["high"], 1e6), color=colour, lw=1.5)
+        right.plot(fitted["C"], fitted["point"], "o", color=colour, label=f"{gap.label}: at the budgets trained")
     right.axhline(1.0, color="black", lw=1, label="no difference (1x)")
     right.axvline(comparison.budgets.max(), color="grey", ls=":", lw=1)
     right.set(
