@@ -167,6 +167,24 @@ def test_a_sweep_whose_results_root_is_read_only_is_refused_before_any_job(tiny_
     assert f"{read_only_folder} is not writable" in result.stderr and not list(read_only_folder.iterdir())
 
 
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        (["data.path=/nonexistent/*.txt"], "error: data.path: '/nonexistent/*.txt' matches no files"),
+        (["data.exclude=[no_such_document_*]"], "error: data.exclude: 'no_such_document_*' matches none"),
+    ],
+)
+def test_a_sweep_whose_data_cannot_load_is_refused_in_one_line(bad, named, tiny_overrides, tmp_path):
+    """Bad data found only when a job plans its grid point (the launcher loads the corpus): one line, exit 2,
+    no run trained (this was a traceback and exit 1)."""
+    sweep = ["sweep=tiny", f"results_root={tmp_path}", "sweep.jobs=1"]
+    result = run_cli(["--multirun", *tiny_overrides, *sweep, *bad], timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(named), result.stderr[-3000:]
+    assert not (tmp_path / "tiny" / contract.RUNS_SUBDIR).exists()
+
+
 def test_launch_exit_code_counts_diverged_failed_and_stopped_runs():
     entry = lambda outcome, status, **more: {"run_name": "r", "outcome": outcome, "status": status, **more}  # noqa: E731
     assert launch_exit_code([entry("trained", "completed"), entry("dropped", None), entry("busy", "busy")]) == 0

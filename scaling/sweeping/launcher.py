@@ -35,6 +35,7 @@ from omegaconf import DictConfig, open_dict
 
 from scaling import contract
 from scaling.config import RunConfig, run_config
+from scaling.errors import ConfigError, exit_with
 from scaling.data.load import load_corpus
 from scaling.planning.cores import split, step_flops
 from scaling.planning.plan import make_plan
@@ -112,11 +113,13 @@ class LocalLauncher(Launcher):
         settle them at once, here)."""
         jobs = {}
         for i, config in enumerate(configs):
-            runs, dropped = plan_job(
-                run_config(config), config.hydra.sweeper.get("params"), config.hydra.overrides.task
-            )
-            if not dropped and any(completed_summary(cfg) is None for cfg, _ in runs):
-                jobs[i] = (runs, make_plan(runs[0][0], load_corpus(runs[0][0].data, progress=False).vocab_size))
+            cfg = run_config(config)
+            try:  # bad input (a data path that matches nothing, a filter that leaves nothing): one line, exit 2
+                runs, dropped = plan_job(cfg, config.hydra.sweeper.get("params"), config.hydra.overrides.task)
+                if not dropped and any(completed_summary(c) is None for c, _ in runs):
+                    jobs[i] = (runs, make_plan(runs[0][0], load_corpus(runs[0][0].data, progress=False).vocab_size))
+            except ConfigError as err:
+                exit_with(err, debug=cfg.debug)
         return jobs
 
     def _side_by_side(self, configs: list[DictConfig], jobs: dict) -> dict[int, JobReturn]:
