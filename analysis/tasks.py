@@ -64,22 +64,25 @@ def resolve_context(settings: TaskSettings, runs: list[RunInfo]) -> int:
 
 def task_set(path: Path, runs: list[RunInfo], settings: TaskSettings, context: int) -> tuple[dict, list[Task]]:
     """(header, tasks): the stored set if it was cut with these settings, else cut anew (not yet written)."""
-    corpora = {run.corpus_hash for run in runs}
+    # The tasks are cut from the held-out documents, which a training filter (data.exclude) leaves alone: runs
+    # of two training mixes of one corpus are scored on one task set.
+    corpora = {run.held_out_hash for run in runs}
     if len(corpora) > 1:
         raise InputError(
             f"PATH: the runs under {path} were trained on {len(corpora)} different corpora; "
             f"score each corpus's runs separately (the tasks are cut from one corpus)"
         )
-    header = {"n": settings.n, "seed": settings.seed, "context": context, contract.CORPUS_HASH: runs[0].corpus_hash}
+    header = {"n": settings.n, "seed": settings.seed, "context": context, contract.CORPUS_HASH: runs[0].held_out_hash}
     stored = read_task_set(path / TASK_SET_FILE)
     if stored is not None and stored[0] == header:
         return stored
     texts = heldout_texts(runs[0].data)  # refuses data=tokens in one line
     corpus = load_corpus(runs[0].data, progress=False)
-    if corpus.meta.get(contract.CORPUS_HASH) != runs[0].corpus_hash:
+    here = corpus.meta.get("prepared_corpus_hash", corpus.meta.get(contract.CORPUS_HASH))
+    if here != runs[0].held_out_hash:
         raise InputError(
-            f"data: the corpus on this machine (hash {corpus.meta.get(contract.CORPUS_HASH)}) is not the "
-            f"one {runs[0].name} trained on ({runs[0].corpus_hash}); score where the runs were trained"
+            f"data: the corpus on this machine (hash {here}) is not the "
+            f"one {runs[0].name} trained on ({runs[0].held_out_hash}); score where the runs were trained"
         )
     tokenizer = Tokenizer.from_file(corpus.tokenizer_path)
     return header, build_suite(tokenize(texts, tokenizer), tokenizer, context, settings.n, settings.seed)

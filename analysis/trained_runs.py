@@ -42,6 +42,9 @@ class RunInfo:
     checkpoints: tuple[tuple[int, int], ...]  # (step, tokens seen)
     corpus_hash: str | None
     family: str = "decoder"  # model.family: decoder | encoder | encoder_decoder (scaling/model/families.py)
+    # The prepared corpus whose held-out documents the run was scored on: its corpus_hash, or, for a run
+    # that left training documents out (data.exclude), the hash of the corpus before that filter.
+    held_out_hash: str | None = None
 
     @property
     def data_fingerprint(self) -> tuple:
@@ -96,6 +99,9 @@ def read_run(run_dir: Path) -> RunInfo:
         steps=int(derived["steps"]),
         checkpoints=tuple((c["step"], c["tokens"]) for c in list_checkpoints(run_dir)),
         corpus_hash=stored[contract.DATA_SECTION].get(contract.CORPUS_HASH),
+        held_out_hash=stored[contract.DATA_SECTION].get(
+            "prepared_corpus_hash", stored[contract.DATA_SECTION].get(contract.CORPUS_HASH)
+        ),
         family=config["model"].get("family") or "decoder",  # runs made before families were decoders
     )
 

@@ -97,3 +97,29 @@ def test_a_token_file_has_no_documents_to_exclude(tmp_path):
     np.arange(1000, dtype=np.uint16).tofile(path)
     with pytest.raises(ConfigError, match="data.exclude: .*data=tokens has no documents"):
         load_corpus(DataConfig(name="tokens", path=str(path), vocab_size=1000, exclude=["a*"]), progress=False)
+
+
+def test_runs_of_two_training_mixes_are_scored_on_one_task_set(tiny_overrides, tmp_path):
+    """The tasks are cut from the held-out documents, which the filter leaves alone, so analysis.tasks scores a
+    sweep of two mixes (corpus_hash differs) on one task set instead of refusing it as two corpora."""
+    import pandas as pd
+
+    from analysis import tasks as tasks_command
+    from tests.helpers import run_cli
+
+    sweep = [
+        "sweep.name=mix",
+        "run_dir=null",
+        f"results_root={tmp_path}",
+        "model.seq_len=64",
+        "train.tokens=4096",
+        "data.exclude=[],[json_*]",
+    ]
+    trained = run_cli(["--multirun", *tiny_overrides, *sweep], timeout=600)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    folder = tmp_path / "mix"
+    table = pd.read_parquet(folder / contract.RUNS_TABLE)
+    assert table[contract.CORPUS_HASH].nunique() == 2 and table[contract.EVAL_DIGEST].nunique() == 1
+    assert tasks_command.main([str(folder), "--n", "8", "--final"]) == 0
+    scored = pd.read_parquet(folder / "tasks.parquet")
+    assert scored["run"].nunique() == 2

@@ -35,8 +35,8 @@ from omegaconf import DictConfig, open_dict
 
 from scaling import contract
 from scaling.config import RunConfig, run_config
-from scaling.errors import ConfigError, exit_with
 from scaling.data.load import load_corpus
+from scaling.errors import ConfigError, exit_with
 from scaling.planning.cores import split, step_flops
 from scaling.planning.plan import make_plan
 from scaling.runtime import can_pin, initialize, usable_cores
