@@ -231,3 +231,18 @@ def test_report_on_too_few_runs_still_draws_the_runs_and_says_why(tmp_path, caps
     assert not any((folder / "figures" / name).exists() for name in FIGURES)
     text = (folder / "report.md").read_text()
     assert "No approach could be fitted" in text and "(figures/runs.png)" in text and "- approach2:" in text
+
+
+def test_a_law_choice_the_runs_barely_make_is_flagged():
+    """The rollout's choice gets a flag when another law scored within 25% of it, and a chosen law that fixes
+    the exponents (tied: a = b = 1/2) says its interval for them is no measurement."""
+    from analysis.fits.rollout import LawChoice
+    from analysis.reporting.summary_section import law_choice_flags
+
+    close = law_choice_flags(LawChoice("tied", (), {"chinchilla": 0.0224, "tied": 0.0222, "kaplan": 0.0297}, ""))
+    assert len(close) == 2
+    assert "`chinchilla` (2.24%)" in close[0] and "`kaplan`" not in close[0] and "`tied` (2.22%)" in close[0]
+    assert "`tied` fixes a = 0.5, b = 0.5" in close[1]
+    apart = law_choice_flags(LawChoice("kaplan", (), {"chinchilla": 0.0224, "tied": 0.0222, "kaplan": 0.0097}, ""))
+    assert apart == []
+    assert law_choice_flags(LawChoice("chinchilla", (), {}, "law chinchilla (--law)")) == []

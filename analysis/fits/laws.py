@@ -105,6 +105,8 @@ class Law(ABC):
     theta_keys: tuple[str, ...]  # the named parameter each coordinate of theta chiefly sets
     scale_names: tuple[str, ...]  # named parameters that are positive scales, checked on a log axis
     checked_keys: tuple[str, ...] = ("a", "b")  # estimates whose intervals are checked for being too narrow
+    # The compute-optimal exponents this law's form fixes whatever the data (its intervals for them are points).
+    fixed_allocation: dict[str, float] = {}
     frontier_note: str = ""
     full_fit_starts: int = 3  # grid starts polished for the full fit
 
@@ -235,6 +237,7 @@ class Tied(Chinchilla):
     theta_names = ("log A (centred)", "log B (centred)", "log E", "alpha")
     theta_keys = ("A", "B", "E", "alpha")
     checked_keys = ("alpha",)  # a = b = 1/2 by construction
+    fixed_allocation = {"a": 0.5, "b": 0.5}
 
     def bounds(self, data):
         low, high = super().bounds(data)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.fits.analyse import Analysis
+from analysis.fits.approach3 import law_by_name
 from analysis.fits.extrapolate import frontier_table
 from analysis.fits.prediction import leave_one_out
 from analysis.fits.result import ApproachResult
@@ -106,10 +107,41 @@ def rollout_flags(analysis: Analysis) -> list[str]:
     if not rows:
         return [f"approach 3's law was not checked by a rollout: {analysis.choice.note}"]
     last = rows[-1]
-    return [
+    flags = [
         f"rolled out, `{analysis.choice.law}` fitted on the first {last.fitted} budgets missed {last.target} by "
         f"{last.mean_abs_error:.2%} on average (the rollout table below has every predictor)"
     ]
+    return flags + law_choice_flags(analysis.choice)
+
+
+CLOSE_SCORES = 1.25  # a runner-up within this factor of the chosen law's rollout error is not told apart
+
+
+def law_choice_flags(choice) -> list[str]:
+    """Flags on the law the rollout chose: another law scored about as well (the rollout, a few steps, does
+    not tell them apart), and a chosen law whose form fixes the exponents (its interval for a is a point)."""
+    flags = []
+    scores = choice.scores
+    if choice.law in scores and len(scores) > 1:
+        close = [
+            f"`{n}` ({v:.2%})"
+            for n, v in sorted(scores.items(), key=lambda kv: kv[1])
+            if n != choice.law and v <= CLOSE_SCORES * scores[choice.law]
+        ]
+        if close:
+            flags.append(
+                f"the rollout scored {', '.join(close)} within {CLOSE_SCORES - 1:.0%} of `{choice.law}` "
+                f"({scores[choice.law]:.2%}): these runs do not tell the laws apart, so approach 3's exponents "
+                "depend on a choice the data barely make; compare them under `--law NAME`"
+            )
+    fixed = law_by_name(choice.law).fixed_allocation
+    if fixed:
+        values = ", ".join(f"{k} = {v:g}" for k, v in fixed.items())
+        flags.append(
+            f"`{choice.law}` fixes {values} by its form, so approach 3's interval for them is a point, not a "
+            "measurement: read the exponents from approach 2, or from `--law chinchilla`"
+        )
+    return flags
 
 
 def section(analysis: Analysis, held: pd.DataFrame | None) -> str:
