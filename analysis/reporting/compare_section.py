@@ -153,7 +153,7 @@ def section(comparison: Comparison, figures: Path, notes: tuple[str, ...] = ()) 
         figure(
             FIGURE,
             f"left: each variant's runs (dots) and fitted loss frontier (line, {config.level:.0%} band); right: the "
-            "effective compute multiplier of each variant against the reference (line and band; dots with bars at the "
+            "effective compute multiplier of each variant against the reference (line and band; dots and their interval at the "
             "budgets trained), 1x meaning no difference; the dotted line is the largest budget trained",
         ),
     ]
