@@ -15,6 +15,7 @@ from analysis.fits.approach3 import law_by_name
 from analysis.fits.extrapolate import frontier_table
 from analysis.fits.prediction import leave_one_out
 from analysis.fits.result import ApproachResult
+from analysis.fits.rollout import CLOSE_SCORES
 
 DECADE = 10.0
 
@@ -112,9 +113,6 @@ def rollout_flags(analysis: Analysis) -> list[str]:
         f"{last.mean_abs_error:.2%} on average (the rollout table below has every predictor)"
     ]
     return flags + law_choice_flags(analysis.choice)
-
-
-CLOSE_SCORES = 1.25  # a runner-up within this factor of the chosen law's rollout error is not told apart
 
 
 def law_choice_flags(choice) -> list[str]:
