@@ -15,6 +15,7 @@ from analysis.fits.analyse import FitConfig, analyse
 from analysis.fits.laws import LAWS
 from analysis.fits.profiles import DEFAULT_PROFILE
 from analysis.fits.reference import HOFFMANN_2022
+from analysis.fits.rollout import CLOSE_SCORES, NESTED_IN
 from analysis.fits.synthetic import isoflop_runs, training_curves
 from scaling import contract
 from tests.helpers import write_sweep
@@ -38,7 +39,11 @@ def test_cli_json_has_each_approach_with_intervals(capsys):
     # Epoch's points have no budgets: the rollout steps are model sizes, each law fitted on the smaller ones.
     rows = out["rollout"]["rows"]
     assert {row["predictor"] for row in rows} == {"chinchilla", "tied", "kaplan", "farseer"}
-    assert out["law"] == min(out["rollout"]["scores"], key=out["rollout"]["scores"].get)
+    # the smallest rollout error, except that tied yields to chinchilla (its general law) within CLOSE_SCORES
+    scores = out["rollout"]["scores"]
+    best = min(scores, key=scores.get)
+    kept = NESTED_IN.get(best) if scores.get(NESTED_IN.get(best), np.inf) <= CLOSE_SCORES * scores[best] else None
+    assert out["law"] == (kept or best)
     assert all(0 < row["mean_abs_error"] < 0.2 for row in rows if row["predictor"] == "chinchilla")
 
 
