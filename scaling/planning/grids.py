@@ -220,7 +220,7 @@ def sweep_grid(config, family: str | None = None) -> list[GridPoint]:
 def check_sweep_trains(config) -> None:
     """`check_every_budget_trains` for each family the sweep trains (each has its own ladder and centre)."""
     cfg = run_config(config, drop=("run_dir",))
-    for family in [str(family) for family in sweep_values(config, "model.family")] or [cfg.model.family]:
+    for family in map(str, sweep_values(config, "model.family")):  # the one family when it is not swept
         check_every_budget_trains(sweep_grid(config, family), cfg.sweep.centre(family))
 
 
