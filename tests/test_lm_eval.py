@@ -170,6 +170,9 @@ def test_lm_evals_own_hf_backend_scores_the_export_alike(run_dir, tmp_path):
     )
 
 
+# The harness's one-line refusals are in the quick suite in-process (the old-style folder test below); this one
+# pays for starting lm-eval's command line.
+@pytest.mark.slow
 def test_a_path_that_is_no_run_is_one_line_naming_it(tmp_path):
     result = harness_cli(f"path={tmp_path / 'nothing'}", tmp_path / "out", "python_mc")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]

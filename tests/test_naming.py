@@ -61,6 +61,9 @@ def test_an_old_run_folder_is_used_when_only_it_exists(tmp_path):
     assert run_folder(tmp_path, new, old) == tmp_path / new
 
 
+# Old folder names are resolved in the quick suite (test_an_old_run_folder_is_used_when_only_it_exists); this
+# relaunches a whole old sweep.
+@pytest.mark.slow
 def test_relaunching_a_sweep_made_before_the_renaming_trains_nothing(tmp_path, tiny_overrides):
     """A real one-run IsoFLOP sweep; its folder and table then set back to the old names, as an old sweep has them."""
     args = [
