@@ -168,3 +168,23 @@ def test_metrics_table_that_a_resume_needs_is_named_when_damaged(
     assert code == 2 and len(_errors(stderr)) == 1 and "Traceback" not in stderr, stderr
     assert _errors(stderr)[0].startswith(f"error: {run_dir / contract.METRICS_FILE}: unreadable")
     assert "overwrite=true" in stderr and saved_steps(run_dir)[-1] == 23  # nothing was moved or deleted
+
+
+def test_a_run_made_before_per_family_centres_is_the_same_configuration(tmp_path):
+    """A sweep's runs recorded before `sweep.family_tokens_per_param` existed hold no such key; they were
+    centred on the one tokens_per_param for every family, which is what the field's default ({}) means. So a
+    relaunch (a sweep grown to more seeds) takes them as its own, and a centre given now is still refused."""
+    import dataclasses
+
+    from scaling.training import rundir
+
+    current = {contract.CONFIG_SECTION: dataclasses.asdict(compose_config([f"run_dir={tmp_path}"]))}
+    old = json.loads(json.dumps(current))
+    del old[contract.CONFIG_SECTION]["sweep"]["family_tokens_per_param"]
+    assert rundir.config_differences(old, current) == []
+    centred = {
+        contract.CONFIG_SECTION: dataclasses.asdict(
+            compose_config([f"run_dir={tmp_path}", "+sweep.family_tokens_per_param.decoder=25"])
+        )
+    }
+    assert rundir.config_differences(old, centred) == ["sweep.family_tokens_per_param.decoder"]

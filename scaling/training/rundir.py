@@ -66,6 +66,7 @@ ADDED_FIELDS = {
     "data.eval_max_doc_share": 0.05,
     "model.family": "decoder",
     "data.exclude": [],  # runs made before data.exclude trained on every training document
+    "sweep.family_tokens_per_param": {},  # runs made before it: one centre for every family
 }
 
 
