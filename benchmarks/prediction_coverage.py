@@ -13,6 +13,8 @@ Parts:
   and the mean |relative error|.
 - choice: how often the rollout picks the law each sweep was drawn from, on the same design, for draws
   from chinchilla, tied, kaplan and farseer (well separated laws).
+- demo_choice: the same on a design the size of the demo's (4 budgets over 8x, 5 sizes over 0.6 decades,
+  0.5% noise: a mean of four seeds at the demo's seed noise), where the rollout has a single step to judge by.
 - loss: approach 3's allocation exponent a under each `--loss` (huber: delta relative to the residuals;
   epoch: delta 1e-3; lsq), on the `centred` design of fit_coverage.py (1% noise) with and without
   outliers (5% of runs, chosen at random, with their loss raised by 5%, as a run with a bad seed or a
@@ -36,6 +38,7 @@ LEVEL = 0.8
 PREDICT = Design(np.geomspace(1e18, 3e20, 6), 9, 1.2, 0.0, np.full(6, 0.005))
 GENERATORS = ("chinchilla", "kaplan", "farseer")
 CHOICE_LAWS = ("chinchilla", "tied", "kaplan", "farseer")
+DEMO = Design(np.geomspace(1e19, 8e19, 4), 5, 0.6, 0.0, np.full(4, 0.005))
 OUTLIER_SHARE, OUTLIER_FACTOR = 0.05, 1.05
 
 
@@ -87,10 +90,10 @@ def _held_out(runs: pd.DataFrame, n_boot: int, seed: int, law: str | None, calib
     return (low <= observed) & (observed <= high), np.abs(predicted - observed) / observed, law
 
 
-def choice(repeats: int) -> pd.DataFrame:
+def choice(repeats: int, design: Design = PREDICT) -> pd.DataFrame:
     rows = []
     for law in CHOICE_LAWS:
-        picked = [resolve_law(draw(law, PREDICT, 1000 * seed + 13), None).law for seed in range(repeats)]
+        picked = [resolve_law(draw(law, design, 1000 * seed + 13), None).law for seed in range(repeats)]
         rows.append({"drawn from": law, "sweeps": repeats, **{name: picked.count(name) for name in CHOICE_LAWS}})
         print(rows[-1], flush=True)
     return pd.DataFrame(rows)
@@ -130,12 +133,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=40, help="sweeps per cell")
     parser.add_argument("--n-boot", type=int, default=200, help="bootstrap refits per fit")
-    parser.add_argument("--parts", default="predict,choice,loss", help="comma-separated: predict, choice, loss")
+    parser.add_argument(
+        "--parts", default="predict,choice,loss", help="comma-separated: predict, choice, demo_choice, loss"
+    )
     args = parser.parse_args()
     print(f"{args.repeats} sweeps per cell, {args.n_boot} refits; {os.cpu_count()} CPUs, load {os.getloadavg()}")
     print(f"truth for farseer draws: {TRUTH['farseer']}")
     wall, cpu = time.perf_counter(), time.process_time()
     parts = {"predict": lambda: predict(args.repeats, args.n_boot), "choice": lambda: choice(args.repeats)}
+    parts["demo_choice"] = lambda: choice(args.repeats, DEMO)
     parts["loss"] = lambda: losses(args.repeats, args.n_boot)
     for name in args.parts.split(","):
         print(f"\n{name}\n" + markdown(parts[name]()), flush=True)
