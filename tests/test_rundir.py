@@ -188,3 +188,33 @@ def test_a_run_made_before_per_family_centres_is_the_same_configuration(tmp_path
         )
     }
     assert rundir.config_differences(old, centred) == ["sweep.family_tokens_per_param.decoder"]
+
+
+def _field_names(obj, prefix: str = ""):
+    import dataclasses
+
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _field_names(value, f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name
+
+
+def test_every_new_config_field_says_what_older_runs_used():
+    """A relaunch compares the stored config.yaml with the launch's, field by field (rundir.config_differences),
+    so a field added after runs exist must say what those runs used (ADDED_FIELDS) or that it never changes a
+    run (VOLATILE_FIELDS). Otherwise every earlier run is refused as 'another configuration' (as happened with
+    sweep.family_tokens_per_param), and a sweep can no longer be resumed or grown."""
+    from scaling.config import RunConfig
+    from scaling.training import rundir
+
+    lines = (Path(__file__).parent / "data" / "config_fields.txt").read_text().splitlines()
+    known = {line for line in lines if line and not line.startswith("#")}
+    recorded = {name for name in _field_names(RunConfig()) if not rundir._volatile(name)}
+    unexplained = sorted(recorded - known - set(rundir.ADDED_FIELDS))
+    assert not unexplained, (
+        f"config fields new since tests/data/config_fields.txt: {unexplained}; give each the value runs recorded "
+        "before it implied in scaling/training/rundir.py ADDED_FIELDS (or add it to VOLATILE_FIELDS)"
+    )
+    assert not known & set(rundir.ADDED_FIELDS)  # (a field is either original or added, not both)
