@@ -124,3 +124,18 @@ def test_effective_data_saturates_with_repetition():
     assert law.effective_data(params, 1e9, 1.0) == pytest.approx(1e9)
     assert law.effective_data(params, 1e9 * 1000, 1000.0) == pytest.approx(1e9 * 16.4, rel=1e-6)
     assert law.effective_data(params, 2e9, 2.0) == pytest.approx(1e9 * (1 + 15.4 * (1 - np.exp(-1 / 15.4))))
+
+
+def test_farseer_counts_a_points_seeds_once():
+    """Farseer's nine parameters need 3 distinct (N, D) points each. Four seeds of 14 points are 56 runs but
+    14 points: refused, naming the count. 27 distinct points are enough."""
+    farseer = LAWS["farseer"]
+    n = np.repeat(np.geomspace(1e4, 1e5, 7), 2)
+    d = np.tile([1e6, 3e6], 7)
+    seeds = 4
+    data = law_data(np.tile(n, seeds), np.tile(d, seeds), np.full(n.size * seeds, 3.0))
+    with pytest.raises(FitError, match=r"27 or more distinct \(N, D\) .* got 14"):
+        farseer.check_data(data)
+    n27 = np.repeat(np.geomspace(1e4, 1e5, 9), 3)
+    d27 = np.tile([1e6, 2e6, 4e6], 9)
+    farseer.check_data(law_data(n27, d27, np.full(27, 3.0)))  # no error

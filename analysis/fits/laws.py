@@ -424,7 +424,9 @@ class Farseer(Law):
     full_fit_starts = 5  # the per-size start and four from the Chinchilla grid's best point
     MIN_SIZES = 4  # each N-dependent part has three parameters: four sizes leave one to check them by
     # Fewer runs let the nine parameters chase noise: on 4 x 5 synthetic sweeps a rollout of one step then
-    # sometimes chose Farseer over the true law, and its frontier was off by two decades in N.
+    # sometimes chose Farseer over the true law, and its frontier was off by two decades in N. Counted in
+    # distinct (N, D) points: seeds of one point are replicates, which pin that point's loss but not the
+    # surface's shape (the demo at four seeds has 56 runs but 14 points when it rolls out to its last budget).
     RUNS_PER_PARAMETER = 3
     EXPONENT_BOUNDS = (-1.5, 1.5)
     COEF_BOUNDS = (-20.0, 20.0)
@@ -445,17 +447,18 @@ class Farseer(Law):
         return low, high
 
     def check_data(self, data):
-        sizes, runs = np.unique(data.u).size, data.u.size
+        sizes, points = np.unique(data.u).size, np.unique(np.stack([data.u, data.v]), axis=1).shape[1]
         if sizes < self.MIN_SIZES:
             raise FitError(
                 f"law farseer needs runs at {self.MIN_SIZES} or more distinct N (its data term depends on N "
                 f"through three parameters each for coefficient and exponent): got {sizes}; add sizes or use "
                 "--law chinchilla"
             )
-        if runs < self.RUNS_PER_PARAMETER * len(self.theta_keys):
+        if points < self.RUNS_PER_PARAMETER * len(self.theta_keys):
             raise FitError(
-                f"law farseer needs {self.RUNS_PER_PARAMETER * len(self.theta_keys)} or more runs "
-                f"({self.RUNS_PER_PARAMETER} per parameter): got {runs}; add runs or use --law chinchilla"
+                f"law farseer needs runs at {self.RUNS_PER_PARAMETER * len(self.theta_keys)} or more distinct "
+                f"(N, D) ({self.RUNS_PER_PARAMETER} per parameter; seeds of one point count once): got {points}; "
+                "add sizes or budgets, or use --law chinchilla"
             )
 
     def log_predict(self, theta, data):
