@@ -126,7 +126,7 @@ def test_effective_data_saturates_with_repetition():
     assert law.effective_data(params, 2e9, 2.0) == pytest.approx(1e9 * (1 + 15.4 * (1 - np.exp(-1 / 15.4))))
 
 
-def test_farseer_counts_a_points_seeds_once():
+def test_farseer_counts_the_seeds_of_one_point_once():
     """Farseer's nine parameters need 3 distinct (N, D) points each. Four seeds of 14 points are 56 runs but
     14 points: refused, naming the count. 27 distinct points are enough."""
     farseer = LAWS["farseer"]

@@ -6,6 +6,7 @@ line: rebuilt when it can be (summary.json), refused with the fix when it cannot
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from scaling import contract
+from scaling.config import RunConfig
 from scaling.errors import ConfigError
-from scaling.training import ownership
+from scaling.training import ownership, rundir
 from scaling.training.checkpoint import saved_steps
 from scaling.training.trainer import train
 from tests.helpers import compose_config, run_in_process, tree_digest
@@ -174,10 +176,6 @@ def test_a_run_made_before_per_family_centres_is_the_same_configuration(tmp_path
     """A sweep's runs recorded before `sweep.family_tokens_per_param` existed hold no such key; they were
     centred on the one tokens_per_param for every family, which is what the field's default ({}) means. So a
     relaunch (a sweep grown to more seeds) takes them as its own, and a centre given now is still refused."""
-    import dataclasses
-
-    from scaling.training import rundir
-
     current = {contract.CONFIG_SECTION: dataclasses.asdict(compose_config([f"run_dir={tmp_path}"]))}
     old = json.loads(json.dumps(current))
     del old[contract.CONFIG_SECTION]["sweep"]["family_tokens_per_param"]
@@ -190,28 +188,15 @@ def test_a_run_made_before_per_family_centres_is_the_same_configuration(tmp_path
     assert rundir.config_differences(old, centred) == ["sweep.family_tokens_per_param.decoder"]
 
 
-def _field_names(obj, prefix: str = ""):
-    import dataclasses
-
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            yield from _field_names(value, f"{prefix}{f.name}.")
-        else:
-            yield prefix + f.name
-
-
 def test_every_new_config_field_says_what_older_runs_used():
     """A relaunch compares the stored config.yaml with the launch's, field by field (rundir.config_differences),
     so a field added after runs exist must say what those runs used (ADDED_FIELDS) or that it never changes a
     run (VOLATILE_FIELDS). Otherwise every earlier run is refused as 'another configuration' (as happened with
     sweep.family_tokens_per_param), and a sweep can no longer be resumed or grown."""
-    from scaling.config import RunConfig
-    from scaling.training import rundir
-
     lines = (Path(__file__).parent / "data" / "config_fields.txt").read_text().splitlines()
     known = {line for line in lines if line and not line.startswith("#")}
-    recorded = {name for name in _field_names(RunConfig()) if not rundir._volatile(name)}
+    # The names the relaunch check compares: config.yaml's config section, flattened as it flattens it.
+    recorded = {name for name in rundir._flatten(dataclasses.asdict(RunConfig())) if not rundir._volatile(name)}
     unexplained = sorted(recorded - known - set(rundir.ADDED_FIELDS))
     assert not unexplained, (
         f"config fields new since tests/data/config_fields.txt: {unexplained}; give each the value runs recorded "
