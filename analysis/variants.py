@@ -25,7 +25,15 @@ from analysis.fit_input import Columns, ParamsConvention, load, read_table
 from scaling import contract
 
 # Swept keys that lay out the IsoFLOP grid or repeat it: never a variant.
-GRID_KEYS = ("train.flops", "train.tokens", "sweep.point", "model.n_params", "train.seed", "train.data_seed")
+GRID_KEYS = (
+    "train.flops",
+    "train.tokens",
+    "sweep.point",
+    "sweep.stretch",
+    "model.n_params",
+    "train.seed",
+    "train.data_seed",
+)
 SEED_COLUMNS = ("seed", f"{contract.SWEPT_PREFIX}train.seed")
 EVAL_SET_COLUMNS = ("eval_set", "eval_version", "eval_set_version")
 # What must agree between compared runs, and what to do when it does not.

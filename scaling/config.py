@@ -176,6 +176,12 @@ class SweepConfig:
     # Predict, then verify (scaling/sweeping/holdout.py): after the grid, one run at this factor times the
     # largest budget, at the size the fits call optimal; 0 for none.
     holdout_factor: float = 0.0
+    # Reach (scaling/sweeping/reach.py): after the grid, its largest budget's largest model trained again on
+    # this many times its tokens, at every seed, so that the held-out run, a larger model beyond the grid,
+    # has fitted runs of nearly its size at its tokens per parameter; 0 for none. `stretch` is what such a
+    # run trains: stretch x the tokens train.flops gives, off the IsoFLOP budget (its row has no budget).
+    reach: float = 0.0
+    stretch: float = 1.0
     # hydra/launcher=local on an accelerator: how many runs of one shape train in one vmapped program
     # (scaling/training/packed.py); 0 chooses (1 on CPU, where packing measured slower; 8 on accelerators).
     pack: int = 0

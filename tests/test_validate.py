@@ -28,6 +28,9 @@ CASES = {
     "parametrization": (["model.parametrization=ntk"], "model.parametrization", "ntk"),
     "wandb_mode": (["tracker.wandb_mode=cloud"], "tracker.wandb_mode", "cloud"),
     "holdout_factor negative": (["sweep.holdout_factor=-4"], "sweep.holdout_factor", "-4"),
+    "reach of one": (["sweep.reach=1"], "sweep.reach", "1"),
+    "stretch zero": (["sweep.stretch=0"], "sweep.stretch", "0"),
+    "stretch without a budget": (["sweep.stretch=2"], "sweep.stretch", "train.flops is not set"),
     "seq_len zero": (["model.seq_len=0"], "model.seq_len", "0"),
     "n_params negative": (["model.n_params=-5"], "model.n_params", "-5"),
     # Scientific notation is read as the count it is; both are far beyond what this machine can hold.

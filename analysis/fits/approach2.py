@@ -83,7 +83,13 @@ def budget_groups(runs: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     """The budget (FLOPs) each run belongs to, NaN if none, from the budget column or by grouping C."""
     if runs["budget"].notna().any():
         missing = int(runs["budget"].isna().sum())
-        notes = [f"approach 2: {missing} runs have no budget and are left out"] if missing else []
+        notes = (
+            [
+                f"approach 2: {missing} runs off the IsoFLOP budgets (no budget in the table) are left out of the profiles"
+            ]
+            if missing
+            else []
+        )
         return runs["budget"].to_numpy(float), notes
     log_c = np.log10(runs["C"].to_numpy(float))
     order = np.argsort(log_c)

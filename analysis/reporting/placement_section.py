@@ -27,7 +27,8 @@ def plot(runs: pd.DataFrame, held: pd.DataFrame, path: Path) -> None:
         ax.scatter(at["N"], at["D"] / at["N"], color=colour, s=28, label=f"fitted, C = {budget:.2g}", zorder=2)
     unbudgeted = runs[runs["budget"].isna()]
     if len(unbudgeted):
-        ax.scatter(unbudgeted["N"], unbudgeted["D"] / unbudgeted["N"], color="0.6", s=28, label="fitted")
+        label = "fitted, off the budgets" if budgets else "fitted"  # (in a sweep: reach runs, sweep.reach)
+        ax.scatter(unbudgeted["N"], unbudgeted["D"] / unbudgeted["N"], color="0.4", marker="s", s=28, label=label)
     ax.scatter(held["N"], held["D"] / held["N"], marker="*", s=260, color="C3", label="held-out run", zorder=3)
     ax.set(
         xscale="log",

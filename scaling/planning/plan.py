@@ -59,7 +59,7 @@ def make_plan(cfg: RunConfig, vocab_size: int) -> Plan:
     params = param_count(model, vocab_size)
     per_token = flops_per_token(model, vocab_size)
     tokens_per_step = cfg.train.batch_size * model.seq_len
-    target = cfg.train.tokens if cfg.train.tokens is not None else cfg.train.flops / per_token["6n"]
+    target = cfg.train.tokens if cfg.train.tokens is not None else cfg.sweep.stretch * cfg.train.flops / per_token["6n"]
     steps = int(target // tokens_per_step)
     accum = micro_batches(cfg.train.grad_accum, cfg.train.batch_size, model, jax.device_count(), jax.default_backend())
     return Plan(model, vocab_size, params, per_token, tokens_per_step, steps, steps * tokens_per_step, accum)

@@ -27,6 +27,7 @@ from scaling.sweeping.holdout import run_holdout
 from scaling.sweeping.jobs import plan_job, plan_run
 from scaling.sweeping.launcher import threads_for
 from scaling.sweeping.naming import naming_keys, sweep_dir
+from scaling.sweeping.reach import planned_reach, run_reach
 from scaling.sweeping.runs_table import OUTCOMES, completed_summary, launch_entries
 from scaling.training.steptime import time_steps
 from scaling.training.validate import check_fields
@@ -36,6 +37,11 @@ def runs_at_once(run: progress.PlannedRun) -> int:
     """How many runs like this one hydra/launcher=local trains side by side on this machine's cores."""
     cores = len(usable_cores())
     return cores // threads_for(run.cfg, run.plan, cores) if can_pin() else 1
+
+
+def is_local(config: DictConfig) -> bool:
+    """Whether the sweep's launcher is ours (hydra/launcher=local), which trains runs side by side."""
+    return "LocalLauncher" in str(config.hydra.launcher.get("_target_", ""))
 
 
 class SweepCallback(Callback):
@@ -59,14 +65,17 @@ class SweepCallback(Callback):
         progress.announce(
             sweep_dir(cfg),
             cfg.sweep.launch,
-            lambda: [
-                run for run in progress.planned_runs(config, plan_job, plan_run) if completed_summary(run.cfg) is None
-            ],
+            lambda: (
+                [run for run in progress.planned_runs(config, plan_job, plan_run) if completed_summary(run.cfg) is None]
+                + planned_reach(config)
+            ),
             lambda c, p: statistics.median(time_steps(c, p, progress.TIMED_STEPS, warmup=1)),
-            runs_at_once if "LocalLauncher" in str(config.hydra.launcher.get("_target_", "")) else lambda run: 1,
+            runs_at_once if is_local(config) else lambda run: 1,
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.sweep.reach > 1:  # before the held-out run: the fits that place it use these runs
+            run_reach(config, side_by_side=is_local(config))
         if config.sweep.holdout_factor > 1:
             run_holdout(config)
         folder = Path(config.results_root) / str(config.sweep.name)

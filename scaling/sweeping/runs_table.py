@@ -38,7 +38,7 @@ def table_row(summary: dict, cfg: RunConfig, swept: dict[str, Any], folder: Path
             contract.SWEEP: cfg.sweep.name,
         }
     )
-    if cfg.train.flops is not None:
+    if cfg.train.flops is not None and cfg.sweep.stretch == 1:  # a stretched run trains off its budget
         row[contract.BUDGET] = float(cfg.train.flops)
     row[contract.HOLDOUT] = False
     row.update({f"{contract.SWEPT_PREFIX}{k}": v for k, v in swept.items()})

@@ -54,6 +54,7 @@ VOLATILE_FIELDS = {
     "sweep.seeds",  # (a run's own seed is train.seed; these say how the sweep chose it)
     "sweep.seed_offset",
     "sweep.jobs",  # how many runs share the machine never changes a run's numbers (tests/test_side_by_side.py)
+    "sweep.reach",  # (whether the sweep adds reach runs; a run's own length is sweep.stretch)
 }
 # Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
 # it (or with null) implies: a run started before data.order existed trained with the `permutation`
@@ -67,6 +68,7 @@ ADDED_FIELDS = {
     "model.family": "decoder",
     "data.exclude": [],  # runs made before data.exclude trained on every training document
     "sweep.family_tokens_per_param": {},  # runs made before it: one centre for every family
+    "sweep.stretch": 1.0,  # runs made before it trained the tokens their budget gives
 }
 
 

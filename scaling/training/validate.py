@@ -116,6 +116,8 @@ BOUNDS: dict[str, Range] = {
     "sweep.tokens_per_param": Range(0, example="20"),
     "sweep.holdout_factor": Range(0, low_closed=True, example="4 (or 0: no held-out run)"),
     "sweep.seeds": Range(0, example="3 (every grid point at three seeds)"),
+    "sweep.reach": Range(0, low_closed=True, example="2 (or 0: no reach runs)"),
+    "sweep.stretch": Range(0, example="1 (the tokens train.flops gives)"),
     "sweep.seed_offset": Range(0, low_closed=True, example="1 (a second design, sharing no seed with the first)"),
     "sweep.pack": Range(0, low_closed=True, example="0 (chosen for the device) or K runs per program"),
     "sweep.jobs": Range(0, low_closed=True, example="0 (chosen for the machine), 1 (one at a time) or K at once"),
@@ -368,6 +370,18 @@ def _check_mesh_and_sweep(cfg: RunConfig) -> None:
         "sweep.family_tokens_per_param",
         f"{bad} are not positive",
         "give each family a centre above 0 tokens per parameter, e.g. {encoder:120}",
+    )
+    _require(
+        cfg.sweep.reach == 0 or cfg.sweep.reach > 1,
+        "sweep.reach",
+        f"{cfg.sweep.reach} would train the largest grid point again on no more tokens than it had",
+        "use a factor above 1, e.g. sweep.reach=2, or 0 for no reach runs",
+    )
+    _require(
+        cfg.sweep.stretch == 1 or cfg.train.flops is not None,
+        "sweep.stretch",
+        f"{cfg.sweep.stretch} stretches the tokens of a compute budget, and train.flops is not set",
+        "set train.flops, or leave sweep.stretch at 1",
     )
     outside = [f for f in cfg.sweep.branches if not 0 < f < 1]
     _require(
