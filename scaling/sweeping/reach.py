@@ -32,6 +32,7 @@ from scaling.errors import Stop
 from scaling.runtime import can_pin, initialize, usable_cores
 from scaling.sweeping import progress
 from scaling.sweeping.jobs import plan_run, run_one, seeded_runs
+from scaling.sweeping.launcher import threads_for
 from scaling.sweeping.naming import named_run, sweep_dir
 from scaling.sweeping.runs_table import completed_summary, log_outcome
 from scaling.sweeping.workers import Pool, core_groups
@@ -105,8 +106,6 @@ def run_reach(config: DictConfig, side_by_side: bool) -> None:
         f"on {config.sweep.reach:g}x their tokens",
         file=sys.stderr,
     )
-    from scaling.sweeping.launcher import threads_for  # (the launcher imports the jobs this module uses)
-
     cores = usable_cores()
     threads = threads_for(cfg, plan_run(cfg), len(cores))
     if not (side_by_side and can_pin() and len(runs) > 1 and 2 * threads <= len(cores)):
