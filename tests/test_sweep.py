@@ -8,8 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from scaling.config import RunConfig
+from scaling.config import replace as cfg_replace
 from scaling.sweeping.naming import run_name, swept_values
-from scaling.sweeping.runs_table import record
+from scaling.sweeping.runs_table import record, swept_of
 from tests.helpers import run_cli
 
 
@@ -117,3 +119,19 @@ def test_a_key_swept_over_null_and_numbers_names_and_records_every_run(tmp_path)
         record(tmp_path, {"run_name": run_name(swept), **{f"swept.{k}": v for k, v in swept.items()}})
     table = pd.read_parquet(tmp_path / "runs.parquet").set_index("run_name")["swept.train.weight_decay_timescale"]
     assert table.isna().tolist() == [False, True] and table.iloc[0] == 0.25
+
+
+def test_a_list_swept_value_read_back_from_a_run_is_recorded_as_the_job_wrote_it(tmp_path):
+    """`data.exclude=[],[json_*]` (two mixes side by side): the first run to record finds no table and
+    rebuilds it from the run directories, reading the other run's swept values back from its config. They
+    must come back as the text its job recorded (parquet refused OmegaConf's ListConfig beside it)."""
+    rows = []
+    for exclude in ([], ["json_*"]):
+        swept = swept_values(["data.exclude"], [f"data.exclude=[{','.join(exclude)}]"])
+        cfg = cfg_replace(RunConfig(), data={"exclude": exclude}, sweep={"vary": ["data.exclude"]})
+        assert swept_of(cfg) == swept
+        rows.append({"run_name": run_name(swept), **{f"swept.{k}": v for k, v in swept_of(cfg).items()}})
+    for row in rows:  # one as its job writes it, one as the rebuild reads it back
+        record(tmp_path, row)
+    table = pd.read_parquet(tmp_path / "runs.parquet").set_index("run_name")["swept.data.exclude"]
+    assert table.sort_index().tolist() == ["[]", "[json_*]"]

@@ -109,6 +109,16 @@ def _compact(value: Any) -> str:
     return str(value).replace("/", "_")
 
 
+def override_text(value: Any) -> str:
+    """A list or dict value as an override writes it on the command line (`[json_*,test_*]`, `{encoder:120}`):
+    the text a job records as its swept value (`swept_values`)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{override_text(v)}" for k, v in value.items()) + "}"
+    return "null" if value is None else str(value)
+
+
 def _number_or_text(value: str) -> Any:
     """The swept value as its type: a number, None for Hydra's null (so that a column of the runs table
     swept over null and numbers keeps one type), else the text."""

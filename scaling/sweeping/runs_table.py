@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from scaling import contract
 from scaling.config import RunConfig, to_dataclass
 from scaling.files import atomic_write, finite_or_none
+from scaling.sweeping.naming import override_text
 from scaling.sweeping.wsd import MAIN_RUN, branch_fields
 from scaling.training import rundir
 
@@ -86,14 +87,22 @@ def rebuilt_rows(folder: Path) -> list[dict[str, Any]]:
     mains = {Path(cfg.train.init_from).name for cfg, _ in runs.values() if cfg.train.init_from}  # of WSD ladders
     rows = []
     for name, (cfg, summary) in runs.items():
-        node = OmegaConf.structured(cfg)
-        swept = {key: OmegaConf.select(node, key) for key in cfg.sweep.vary}  # (named_run stored every naming key)
+        swept = swept_of(cfg)
         if cfg.train.init_from and Path(cfg.train.init_from).name in runs:
             extra = branch_fields(cfg, runs[Path(cfg.train.init_from).name][0])
         else:
             extra = MAIN_RUN if name in mains else {}
         rows.append({**table_row(summary, cfg, swept, folder), **extra})
     return rows
+
+
+def swept_of(cfg: RunConfig) -> dict[str, Any]:
+    """A run's swept values, read back from its config (named_run stored every naming key in sweep.vary),
+    as its job recorded them: a list-valued key (`data.exclude=[json_*]`) as the override's text, never as
+    OmegaConf's ListConfig, which parquet cannot store beside the text of the other runs' rows."""
+    node = OmegaConf.structured(cfg)
+    values = {key: OmegaConf.select(node, key) for key in cfg.sweep.vary}
+    return {k: override_text(OmegaConf.to_container(v)) if OmegaConf.is_config(v) else v for k, v in values.items()}
 
 
 def _read_run(run_dir: Path) -> tuple[RunConfig | None, dict | None]:
