@@ -114,7 +114,8 @@ def plot(analysis: Analysis, result: ApproachResult, table: pd.DataFrame, path: 
     n_opt, d_opt, _ = result.frontier(result.estimate, flops)
     frontier = pd.DataFrame({"N": n_opt, "D": d_opt, "loss": np.nan})
     line, low, high = prediction_interval(result, frontier, level, analysis.config.seed)
-    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(10, 5), gridspec_kw={"width_ratios": [3, 1]})
+    wide = 1 + 0.6 * (len(table) - 1)  # the close-up grows with the held-out runs it shows side by side
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(9 + wide, 5), gridspec_kw={"width_ratios": [3, wide]})
     ax.scatter(runs["C"], runs["loss"], s=22, color="0.55", label=f"fitted runs ({len(runs)})", zorder=2)
     ax.plot(flops, line, color="C0", label=f"fitted law ({result.details.law.name}) on its compute-optimal frontier")
     ax.fill_between(flops, low, high, color="C0", alpha=0.18, label=f"{level:.0%} prediction interval")
@@ -153,13 +154,14 @@ def plot(analysis: Analysis, result: ApproachResult, table: pd.DataFrame, path: 
         )
     zoom.set(
         xticks=at,
-        xticklabels=[f"C = {c:.2g}" for c in table["C"]],
+        # Both numbers: two held-out runs may share a budget (a relaunch whose fits placed the run elsewhere).
+        xticklabels=[f"C = {c:.2g}\nN = {n:.3g}" for c, n in zip(table["C"], table["N"])],
         xlim=(-0.8, len(table) - 0.2),
         ylabel="final eval loss (nats/token)",
         title="held-out run, close up",
     )
     zoom.grid(alpha=0.3, axis="y")
-    zoom.legend(fontsize=8, loc="best")
+    zoom.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
