@@ -4,20 +4,18 @@ table, and a real sweep trains them."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from omegaconf import open_dict
 
 from scaling import contract
 from scaling.config import replace as cfg_replace
 from scaling.sweeping import progress
+from scaling.sweeping.callback import SweepCallback
 from scaling.sweeping.jobs import plan_job, plan_run
 from scaling.sweeping.reach import reach_runs, reached_jobs
 from scaling.sweeping.runs_table import table_row
-from tests.helpers import run_cli
 from tests.test_progress import _config
 
 
@@ -65,29 +63,35 @@ def test_a_stretched_run_has_no_budget_in_the_table(tmp_path):
     assert table_row(summary, plain, swept, folder)[contract.BUDGET] == 8e11
 
 
-def test_a_sweep_trains_its_reach_runs_off_the_budget(tmp_path, tiny_overrides):
-    """A real IsoFLOP sweep of one point at two seeds: two grid runs, then two reach runs (side by side)."""
-    args = [
-        "--multirun",
-        "sweep=tiny",
-        *tiny_overrides,
-        "sweep.tokens_per_param=1",  # a 11k-parameter model on 36k tokens: seconds
-        "train.flops=2.4e9",
-        "sweep.point=0",
-        "sweep.seeds=2",
-        "sweep.reach=2",
-        f"results_root={tmp_path}",
-    ]
-    result = run_cli(args, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "reach: 2 runs of C = 2.4e+09, point 0 on 2x their tokens" in result.stderr
+def test_the_sweeps_end_trains_its_reach_runs_off_the_budget(tmp_path, tiny_overrides, capsys):
+    """The hook Hydra calls after a sweep's jobs (SweepCallback.on_multirun_end), in this process: a
+    one-point IsoFLOP grid at two seeds gets two reach runs, trained side by side by the local launcher's
+    workers, recorded without a budget, and skipped when the sweep ends again."""
+    config = _config(
+        [
+            "sweep=tiny",
+            *tiny_overrides,
+            "sweep.tokens_per_param=1",  # a 11k-parameter model on 36k tokens: seconds
+            "train.flops=2.4e9",
+            "sweep.seeds=2",
+            "sweep.reach=2",
+            f"results_root={tmp_path}",
+        ]
+    )
+    with open_dict(config):
+        config.hydra.sweeper.params["sweep.point"] = "-1,0"
+        config.sweep.launch = "first"
+    SweepCallback().on_multirun_end(config)
+    err = capsys.readouterr().err
+    assert "reach: 2 runs of C = 2.4e+09, point 0 on 2x their tokens" in err and "2 trained" in err, err
     table = pd.read_parquet(tmp_path / "tiny" / contract.RUNS_TABLE).set_index(contract.RUN_NAME)
-    assert len(table) == 4 and (table["status"] == contract.COMPLETED).all()
-    for seed in ("", "_seed-1"):
-        grid, reach = table.loc[f"flops-2.4e9_point-0{seed}"], table.loc[f"flops-2.4e9_point-0{seed}_stretch-2"]
-        assert grid[contract.BUDGET] == 2.4e9 and math.isnan(reach[contract.BUDGET])
-        assert reach["params_total"] == grid["params_total"]
-        assert reach["tokens"] == pytest.approx(2 * grid["tokens"], abs=int(grid["tokens_per_step"]))
-        assert reach["seed"] == grid["seed"]
-    again = run_cli(args, timeout=600)  # a relaunch finds every run finished
-    assert again.returncode == 0 and "0 trained, 4 skipped" in again.stderr, again.stderr[-3000:]
+    assert sorted(table.index) == ["flops-2.4e9_point-0_seed-1_stretch-2", "flops-2.4e9_point-0_stretch-2"]
+    assert (table["status"] == contract.COMPLETED).all() and contract.BUDGET not in table  # no row has one
+    grid = plan_run(cfg_replace(reach_runs(config)[0][0], sweep={"stretch": 1.0}))  # the grid point itself
+    assert (table["params_total"] == grid.params.total).all()
+    assert (table["tokens"] - 2 * grid.tokens).abs().max() <= grid.tokens_per_step
+    assert sorted(table["seed"]) == [0, 1]
+    with open_dict(config):
+        config.sweep.launch = "again"
+    SweepCallback().on_multirun_end(config)
+    assert "0 trained, 2 skipped" in capsys.readouterr().err
