@@ -15,6 +15,7 @@ import pytest
 
 from scaling import contract
 from scaling.config import RunConfig
+from scaling.config import replace as cfg_replace
 from scaling.errors import ConfigError
 from scaling.training import ownership, rundir
 from scaling.training.checkpoint import saved_steps
@@ -203,3 +204,13 @@ def test_every_new_config_field_says_what_older_runs_used():
         "before it implied in scaling/training/rundir.py ADDED_FIELDS (or add it to VOLATILE_FIELDS)"
     )
     assert not known & set(rundir.ADDED_FIELDS)  # (a field is either original or added, not both)
+
+
+def test_the_stages_after_a_grid_never_make_its_runs_another_configuration():
+    """A sweep given a held-out run or reach runs after its grid trained relaunches onto the same grid runs:
+    neither field changes what a grid run trains. A run's own stretch does."""
+    stored = {contract.CONFIG_SECTION: dataclasses.asdict(RunConfig())}
+    for field, value in (("holdout_factor", 4.0), ("reach", 2.0), ("stretch", 2.0)):
+        launched = {contract.CONFIG_SECTION: dataclasses.asdict(cfg_replace(RunConfig(), sweep={field: value}))}
+        expected = [f"sweep.{field}"] if field == "stretch" else []
+        assert rundir.config_differences(stored, launched) == expected

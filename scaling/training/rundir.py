@@ -55,6 +55,7 @@ VOLATILE_FIELDS = {
     "sweep.seed_offset",
     "sweep.jobs",  # how many runs share the machine never changes a run's numbers (tests/test_side_by_side.py)
     "sweep.reach",  # (whether the sweep adds reach runs; a run's own length is sweep.stretch)
+    "sweep.holdout_factor",  # (whether the sweep adds a held-out run after its grid; the grid's runs are the same)
 }
 # Fields config.yaml gained after runs were made, each with the value a stored config.yaml without
 # it (or with null) implies: a run started before data.order existed trained with the `permutation`
