@@ -4,6 +4,7 @@ table, and a real sweep trains them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ from scaling.config import replace as cfg_replace
 from scaling.sweeping import progress
 from scaling.sweeping.callback import SweepCallback
 from scaling.sweeping.jobs import plan_job, plan_run
-from scaling.sweeping.reach import reach_runs, reached_jobs
+from scaling.sweeping.reach import _settle, reach_runs, reached_jobs
 from scaling.sweeping.runs_table import table_row
 from tests.test_progress import _config
 
@@ -95,3 +96,18 @@ def test_the_sweeps_end_trains_its_reach_runs_off_the_budget(tmp_path, tiny_over
         config.sweep.launch = "again"
     SweepCallback().on_multirun_end(config)
     assert "0 trained, 2 skipped" in capsys.readouterr().err
+
+
+def test_a_reach_run_whose_worker_died_is_recorded_as_failed(tmp_path, capsys):
+    """The pool's outcome for a worker that died mid-run: the run is named in one line and logged as failed
+    (so the launch exits 3); a worker that asked to exit stops the sweep with its status."""
+    config = _config(["sweep=demo_full", f"results_root={tmp_path}"])
+    runs, stop = reach_runs(config), []
+    _settle(runs, stop, 1, ("lost", -9))
+    assert (
+        "flops-8e11_point-2_seed-1_stretch-2: failed: its worker process died (exit code -9)" in capsys.readouterr().err
+    )
+    logged = [json.loads(line) for line in (tmp_path / "demo_full" / contract.LAUNCH_LOG).read_text().splitlines()]
+    assert [(e["run_name"], e["outcome"]) for e in logged] == [("flops-8e11_point-2_seed-1_stretch-2", "failed")]
+    _settle(runs, stop, 2, ("exit", 137))
+    assert stop == [137]

@@ -118,6 +118,22 @@ def train_here(cfg: RunConfig, swept: dict[str, Any], runtime: dict[str, Any]) -
         return summary
 
 
+def worker_failure(kind: str, value: Any) -> str:
+    """Why a run failed when its worker process raised ("error", the traceback) or died ("lost", exit code)."""
+    return f"its worker process died (exit code {value})" if kind == "lost" else value.strip().splitlines()[-1]
+
+
+def record_failed(cfg: RunConfig, reason: str) -> dict:
+    """Record a run that its worker could not record itself as failed: one line, its summary (when its
+    folder exists) and the launch log. Returns the summary."""
+    summary = {"status": contract.FAILED, "error": reason[:2000]}
+    print(f"[{cfg.sweep.name}] {Path(cfg.run_dir).name}: failed: {reason}", file=sys.stderr)
+    if Path(cfg.run_dir).is_dir():
+        rundir.write_summary(Path(cfg.run_dir), summary)
+    log_outcome(sweep_dir(cfg), cfg.sweep.launch, Path(cfg.run_dir).name, contract.FAILED, summary)
+    return summary
+
+
 def run_one(
     cfg: RunConfig, swept: dict[str, Any], extra: dict[str, Any], runtime: dict[str, Any], trained: dict | None = None
 ) -> dict:

@@ -40,11 +40,9 @@ from scaling.errors import ConfigError, exit_with
 from scaling.planning.cores import split, step_flops
 from scaling.planning.plan import make_plan
 from scaling.runtime import can_pin, initialize, usable_cores
-from scaling.sweeping.jobs import plan_job, run_one
-from scaling.sweeping.naming import sweep_dir
-from scaling.sweeping.runs_table import completed_summary, log_outcome
+from scaling.sweeping.jobs import plan_job, record_failed, run_one, worker_failure
+from scaling.sweeping.runs_table import completed_summary
 from scaling.sweeping.workers import Pool, core_groups
-from scaling.training import rundir
 from scaling.training.packed import auto_pack, pack_key, train_pack
 
 log = logging.getLogger(__name__)
@@ -161,17 +159,11 @@ class LocalLauncher(Launcher):
         elif kind == "exit":
             stop.append(value)
         else:
-            reason = (
-                f"its worker process died (exit code {value})" if kind == "lost" else value.strip().splitlines()[-1]
-            )
+            reason = worker_failure(kind, value)
             summary = {"status": contract.FAILED, "error": reason[:2000]}
             for cfg, _ in job[0]:  # every seed of the job that had not finished when its worker went
-                if completed_summary(cfg) is not None:
-                    continue
-                print(f"[{cfg.sweep.name}] {Path(cfg.run_dir).name}: failed: {reason}", file=sys.stderr)
-                if Path(cfg.run_dir).is_dir():
-                    rundir.write_summary(Path(cfg.run_dir), summary)
-                log_outcome(sweep_dir(cfg), cfg.sweep.launch, Path(cfg.run_dir).name, contract.FAILED, summary)
+                if completed_summary(cfg) is None:
+                    record_failed(cfg, reason)
             returns[i] = self._run_here(config, lambda _cfg, result=summary: result)
 
     def _train_packs(self, jobs: dict) -> dict[int, dict]:

@@ -26,17 +26,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from scaling import contract
 from scaling.config import RunConfig, to_dataclass
 from scaling.errors import Stop
 from scaling.runtime import can_pin, initialize, usable_cores
 from scaling.sweeping import progress
-from scaling.sweeping.jobs import plan_run, run_one, seeded_runs
+from scaling.sweeping.jobs import plan_run, record_failed, run_one, seeded_runs, worker_failure
 from scaling.sweeping.launcher import threads_for
-from scaling.sweeping.naming import named_run, sweep_dir
-from scaling.sweeping.runs_table import completed_summary, log_outcome
+from scaling.sweeping.naming import named_run
+from scaling.sweeping.runs_table import completed_summary
 from scaling.sweeping.workers import Pool, core_groups
-from scaling.training import rundir
 
 FLOPS, POINT, STRETCH = "train.flops", "sweep.point", "sweep.stretch"
 
@@ -130,10 +128,4 @@ def _settle(runs: list, stop: list[int], i: int, outcome: tuple) -> None:
     if kind == "exit":
         stop.append(value)
     elif kind in ("error", "lost"):
-        cfg = runs[i][0]
-        reason = f"its worker process died (exit code {value})" if kind == "lost" else value.strip().splitlines()[-1]
-        summary = {"status": contract.FAILED, "error": reason[:2000]}
-        print(f"[{cfg.sweep.name}] {Path(cfg.run_dir).name}: failed: {reason}", file=sys.stderr)
-        if Path(cfg.run_dir).is_dir():
-            rundir.write_summary(Path(cfg.run_dir), summary)
-        log_outcome(sweep_dir(cfg), cfg.sweep.launch, Path(cfg.run_dir).name, contract.FAILED, summary)
+        record_failed(runs[i][0], worker_failure(kind, value))
