@@ -53,6 +53,7 @@ def to_json(analysis: Analysis) -> dict:
             "ci": {key: list(result.interval(key, level)) for key in result.estimate},
             "n_boot_failed": result.n_failed,
             "warnings": list(result.warnings),
+            "notes": list(result.notes),
             contract.FIT_EXTRAPOLATION: extrapolation.to_dict(orient="records"),
         }
     if "approach3" in out:
@@ -101,6 +102,7 @@ def to_text(analysis: Analysis) -> str:
             cells = [_with_interval(row, name) for name in ("N_opt", "D_opt", "loss", "tokens_per_param")]
             lines.append(f"  {row.C:>10.3g}  {cells[0]:>28}  {cells[1]:>28}  {cells[2]:>22}  {cells[3]:>22}")
         lines += [f"  warning: {warning}" for warning in result.warnings]
+        lines += [f"  note: {note}" for note in result.notes]
     if analysis.frontier_law is not None:
         law = analysis.frontier_law
         lines += ["", "Frontier with a floor, fitted to approach 2's minima: L*(C) = E + k (C / 1e18)^-g"]

@@ -17,13 +17,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scaling.errors import ConfigError
+
 # XLA:CPU by default fuses elementwise work into its YNNPACK matmul calls, materialising broadcasts
 # (norm scales, softmax sums) to feed them; calling YNNPACK for dots only took ~15% off forward +
 # backward on one CPU core. A flag the user already set in XLA_FLAGS wins.
 CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "individual_dot"}
 ONE_CORE_XLA_FLAGS = {"xla_cpu_multi_thread_eigen": "false"}
-# Compiled programs that took less than this to compile are not worth a file in the cache.
+# Compiled programs that took less than this to compile are not worth a file in the cache (JAX's own
+# default is 1 s). $SCALING_COMPILE_CACHE_MIN_S overrides it: the test suite sets 0, because its hundreds
+# of small programs, each compiled in under half a second, are most of what a second run of a test file
+# would compile again.
 CACHE_MIN_COMPILE_S = 0.5
+CACHE_MIN_COMPILE_ENV = "SCALING_COMPILE_CACHE_MIN_S"
 
 
 def cache_root() -> Path:
@@ -78,13 +84,29 @@ def use_cores(cores: Sequence[int]) -> dict[str, Any]:
     return {"cores": sorted(cores), **set_xla_flags()}
 
 
+def cache_min_compile_s() -> float:
+    """The shortest compile worth caching: $SCALING_COMPILE_CACHE_MIN_S (seconds, >= 0), else 0.5."""
+    text = os.environ.get(CACHE_MIN_COMPILE_ENV, "").strip()
+    if not text:
+        return CACHE_MIN_COMPILE_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also refuses NaN
+        raise ConfigError(
+            f"${CACHE_MIN_COMPILE_ENV}", f"{text!r} is not a number of seconds >= 0", "unset it or give e.g. 0.5"
+        )
+    return seconds
+
+
 def enable_compilation_cache() -> str:
     """Persist compiled XLA programs so a relaunch (same shapes) skips compilation; returns the folder."""
     import jax
 
     folder = str(cache_root() / "jax")
     jax.config.update("jax_compilation_cache_dir", folder)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", cache_min_compile_s())
     return folder
 
 

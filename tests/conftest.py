@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scaling.runtime import initialize
+from scaling.runtime import CACHE_MIN_COMPILE_ENV, initialize
 
 # The slowest files start first, so the workers finish together (longest job first): pytest-xdist hands out
 # whole files (--dist loadfile) in the order they were collected, and a slow file collected last runs alone
@@ -38,6 +38,9 @@ def pytest_configure(config):
     """The test process is an entry point like any command: set it up as the commands do, before JAX
     starts its backend, so that runs trained in-process match runs trained by the CLI bit for bit."""
     os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+    # Cache every compiled program, however quick to compile, for this process and the commands the tests
+    # launch: compiling the many small programs again was about 40% of a test file's time (benchmarks/RESULTS.md).
+    os.environ.setdefault(CACHE_MIN_COMPILE_ENV, "0")
     initialize()
 
 

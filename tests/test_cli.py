@@ -63,6 +63,21 @@ def test_bad_input_one_line_exit_2_nothing_changed(overrides, field, existing_ru
     assert tree_digest(existing_run) == before
 
 
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_a_bad_compile_cache_threshold_is_one_line_exit_2(value, existing_run, tiny_overrides, monkeypatch, capsys):
+    """The environment is input too: $SCALING_COMPILE_CACHE_MIN_S that is not a number of seconds >= 0."""
+    before = tree_digest(existing_run)
+    monkeypatch.setenv("SCALING_COMPILE_CACHE_MIN_S", value)
+    code, stderr = run_in_process(
+        [f"run_dir={existing_run}", *tiny_overrides, "train.tokens=3000"], monkeypatch, capsys
+    )
+    assert code == 2 and "Traceback" not in stderr, stderr[-2000:]
+    assert [line for line in stderr.splitlines() if line.strip()] == [
+        f"error: $SCALING_COMPILE_CACHE_MIN_S: {value!r} is not a number of seconds >= 0; unset it or give e.g. 0.5"
+    ]
+    assert tree_digest(existing_run) == before
+
+
 def test_bad_input_from_the_command_line(existing_run, tiny_overrides):
     """The same contract end to end in a fresh process: one line on stderr, exit status 2."""
     result = run_cli([f"run_dir={existing_run}", *tiny_overrides, "train.tokens=3000", "model.widht=64"], timeout=120)
@@ -93,3 +108,14 @@ def test_unwritable_run_dir(tiny_overrides, tmp_path):
 def test_debug_flag_shows_the_traceback(existing_run, tiny_overrides):
     result = run_cli([f"run_dir={existing_run}", *tiny_overrides, "train.tokens=0", "debug=true"], timeout=120)
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_the_compile_cache_threshold_is_half_a_second_unless_the_environment_says(monkeypatch):
+    from scaling.runtime import cache_min_compile_s
+
+    monkeypatch.delenv("SCALING_COMPILE_CACHE_MIN_S", raising=False)
+    assert cache_min_compile_s() == 0.5
+    monkeypatch.setenv("SCALING_COMPILE_CACHE_MIN_S", "0")
+    assert cache_min_compile_s() == 0.0
+    monkeypatch.setenv("SCALING_COMPILE_CACHE_MIN_S", " ")
+    assert cache_min_compile_s() == 0.5

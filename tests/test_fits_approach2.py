@@ -244,3 +244,20 @@ def test_the_default_estimator_reproduces_porians_published_exponents(porian, tm
         within += abs(result.estimate["a"] - published) <= 0.03
         held += low <= published <= high
     assert within >= 13 and held >= 12, (within, held)
+
+
+def test_runs_off_the_budgets_are_a_note_not_a_warning():
+    """A sweep's reach runs have no budget by design: approach 2 says it leaves them out, as a note, so the
+    report's count of reasons to doubt a number does not grow with them; with too few budgets the refusal
+    still names them."""
+    grid = isoflop_runs(HOFFMANN_2022, BUDGETS[:4], sizes=5, noise=0.002, seed=3)
+    reach = grid.tail(1).assign(run="reach", D=lambda r: 2 * r["D"], C=lambda r: 2 * r["C"], budget=np.nan)
+    result = fit_approach2(pd.concat([grid, reach], ignore_index=True), n_boot=20, seed=0)
+    assert not any("off the IsoFLOP budgets" in warning for warning in result.warnings)
+    assert result.notes == (
+        "approach 2: 1 runs off the IsoFLOP budgets (no budget in the table) are left out of the profiles",
+    )
+    assert fit_approach2(grid, n_boot=20, seed=0).notes == ()
+    two = pd.concat([grid[grid["budget"] <= BUDGETS[1]], reach], ignore_index=True)
+    with pytest.raises(FitError, match="found 2 \\(1 runs off the IsoFLOP budgets"):
+        fit_approach2(two, n_boot=10, seed=0)

@@ -79,18 +79,21 @@ class NoiseModel:
     scale: float = np.nan
 
 
+def off_budget_note(runs: pd.DataFrame) -> tuple[str, ...]:
+    """Runs a budget column leaves without a budget (a sweep's reach runs) are not in any profile: say so."""
+    missing = int(runs["budget"].isna().sum()) if runs["budget"].notna().any() else 0
+    if not missing:
+        return ()
+    return (
+        f"approach 2: {missing} runs off the IsoFLOP budgets (no budget in the table) are left out of the profiles",
+    )
+
+
 def budget_groups(runs: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """The budget (FLOPs) each run belongs to, NaN if none, from the budget column or by grouping C."""
+    """The budget (FLOPs) each run belongs to, NaN if none, from the budget column or by grouping C; and
+    warnings about budgets the grouping had to guess."""
     if runs["budget"].notna().any():
-        missing = int(runs["budget"].isna().sum())
-        notes = (
-            [
-                f"approach 2: {missing} runs off the IsoFLOP budgets (no budget in the table) are left out of the profiles"
-            ]
-            if missing
-            else []
-        )
-        return runs["budget"].to_numpy(float), notes
+        return runs["budget"].to_numpy(float), []
     log_c = np.log10(runs["C"].to_numpy(float))
     order = np.argsort(log_c)
     cluster = np.concatenate([[0], np.cumsum(np.diff(log_c[order]) > BUDGET_GAP_DECADES)])
@@ -200,6 +203,7 @@ def fit_approach2(runs: pd.DataFrame, n_boot: int, seed: int, profile: str = DEF
     """IsoFLOP minima and their power laws, with intervals from a bootstrap that includes the profile misfit."""
     if profile not in PROFILES:
         raise FitError(f"unknown IsoFLOP profile estimator {profile!r}: choose one of {', '.join(PROFILES)}")
+    runs_in = runs
     groups, notes = budget_groups(runs)
     runs = runs.assign(group=groups).dropna(subset=["group"]).reset_index(drop=True)
     runs = seed_means(runs, by=("group",))  # a profile is fitted through each size's mean over its seeds
@@ -207,7 +211,9 @@ def fit_approach2(runs: pd.DataFrame, n_boot: int, seed: int, profile: str = DEF
         raise FitError("approach 2 found no IsoFLOP budgets: add a budget column (--budget-col) or IsoFLOP runs")
     profiles, skipped = fit_minima(runs, profile)
     if len(profiles) < MIN_BUDGETS:
-        reasons = "; ".join(reason.removeprefix("approach 2: ") for reason in notes + skipped)
+        reasons = "; ".join(
+            reason.removeprefix("approach 2: ") for reason in (*off_budget_note(runs_in), *notes, *skipped)
+        )
         raise FitError(
             f"approach 2 needs at least {MIN_BUDGETS} budgets with a clear IsoFLOP minimum, found "
             f"{len(profiles)}" + (f" ({reasons})" if reasons else "")
@@ -239,6 +245,7 @@ def fit_approach2(runs: pd.DataFrame, n_boot: int, seed: int, profile: str = DEF
         samples=samples,
         frontier=power_law_frontier,
         warnings=tuple(notes + skipped),
+        notes=off_budget_note(runs_in),
         details=IsoflopDetails(
             runs,
             tuple(profiles),

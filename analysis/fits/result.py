@@ -25,6 +25,9 @@ class ApproachResult:
     frontier: Frontier
     warnings: tuple[str, ...]
     details: Any  # what the figures need: envelope, parabolas, or fitted points
+    # What the approach did by design and a reader should know, but that is no reason to doubt a number
+    # (runs a sweep trained off its budgets, left out of the IsoFLOP profiles); warnings are such reasons.
+    notes: tuple[str, ...] = ()
 
     def interval(self, key: str, level: float) -> tuple[float, float]:
         """Percentile interval of one estimate's replicates, e.g. level 0.8 gives the 10th and 90th."""

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.failures import FitError
-from analysis.fits.approach2 import budget_groups
+from analysis.fits.approach2 import budget_groups, off_budget_note
 from analysis.fits.approach3 import LawFit
 from analysis.fits.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT, WARN_FRACTION
 from analysis.fits.joint_law import JOINT, fit_joint, joint_data, refit_joint
@@ -140,7 +140,7 @@ def with_budgets(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         mine = runs["variant"] == index
         budgets, group_notes = budget_groups(runs[mine])
         runs.loc[mine, "budget"] = budgets
-        notes += group_notes
+        notes += group_notes + list(off_budget_note(runs[mine]))
     runs["point"] = grid_points(runs)
     return runs, notes
 

@@ -221,5 +221,8 @@ def render(analysis: Analysis, other: Analysis | None, figures: list[tuple[str, 
     lines += [figure(name, caption) for name, caption in figures]
     warnings = [w for result in analysis.results.values() for w in result.warnings]
     lines += ["## Warnings", ""] + ([f"- {w}" for w in warnings] or ["- none"])
+    notes = [note for result in analysis.results.values() for note in result.notes]
+    if notes:
+        lines += ["", "Notes (by design; no reason to doubt a number):", ""] + [f"- {note}" for note in notes]
     lines += ["", "## Not fitted", ""] + ([f"- {name}: {why}" for name, why in analysis.skipped.items()] or ["- none"])
     return "\n".join(lines) + "\n"
