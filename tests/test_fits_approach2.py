@@ -255,9 +255,9 @@ def test_runs_off_the_budgets_are_a_note_not_a_warning():
     result = fit_approach2(pd.concat([grid, reach], ignore_index=True), n_boot=20, seed=0)
     assert not any("off the IsoFLOP budgets" in warning for warning in result.warnings)
     assert result.notes == (
-        "approach 2: 1 runs off the IsoFLOP budgets (no budget in the table) are left out of the profiles",
+        "approach 2: 1 run off the IsoFLOP budgets is left out of the profiles (no budget in the table)",
     )
     assert fit_approach2(grid, n_boot=20, seed=0).notes == ()
     two = pd.concat([grid[grid["budget"] <= BUDGETS[1]], reach], ignore_index=True)
-    with pytest.raises(FitError, match="found 2 \\(1 runs off the IsoFLOP budgets"):
+    with pytest.raises(FitError, match="found 2 \\(1 run off the IsoFLOP budgets is left out"):
         fit_approach2(two, n_boot=10, seed=0)

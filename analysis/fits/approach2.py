@@ -84,9 +84,8 @@ def off_budget_note(runs: pd.DataFrame) -> tuple[str, ...]:
     missing = int(runs["budget"].isna().sum()) if runs["budget"].notna().any() else 0
     if not missing:
         return ()
-    return (
-        f"approach 2: {missing} runs off the IsoFLOP budgets (no budget in the table) are left out of the profiles",
-    )
+    runs_are = "1 run off the IsoFLOP budgets is" if missing == 1 else f"{missing} runs off the IsoFLOP budgets are"
+    return (f"approach 2: {runs_are} left out of the profiles (no budget in the table)",)
 
 
 def budget_groups(runs: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
