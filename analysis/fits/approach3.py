@@ -1,6 +1,6 @@
 """Approach 3: fit a parametric law L(N, D) to every run (Hoffmann et al. 2022, section 3.3).
 
-The law is chosen by name (laws.py: chinchilla, tied, kaplan, data_constrained, farseer; `auto` is
+The law is chosen by name (analysis/fits/laws/: chinchilla, tied, kaplan, data_constrained, farseer; `auto` is
 resolved before, by rollout.py); the objective and the optimiser are in huber.py. The full fit starts from the best few points of the law's variable-projection
 grid (or, for chinchilla, Hoffmann's 4,500-point grid); each bootstrap refit starts from every distinct
 optimum those starts reached, so a replicate that prefers another basin can still reach it.

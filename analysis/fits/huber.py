@@ -1,4 +1,4 @@
-"""The approach-3 objective and its optimiser, for any law in laws.py and many parameter rows at once.
+"""The approach-3 objective and its optimiser, for any law in analysis/fits/laws/ and many parameter rows at once.
 
 Objective: the Huber loss between the law's log L and the observed log L, SUMMED over runs (each weighted
 by how often it enters a bootstrap resample), as Besiroglu et al. (2024) fitted Hoffmann's points.
@@ -18,7 +18,7 @@ Optimiser: Levenberg-Marquardt on the Gauss-Newton model of the Huber loss, vect
 (starts x bootstrap replicates); each step is accepted only if it lowers the objective. Bounds are
 handled by an active set: a coordinate on its bound whose gradient points out of the box is held there
 for the step, so the others still move with a full Gauss-Newton step instead of a clipped one. The scale
-parameters are bounded in log space close enough (laws.LOG_SCALE_FLOOR) that a vanishing term reaches
+parameters are bounded in log space close enough (laws/base.py: LOG_SCALE_FLOOR) that a vanishing term reaches
 its bound in a few steps rather than crawling towards minus infinity, which is what used to keep refits
 at the iteration cap.
 """
