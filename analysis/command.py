@@ -10,10 +10,15 @@ from scaling.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, ConfigError, Interru
 from scaling.files import finite_or_none as finite_or_none  # (the fit commands' JSON, written by the same rule)
 
 
-def run(main: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Call `main(args)`; bad input (ours, or a training-side ConfigError) becomes one line and exit 2, runs
-    none of which completed exit 3, Ctrl-C 130 (scaling/errors.py has the table)."""
+def run(
+    main: Callable[[argparse.Namespace], int], args: argparse.Namespace, setup: Callable[[], object] | None = None
+) -> int:
+    """Call `setup()` (the process set-up, which reads the environment) then `main(args)`; bad input (ours,
+    or a training-side ConfigError) becomes one line and exit 2, runs none of which completed exit 3, Ctrl-C
+    130 (scaling/errors.py has the table)."""
     try:
+        if setup is not None:
+            setup()
         return main(args)
     except NoCompletedRuns as error:
         print(f"error: {error}", file=sys.stderr)

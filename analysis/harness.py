@@ -186,8 +186,8 @@ class ScalingLM(TemplateLM):
 
 def main() -> None:
     """lm-eval's command line with ScalingLM registered; our bad input is one line, exit 2."""
-    initialize()
     try:
+        initialize()
         cli_evaluate()
     except ConfigError as err:
         exit_with(err)

@@ -131,8 +131,7 @@ def probe(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    initialize(plotting=True)
-    return run_command(probe, parser().parse_args(argv))
+    return run_command(probe, parser().parse_args(argv), setup=lambda: initialize(plotting=True))
 
 
 if __name__ == "__main__":

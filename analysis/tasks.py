@@ -190,8 +190,7 @@ def tasks_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    initialize(plotting=True)
-    return run_command(tasks_command, parser().parse_args(argv))
+    return run_command(tasks_command, parser().parse_args(argv), setup=lambda: initialize(plotting=True))
 
 
 if __name__ == "__main__":

@@ -225,8 +225,8 @@ def summary_line(r: dict) -> str:
 @hydra.main(version_base="1.3", config_path="pkg://sweeps", config_name="config")
 def main(node: DictConfig) -> dict | None:
     cfg = to_dataclass(node)
-    initialize(cfg.compilation_cache)
     try:
+        initialize(cfg.compilation_cache)
         result = bench(cfg)
     except ConfigError as err:
         exit_with(err, debug=cfg.debug)

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from scaling.config import RunConfig, register_configs, to_dataclass
 from scaling.errors import ConfigError, Interrupted, Stop, exit_with
 from scaling.overrides import check_overrides, whole_numbers
-from scaling.runtime import initialize, one_line_warning
+from scaling.runtime import cache_min_compile_s, initialize, one_line_warning
 from scaling.sweeping import jobs
 from scaling.sweeping.naming import NOT_NAMING
 from scaling.training.outcome import exit_code
@@ -83,6 +83,7 @@ def validated_entry(hydra_main: Callable[[], object], argv: list[str] | None = N
     overrides = [a for a in argv if not a.startswith("-")]
     try:
         check_overrides(overrides)
+        cache_min_compile_s()  # the environment is input too: refused here, before a sweep writes its folder
     except ConfigError as err:
         exit_with(err, debug="debug=true" in argv)
     extra = launch_overrides(overrides) if is_multirun(argv, overrides) else []

@@ -119,3 +119,34 @@ def test_the_compile_cache_threshold_is_half_a_second_unless_the_environment_say
     assert cache_min_compile_s() == 0.0
     monkeypatch.setenv("SCALING_COMPILE_CACHE_MIN_S", " ")
     assert cache_min_compile_s() == 0.5
+
+
+BAD_THRESHOLD_LINE = (
+    "error: $SCALING_COMPILE_CACHE_MIN_S: 'abc' is not a number of seconds >= 0; unset it or give e.g. 0.5"
+)
+
+
+@pytest.mark.parametrize("command", ["sweep", "bench"])
+def test_a_bad_compile_cache_threshold_stops_a_sweep_and_the_benchmark_before_they_write(
+    command, tmp_path, monkeypatch
+):
+    """Checked at the entry point, before Hydra: a sweep does not create its folder, the benchmark measures nothing."""
+    monkeypatch.setenv("SCALING_COMPILE_CACHE_MIN_S", "abc")
+    if command == "sweep":
+        result = run_cli(["--multirun", "sweep=tiny", f"results_root={tmp_path / 'results'}"], timeout=120)
+    else:
+        result = run_cli(["bench.steps=1"], module="scaling.bench", timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [BAD_THRESHOLD_LINE]
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("module", ["analysis.probe", "analysis.tasks"])
+def test_a_bad_compile_cache_threshold_is_one_line_in_the_analysis_commands_that_compile(
+    module, tmp_path, monkeypatch, capsys
+):
+    import importlib
+
+    monkeypatch.setenv("SCALING_COMPILE_CACHE_MIN_S", "abc")
+    assert importlib.import_module(module).main([str(tmp_path)]) == 2
+    assert [line for line in capsys.readouterr().err.splitlines() if line.strip()] == [BAD_THRESHOLD_LINE]

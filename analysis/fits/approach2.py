@@ -202,7 +202,7 @@ def fit_approach2(runs: pd.DataFrame, n_boot: int, seed: int, profile: str = DEF
     """IsoFLOP minima and their power laws, with intervals from a bootstrap that includes the profile misfit."""
     if profile not in PROFILES:
         raise FitError(f"unknown IsoFLOP profile estimator {profile!r}: choose one of {', '.join(PROFILES)}")
-    runs_in = runs
+    off_budget = off_budget_note(runs)
     groups, notes = budget_groups(runs)
     runs = runs.assign(group=groups).dropna(subset=["group"]).reset_index(drop=True)
     runs = seed_means(runs, by=("group",))  # a profile is fitted through each size's mean over its seeds
@@ -210,9 +210,7 @@ def fit_approach2(runs: pd.DataFrame, n_boot: int, seed: int, profile: str = DEF
         raise FitError("approach 2 found no IsoFLOP budgets: add a budget column (--budget-col) or IsoFLOP runs")
     profiles, skipped = fit_minima(runs, profile)
     if len(profiles) < MIN_BUDGETS:
-        reasons = "; ".join(
-            reason.removeprefix("approach 2: ") for reason in (*off_budget_note(runs_in), *notes, *skipped)
-        )
+        reasons = "; ".join(reason.removeprefix("approach 2: ") for reason in (*off_budget, *notes, *skipped))
         raise FitError(
             f"approach 2 needs at least {MIN_BUDGETS} budgets with a clear IsoFLOP minimum, found "
             f"{len(profiles)}" + (f" ({reasons})" if reasons else "")
@@ -244,7 +242,7 @@ def fit_approach2(runs: pd.DataFrame, n_boot: int, seed: int, profile: str = DEF
         samples=samples,
         frontier=power_law_frontier,
         warnings=tuple(notes + skipped),
-        notes=off_budget_note(runs_in),
+        notes=off_budget,
         details=IsoflopDetails(
             runs,
             tuple(profiles),
