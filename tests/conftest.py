@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny text corpus in a private cache, so tests never touch the user's cache."""
+"""Shared fixtures: a tiny text corpus in a private cache. The tests keep everything else they cache (the
+embedded corpus, compiled programs) in a folder of their own, so they never touch the user's cache."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from scaling.runtime import CACHE_MIN_COMPILE_ENV, initialize
+from scaling.runtime import CACHE_MIN_COMPILE_ENV, cache_root, initialize
+
+# The tests' own cache, beside the user's (~/.cache/scaling/tests, or under $SCALING_CACHE): it persists
+# between test runs, which is what makes a second run fast, and deleting it loses nothing of the user's.
+TESTS_CACHE = "tests"
 
 # The slowest files start first, so the workers finish together (longest job first): pytest-xdist hands out
 # whole files (--dist loadfile) in the order they were collected, and a slow file collected last runs alone
@@ -38,6 +43,9 @@ def pytest_configure(config):
     """The test process is an entry point like any command: set it up as the commands do, before JAX
     starts its backend, so that runs trained in-process match runs trained by the CLI bit for bit."""
     os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+    # Every command the tests launch inherits this, so they too cache in the tests' folder.
+    if cache_root().name != TESTS_CACHE:
+        os.environ["SCALING_CACHE"] = str(cache_root() / TESTS_CACHE)
     # Cache every compiled program, however quick to compile, for this process and the commands the tests
     # launch: compiling the many small programs again was about 40% of a test file's time (benchmarks/RESULTS.md).
     os.environ.setdefault(CACHE_MIN_COMPILE_ENV, "0")

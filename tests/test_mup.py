@@ -100,14 +100,19 @@ def _trained(cfg: ModelConfig, steps: int, lr: float = 1e-2, wd: float = 0.1) ->
 
 def activation_rms(model, tokens_BxT: jax.Array) -> dict[str, float]:
     """Root-mean-square coordinate of the embeddings, of each block's output and of the logits."""
-    x_BxTxD = model.embed(tokens_BxT)
-    rms = {"embedding": x_BxTxD}
-    rope = rope_tables(tokens_BxT.shape[1], model.cfg.d_model // model.cfg.n_heads, model.cfg.rope_theta)
-    for i, block in enumerate(model.blocks):
-        x_BxTxD, _ = block(x_BxTxD, rope)
-        rms[f"block {i}"] = x_BxTxD
-    rms["logits"] = model.logits(model.final_norm(x_BxTxD))
-    return {name: float(jnp.sqrt(jnp.mean(jnp.square(value)))) for name, value in rms.items()}
+
+    @jax.jit  # one compiled program instead of every operation dispatched on its own
+    def rms_of(tokens_BxT):
+        x_BxTxD = model.embed(tokens_BxT)
+        rms = {"embedding": x_BxTxD}
+        rope = rope_tables(tokens_BxT.shape[1], model.cfg.d_model // model.cfg.n_heads, model.cfg.rope_theta)
+        for i, block in enumerate(model.blocks):
+            x_BxTxD, _ = block(x_BxTxD, rope)
+            rms[f"block {i}"] = x_BxTxD
+        rms["logits"] = model.logits(model.final_norm(x_BxTxD))
+        return {name: jnp.sqrt(jnp.mean(jnp.square(value))) for name, value in rms.items()}
+
+    return {name: float(value) for name, value in rms_of(tokens_BxT).items()}
 
 
 def coordinate_slopes(parametrization: str, steps: int = 5) -> dict[str, float]:
