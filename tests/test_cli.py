@@ -121,6 +121,28 @@ def test_the_compile_cache_threshold_is_half_a_second_unless_the_environment_say
     assert cache_min_compile_s() == 0.5
 
 
+def test_the_tests_and_the_commands_they_launch_cache_in_the_tests_folder_not_the_users():
+    """The suite's corpus and compiled programs go under <cache root>/tests (tests/conftest.py), in this process
+    and in every command it starts, so running the tests leaves the user's own cache as it was."""
+    import subprocess
+    import sys
+
+    import jax
+
+    from scaling.runtime import cache_root
+    from tests.conftest import TESTS_CACHE
+
+    assert cache_root().name == TESTS_CACHE
+    assert Path(jax.config.jax_compilation_cache_dir) == cache_root() / "jax"
+    child = subprocess.run(
+        [sys.executable, "-c", "from scaling.runtime import cache_root; print(cache_root())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(child.stdout.strip()) == cache_root()
+
+
 BAD_THRESHOLD_LINE = (
     "error: $SCALING_COMPILE_CACHE_MIN_S: 'abc' is not a number of seconds >= 0; unset it or give e.g. 0.5"
 )
