@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny text corpus in a private cache. The tests keep everything else they cache (the
-embedded corpus, compiled programs) in a folder of their own, so they never touch the user's cache."""
+embedded corpus, compiled programs, W&B's logs) in a folder of their own, so they never touch the user's."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from scaling.runtime import CACHE_MIN_COMPILE_ENV, cache_root, initialize
 # The tests' own cache, beside the user's (~/.cache/scaling/tests, or under $SCALING_CACHE): it persists
 # between test runs, which is what makes a second run fast, and deleting it loses nothing of the user's.
 TESTS_CACHE = "tests"
+WANDB_FOLDERS = ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR")
 
 # The slowest files start first, so the workers finish together (longest job first): pytest-xdist hands out
 # whole files (--dist loadfile) in the order they were collected, and a slow file collected last runs alone
@@ -46,6 +47,9 @@ def pytest_configure(config):
     # Every command the tests launch inherits this, so they too cache in the tests' folder.
     if cache_root().name != TESTS_CACHE:
         os.environ["SCALING_CACHE"] = str(cache_root() / TESTS_CACHE)
+    # W&B's offline runs write debug logs and settings into the user's ~/.cache/wandb and ~/.config/wandb.
+    for name in WANDB_FOLDERS:
+        os.environ[name] = str(cache_root() / "wandb" / name.removeprefix("WANDB_").removesuffix("_DIR").lower())
     # Cache every compiled program, however quick to compile, for this process and the commands the tests
     # launch: compiling the many small programs again was about 40% of a test file's time (benchmarks/RESULTS.md).
     os.environ.setdefault(CACHE_MIN_COMPILE_ENV, "0")

@@ -124,16 +124,19 @@ def test_the_compile_cache_threshold_is_half_a_second_unless_the_environment_say
 def test_the_tests_and_the_commands_they_launch_cache_in_the_tests_folder_not_the_users():
     """The suite's corpus and compiled programs go under <cache root>/tests (tests/conftest.py), in this process
     and in every command it starts, so running the tests leaves the user's own cache as it was."""
+    import os
     import subprocess
     import sys
 
     import jax
 
     from scaling.runtime import cache_root
-    from tests.conftest import TESTS_CACHE
+    from tests.conftest import TESTS_CACHE, WANDB_FOLDERS
 
     assert cache_root().name == TESTS_CACHE
     assert Path(jax.config.jax_compilation_cache_dir) == cache_root() / "jax"
+    for name in WANDB_FOLDERS:  # the tracking tests' offline W&B runs log and configure under it too
+        assert Path(os.environ[name]).is_relative_to(cache_root()), name
     child = subprocess.run(
         [sys.executable, "-c", "from scaling.runtime import cache_root; print(cache_root())"],
         capture_output=True,
