@@ -44,12 +44,13 @@ def pytest_configure(config):
     """The test process is an entry point like any command: set it up as the commands do, before JAX
     starts its backend, so that runs trained in-process match runs trained by the CLI bit for bit."""
     os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
-    # Every command the tests launch inherits this, so they too cache in the tests' folder.
+    # Every command the tests launch inherits this, so they too cache in the tests' folder; so do the xdist
+    # workers, which run this again and must not nest a second folder.
     if cache_root().name != TESTS_CACHE:
         os.environ["SCALING_CACHE"] = str(cache_root() / TESTS_CACHE)
-    # W&B's offline runs write debug logs and settings into the user's ~/.cache/wandb and ~/.config/wandb.
+    # W&B's offline runs would write debug logs and settings into the user's ~/.cache/wandb and ~/.config/wandb.
     for name in WANDB_FOLDERS:
-        os.environ[name] = str(cache_root() / "wandb" / name.removeprefix("WANDB_").removesuffix("_DIR").lower())
+        os.environ[name] = str(cache_root() / "wandb" / name.lower())
     # Cache every compiled program, however quick to compile, for this process and the commands the tests
     # launch: compiling the many small programs again was about 40% of a test file's time (benchmarks/RESULTS.md).
     os.environ.setdefault(CACHE_MIN_COMPILE_ENV, "0")
