@@ -222,17 +222,21 @@ def rollout_lines(choice: LawChoice) -> list[str]:
     lines = ["", "Rollout (Bhagia et al. 2024): each predictor fitted on the first k steps, then asked for step k+1"]
     if not choice.rows:
         return lines + [f"  not run: {choice.note}"]
+    seeds = any(row.has_seeds for row in choice.rows)
+    # With seeds, the points' column is the law's own error (seed noise averaged out), which the law is chosen by.
+    points_head = f"  {'points':>6}  {'points |error|':>14}" if seeds else ""
     lines.append(
         f"  {'predictor':>24}  {'k':>2}  {'predicts':>26}  {'runs':>4}  {'mean |error|':>12}  {'mean error':>10}  "
-        f"{'best loss':>9}"
+        f"{'best loss':>9}{points_head}"
     )
     for row in choice.rows:
         if row.note:
             lines.append(f"  {row.predictor:>24}  {row.fitted:>2}  {row.target:>26}  not fitted: {row.note}")
             continue
+        points = f"  {row.n_points or '-':>6}  {percent(row.mean_abs_point_error):>14}" if seeds else ""
         lines.append(
             f"  {row.predictor:>24}  {row.fitted:>2}  {row.target:>26}  {row.n_predicted:>4}  "
             f"{percent(row.mean_abs_error):>12}  {percent(row.mean_error, '+'):>10}  "
-            f"{percent(row.best_loss_error, '+'):>9}"
+            f"{percent(row.best_loss_error, '+'):>9}{points}"
         )
     return lines + [f"  chosen: {choice.note}"]

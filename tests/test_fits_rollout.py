@@ -82,6 +82,31 @@ def test_law_rollout_errors_are_each_steps_own_prediction_errors():
         assert row.mean_abs_error < 0.01  # the right law, 0.5% noise
 
 
+def test_seeds_of_a_point_are_judged_by_their_mean_and_the_law_is_ranked_by_points():
+    """Three seeds per point (1% noise each): the runs' error keeps each seed's noise; the points' error and
+    the score the law is chosen by compare the prediction with the seeds' mean, by hand."""
+    one = isoflop_runs(TRUTH_CHINCHILLA, BUDGETS[:4], sizes=5)
+    rng = np.random.default_rng(3)
+    runs = pd.concat([one.assign(loss=one["loss"] * np.exp(0.01 * rng.standard_normal(len(one)))) for _ in range(3)])
+    runs = runs.assign(run=[f"r{i}" for i in range(len(runs))]).reset_index(drop=True)
+    (row,) = [row for row in rollout(runs, laws=["chinchilla"]) if row.predictor == "chinchilla"]
+    N, D, loss, epochs = run_columns(runs)
+    law, before, at = LAWS["chinchilla"], runs["budget"] < BUDGETS[3], runs["budget"] == BUDGETS[3]
+    fit = fit_law(law, prepare(law, N[before], D[before], loss[before], epochs[before]))
+    predicted = fit.predict(N[at], D[at])
+    means = runs[at].assign(predicted=predicted).groupby(["N", "D"])[["loss", "predicted"]].mean()
+    assert (row.n_predicted, row.n_points) == (15, 5) and row.has_seeds
+    assert row.mean_abs_error == pytest.approx(np.mean(np.abs(predicted / loss[at] - 1)), rel=1e-9)
+    assert row.mean_abs_point_error == pytest.approx(np.mean(np.abs(means["predicted"] / means["loss"] - 1)), rel=1e-9)
+    assert row.mean_abs_log_error == pytest.approx(
+        np.mean(np.abs(np.log(means["predicted"] / means["loss"]))), rel=1e-9
+    )
+    assert row.mean_abs_point_error < row.mean_abs_error  # averaging three seeds removes most of their noise
+    # one seed per point: the two errors are one
+    (single,) = [row for row in rollout(runs.iloc[: len(one)], laws=["chinchilla"]) if row.predictor == "chinchilla"]
+    assert not single.has_seeds and single.mean_abs_point_error == pytest.approx(single.mean_abs_error, rel=1e-12)
+
+
 @pytest.mark.parametrize("seeds", [(0,), pytest.param((100, 200, 300), marks=pytest.mark.slow)], ids=["quick", "more"])
 @pytest.mark.parametrize("law", ["chinchilla", "kaplan", "farseer"])
 def test_auto_picks_the_law_each_sweep_was_drawn_from(law, seeds):

@@ -11,7 +11,10 @@ the minima and the floor law E + k C^-g (frontier_law.py), which predict only th
 loss observed at a budget is its IsoFLOP minimum (the default profile estimator on that budget's runs).
 
 `choose_law` picks the law by its rollout error alone: the mean over steps of each step's mean
-|log(predicted / observed)| over its runs. Runs that are later held out never enter (the caller passes
+|log(predicted / observed)| over its grid points. A point trained at several seeds is judged by its seeds'
+mean: a law predicts a point's expected loss, and one seed's deviation from it is noise no law can predict
+(it would add the same blur to every law's score and hide the differences in bias that tell laws apart).
+With one seed per point the two are the same. Runs that are later held out never enter (the caller passes
 only the runs to fit).
 """
 
@@ -30,6 +33,7 @@ from analysis.fits.huber import DEFAULT_OBJECTIVE, Objective
 from analysis.fits.laws import LAWS
 from analysis.fits.powerlaw import fit_lines
 from analysis.fits.profiles import DEFAULT_PROFILE
+from analysis.fits.seeds import point_ids
 
 MIN_FITTED = 3  # a law with a floor and two exponents needs three steps to say anything about a fourth
 MIN_RUNS_PER_BUDGET = 3  # compute clusters smaller than this are not IsoFLOP budgets
@@ -68,9 +72,15 @@ class RolloutRow:
     n_predicted: int
     mean_abs_error: float  # mean |relative error| over the step's runs (NaN for best-loss predictors)
     mean_error: float  # signed: (predicted - observed) / observed, averaged
-    mean_abs_log_error: float  # what choose_law ranks by
+    mean_abs_log_error: float  # over the step's points (seed means): what choose_law ranks by
     best_loss_error: float  # relative error of the predicted best loss at the step's budget (NaN for sizes)
     note: str = ""  # why the predictor could not be fitted at this step
+    n_points: int = 0  # distinct (N, D) among the step's runs: fewer than n_predicted when points have seeds
+    mean_abs_point_error: float = np.nan  # mean |relative error| of the points' seed means
+
+    @property
+    def has_seeds(self) -> bool:
+        return 0 < self.n_points < self.n_predicted
 
 
 def rollout_steps(runs: pd.DataFrame) -> Steps:
@@ -119,7 +129,7 @@ def law_rollout(runs: pd.DataFrame, steps: Steps, name: str, objective: Objectiv
     """Rows for approach 3 under one law, one per rollout step."""
     law = law_by_name(name)
     N, D, loss, epochs = run_columns(runs)
-    rows = []
+    points, rows = point_ids(runs), []
     for k in range(MIN_FITTED, steps.values.size):
         fit_mask, target = steps.runs_upto(k), steps.of_run == k
         try:
@@ -133,7 +143,7 @@ def law_rollout(runs: pd.DataFrame, steps: Steps, name: str, objective: Objectiv
         best_error = np.nan
         if steps.kind == "budget":
             best_error = float(law.frontier(fit.params, steps.values[k : k + 1])[2][0] / best[k] - 1.0)
-        rows.append(_row(name, k, steps, predicted, loss[target], best_error))
+        rows.append(_row(name, k, steps, predicted, loss[target], best_error, points[target]))
     return rows
 
 
@@ -163,9 +173,24 @@ def percent(value: float, sign: str = "") -> str:
     return "-" if not np.isfinite(value) else f"{value:{sign}.2%}"
 
 
-def _row(name: str, k: int, steps: Steps, predicted: np.ndarray, observed: np.ndarray, best_error: float) -> RolloutRow:
-    error = predicted / observed - 1.0 if predicted.size else np.array([np.nan])
-    log_error = np.log(predicted / observed) if predicted.size else np.array([np.nan])
+def _row(
+    name: str,
+    k: int,
+    steps: Steps,
+    predicted: np.ndarray,
+    observed: np.ndarray,
+    best_error: float,
+    points: np.ndarray | None = None,
+) -> RolloutRow:
+    """A row from each run's prediction and loss; `points` (an id per run) groups the seeds of one point."""
+    if not predicted.size:
+        return RolloutRow(name, k, steps.label(k), 0, np.nan, np.nan, np.nan, best_error)
+    error = predicted / observed - 1.0
+    # Every seed of a point shares its (N, D), so its prediction: the point's error is against the seeds' mean.
+    _, point = np.unique(points if points is not None else np.arange(predicted.size), return_inverse=True)
+    count = np.bincount(point)
+    point_predicted = np.bincount(point, predicted) / count
+    point_observed = np.bincount(point, observed) / count
     return RolloutRow(
         name,
         k,
@@ -173,8 +198,10 @@ def _row(name: str, k: int, steps: Steps, predicted: np.ndarray, observed: np.nd
         int(predicted.size),
         float(np.mean(np.abs(error))),
         float(np.mean(error)),
-        float(np.mean(np.abs(log_error))),
+        float(np.mean(np.abs(np.log(point_predicted / point_observed)))),
         best_error,
+        n_points=int(count.size),
+        mean_abs_point_error=float(np.mean(np.abs(point_predicted / point_observed - 1.0))),
     )
 
 
@@ -200,7 +227,7 @@ def rollout(
 
 
 def law_scores(rows: list[RolloutRow]) -> dict[str, float]:
-    """Each law's rollout error: the mean over steps of its mean |log error|; laws not fitted at every step
+    """Each law's rollout error: the mean over steps of its mean |log error| over points; laws not fitted at every step
     (or not at all) are left out, since a law that cannot be fitted on the smaller steps has not been tested."""
     scores = {}
     for name in LAWS:

@@ -26,17 +26,25 @@ def table(analysis: Analysis) -> list[str]:
     ]
     if not choice.rows:
         return lines + [f"Not run: {choice.note}."]
-    lines += [
-        "| predictor | fitted steps | predicts | runs | mean abs. error | mean error | best loss |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    seeds = any(row.has_seeds for row in choice.rows)
+    head = "| predictor | fitted steps | predicts | runs | mean abs. error | mean error | best loss |"
+    if seeds:
+        lines += [
+            "With seeds, mean abs. error over points compares each grid point's prediction with its seeds' mean "
+            "loss: the law's own error, without the seed noise no law can predict. Laws are chosen by it.",
+            "",
+        ]
+        head += " points | mean abs. error over points |"
+    lines += [head, "|---" * head.count(" | ") + "|---|"]
     for row in choice.rows:
+        points = f" {row.n_points or '-'} | {percent(row.mean_abs_point_error)} |" if seeds else ""
         if row.note:
-            lines.append(f"| {row.predictor} | {row.fitted} | {row.target} | not fitted: {row.note} | | | |")
+            blank = " | |" if seeds else ""
+            lines.append(f"| {row.predictor} | {row.fitted} | {row.target} | not fitted: {row.note} | | | |{blank}")
             continue
         lines.append(
             f"| {row.predictor} | {row.fitted} | {row.target} | {row.n_predicted} | {percent(row.mean_abs_error)} | "
-            f"{percent(row.mean_error, '+')} | {percent(row.best_loss_error, '+')} |"
+            f"{percent(row.mean_error, '+')} | {percent(row.best_loss_error, '+')} |{points}"
         )
     return lines + ["", f"Approach 3 fits {choice.note}."]
 

@@ -108,9 +108,15 @@ def rollout_flags(analysis: Analysis) -> list[str]:
     if not rows:
         return [f"approach 3's law was not checked by a rollout: {analysis.choice.note}"]
     last = rows[-1]
+    error = f"{last.mean_abs_error:.2%} on average"
+    if last.has_seeds:
+        error = (
+            f"{last.mean_abs_point_error:.2%} on average over its {last.n_points} points' seed means "
+            f"({last.mean_abs_error:.2%} over its {last.n_predicted} runs, which adds seed noise)"
+        )
     flags = [
         f"rolled out, `{analysis.choice.law}` fitted on the first {last.fitted} budgets missed {last.target} by "
-        f"{last.mean_abs_error:.2%} on average (the rollout table below has every predictor)"
+        f"{error} (the rollout table below has every predictor)"
     ]
     return flags + law_choice_flags(analysis.choice)
 
