@@ -7,6 +7,7 @@ inside a function is found as well as one at the top of a file.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import subprocess
 import sys
@@ -34,9 +35,22 @@ def project_modules() -> dict[str, Path]:
     return {module_name(p): p for package in PACKAGES for p in sorted((REPO / package).rglob("*.py"))}
 
 
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """The file's syntax tree, parsed once per process. Python 3.11 before 3.11.8 (gh-106905) keeps the
+    parser's recursion count in one place for all threads: a traceback formatted at the same moment in
+    another thread (asyncio reporting an orbax task's error, which parses the failing line) makes ast.parse
+    raise a spurious SystemError. So parse each file once, and again when that is what went wrong."""
+    source = path.read_text()
+    try:
+        return ast.parse(source)
+    except SystemError:
+        return ast.parse(source)
+
+
 def imports_of(path: Path, modules: dict[str, Path]) -> list[tuple[str, bool]]:
     """(imported project module, whether the import is at module level) for every import in `path`."""
-    tree = ast.parse(path.read_text())
+    tree = parsed(path)
     top_level = {id(node) for node in tree.body}
     found = []
     for node in ast.walk(tree):
