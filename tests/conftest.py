@@ -16,33 +16,6 @@ from scaling.runtime import CACHE_MIN_COMPILE_ENV, cache_root, initialize
 TESTS_CACHE = "tests"
 WANDB_FOLDERS = ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR")
 
-# The slowest files start first, so the workers finish together (longest job first): pytest-xdist hands out
-# whole files (--dist loadfile) in the order they were collected (with --no-loadscope-reorder, in
-# pyproject.toml), and a slow file collected last runs alone at the end while the other worker idles.
-# Measured (warm, quiet, 2026-12-07): each of these takes 19-46 s of a worker's time.
-SLOWEST_FIRST = (
-    "test_side_by_side.py",
-    "test_slurm.py",
-    "test_errors.py",
-    "test_checkpoint.py",
-    "test_bench.py",
-    "test_lm_eval.py",
-    "test_validate.py",
-    "test_mup.py",
-    "test_cli.py",
-    "test_data_mix.py",
-    "test_export_families.py",
-    "test_mesh.py",
-    "test_reach.py",
-    "test_families.py",
-    "test_fit.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort: the rest keep their order
-
 
 def pytest_configure(config):
     """The test process is an entry point like any command: set it up as the commands do, before JAX
