@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
+from scaling.runtime import cache_min_compile_s, cache_root
+from tests.conftest import TESTS_CACHE, WANDB_FOLDERS
 from tests.helpers import run_cli, run_in_process, tree_digest
 
 
@@ -111,8 +117,6 @@ def test_debug_flag_shows_the_traceback(existing_run, tiny_overrides):
 
 
 def test_the_compile_cache_threshold_is_half_a_second_unless_the_environment_says(monkeypatch):
-    from scaling.runtime import cache_min_compile_s
-
     monkeypatch.delenv("SCALING_COMPILE_CACHE_MIN_S", raising=False)
     assert cache_min_compile_s() == 0.5
     monkeypatch.setenv("SCALING_COMPILE_CACHE_MIN_S", "0")
@@ -124,15 +128,6 @@ def test_the_compile_cache_threshold_is_half_a_second_unless_the_environment_say
 def test_the_tests_and_the_commands_they_launch_cache_in_the_tests_folder_not_the_users():
     """The suite's corpus and compiled programs go under <cache root>/tests (tests/conftest.py), in this process
     and in every command it starts, so running the tests leaves the user's own cache as it was."""
-    import os
-    import subprocess
-    import sys
-
-    import jax
-
-    from scaling.runtime import cache_root
-    from tests.conftest import TESTS_CACHE, WANDB_FOLDERS
-
     assert cache_root().name == TESTS_CACHE
     assert Path(jax.config.jax_compilation_cache_dir) == cache_root() / "jax"
     for name in WANDB_FOLDERS:  # the tracking tests' offline W&B runs log and configure under it too

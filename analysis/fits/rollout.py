@@ -173,21 +173,13 @@ def percent(value: float, sign: str = "") -> str:
     return "-" if not np.isfinite(value) else f"{value:{sign}.2%}"
 
 
-def _row(
-    name: str,
-    k: int,
-    steps: Steps,
-    predicted: np.ndarray,
-    observed: np.ndarray,
-    best_error: float,
-    points: np.ndarray | None = None,
-) -> RolloutRow:
+def _row(name: str, k: int, steps: Steps, predicted, observed, best_error: float, points=()) -> RolloutRow:
     """A row from each run's prediction and loss; `points` (an id per run) groups the seeds of one point."""
     if not predicted.size:
         return RolloutRow(name, k, steps.label(k), 0, np.nan, np.nan, np.nan, best_error)
     error = predicted / observed - 1.0
     # Every seed of a point shares its (N, D), so its prediction: the point's error is against the seeds' mean.
-    _, point = np.unique(points if points is not None else np.arange(predicted.size), return_inverse=True)
+    _, point = np.unique(points, return_inverse=True)
     count = np.bincount(point)
     point_predicted = np.bincount(point, predicted) / count
     point_observed = np.bincount(point, observed) / count
@@ -227,8 +219,9 @@ def rollout(
 
 
 def law_scores(rows: list[RolloutRow]) -> dict[str, float]:
-    """Each law's rollout error: the mean over steps of its mean |log error| over points; laws not fitted at every step
-    (or not at all) are left out, since a law that cannot be fitted on the smaller steps has not been tested."""
+    """Each law's rollout error: the mean over steps of its mean |log error| over points; laws not fitted at
+    every step (or not at all) are left out, since a law that cannot be fitted on the smaller steps has not
+    been tested."""
     scores = {}
     for name in LAWS:
         mine = [row.mean_abs_log_error for row in rows if row.predictor == name]
